@@ -1,0 +1,94 @@
+/**
+ * One catalogue for every failure the worker reports. Each error says whether retrying can help (`temporary`)
+ * and carries the SMTP reply code or AWS error name it came from, so callers decide on data, not on messages.
+ */
+export type ErrorCode =
+  | 'CONFIG_INVALID'
+  | 'NOTIFICATION_INVALID'
+  | 'S3_OBJECT_MISSING'
+  | 'S3_ERROR'
+  | 'SQS_ERROR'
+  | 'DYNAMODB_ERROR'
+  | 'SES_ERROR'
+  | 'SES_MESSAGE_TOO_LARGE'
+  | 'SMTP_TEMPORARY'
+  | 'SMTP_PERMANENT'
+  | 'SMTP_CONNECTION'
+  | 'MAIL_TOO_LARGE'
+  | 'HEADER_INJECTION'
+  | 'SHUTTING_DOWN';
+
+export interface WorkerErrorOptions {
+  temporary: boolean;
+  /** Three-digit SMTP reply code, when the error came from a mail server. */
+  responseCode?: number;
+  /** AWS error name (e.g. `ThrottlingException`), when the error came from an AWS call. */
+  awsCode?: string;
+  cause?: unknown;
+}
+
+export class WorkerError extends Error {
+  readonly code: ErrorCode;
+  readonly temporary: boolean;
+  readonly responseCode?: number;
+  readonly awsCode?: string;
+
+  constructor(code: ErrorCode, message: string, options: WorkerErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'WorkerError';
+    this.code = code;
+    this.temporary = options.temporary;
+    if (options.responseCode !== undefined) this.responseCode = options.responseCode;
+    if (options.awsCode !== undefined) this.awsCode = options.awsCode;
+  }
+
+  /** Plain-data form, safe to log or to post across threads. */
+  toJSON(): { code: ErrorCode; message: string; temporary: boolean; responseCode?: number; awsCode?: string } {
+    return {
+      code: this.code,
+      message: this.message,
+      temporary: this.temporary,
+      ...(this.responseCode !== undefined && { responseCode: this.responseCode }),
+      ...(this.awsCode !== undefined && { awsCode: this.awsCode }),
+    };
+  }
+}
+
+/** Configuration problems name the setting; the entry point prints this one line and exits non-zero. */
+export class ConfigError extends WorkerError {
+  readonly setting: string;
+  constructor(setting: string, reason: string) {
+    super('CONFIG_INVALID', `invalid configuration: ${setting}: ${reason}`, { temporary: false });
+    this.name = 'ConfigError';
+    this.setting = setting;
+  }
+}
+
+/** AWS SDK v3 errors carry `name` and `$metadata.httpStatusCode`; throttling and 5xx are worth retrying. */
+export function isTemporaryAwsError(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return true;
+  const e = error as { name?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
+  if (e.$retryable) return true;
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined) return status >= 500 || status === 429 || THROTTLING_NAMES.has(e.name ?? '');
+  // No HTTP status: a network-level failure (ECONNREFUSED, timeout) — temporary.
+  return true;
+}
+
+const THROTTLING_NAMES = new Set([
+  'ThrottlingException',
+  'Throttling',
+  'ThrottledException',
+  'RequestThrottled',
+  'TooManyRequestsException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'SlowDown',
+]);
+
+export function awsErrorName(error: unknown): string | undefined {
+  if (typeof error === 'object' && error !== null && 'name' in error && typeof error.name === 'string') {
+    return error.name;
+  }
+  return undefined;
+}
