@@ -1,0 +1,146 @@
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { backoffMs, type Clock } from '../clock.ts';
+import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+
+export interface MailLocation {
+  bucket: string;
+  key: string;
+}
+
+/** The S3 side of a mail: fetch the raw bytes SES stored, and keep the audit trail in object metadata. */
+export interface MailStore {
+  fetch(location: MailLocation, options: { maxBytes: number; signal?: AbortSignal }): Promise<Buffer>;
+  /** Merges `metadata` into the object's user metadata without changing its bytes or content type. */
+  updateMetadata(location: MailLocation, metadata: Readonly<Record<string, string>>): Promise<void>;
+  remove(location: MailLocation): Promise<void>;
+}
+
+export interface S3MailStoreOptions {
+  /** Attempts for an object that is not there yet (SES writes S3 before notifying, but replicas may lag). */
+  maxAttempts: number;
+  /** Attempts for throttling / 5xx answers. */
+  transientAttempts?: number;
+  baseDelayMs?: number;
+  clock: Clock;
+}
+
+const NOT_FOUND = new Set(['NoSuchKey', 'NotFound', 'NoSuchBucket']);
+
+export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): MailStore {
+  const baseDelayMs = options.baseDelayMs ?? 200;
+  const transientAttempts = options.transientAttempts ?? 3;
+
+  return {
+    async fetch(location, { maxBytes, signal }) {
+      let missing = 0;
+      let transient = 0;
+      for (;;) {
+        try {
+          const result = await s3.send(new GetObjectCommand({ Bucket: location.bucket, Key: location.key }), {
+            abortSignal: signal,
+          });
+          const length = result.ContentLength ?? 0;
+          if (length > maxBytes) {
+            result.Body?.transformToWebStream().cancel().catch(() => undefined);
+            throw tooLarge(location, length, maxBytes);
+          }
+          if (!result.Body) throw new Error('GetObject returned no body');
+          const bytes = Buffer.from(await result.Body.transformToByteArray());
+          if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
+          return bytes;
+        } catch (error) {
+          if (error instanceof WorkerError) throw error;
+          const name = awsErrorName(error);
+          if (name !== undefined && NOT_FOUND.has(name)) {
+            missing += 1;
+            if (missing >= options.maxAttempts) {
+              throw new WorkerError(
+                'S3_OBJECT_MISSING',
+                `s3://${location.bucket}/${location.key} not found after ${missing} attempts`,
+                { temporary: true, awsCode: name, cause: error },
+              );
+            }
+            await options.clock.sleep(backoffMs(missing - 1, baseDelayMs, 5_000), signal);
+            continue;
+          }
+          if (isTemporaryAwsError(error) && ++transient < transientAttempts) {
+            await options.clock.sleep(backoffMs(transient - 1, baseDelayMs, 5_000), signal);
+            continue;
+          }
+          throw s3Error(`GetObject s3://${location.bucket}/${location.key}`, error);
+        }
+      }
+    },
+
+    async updateMetadata(location, metadata) {
+      try {
+        const head = await s3.send(new HeadObjectCommand({ Bucket: location.bucket, Key: location.key }));
+        // REPLACE drops everything not restated, so carry over the content headers SES set.
+        await s3.send(
+          new CopyObjectCommand({
+            Bucket: location.bucket,
+            Key: location.key,
+            CopySource: `${location.bucket}/${encodeURIComponent(location.key).replaceAll('%2F', '/')}`,
+            MetadataDirective: 'REPLACE',
+            Metadata: { ...head.Metadata, ...sanitizeMetadata(metadata) },
+            ...(head.ContentType && { ContentType: head.ContentType }),
+            ...(head.ContentEncoding && { ContentEncoding: head.ContentEncoding }),
+            ...(head.ContentDisposition && { ContentDisposition: head.ContentDisposition }),
+            ...(head.ContentLanguage && { ContentLanguage: head.ContentLanguage }),
+            ...(head.CacheControl && { CacheControl: head.CacheControl }),
+            ...(head.ServerSideEncryption && { ServerSideEncryption: head.ServerSideEncryption }),
+            ...(head.SSEKMSKeyId && { SSEKMSKeyId: head.SSEKMSKeyId }),
+            ...(head.StorageClass && { StorageClass: head.StorageClass }),
+          }),
+        );
+      } catch (error) {
+        throw s3Error(`metadata update s3://${location.bucket}/${location.key}`, error);
+      }
+    },
+
+    async remove(location) {
+      try {
+        await s3.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key }));
+      } catch (error) {
+        throw s3Error(`DeleteObject s3://${location.bucket}/${location.key}`, error);
+      }
+    },
+  };
+}
+
+/**
+ * S3 user metadata travels as HTTP headers: ASCII only, 2 KB in total. Non-ASCII is percent-encoded and long
+ * values (a long invalid_inboxes list) are cut with a marker rather than failing the whole update.
+ */
+export function sanitizeMetadata(metadata: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata)) {
+    let safe = value.replace(/[^\x20-\x7e]/g, (c) => encodeURIComponent(c));
+    if (safe.length > 512) safe = `${safe.slice(0, 500)}...(cut)`;
+    out[key.toLowerCase()] = safe;
+  }
+  return out;
+}
+
+function tooLarge(location: MailLocation, size: number, max: number): WorkerError {
+  return new WorkerError(
+    'MAIL_TOO_LARGE',
+    `s3://${location.bucket}/${location.key} is ${size} bytes, over MAX_MAIL_BYTES=${max}`,
+    { temporary: false },
+  );
+}
+
+function s3Error(operation: string, error: unknown): WorkerError {
+  const name = awsErrorName(error);
+  return new WorkerError('S3_ERROR', `${operation} failed: ${error instanceof Error ? error.message : String(error)}`, {
+    temporary: isTemporaryAwsError(error),
+    ...(name !== undefined && { awsCode: name }),
+    cause: error,
+  });
+}

@@ -1,0 +1,223 @@
+import { BatchGetCommand, DeleteCommand, GetCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { backoffMs, type Clock } from '../clock.ts';
+import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+
+/** A recipient's rules (table `email-rules`). */
+export interface RecipientRule {
+  oooActive: boolean;
+  oooMessage: string;
+  oooContentType: 'text' | 'html';
+  forwards: string[];
+}
+
+export interface RecipientSettings {
+  rule?: RecipientRule;
+  blockedPatterns: string[];
+}
+
+/** A record of mail we sent out through SES (table `ses-outbound-messages`). */
+export interface OutboundRecord {
+  messageId: string;
+  originalSource?: string;
+  bouncedRecipients: string[];
+}
+
+export interface TableNames {
+  rules: string;
+  blocklist: string;
+  outbound: string;
+  oooState: string;
+}
+
+export interface RulesStore {
+  /** Rules and blocklists of all recipients in one BatchGetItem (two tables, one call; unprocessed keys retried). */
+  settingsFor(recipients: readonly string[]): Promise<Map<string, RecipientSettings>>;
+  /** First outbound record found among the candidate ids, retrying briefly because the record may lag the bounce. */
+  findOutbound(candidates: readonly string[], options?: { attempts?: number }): Promise<OutboundRecord | undefined>;
+  /**
+   * Claims the right to auto-reply from `recipient` to `sender` until `now + intervalMs`. Conditional write: exactly
+   * one of several concurrent claimers wins, across threads and replicas.
+   */
+  claimAutoReply(recipient: string, sender: string, now: number, intervalMs: number): Promise<boolean>;
+  /** Gives a claim back when the reply could not be sent, so a later mail may try again. */
+  releaseAutoReply(recipient: string, sender: string, now: number): Promise<void>;
+}
+
+export interface DynamoRulesStoreOptions {
+  tables: TableNames;
+  clock: Clock;
+  /** Per-thread cache lifetime for rules/blocklists; 0 disables. */
+  cacheSeconds: number;
+}
+
+export function createDynamoRulesStore(ddb: DynamoDBDocumentClient, options: DynamoRulesStoreOptions): RulesStore {
+  const { tables, clock } = options;
+  const cache = new Map<string, { at: number; settings: RecipientSettings }>();
+  const cacheMs = options.cacheSeconds * 1000;
+
+  async function batchRead(recipients: readonly string[]): Promise<Map<string, RecipientSettings>> {
+    const result = new Map<string, RecipientSettings>();
+    for (const r of recipients) result.set(r, { blockedPatterns: [] });
+    // BatchGetItem takes 100 keys in total across tables: 50 recipients × 2 tables per call.
+    for (let i = 0; i < recipients.length; i += 50) {
+      const keys = recipients.slice(i, i + 50).map((r) => ({ email_address: r }));
+      let request: Record<string, { Keys: Record<string, unknown>[] }> | undefined = {
+        [tables.rules]: { Keys: keys },
+        [tables.blocklist]: { Keys: keys },
+      };
+      for (let attempt = 0; request && Object.keys(request).length > 0; attempt++) {
+        if (attempt > 0) {
+          if (attempt > 5) {
+            throw new WorkerError('DYNAMODB_ERROR', 'BatchGetItem left keys unprocessed after 5 retries', {
+              temporary: true,
+            });
+          }
+          await clock.sleep(backoffMs(attempt - 1, 50, 2_000));
+        }
+        const response = await callDynamo('BatchGetItem', () =>
+          ddb.send(new BatchGetCommand({ RequestItems: request as never })),
+        );
+        for (const item of response.Responses?.[tables.rules] ?? []) {
+          const key = String(item.email_address ?? '').toLowerCase();
+          const entry = result.get(key);
+          if (entry) entry.rule = toRule(item);
+        }
+        for (const item of response.Responses?.[tables.blocklist] ?? []) {
+          const key = String(item.email_address ?? '').toLowerCase();
+          const entry = result.get(key);
+          if (entry) entry.blockedPatterns = stringList(item.blocked_patterns);
+        }
+        request = response.UnprocessedKeys as typeof request;
+      }
+    }
+    return result;
+  }
+
+  return {
+    async settingsFor(recipients) {
+      const unique = [...new Set(recipients.map((r) => r.toLowerCase()))];
+      const now = clock.now();
+      const result = new Map<string, RecipientSettings>();
+      const missing: string[] = [];
+      for (const r of unique) {
+        const hit = cacheMs > 0 ? cache.get(r) : undefined;
+        if (hit && now - hit.at < cacheMs) result.set(r, hit.settings);
+        else missing.push(r);
+      }
+      if (missing.length > 0) {
+        const fresh = await batchRead(missing);
+        for (const [r, settings] of fresh) {
+          result.set(r, settings);
+          if (cacheMs > 0) cache.set(r, { at: now, settings });
+        }
+        if (cache.size > 10_000) {
+          for (const [key, value] of cache) if (now - value.at >= cacheMs) cache.delete(key);
+        }
+      }
+      return result;
+    },
+
+    async findOutbound(candidates, lookupOptions = {}) {
+      const attempts = lookupOptions.attempts ?? 3;
+      for (let attempt = 0; attempt < attempts; attempt++) {
+        if (attempt > 0) await clock.sleep(backoffMs(attempt - 1, 250, 2_000));
+        for (const id of candidates) {
+          const response = await callDynamo('GetItem', () =>
+            ddb.send(new GetCommand({ TableName: tables.outbound, Key: { MessageId: id } })),
+          );
+          if (response.Item) {
+            return {
+              messageId: id,
+              ...(typeof response.Item.original_source === 'string' && {
+                originalSource: response.Item.original_source,
+              }),
+              bouncedRecipients: stringList(response.Item.bouncedRecipients),
+            };
+          }
+        }
+      }
+      return undefined;
+    },
+
+    async claimAutoReply(recipient, sender, now, intervalMs) {
+      const nowSeconds = Math.floor(now / 1000);
+      try {
+        await callDynamo('PutItem', () =>
+          ddb.send(
+            new PutCommand({
+              TableName: tables.oooState,
+              Item: {
+                pk: oooKey(recipient, sender),
+                recipient: recipient.toLowerCase(),
+                sender: sender.toLowerCase(),
+                replied_at: nowSeconds,
+                // Also the table's TTL attribute, so DynamoDB removes expired claims by itself.
+                expires_at: Math.floor((now + intervalMs) / 1000),
+              },
+              ConditionExpression: 'attribute_not_exists(pk) OR expires_at <= :now',
+              ExpressionAttributeValues: { ':now': nowSeconds },
+            }),
+          ),
+        );
+        return true;
+      } catch (error) {
+        if (error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException') return false;
+        throw error;
+      }
+    },
+
+    async releaseAutoReply(recipient, sender, now) {
+      await callDynamo('DeleteItem', () =>
+        ddb.send(
+          new DeleteCommand({
+            TableName: tables.oooState,
+            Key: { pk: oooKey(recipient, sender) },
+            ConditionExpression: 'replied_at = :at',
+            ExpressionAttributeValues: { ':at': Math.floor(now / 1000) },
+          }),
+        ),
+      ).catch((error: unknown) => {
+        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException')) throw error;
+      });
+    },
+  };
+}
+
+function oooKey(recipient: string, sender: string): string {
+  return `${recipient.toLowerCase()}|${sender.toLowerCase()}`;
+}
+
+function toRule(item: Record<string, unknown>): RecipientRule {
+  return {
+    oooActive: item.ooo_active === true,
+    oooMessage: typeof item.ooo_message === 'string' ? item.ooo_message : '',
+    oooContentType: item.ooo_content_type === 'html' ? 'html' : 'text',
+    forwards: stringList(item.forwards)
+      .map((f) => f.trim().toLowerCase())
+      .filter((f) => f.includes('@')),
+  };
+}
+
+function stringList(value: unknown): string[] {
+  if (value instanceof Set) value = [...value];
+  if (!Array.isArray(value)) return [];
+  return value.filter((v): v is string => typeof v === 'string' && v !== '');
+}
+
+export async function callDynamo<T>(operation: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof WorkerError) throw error;
+    const name = awsErrorName(error);
+    throw new WorkerError(
+      'DYNAMODB_ERROR',
+      `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        temporary: name === 'ConditionalCheckFailedException' ? false : isTemporaryAwsError(error),
+        ...(name !== undefined && { awsCode: name }),
+        cause: error,
+      },
+    );
+  }
+}

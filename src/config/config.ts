@@ -1,0 +1,284 @@
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../errors.ts';
+import { SETTINGS, type SettingName } from './settings.ts';
+
+export type DeliveryProtocol = 'smtp' | 'lmtp';
+export type VirusPolicy = 'tag' | 'reject';
+
+export interface AwsConfig {
+  region: string;
+  endpoints: { sqs?: string; s3?: string; ses?: string; dynamodb?: string };
+  s3ForcePathStyle: boolean;
+}
+
+export interface Config {
+  domains: readonly string[];
+  aws: AwsConfig;
+  queueNameTemplate: string;
+  smtp: {
+    host: string;
+    port: number;
+    internalPort: number;
+    lmtpPort: number;
+    protocol: DeliveryProtocol;
+    maxConnections: number;
+    timeoutMs: number;
+  };
+  tables: {
+    rules: string;
+    blocklist: string;
+    outbound: string;
+    oooState: string;
+    /** Empty when exactly-once effect tracking is disabled. */
+    idempotency: string;
+  };
+  poll: {
+    waitTimeSeconds: number;
+    maxMessages: number;
+    messageConcurrency: number;
+    maxReceives: number;
+  };
+  limits: {
+    maxMailBytes: number;
+    inFlightBytes: number;
+    s3MaxAttempts: number;
+  };
+  rules: {
+    cacheSeconds: number;
+    oooReplyIntervalDays: number;
+    oooRequireAddressed: boolean;
+    autoReplySubjectPrefix: string;
+    forwardSubjectPrefix: string;
+    virusPolicy: VirusPolicy;
+    addVerdictHeaders: boolean;
+    loopMarkerSecret: string;
+  };
+  http: { healthPort: number; metricsPort: number; host: string };
+  shutdownGraceSeconds: number;
+  log: { level: string; redactAddresses: boolean };
+}
+
+// RFC 1035 labels; at least two labels, so `localhost` or `example` is rejected as a hosted mail domain.
+const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Result of reading the command line: either a config, or a request for help. */
+export type CliRequest = { kind: 'run'; config: Config } | { kind: 'help' } | { kind: 'version' };
+
+/**
+ * Reads argv and the environment into one validated, frozen Config. Every problem is a ConfigError naming the
+ * setting, raised before anything touches the network.
+ */
+export function loadConfig(argv: readonly string[], env: Env): CliRequest {
+  let parsed: ReturnType<typeof parseCli>;
+  try {
+    parsed = parseCli(argv);
+  } catch (error) {
+    throw new ConfigError('command line', error instanceof Error ? error.message : String(error));
+  }
+  if (parsed.values.help) return { kind: 'help' };
+  if (parsed.values.version) return { kind: 'version' };
+  const merged: Env = {
+    ...env,
+    ...(parsed.values.domains !== undefined && { DOMAINS: parsed.values.domains }),
+    ...(parsed.values['log-level'] !== undefined && { LOG_LEVEL: parsed.values['log-level'] }),
+  };
+  return { kind: 'run', config: buildConfig(merged) };
+}
+
+function parseCli(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    options: {
+      domains: { type: 'string', short: 'd' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+}
+
+export function buildConfig(env: Env): Config {
+  const read = new SettingReader(env);
+  const domains = read.domains();
+  const generic = read.url('AWS_ENDPOINT_URL');
+  const config: Config = {
+    domains,
+    aws: {
+      region: read.string('AWS_REGION'),
+      endpoints: {
+        sqs: read.url('AWS_ENDPOINT_URL_SQS') ?? generic,
+        s3: read.url('AWS_ENDPOINT_URL_S3') ?? generic,
+        ses: read.url('AWS_ENDPOINT_URL_SES') ?? read.url('AWS_ENDPOINT_URL_SESV2') ?? generic,
+        dynamodb: read.url('AWS_ENDPOINT_URL_DYNAMODB') ?? generic,
+      },
+      s3ForcePathStyle: read.bool('S3_FORCE_PATH_STYLE'),
+    },
+    queueNameTemplate: read.queueTemplate(),
+    smtp: {
+      host: read.string('SMTP_HOST'),
+      port: read.port('SMTP_PORT'),
+      internalPort: read.port('INTERNAL_SMTP_PORT'),
+      lmtpPort: read.port('LMTP_PORT'),
+      protocol: read.oneOf('DELIVERY_PROTOCOL', ['smtp', 'lmtp'] as const),
+      maxConnections: read.int('SMTP_MAX_CONNECTIONS', 1, 100),
+      timeoutMs: read.int('SMTP_TIMEOUT_MS', 1000, 600_000),
+    },
+    tables: {
+      rules: read.string('RULES_TABLE'),
+      blocklist: read.string('BLOCKLIST_TABLE'),
+      outbound: read.string('OUTBOUND_TABLE'),
+      oooState: read.string('OOO_STATE_TABLE'),
+      idempotency: read.string('IDEMPOTENCY_TABLE', { allowEmpty: true }),
+    },
+    poll: {
+      waitTimeSeconds: read.int('WAIT_TIME_SECONDS', 0, 20),
+      maxMessages: read.int('MAX_MESSAGES_PER_RECEIVE', 1, 10),
+      messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 100),
+      maxReceives: read.int('MAX_RECEIVES', 1, 1000),
+    },
+    limits: {
+      maxMailBytes: read.int('MAX_MAIL_BYTES', 1024, 200 * 1024 * 1024),
+      inFlightBytes: read.int('IN_FLIGHT_BYTES', 1024, 4 * 1024 * 1024 * 1024),
+      s3MaxAttempts: read.int('S3_MAX_ATTEMPTS', 1, 20),
+    },
+    rules: {
+      cacheSeconds: read.int('RULES_CACHE_SECONDS', 0, 86_400),
+      oooReplyIntervalDays: read.number('OOO_REPLY_INTERVAL_DAYS', 0, 365),
+      oooRequireAddressed: read.bool('OOO_REQUIRE_ADDRESSED'),
+      autoReplySubjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
+      forwardSubjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }),
+      virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),
+      addVerdictHeaders: read.bool('ADD_VERDICT_HEADERS'),
+      loopMarkerSecret: read.string('LOOP_MARKER_SECRET', { allowEmpty: true }),
+    },
+    http: {
+      healthPort: read.port('HEALTH_PORT', { allowZero: true }),
+      metricsPort: read.port('METRICS_PORT', { allowZero: true }),
+      host: read.string('HTTP_HOST'),
+    },
+    shutdownGraceSeconds: read.number('SHUTDOWN_GRACE_SECONDS', 0, 3600),
+    log: {
+      level: read.oneOf('LOG_LEVEL', LOG_LEVELS),
+      redactAddresses: read.bool('LOG_REDACT_ADDRESSES'),
+    },
+  };
+  for (const value of [config.rules.autoReplySubjectPrefix, config.rules.forwardSubjectPrefix]) {
+    if (/[\r\n\0]/.test(value)) throw new ConfigError('AUTOREPLY_SUBJECT_PREFIX/FORWARD_SUBJECT_PREFIX', 'must be one line');
+  }
+  if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
+    throw new ConfigError('IN_FLIGHT_BYTES', `must be at least MAX_MAIL_BYTES (${config.limits.maxMailBytes}) so the largest mail fits`);
+  }
+  return deepFreeze(config);
+}
+
+/** The queue name of a domain: `{domain}` is the domain with dots replaced by dashes (`example-com-queue`). */
+export function queueNameFor(template: string, domain: string): string {
+  return template.replaceAll('{domain}', domain.replaceAll('.', '-'));
+}
+
+class SettingReader {
+  constructor(private readonly env: Env) {}
+
+  private raw(name: SettingName): string {
+    const value = this.env[name];
+    if (value !== undefined && value.trim() !== '') return value.trim();
+    return SETTINGS[name].default;
+  }
+
+  string(name: SettingName, options: { allowEmpty?: boolean } = {}): string {
+    const value = name.endsWith('_PREFIX') ? (this.env[name] ?? SETTINGS[name].default) : this.raw(name);
+    if (!options.allowEmpty && value === '') throw new ConfigError(name, 'must not be empty');
+    return value;
+  }
+
+  url(name: SettingName): string | undefined {
+    const value = this.raw(name);
+    if (value === '') return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(value);
+    } catch {
+      throw new ConfigError(name, `"${value}" is not a URL (expected e.g. http://127.0.0.1:4566)`);
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+      throw new ConfigError(name, `"${value}" must be an http:// or https:// URL`);
+    }
+    return value.replace(/\/+$/, '');
+  }
+
+  bool(name: SettingName): boolean {
+    const value = this.raw(name).toLowerCase();
+    if (['true', '1', 'yes', 'on'].includes(value)) return true;
+    if (['false', '0', 'no', 'off'].includes(value)) return false;
+    throw new ConfigError(name, `"${value}" is not a boolean (true/false)`);
+  }
+
+  number(name: SettingName, min: number, max: number): number {
+    const value = this.raw(name);
+    const n = Number(value);
+    if (value === '' || !Number.isFinite(n)) throw new ConfigError(name, `"${value}" is not a number`);
+    if (n < min || n > max) throw new ConfigError(name, `${n} is out of range ${min}..${max}`);
+    return n;
+  }
+
+  int(name: SettingName, min: number, max: number): number {
+    const value = this.raw(name);
+    if (!/^-?\d+$/.test(value)) throw new ConfigError(name, `"${value}" is not an integer`);
+    return this.number(name, min, max);
+  }
+
+  port(name: SettingName, options: { allowZero?: boolean } = {}): number {
+    const value = this.raw(name);
+    if (!/^\d+$/.test(value)) throw new ConfigError(name, `"${value}" is not a port number`);
+    const n = Number(value);
+    const min = options.allowZero ? 0 : 1;
+    if (n < min || n > 65535) throw new ConfigError(name, `${n} is not a valid port (${min}..65535)`);
+    return n;
+  }
+
+  oneOf<T extends string>(name: SettingName, allowed: readonly T[]): T {
+    const value = this.raw(name).toLowerCase();
+    if (!(allowed as readonly string[]).includes(value)) {
+      throw new ConfigError(name, `"${value}" is not one of ${allowed.join(', ')}`);
+    }
+    return value as T;
+  }
+
+  domains(): string[] {
+    const value = this.raw('DOMAINS');
+    const domains = value
+      .split(',')
+      .map((d) => d.trim().toLowerCase())
+      .filter((d) => d !== '');
+    if (domains.length === 0) {
+      throw new ConfigError('DOMAINS', 'no domain given (use --domains example.com,another.com or DOMAINS)');
+    }
+    for (const domain of domains) {
+      if (!DOMAIN_RE.test(domain)) throw new ConfigError('DOMAINS', `"${domain}" is not a valid domain name`);
+    }
+    if (new Set(domains).size !== domains.length) throw new ConfigError('DOMAINS', 'a domain is listed twice');
+    return domains;
+  }
+
+  queueTemplate(): string {
+    const value = this.raw('QUEUE_NAME_TEMPLATE');
+    if (!value.includes('{domain}')) throw new ConfigError('QUEUE_NAME_TEMPLATE', 'must contain {domain}');
+    if (!/^[A-Za-z0-9_{}-]+(\.fifo)?$/.test(value)) {
+      throw new ConfigError('QUEUE_NAME_TEMPLATE', 'may only contain letters, digits, -, _ and {domain}');
+    }
+    return value;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

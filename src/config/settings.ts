@@ -1,0 +1,146 @@
+/**
+ * Every environment variable the worker reads, with its default and meaning. `--help`, `.env.example` and the
+ * config test are all checked against this one table, so documentation cannot drift from the code.
+ */
+export interface SettingSpec {
+  readonly default: string;
+  readonly help: string;
+  readonly group: 'Domains' | 'AWS' | 'Mail server' | 'Tables' | 'Polling' | 'Limits' | 'Rules' | 'Operations';
+}
+
+export const SETTINGS = {
+  DOMAINS: { group: 'Domains', default: '', help: 'Comma-separated domains to serve (fallback for --domains).' },
+
+  AWS_REGION: { group: 'AWS', default: 'us-east-1', help: 'AWS region of SQS, S3, SES and DynamoDB.' },
+  AWS_ENDPOINT_URL: { group: 'AWS', default: '', help: 'Endpoint override for every AWS service (emulators).' },
+  AWS_ENDPOINT_URL_SQS: { group: 'AWS', default: '', help: 'Endpoint override for SQS.' },
+  AWS_ENDPOINT_URL_S3: { group: 'AWS', default: '', help: 'Endpoint override for S3.' },
+  AWS_ENDPOINT_URL_SES: { group: 'AWS', default: '', help: 'Endpoint override for SES (v2 API).' },
+  AWS_ENDPOINT_URL_SESV2: { group: 'AWS', default: '', help: 'Alias of AWS_ENDPOINT_URL_SES.' },
+  AWS_ENDPOINT_URL_DYNAMODB: { group: 'AWS', default: '', help: 'Endpoint override for DynamoDB.' },
+  S3_FORCE_PATH_STYLE: { group: 'AWS', default: 'false', help: 'Use path-style S3 URLs (needed by emulators).' },
+  QUEUE_NAME_TEMPLATE: {
+    group: 'AWS',
+    default: '{domain}-queue',
+    help: 'SQS queue name per domain; {domain} is the domain with dots replaced by dashes.',
+  },
+
+  SMTP_HOST: { group: 'Mail server', default: 'localhost', help: 'Host of the mail server (docker-mailserver).' },
+  SMTP_PORT: { group: 'Mail server', default: '25', help: 'SMTP port for normal delivery.' },
+  INTERNAL_SMTP_PORT: {
+    group: 'Mail server',
+    default: '2525',
+    help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES).',
+  },
+  LMTP_PORT: { group: 'Mail server', default: '24', help: 'Dovecot LMTP port (used when DELIVERY_PROTOCOL=lmtp).' },
+  DELIVERY_PROTOCOL: { group: 'Mail server', default: 'smtp', help: 'smtp | lmtp.' },
+  SMTP_MAX_CONNECTIONS: {
+    group: 'Mail server',
+    default: '5',
+    help: 'Upper bound of connections to the mail server, shared by all domains.',
+  },
+  SMTP_TIMEOUT_MS: { group: 'Mail server', default: '60000', help: 'Connection/greeting/socket timeout.' },
+
+  RULES_TABLE: { group: 'Tables', default: 'email-rules', help: 'DynamoDB table of per-address rules.' },
+  BLOCKLIST_TABLE: { group: 'Tables', default: 'email-blocked-senders', help: 'DynamoDB table of blocked senders.' },
+  OUTBOUND_TABLE: { group: 'Tables', default: 'ses-outbound-messages', help: 'DynamoDB table of mail sent via SES.' },
+  OOO_STATE_TABLE: {
+    group: 'Tables',
+    default: 'email-ooo-replies',
+    help: 'DynamoDB table remembering auto-replies (key pk, TTL attribute expires_at).',
+  },
+  IDEMPOTENCY_TABLE: {
+    group: 'Tables',
+    default: '',
+    help: 'DynamoDB table for exactly-once effects (key pk, TTL expires_at); empty disables.',
+  },
+
+  WAIT_TIME_SECONDS: { group: 'Polling', default: '20', help: 'SQS long-poll wait (0..20).' },
+  MAX_MESSAGES_PER_RECEIVE: { group: 'Polling', default: '10', help: 'Messages per ReceiveMessage (1..10).' },
+  MESSAGE_CONCURRENCY: { group: 'Polling', default: '10', help: 'Messages processed at once per domain.' },
+  MAX_RECEIVES: {
+    group: 'Polling',
+    default: '10',
+    help: 'Receive count at which a failing message is marked failed (match the redrive maxReceiveCount).',
+  },
+
+  MAX_MAIL_BYTES: {
+    group: 'Limits',
+    default: '41943040',
+    help: 'Largest mail accepted (SES inbound maximum is 40 MB); larger is a recorded permanent failure.',
+  },
+  IN_FLIGHT_BYTES: {
+    group: 'Limits',
+    default: '134217728',
+    help: 'Budget of mail bytes held in memory at once per domain.',
+  },
+  S3_MAX_ATTEMPTS: { group: 'Limits', default: '5', help: 'Attempts to fetch a mail object not yet in S3.' },
+
+  RULES_CACHE_SECONDS: { group: 'Rules', default: '30', help: 'Per-thread cache of rules/blocklists (0 disables).' },
+  OOO_REPLY_INTERVAL_DAYS: {
+    group: 'Rules',
+    default: '7',
+    help: 'At most one auto-reply per sender and recipient in this many days.',
+  },
+  OOO_REQUIRE_ADDRESSED: {
+    group: 'Rules',
+    default: 'true',
+    help: 'Only auto-reply when the recipient is named in To/Cc.',
+  },
+  AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
+  FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
+  VIRUS_POLICY: { group: 'Rules', default: 'tag', help: 'tag | reject: what to do with an SES virus FAIL.' },
+  ADD_VERDICT_HEADERS: {
+    group: 'Rules',
+    default: 'true',
+    help: 'Prepend X-SES-*-Verdict headers to delivered mail.',
+  },
+  LOOP_MARKER_SECRET: {
+    group: 'Rules',
+    default: '',
+    help: 'HMAC key signing the loop marker; when set, unsigned markers from outside are ignored.',
+  },
+
+  HEALTH_PORT: { group: 'Operations', default: '8080', help: 'Port of /health and /ready (0 = ephemeral).' },
+  METRICS_PORT: { group: 'Operations', default: '8000', help: 'Port of /metrics (0 = ephemeral).' },
+  HTTP_HOST: { group: 'Operations', default: '0.0.0.0', help: 'Address the health/metrics servers bind.' },
+  SHUTDOWN_GRACE_SECONDS: {
+    group: 'Operations',
+    default: '25',
+    help: 'Time in-flight messages get to finish on SIGTERM.',
+  },
+  LOG_LEVEL: { group: 'Operations', default: 'info', help: 'fatal | error | warn | info | debug | trace | silent.' },
+  LOG_REDACT_ADDRESSES: {
+    group: 'Operations',
+    default: 'false',
+    help: 'Replace mail addresses in logs by a short hash.',
+  },
+} as const satisfies Record<string, SettingSpec>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+export function helpText(): string {
+  const lines = [
+    'unified-worker: delivers mail received by Amazon SES into a docker-mailserver (Postfix + Dovecot).',
+    '',
+    'Usage: node dist/unified-worker.js --domains example.com,another.com',
+    '',
+    'Options:',
+    '  -d, --domains <list>   Comma-separated domains to serve (env DOMAINS).',
+    '      --log-level <lvl>  Log level (env LOG_LEVEL).',
+    '  -h, --help             Print this help.',
+    '  -v, --version          Print the version.',
+    '',
+    'Environment variables (default in brackets):',
+  ];
+  let group = '';
+  for (const [name, spec] of Object.entries(SETTINGS) as Array<[string, SettingSpec]>) {
+    if (spec.group !== group) {
+      group = spec.group;
+      lines.push('', `  ${group}:`);
+    }
+    lines.push(`    ${name.padEnd(26)} ${spec.help}${spec.default === '' ? '' : ` [${spec.default}]`}`);
+  }
+  lines.push('', 'AWS credentials come from the standard AWS SDK chain (env, profile, IMDS, IRSA).');
+  return lines.join('\n');
+}

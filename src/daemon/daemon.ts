@@ -1,0 +1,310 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { backoffMs } from '../clock.ts';
+import type { Config } from '../config/config.ts';
+import { createLogger, type Logger } from '../log/logger.ts';
+import { createPooledDelivery } from '../smtp/transport.ts';
+import { startHttpServer, type RunningServer } from './http-servers.ts';
+import type {
+  CoordinatorMessage,
+  DomainStatus,
+  MetricsSnapshot,
+  PollerTask,
+  ThreadMessage,
+} from './protocol.ts';
+
+interface DomainSlot {
+  domain: string;
+  status: DomainStatus;
+  port?: MessagePort;
+  abort?: AbortController;
+  restarts: number;
+  supervisor?: Promise<void>;
+}
+
+export interface DaemonHandle {
+  healthPort: number;
+  metricsPort: number;
+  /** Graceful stop; resolves when everything is closed. */
+  stop(): Promise<void>;
+}
+
+const METRICS_TIMEOUT_MS = 2_000;
+const VERIFY_INTERVAL_MS = 30_000;
+
+/**
+ * The coordinator: one piscina-hosted worker thread per domain (restarted with capped exponential backoff when it
+ * dies), one shared delivery pool all threads send through, and the health and metrics servers.
+ */
+export async function startDaemon(config: Config, options: { installSignalHandlers?: boolean } = {}): Promise<DaemonHandle> {
+  const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses });
+  const startedAt = Date.now();
+  const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
+
+  const mainRegistry = new Registry();
+  collectDefaultMetrics({ register: mainRegistry });
+  const restartsCounter = new Counter({
+    name: 'ses_worker_poller_restarts_total',
+    help: 'Poller threads restarted after dying.',
+    labelNames: ['domain'] as const,
+    registers: [mainRegistry],
+  });
+  new Gauge({
+    name: 'ses_worker_smtp_connections_in_use',
+    help: 'Connections of the shared SMTP/LMTP pool busy with a transaction.',
+    registers: [mainRegistry],
+    collect() {
+      this.set(delivery.connectionsInUse());
+    },
+  });
+  new Gauge({
+    name: 'ses_worker_smtp_connections_max',
+    help: 'Upper bound of connections to the mail server (SMTP_MAX_CONNECTIONS).',
+    registers: [mainRegistry],
+    collect() {
+      this.set(config.smtp.maxConnections);
+    },
+  });
+  const upGauge = new Gauge({
+    name: 'ses_worker_poller_up',
+    help: '1 while the domain poller thread is running and polling.',
+    labelNames: ['domain'] as const,
+    registers: [mainRegistry],
+  });
+
+  const slots = new Map<string, DomainSlot>(
+    config.domains.map((domain) => [
+      domain,
+      { domain, status: { domain, state: 'starting', inFlight: 0 }, restarts: 0 },
+    ]),
+  );
+  const threadFile = new URL(import.meta.url.endsWith('.ts') ? './poller-thread.ts' : './poller-thread.js', import.meta.url);
+  const pool = new Piscina<PollerTask, void>({
+    filename: threadFile.href,
+    minThreads: config.domains.length,
+    maxThreads: config.domains.length,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: Infinity,
+    // Idle piscina workers park in Atomics.wait and would not answer port messages; ours must, always.
+    atomics: 'disabled',
+    resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((config.limits.inFlightBytes * 8) / 1048576)) },
+  });
+
+  let draining = false;
+  let mailServerOk = false;
+  let nextMetricsId = 1;
+  const metricsWaiters = new Map<number, (snapshot: MetricsSnapshot) => void>();
+
+  const verifyMailServer = async () => {
+    const ok = await delivery.verify();
+    if (ok !== mailServerOk) logger[ok ? 'info' : 'warn']({ host: config.smtp.host }, ok ? 'mail server answered' : 'mail server not answering');
+    mailServerOk = ok;
+  };
+  void verifyMailServer();
+  const verifyTimer = setInterval(() => void verifyMailServer(), VERIFY_INTERVAL_MS);
+  verifyTimer.unref();
+
+  function wire(slot: DomainSlot, port: MessagePort): void {
+    port.on('message', (message: ThreadMessage) => {
+      switch (message.type) {
+        case 'status':
+          slot.status = message.status;
+          upGauge.set({ domain: slot.domain }, ['polling', 'paused'].includes(message.status.state) ? 1 : 0);
+          break;
+        case 'deliver': {
+          const raw = Buffer.from(message.raw);
+          void delivery
+            .deliver({ route: message.route, from: message.from, to: message.to, raw })
+            .then((results) => post(port, { type: 'delivered', id: message.id, results }));
+          break;
+        }
+        case 'metrics':
+          metricsWaiters.get(message.id)?.(message.metrics);
+          metricsWaiters.delete(message.id);
+          break;
+      }
+    });
+  }
+
+  async function supervise(slot: DomainSlot): Promise<void> {
+    let failures = 0;
+    while (!draining) {
+      const channel = new MessageChannel();
+      const abort = new AbortController();
+      slot.port = channel.port1;
+      slot.abort = abort;
+      wire(slot, channel.port1);
+      const started = Date.now();
+      try {
+        await pool.run(
+          { domain: slot.domain, config, port: channel.port2 },
+          { transferList: [channel.port2], signal: abort.signal },
+        );
+        if (draining) break;
+        throw new Error('poller task ended without being stopped');
+      } catch (error) {
+        if (draining) break;
+        // A thread that ran for a while before dying starts the backoff afresh.
+        if (Date.now() - started > 120_000) failures = 0;
+        failures += 1;
+        slot.restarts += 1;
+        restartsCounter.inc({ domain: slot.domain });
+        upGauge.set({ domain: slot.domain }, 0);
+        const delay = backoffMs(failures - 1, 1_000, 60_000);
+        slot.status = { domain: slot.domain, state: 'dead', inFlight: 0, lastError: String(error) };
+        logger.error(
+          { domain: slot.domain, err: error instanceof Error ? error.message : String(error), restartInMs: delay, restarts: slot.restarts },
+          'poller thread died; restarting',
+        );
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        if (!draining) slot.status = { ...slot.status, state: 'restarting' };
+      } finally {
+        channel.port1.close();
+        slot.port = undefined;
+      }
+    }
+  }
+
+  async function collectMetrics(): Promise<string> {
+    const snapshots = await Promise.all(
+      [...slots.values()].map(
+        (slot) =>
+          new Promise<MetricsSnapshot | undefined>((resolve) => {
+            if (!slot.port) return resolve(undefined);
+            const id = nextMetricsId++;
+            const timer = setTimeout(() => {
+              metricsWaiters.delete(id);
+              resolve(undefined);
+            }, METRICS_TIMEOUT_MS);
+            metricsWaiters.set(id, (snapshot) => {
+              clearTimeout(timer);
+              resolve(snapshot);
+            });
+            post(slot.port, { type: 'collect-metrics', id });
+          }),
+      ),
+    );
+    const all = [await mainRegistry.getMetricsAsJSON(), ...snapshots.filter((s): s is MetricsSnapshot => !!s)];
+    return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+  }
+
+  const staleAfterMs = Math.max(60_000, 3 * (config.poll.waitTimeSeconds + 5) * 1000);
+  function health(): { healthy: boolean; ready: boolean; body: Record<string, unknown> } {
+    const now = Date.now();
+    const domains = [...slots.values()].map((slot) => {
+      const s = slot.status;
+      const lastActive = Math.max(s.lastPollAt ?? 0, s.lastActivityAt ?? 0, startedAt);
+      const stale = ['polling', 'starting'].includes(s.state) && now - lastActive > staleAfterMs;
+      return {
+        domain: slot.domain,
+        state: stale ? 'stale' : s.state,
+        lastPollAt: s.lastPollAt ? new Date(s.lastPollAt).toISOString() : null,
+        inFlight: s.inFlight,
+        restarts: slot.restarts,
+        ...(s.pausedReason && { pausedReason: s.pausedReason }),
+        ...(s.lastError && { lastError: s.lastError }),
+      };
+    });
+    const healthy = domains.every((d) => !['dead', 'restarting', 'stale'].includes(d.state));
+    const ready = !draining && mailServerOk && domains.every((d) => d.state === 'polling');
+    return { healthy, ready, body: { status: healthy ? 'ok' : 'unhealthy', ready, draining, mailServer: mailServerOk ? 'up' : 'down', domains } };
+  }
+
+  const hooks = process.env.UNSAFE_TEST_HOOKS === 'true';
+  let healthServer: RunningServer;
+  let metricsServer: RunningServer;
+  try {
+    healthServer = await startHttpServer(config.http.host, config.http.healthPort, (request, url) => {
+      if (url.pathname === '/health' || url.pathname === '/healthz') {
+        const h = health();
+        return { status: h.healthy ? 200 : 503, body: JSON.stringify(h.body), contentType: 'application/json' };
+      }
+      if (url.pathname === '/ready' || url.pathname === '/readyz') {
+        const h = health();
+        return { status: h.ready ? 200 : 503, body: JSON.stringify(h.body), contentType: 'application/json' };
+      }
+      if (hooks && request.method === 'POST' && url.pathname === '/debug/crash') {
+        const slot = slots.get(url.searchParams.get('domain') ?? '');
+        if (!slot?.port) return { status: 404, body: 'no such running poller\n' };
+        post(slot.port, { type: 'crash' });
+        return { status: 202, body: 'crashing\n' };
+      }
+      return undefined;
+    });
+    metricsServer = await startHttpServer(config.http.host, config.http.metricsPort, async (_request, url) => {
+      if (url.pathname !== '/metrics') return undefined;
+      return { status: 200, body: await collectMetrics(), contentType: mainRegistry.contentType };
+    });
+  } catch (error) {
+    clearInterval(verifyTimer);
+    await pool.destroy();
+    await delivery.close();
+    throw error;
+  }
+  logger.info(
+    { domains: config.domains, healthPort: healthServer.port, metricsPort: metricsServer.port, protocol: config.smtp.protocol },
+    'unified-worker started',
+  );
+
+  for (const slot of slots.values()) slot.supervisor = supervise(slot);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      draining = true;
+      logger.info({ graceSeconds: config.shutdownGraceSeconds }, 'shutting down: draining in-flight messages');
+      for (const slot of slots.values()) if (slot.port) post(slot.port, { type: 'stop' });
+      const supervisors = Promise.all([...slots.values()].map((s) => s.supervisor));
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        supervisors.then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), config.shutdownGraceSeconds * 1000))),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        logger.warn('grace period over: stopping threads; unfinished messages reappear after their visibility timeout');
+        for (const slot of slots.values()) slot.abort?.abort();
+        await supervisors;
+      }
+      clearInterval(verifyTimer);
+      await pool.destroy();
+      await delivery.close();
+      await Promise.all([healthServer.close(), metricsServer.close()]);
+      logger.info('stopped');
+      logger.flush();
+    })();
+    return stopping;
+  };
+
+  if (options.installSignalHandlers !== false) installSignals(stop, logger);
+  return { healthPort: healthServer.port, metricsPort: metricsServer.port, stop };
+}
+
+function post(port: MessagePort, message: CoordinatorMessage): void {
+  port.postMessage(message);
+}
+
+function installSignals(stop: () => Promise<void>, logger: Logger): void {
+  let received = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    received += 1;
+    if (received > 1) {
+      // Nothing is lost: unfinished messages were never deleted and reappear after their visibility timeout.
+      logger.warn({ signal }, 'second signal: exiting now');
+      logger.flush();
+      process.exit(130);
+    }
+    logger.info({ signal }, 'signal received');
+    void stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: String(error) }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+

@@ -1,0 +1,123 @@
+import type { AwsClients } from '../aws/clients.ts';
+import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
+import { createS3MailStore } from '../aws/mail-store.ts';
+import { createSqsQueue, resolveQueueUrl, type MailQueue } from '../aws/queue.ts';
+import { createSesSender } from '../aws/ses-sender.ts';
+import { createDynamoRulesStore } from '../aws/tables.ts';
+import type { Clock } from '../clock.ts';
+import { queueNameFor, type Config } from '../config/config.ts';
+import { addressRedactor, type Logger } from '../log/logger.ts';
+import { createLoopMarker } from '../mail/loop-marker.ts';
+import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { PipelinePorts } from '../pipeline/ports.ts';
+import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
+import type { MailDelivery } from '../smtp/transport.ts';
+
+export interface DomainRuntimeDeps {
+  config: Config;
+  domain: string;
+  clients: AwsClients;
+  delivery: MailDelivery;
+  clock: Clock;
+  logger: Logger;
+  metrics: PipelineMetrics;
+  onStatus?: (status: PollerStatus) => void;
+}
+
+export interface DomainRuntime {
+  poller: DomainPoller;
+  queue: MailQueue;
+  /** Runs the poller; resolves after stop() once in-flight messages are done. */
+  run(): Promise<void>;
+  stop(): void;
+}
+
+/** Retry visibility (seconds) by receive count: quick first retries, then up to 15 minutes. */
+export const RETRY_SCHEDULE = [30, 60, 120, 300, 600, 900] as const;
+
+/**
+ * Wires one domain: resolves its queue (a missing queue is this domain's error, not the daemon's), checks the
+ * redrive policy, builds the pipeline ports and the poller, and keeps the queue-size gauge fresh.
+ */
+export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<DomainRuntime> {
+  const { config, domain, clients, clock } = deps;
+  const logger = deps.logger.child({ domain });
+  const queueName = queueNameFor(config.queueNameTemplate, domain);
+  const queueUrl = await resolveQueueUrl(clients.sqs, queueName);
+  const queue = createSqsQueue(clients.sqs, queueUrl);
+
+  const attributes = await queue.attributes().catch(() => undefined);
+  if (attributes && !attributes.hasRedrivePolicy) {
+    logger.warn(
+      { queue: queueName },
+      'queue has no redrive policy: malformed messages will be retried until they expire instead of moving to a dead-letter queue',
+    );
+  }
+  if (attributes) deps.metrics.queueSize(domain, attributes.visible);
+  if (!config.tables.idempotency && domain === config.domains[0]) {
+    logger.warn('IDEMPOTENCY_TABLE is not set: a retried message may deliver again to recipients that already got it');
+  }
+
+  const ports: PipelinePorts = {
+    domain,
+    hostedDomains: config.domains,
+    mailStore: createS3MailStore(clients.s3, { maxAttempts: config.limits.s3MaxAttempts, clock }),
+    rules: createDynamoRulesStore(clients.ddb, {
+      tables: config.tables,
+      clock,
+      cacheSeconds: config.rules.cacheSeconds,
+    }),
+    ses: createSesSender(clients.sesv2, { clock }),
+    delivery: deps.delivery,
+    ledger: config.tables.idempotency ? createDynamoLedger(clients.ddb, { table: config.tables.idempotency, clock }) : noLedger,
+    loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret),
+    clock,
+    logger,
+    metrics: deps.metrics,
+    redact: addressRedactor(config.log.redactAddresses),
+    settings: {
+      maxMailBytes: config.limits.maxMailBytes,
+      oooReplyIntervalDays: config.rules.oooReplyIntervalDays,
+      oooRequireAddressed: config.rules.oooRequireAddressed,
+      autoReplySubjectPrefix: config.rules.autoReplySubjectPrefix,
+      forwardSubjectPrefix: config.rules.forwardSubjectPrefix,
+      virusPolicy: config.rules.virusPolicy,
+      addVerdictHeaders: config.rules.addVerdictHeaders,
+      parseTimeoutMs: 10_000,
+    },
+  };
+  const poller = new DomainPoller(
+    queue,
+    ports,
+    {
+      waitTimeSeconds: config.poll.waitTimeSeconds,
+      maxMessages: config.poll.maxMessages,
+      concurrency: config.poll.messageConcurrency,
+      retrySchedule: RETRY_SCHEDULE,
+      maxReceives: config.poll.maxReceives,
+    },
+    deps.onStatus,
+  );
+
+  let sizeTimer: NodeJS.Timeout | undefined;
+  const refreshSize = async () => {
+    const attrs = await queue.attributes().catch(() => undefined);
+    if (attrs) deps.metrics.queueSize(domain, attrs.visible);
+  };
+  return {
+    poller,
+    queue,
+    async run() {
+      sizeTimer = setInterval(() => void refreshSize(), 15_000);
+      sizeTimer.unref();
+      try {
+        await poller.run();
+      } finally {
+        clearInterval(sizeTimer);
+      }
+    },
+    stop() {
+      poller.stop();
+    },
+  };
+}

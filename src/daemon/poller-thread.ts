@@ -1,0 +1,126 @@
+/**
+ * The body of one domain's worker thread, run by piscina as a long-lived task: it owns its own AWS clients,
+ * logger and metrics registry, and delivers through the coordinator's shared pool over its MessagePort.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { createAwsClients } from '../aws/clients.ts';
+import { systemClock } from '../clock.ts';
+import { WorkerError } from '../errors.ts';
+import { createLogger } from '../log/logger.ts';
+import { createPipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { RecipientDelivery } from '../smtp/classify.ts';
+import type { DeliveryRequest, MailDelivery } from '../smtp/transport.ts';
+import { startDomainRuntime, type DomainRuntime } from './domain-runtime.ts';
+import type { CoordinatorMessage, DomainStatus, PollerTask, ThreadMessage } from './protocol.ts';
+
+const QUEUE_RETRY_MS = 30_000;
+
+export default async function runPollerThread(task: PollerTask): Promise<void> {
+  const { domain, config, port } = task;
+  const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses, base: { domain } });
+  const metrics = createPipelineMetrics();
+  const clients = createAwsClients(config.aws);
+  const delivery = createDeliveryProxy(port);
+  const post = (message: ThreadMessage) => port.postMessage(message);
+  const postStatus = (status: DomainStatus) => post({ type: 'status', status });
+
+  let runtime: DomainRuntime | undefined;
+  let stopped = false;
+  let wakeUp: (() => void) | undefined;
+
+  port.on('message', (message: CoordinatorMessage) => {
+    switch (message.type) {
+      case 'delivered':
+        delivery.settle(message.id, message.results);
+        break;
+      case 'collect-metrics':
+        void metrics.registry.getMetricsAsJSON().then((snapshot) =>
+          post({ type: 'metrics', id: message.id, metrics: snapshot as never }),
+        );
+        break;
+      case 'stop':
+        stopped = true;
+        runtime?.stop();
+        wakeUp?.();
+        break;
+      case 'crash':
+        // Thrown outside any promise chain, exactly like an unexpected bug, so the thread really dies.
+        setImmediate(() => {
+          throw new Error('poller thread crashed on request (UNSAFE_TEST_HOOKS)');
+        });
+        break;
+    }
+  });
+
+  try {
+    while (!stopped) {
+      try {
+        runtime = await startDomainRuntime({
+          config,
+          domain,
+          clients,
+          delivery,
+          clock: systemClock,
+          logger,
+          metrics,
+          onStatus: (status) => postStatus(status),
+        });
+        break;
+      } catch (error) {
+        const err = error instanceof WorkerError ? error.toJSON() : { message: String(error) };
+        logger.error({ err }, 'cannot start the domain poller; retrying');
+        postStatus({ domain, state: 'error', inFlight: 0, lastError: err.message });
+        await new Promise<void>((resolve) => {
+          wakeUp = resolve;
+          setTimeout(resolve, QUEUE_RETRY_MS).unref();
+        });
+      }
+    }
+    if (runtime && !stopped) await runtime.run();
+    else if (runtime) await runtime.run().catch(() => undefined);
+  } finally {
+    postStatus({ domain, state: 'stopped', inFlight: 0 });
+    clients.destroy();
+    port.close();
+  }
+}
+
+interface DeliveryProxy extends MailDelivery {
+  settle(id: number, results: RecipientDelivery[]): void;
+}
+
+/**
+ * Delivery through the coordinator's pool. Mail bytes are transferred, not copied, when the Buffer owns its whole
+ * ArrayBuffer (large mails always do); small pooled Buffers are copied, which costs less than the bookkeeping.
+ */
+function createDeliveryProxy(port: MessagePort): DeliveryProxy {
+  let nextId = 1;
+  const pending = new Map<number, (results: RecipientDelivery[]) => void>();
+  return {
+    deliver(request: DeliveryRequest) {
+      const id = nextId++;
+      const raw = request.raw;
+      const owned = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength && request.transfer === true;
+      const buffer = owned ? (raw.buffer as ArrayBuffer) : new Uint8Array(raw).buffer;
+      const message: ThreadMessage = {
+        type: 'deliver',
+        id,
+        route: request.route,
+        from: request.from,
+        to: [...request.to],
+        raw: buffer,
+      };
+      return new Promise((resolve) => {
+        pending.set(id, resolve);
+        port.postMessage(message, [buffer]);
+      });
+    },
+    settle(id, results) {
+      pending.get(id)?.(results);
+      pending.delete(id);
+    },
+    verify: async () => true,
+    connectionsInUse: () => 0,
+    close: async () => undefined,
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * Every message between the coordinator (main thread) and a domain's poller thread. Errors cross as plain data;
+ * mail bytes cross as transferred ArrayBuffers (zero copy).
+ */
+import type { MessagePort } from 'node:worker_threads';
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type { Config } from '../config/config.ts';
+import type { PollerStatus } from '../poller/domain-poller.ts';
+import type { RecipientDelivery } from '../smtp/classify.ts';
+import type { DeliveryRoute } from '../smtp/transport.ts';
+
+/** What piscina hands to a poller thread: its domain, the config, and its private channel to the coordinator. */
+export interface PollerTask {
+  domain: string;
+  config: Config;
+  port: MessagePort;
+}
+
+export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[];
+
+export type DomainState = PollerStatus['state'] | 'restarting' | 'dead' | 'error';
+
+export interface DomainStatus extends Omit<PollerStatus, 'state'> {
+  state: DomainState;
+}
+
+/** Poller thread → coordinator. */
+export type ThreadMessage =
+  | { type: 'status'; status: DomainStatus }
+  | {
+      type: 'deliver';
+      id: number;
+      route: DeliveryRoute;
+      from: string;
+      to: string[];
+      raw: ArrayBuffer;
+    }
+  | { type: 'metrics'; id: number; metrics: MetricsSnapshot };
+
+/** Coordinator → poller thread. */
+export type CoordinatorMessage =
+  | { type: 'delivered'; id: number; results: RecipientDelivery[] }
+  | { type: 'collect-metrics'; id: number }
+  | { type: 'stop' }
+  /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would. */
+  | { type: 'crash' };

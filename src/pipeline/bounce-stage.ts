@@ -1,0 +1,38 @@
+import { isSesBounce, outboundLookupKeys, rewriteBounce } from '../mail/bounce.ts';
+import { parseDsn } from '../mail/dsn.ts';
+import type { MailView } from '../mail/mail-view.ts';
+import type { PipelinePorts } from './ports.ts';
+
+export interface BounceResult {
+  isSesBounce: boolean;
+  /** The bytes to deliver: rewritten when the outbound record was found, else the input unchanged. */
+  raw: Buffer;
+  rewritten: boolean;
+  failedRecipient?: string;
+}
+
+/**
+ * Stage 4: an SES bounce names `MAILER-DAEMON@amazonses.com` as sender, which tells the user nothing. Find the
+ * outbound record of the mail that bounced and show the failed recipient as sender instead. A miss delivers
+ * the bounce unchanged — never drop a DSN.
+ */
+export async function applyBounceRewrite(raw: Buffer, view: MailView, envelopeSender: string, ports: PipelinePorts): Promise<BounceResult> {
+  if (!isSesBounce(view, envelopeSender)) return { isSesBounce: false, raw, rewritten: false };
+  const dsn = parseDsn(raw);
+  const ids = [...dsn.originalMessageIds, ...(view.inReplyTo ? [view.inReplyTo] : []), ...view.references];
+  const candidates = outboundLookupKeys(ids);
+  if (candidates.length === 0) return { isSesBounce: true, raw, rewritten: false };
+  const record = await ports.rules.findOutbound(candidates);
+  if (!record) {
+    ports.logger.info({ candidates: candidates.length }, 'SES bounce without outbound record; delivered unchanged');
+    return { isSesBounce: true, raw, rewritten: false };
+  }
+  const failedRecipient = record.bouncedRecipients[0] ?? dsn.failedRecipients[0];
+  if (!failedRecipient) return { isSesBounce: true, raw, rewritten: false };
+  const rewritten = rewriteBounce(raw, {
+    failedRecipient,
+    ...(record.originalSource !== undefined && { originalSource: record.originalSource }),
+  });
+  ports.metrics.bounceRewritten(ports.domain);
+  return { isSesBounce: true, raw: rewritten, rewritten: true, failedRecipient };
+}

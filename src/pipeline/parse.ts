@@ -1,0 +1,133 @@
+import { Readable } from 'node:stream';
+import libmime from 'libmime';
+import { MailParser, type AttachmentStream, type MessageText } from 'mailparser';
+import addressparser from 'nodemailer/lib/addressparser';
+import { splitMessage, type SplitMessage } from '../mail/header-block.ts';
+import type { MailAddress, MailView } from '../mail/mail-view.ts';
+
+export interface ParseOptions {
+  /** Give up on the MIME body walk after this long; the header view is kept. */
+  timeoutMs?: number;
+  /** Bodies longer than this are cut in the view (the view only feeds quoting and rules). */
+  maxBodyChars?: number;
+}
+
+/**
+ * Stage 3: a read-only view of the mail for bounce detection, blocklist and rules. Headers come from a byte-level
+ * scan that cannot fail; mailparser contributes the decoded text/html bodies. Attachments are drained, never
+ * buffered, so memory stays near the mail's own size. Delivery never depends on this succeeding.
+ */
+export async function parseMail(raw: Buffer, options: ParseOptions = {}): Promise<MailView> {
+  const split = splitMessage(raw);
+  const view = headerView(split);
+  try {
+    const bodies = await extractBodies(raw, options.timeoutMs ?? 10_000, options.maxBodyChars ?? 1_000_000);
+    return { ...view, ...bodies };
+  } catch (error) {
+    return { ...view, parseError: error instanceof Error ? error.message : String(error) };
+  }
+}
+
+/** The header half of the view; exported for callers that already hold a split message. */
+export function headerView(split: SplitMessage): MailView {
+  const headers = new Map<string, string[]>();
+  for (const field of split.fields) {
+    const name = field.name.toLowerCase();
+    const list = headers.get(name);
+    if (list) list.push(field.value);
+    else headers.set(name, [field.value]);
+  }
+  const first = (name: string): string | undefined => headers.get(name)?.[0];
+  const from = parseAddresses(first('from'))[0];
+  const messageId = firstMessageId(first('message-id'));
+  const inReplyTo = firstMessageId(first('in-reply-to'));
+  const contentType = (first('content-type') ?? 'text/plain').split(';')[0]?.trim().toLowerCase() || 'text/plain';
+  return {
+    headers,
+    subject: decodeWords(first('subject') ?? '').trim(),
+    ...(from && { from }),
+    replyTo: parseAddresses(first('reply-to')),
+    to: (headers.get('to') ?? []).flatMap(parseAddresses),
+    cc: (headers.get('cc') ?? []).flatMap(parseAddresses),
+    ...(messageId && { messageId }),
+    ...(inReplyTo && { inReplyTo }),
+    references: messageIds(first('references') ?? ''),
+    contentType,
+  };
+}
+
+export function parseAddresses(value: string | undefined): MailAddress[] {
+  if (!value) return [];
+  let parsed: ReturnType<typeof addressparser>;
+  try {
+    parsed = addressparser(value, { flatten: true });
+  } catch {
+    return [];
+  }
+  const out: MailAddress[] = [];
+  for (const entry of parsed) {
+    if (!('address' in entry) || typeof entry.address !== 'string') continue;
+    const address = entry.address.trim().toLowerCase();
+    if (!/^[^\s@]+@[^\s@]+$/.test(address)) continue;
+    out.push({ address, name: decodeWords(entry.name ?? '').trim() });
+  }
+  return out;
+}
+
+const MESSAGE_ID_RE = /<[^<>\s]{1,998}>/g;
+
+export function messageIds(value: string): string[] {
+  return [...value.matchAll(MESSAGE_ID_RE)].map((m) => m[0]).slice(-100);
+}
+
+function firstMessageId(value: string | undefined): string | undefined {
+  return value === undefined ? undefined : messageIds(value)[0];
+}
+
+function decodeWords(value: string): string {
+  try {
+    return libmime.decodeWords(value);
+  } catch {
+    return value;
+  }
+}
+
+async function extractBodies(
+  raw: Buffer,
+  timeoutMs: number,
+  maxChars: number,
+): Promise<Pick<MailView, 'text' | 'html'>> {
+  const parser = new MailParser({
+    skipHtmlToText: true,
+    skipTextToHtml: true,
+    skipTextLinks: true,
+    skipImageLinks: true,
+  });
+  const result: { text?: string; html?: string } = {};
+  let timer: NodeJS.Timeout | undefined;
+  const done = new Promise<void>((resolve, reject) => {
+    parser.on('data', (data: AttachmentStream | MessageText) => {
+      if (data.type === 'attachment') {
+        // Drain, don't buffer: forwards reuse the original bytes, so attachment content is never needed here.
+        data.content.on('data', () => undefined);
+        data.content.on('end', () => data.release?.());
+        return;
+      }
+      if (typeof data.text === 'string') result.text = data.text.slice(0, maxChars);
+      if (typeof data.html === 'string') result.html = data.html.slice(0, maxChars);
+    });
+    parser.once('end', resolve);
+    parser.once('error', reject);
+    timer = setTimeout(() => reject(new Error(`MIME parse exceeded ${timeoutMs} ms`)), timeoutMs);
+  });
+  Readable.from([raw]).pipe(parser);
+  try {
+    await done;
+  } finally {
+    clearTimeout(timer);
+    parser.removeAllListeners('data');
+    // On timeout or error the stream may still hold buffered input; free it now.
+    if (!parser.readableEnded) parser.destroy();
+  }
+  return result;
+}

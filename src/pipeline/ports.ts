@@ -1,0 +1,43 @@
+import type { EffectLedger } from '../aws/effect-ledger.ts';
+import type { MailStore } from '../aws/mail-store.ts';
+import type { MailSender } from '../aws/ses-sender.ts';
+import type { RulesStore } from '../aws/tables.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log/logger.ts';
+import type { LoopMarker } from '../mail/loop-marker.ts';
+import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { MailDelivery } from '../smtp/transport.ts';
+
+/** Settings the per-message pipeline reads; a slice of Config, so tests can build one by hand. */
+export interface PipelineSettings {
+  maxMailBytes: number;
+  oooReplyIntervalDays: number;
+  oooRequireAddressed: boolean;
+  autoReplySubjectPrefix: string;
+  forwardSubjectPrefix: string;
+  virusPolicy: 'tag' | 'reject';
+  addVerdictHeaders: boolean;
+  parseTimeoutMs: number;
+}
+
+/**
+ * Everything the pipeline talks to, injected: real AWS/SMTP clients in the daemon, the same clients pointed at
+ * emulators in integration tests, a thread proxy for delivery when pollers run in worker threads.
+ */
+export interface PipelinePorts {
+  /** The domain this poller serves; recipients of other domains are ignored. */
+  domain: string;
+  /** All domains this deployment hosts: forwards and replies to them go through the internal port, not SES. */
+  hostedDomains: readonly string[];
+  mailStore: MailStore;
+  rules: RulesStore;
+  ses: MailSender;
+  delivery: MailDelivery;
+  ledger: EffectLedger;
+  loopMarker: LoopMarker;
+  clock: Clock;
+  logger: Logger;
+  metrics: PipelineMetrics;
+  redact: (address: string) => string;
+  settings: PipelineSettings;
+}

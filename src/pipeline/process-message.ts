@@ -1,0 +1,320 @@
+import { effectKey } from '../aws/effect-ledger.ts';
+import type { MailLocation } from '../aws/mail-store.ts';
+import type { QueueMessage } from '../aws/queue.ts';
+import type { RecipientSettings } from '../aws/tables.ts';
+import { WorkerError } from '../errors.ts';
+import type { MailView } from '../mail/mail-view.ts';
+import type { RecipientDelivery } from '../smtp/classify.ts';
+import { applyBounceRewrite } from './bounce-stage.ts';
+import { checkBlocked } from './blocklist.ts';
+import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
+import { parseMail } from './parse.ts';
+import type { PipelinePorts } from './ports.ts';
+import { runRules, type EffectResult } from './rules.ts';
+import { detectEol, verdictHeaders } from './verdicts.ts';
+
+/** What happens to the SQS message: deleted, left to reappear (retry), or left for the dead-letter redrive. */
+export type Disposition = 'delete' | 'retry' | 'dead-letter';
+
+export type RecipientState = 'delivered' | 'invalid' | 'blocked' | 'deferred';
+
+export interface RecipientOutcome {
+  recipient: string;
+  state: RecipientState;
+  code?: number;
+  detail?: string;
+}
+
+export type MessageStatus =
+  | 'delivered'
+  | 'partial'
+  | 'invalid'
+  | 'blocked'
+  | 'deferred'
+  | 'failed'
+  | 'wrong-domain'
+  | 'setup'
+  | 'malformed';
+
+export interface MessageOutcome {
+  disposition: Disposition;
+  status: MessageStatus;
+  sqsMessageId: string;
+  sesMessageId?: string;
+  recipients: RecipientOutcome[];
+  effects: EffectResult[];
+  ignoredRecipients: string[];
+  bounceRewritten: boolean;
+  loopMarker: boolean;
+  reason?: string;
+  /** Where the mail is stored, for callers that record a later verdict (MAX_RECEIVES). */
+  mailLocation?: MailLocation;
+  /** Present when the disposition is `retry` because something temporary failed. */
+  error?: ReturnType<WorkerError['toJSON']>;
+}
+
+/**
+ * Stages 1–8 for one SQS message. Never throws: every failure becomes an outcome whose disposition keeps the
+ * message when anything could still succeed later. The message may be deleted only when every recipient is final.
+ */
+export async function processMessage(message: QueueMessage, ports: PipelinePorts): Promise<MessageOutcome> {
+  const base = {
+    sqsMessageId: message.messageId,
+    recipients: [] as RecipientOutcome[],
+    effects: [] as EffectResult[],
+    ignoredRecipients: [] as string[],
+    bounceRewritten: false,
+    loopMarker: false,
+  };
+  const parsed = parseSqsBody(message.body);
+  if (parsed.kind === 'invalid') {
+    return { ...base, disposition: 'dead-letter', status: 'malformed', reason: parsed.reason };
+  }
+  if (parsed.kind === 'setup') return { ...base, disposition: 'delete', status: 'setup' };
+
+  const receipt = parsed.receipt;
+  const withId = {
+    ...base,
+    sesMessageId: receipt.sesMessageId,
+    ...(receipt.mail.kind === 's3' && { mailLocation: { bucket: receipt.mail.bucket, key: receipt.mail.key } }),
+  };
+  const mine = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
+  withId.ignoredRecipients = receipt.recipients.filter((r) => domainOf(r) !== ports.domain);
+  if (withId.ignoredRecipients.length > 0) {
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, ignored: withId.ignoredRecipients.map(ports.redact) },
+      'Security: ignored message for wrong domain',
+    );
+  }
+  if (mine.length === 0) return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+
+  try {
+    return await processReceipt(receipt, mine, withId, ports);
+  } catch (error) {
+    const workerError =
+      error instanceof WorkerError
+        ? error
+        : new WorkerError('SMTP_TEMPORARY', `unexpected: ${error instanceof Error ? error.message : String(error)}`, {
+            temporary: true,
+            cause: error,
+          });
+    if (workerError.temporary) {
+      return {
+        ...withId,
+        recipients: mine.map((recipient) => ({ recipient, state: 'deferred' as const })),
+        disposition: 'retry',
+        status: 'deferred',
+        reason: workerError.message,
+        error: workerError.toJSON(),
+      };
+    }
+    // Permanent and not about a recipient (e.g. over MAX_MAIL_BYTES): record it where the mail is and let go.
+    await recordFailure(receipt, workerError, ports);
+    return {
+      ...withId,
+      disposition: 'delete',
+      status: 'failed',
+      reason: workerError.message,
+      error: workerError.toJSON(),
+    };
+  }
+}
+
+async function processReceipt(
+  receipt: SesReceipt,
+  recipients: string[],
+  base: Omit<MessageOutcome, 'disposition' | 'status'>,
+  ports: PipelinePorts,
+): Promise<MessageOutcome> {
+  const raw = await fetchRaw(receipt, ports);
+  const view = await parseMail(raw, { timeoutMs: ports.settings.parseTimeoutMs });
+  if (view.parseError) {
+    ports.logger.warn({ sesMessageId: receipt.sesMessageId, parseError: view.parseError }, 'MIME parse failed; delivering raw');
+  }
+  const hasLoopMarker = ports.loopMarker.isTrusted(view.headers.get(ports.loopMarker.name.toLowerCase()) ?? []);
+
+  const bounce = hasLoopMarker
+    ? { isSesBounce: false, raw, rewritten: false }
+    : await applyBounceRewrite(raw, view, receipt.source, ports);
+
+  const settings = await ports.rules.settingsFor(recipients);
+  const blockedBy = blockDecisions(receipt, view, recipients, settings);
+  const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
+
+  const outcomes = new Map<string, RecipientOutcome>();
+  for (const recipient of recipients) {
+    if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
+    else if (blockedBy.has(recipient)) outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
+  }
+  if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
+
+  const toDeliver = recipients.filter((r) => !outcomes.has(r));
+  if (toDeliver.length > 0) {
+    const payload = ports.settings.addVerdictHeaders
+      ? Buffer.concat([verdictHeaders(receipt.verdicts, detectEol(bounce.raw)), bounce.raw])
+      : bounce.raw;
+    for (const result of await deliver(receipt, toDeliver, payload, raw, ports)) outcomes.set(result.recipient, result);
+  }
+
+  const effects: EffectResult[] = [];
+  if (!hasLoopMarker) {
+    for (const recipient of recipients) {
+      const rule = settings.get(recipient)?.rule;
+      if (!rule || outcomes.get(recipient)?.state !== 'delivered') continue;
+      effects.push(
+        ...(await runRules({ receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule }, ports)),
+      );
+    }
+  }
+
+  const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
+  const recipientsFinal = results.every((r) => r.state !== 'deferred');
+  const effectsFinal = effects.every((e) => e.status !== 'deferred');
+  const status = recipientsFinal ? finalStatus(results) : 'deferred';
+  if (recipientsFinal && effectsFinal) await recordAudit(receipt, status, results, effects, view, virusRejected, ports);
+
+  return {
+    ...base,
+    recipients: results,
+    effects,
+    bounceRewritten: bounce.rewritten,
+    loopMarker: hasLoopMarker,
+    disposition: recipientsFinal && effectsFinal ? 'delete' : 'retry',
+    status: recipientsFinal && !effectsFinal ? 'deferred' : status,
+  };
+}
+
+async function fetchRaw(receipt: SesReceipt, ports: PipelinePorts): Promise<Buffer> {
+  if (receipt.mail.kind === 'inline') {
+    if (receipt.mail.data.length > ports.settings.maxMailBytes) {
+      throw new WorkerError(
+        'MAIL_TOO_LARGE',
+        `inline mail is ${receipt.mail.data.length} bytes, over MAX_MAIL_BYTES=${ports.settings.maxMailBytes}`,
+        { temporary: false },
+      );
+    }
+    return receipt.mail.data;
+  }
+  return ports.mailStore.fetch(receipt.mail, { maxBytes: ports.settings.maxMailBytes });
+}
+
+/** Blocked when the From address or the envelope sender matches one of the recipient's patterns. */
+function blockDecisions(
+  receipt: SesReceipt,
+  view: MailView,
+  recipients: string[],
+  settings: Map<string, RecipientSettings>,
+): Map<string, string> {
+  const patterns = new Map<string, readonly string[]>();
+  for (const [recipient, s] of settings) if (s.blockedPatterns.length > 0) patterns.set(recipient, s.blockedPatterns);
+  const blocked = new Map<string, string>();
+  if (patterns.size === 0) return blocked;
+  const senders = [...new Set([view.from?.address ?? '', receipt.source.toLowerCase()].filter((s) => s !== ''))];
+  for (const sender of senders) {
+    for (const decision of checkBlocked(sender, recipients, patterns)) {
+      if (decision.blocked && !blocked.has(decision.recipient)) blocked.set(decision.recipient, sender);
+    }
+  }
+  return blocked;
+}
+
+/** Stage 7, guarded by the ledger: recipients a previous attempt delivered are not delivered again. */
+async function deliver(
+  receipt: SesReceipt,
+  recipients: string[],
+  payload: Buffer,
+  raw: Buffer,
+  ports: PipelinePorts,
+): Promise<RecipientOutcome[]> {
+  const outcomes: RecipientOutcome[] = [];
+  const claimed: string[] = [];
+  for (const recipient of recipients) {
+    const claim = await ports.ledger.claim(effectKey(receipt.sesMessageId, recipient, 'deliver'));
+    if (claim === 'claimed') claimed.push(recipient);
+    else if (claim === 'done') outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
+    else outcomes.push({ recipient, state: 'deferred', detail: 'being delivered by another worker' });
+  }
+  if (claimed.length === 0) return outcomes;
+
+  const results: RecipientDelivery[] = await ports.delivery.deliver({
+    route: 'mailbox',
+    from: receipt.source,
+    to: claimed,
+    raw: payload,
+    transfer: payload !== raw,
+  });
+  for (const result of results) {
+    const key = effectKey(receipt.sesMessageId, result.recipient, 'deliver');
+    if (result.status === 'delivered') await ports.ledger.complete(key);
+    else await ports.ledger.release(key);
+    outcomes.push({
+      recipient: result.recipient,
+      state: result.status === 'delivered' ? 'delivered' : result.status === 'rejected' ? 'invalid' : 'deferred',
+      ...(result.code !== undefined && { code: result.code }),
+      ...(result.response !== undefined && { detail: result.response }),
+    });
+  }
+  return outcomes;
+}
+
+function finalStatus(results: RecipientOutcome[]): MessageStatus {
+  const count = (state: RecipientState) => results.filter((r) => r.state === state).length;
+  if (count('blocked') === results.length) return 'blocked';
+  if (count('delivered') === results.length) return 'delivered';
+  if (count('delivered') === 0) return 'invalid';
+  return 'partial';
+}
+
+/** Stage 8: the audit trail in the S3 object's metadata. A failure here is logged; the mail is delivered already. */
+async function recordAudit(
+  receipt: SesReceipt,
+  status: MessageStatus,
+  results: RecipientOutcome[],
+  effects: EffectResult[],
+  view: MailView,
+  virusRejected: boolean,
+  ports: PipelinePorts,
+): Promise<void> {
+  if (receipt.mail.kind !== 's3') return;
+  const location: MailLocation = receipt.mail;
+  const invalid = results.filter((r) => r.state === 'invalid').map((r) => r.recipient);
+  const blocked = results.filter((r) => r.state === 'blocked');
+  const failedEffects = effects.filter((e) => e.status === 'failed');
+  const metadata: Record<string, string> = {
+    processed: 'true',
+    processed_at: String(Math.floor(ports.clock.now() / 1000)),
+    processed_by: `worker-${ports.domain}`,
+    status,
+    ...(invalid.length > 0 && { invalid_inboxes: invalid.join(',') }),
+    ...(blocked.length > 0 &&
+      !virusRejected && { blocked_sender: blocked[0]?.detail ?? view.from?.address ?? receipt.source }),
+    ...(virusRejected && { blocked_reason: 'virus', virus_verdict: receipt.verdicts.virus }),
+    ...(failedEffects.length > 0 && {
+      failed_effects: failedEffects.map((e) => `${e.kind}:${e.target}`).join(','),
+    }),
+  };
+  try {
+    await ports.mailStore.updateMetadata(location, metadata);
+    if (status === 'blocked') await ports.mailStore.remove(location);
+  } catch (error) {
+    ports.logger.error(
+      { sesMessageId: receipt.sesMessageId, err: error instanceof WorkerError ? error.toJSON() : String(error) },
+      'could not record the outcome in S3 metadata',
+    );
+  }
+}
+
+async function recordFailure(receipt: SesReceipt, error: WorkerError, ports: PipelinePorts): Promise<void> {
+  if (receipt.mail.kind !== 's3') return;
+  try {
+    await ports.mailStore.updateMetadata(receipt.mail, {
+      processed: 'true',
+      processed_at: String(Math.floor(ports.clock.now() / 1000)),
+      processed_by: `worker-${ports.domain}`,
+      status: 'failed',
+      failure_reason: `${error.code}: ${error.message}`,
+    });
+  } catch (metadataError) {
+    ports.logger.error({ sesMessageId: receipt.sesMessageId, err: String(metadataError) }, 'could not record the failure in S3');
+  }
+}

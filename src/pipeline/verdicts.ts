@@ -1,0 +1,22 @@
+import type { SesVerdicts } from './notification.ts';
+
+/**
+ * SES's spam/virus/SPF/DKIM/DMARC verdicts as headers on the delivered copy, so Dovecot Sieve can file spam.
+ * They are prepended as new fields; the original bytes follow unchanged. Any copies of these headers already in
+ * the mail came from outside and cannot be trusted, so a Sieve rule should look at the first occurrence (ours).
+ */
+export function verdictHeaders(verdicts: SesVerdicts, eol: string): Buffer {
+  const lines = [
+    `X-SES-Spam-Verdict: ${verdicts.spam}`,
+    `X-SES-Virus-Verdict: ${verdicts.virus}`,
+    `X-SES-SPF-Verdict: ${verdicts.spf}`,
+    `X-SES-DKIM-Verdict: ${verdicts.dkim}`,
+    `X-SES-DMARC-Verdict: ${verdicts.dmarc}`,
+  ];
+  return Buffer.from(lines.map((l) => l + eol).join(''), 'ascii');
+}
+
+export function detectEol(raw: Buffer): '\r\n' | '\n' {
+  const lf = raw.indexOf(0x0a);
+  return lf > 0 && raw[lf - 1] === 0x0d ? '\r\n' : lf < 0 ? '\r\n' : '\n';
+}

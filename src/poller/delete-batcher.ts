@@ -1,0 +1,42 @@
+import type { MailQueue, QueueEntry } from '../aws/queue.ts';
+import type { Logger } from '../log/logger.ts';
+
+/**
+ * Collects finished messages and deletes them ten at a time (one DeleteMessageBatch), flushing early when a batch
+ * is full and otherwise after a short linger, so a slow message in a batch does not hold up the others' deletes.
+ */
+export class DeleteBatcher {
+  private pending: QueueEntry[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly queue: MailQueue,
+    private readonly logger: Logger,
+    private readonly lingerMs = 25,
+  ) {}
+
+  add(entry: QueueEntry): void {
+    this.pending.push(entry);
+    if (this.pending.length >= 10) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), this.lingerMs);
+  }
+
+  /** Resolves when everything added so far has been sent to SQS. */
+  flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length > 0) {
+      this.flushing = this.flushing.then(async () => {
+        const failed = await this.queue.deleteBatch(batch);
+        if (failed.length > 0) {
+          // Not lost: an undeleted message reappears and the ledger (or S3 metadata) shows it was handled.
+          this.logger.error({ failed: failed.map((f) => f.messageId) }, 'SQS delete failed; messages will reappear');
+        }
+      });
+    }
+    return this.flushing;
+  }
+}

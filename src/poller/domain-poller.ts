@@ -1,0 +1,245 @@
+import { backoffMs } from '../clock.ts';
+import type { MailQueue, QueueMessage } from '../aws/queue.ts';
+import { processMessage, type MessageOutcome } from '../pipeline/process-message.ts';
+import type { PipelinePorts } from '../pipeline/ports.ts';
+import { DeleteBatcher } from './delete-batcher.ts';
+
+export interface PollerOptions {
+  waitTimeSeconds: number;
+  maxMessages: number;
+  /** Messages processed at once. */
+  concurrency: number;
+  /** Visibility (seconds) given to a message after a temporary failure, by receive count (last entry repeats). */
+  retrySchedule: readonly number[];
+  /** At this receive count a still-failing message is marked failed in S3 before the redrive takes it. */
+  maxReceives: number;
+}
+
+export type PollerState = 'starting' | 'polling' | 'paused' | 'stopping' | 'stopped';
+
+export interface PollerStatus {
+  domain: string;
+  state: PollerState;
+  /** Epoch ms of the last ReceiveMessage that returned (with or without messages). */
+  lastPollAt?: number;
+  /** Epoch ms when a message last finished: a poller busy with slow mail is alive though it is not polling. */
+  lastActivityAt?: number;
+  inFlight: number;
+  /** Set while polling is paused because the mail server is unreachable. */
+  pausedReason?: string;
+  lastError?: string;
+}
+
+/**
+ * The receive → process → delete loop of one domain (a small sqs-consumer). Messages are processed concurrently up
+ * to `concurrency`; finished ones are deleted in batches; temporary failures get a growing visibility timeout;
+ * when the mail server is unreachable the poller stops receiving for a while instead of burning receives.
+ */
+export class DomainPoller {
+  private readonly batcher: DeleteBatcher;
+  private readonly inFlight = new Set<Promise<void>>();
+  private receiveAbort = new AbortController();
+  private stopping = false;
+  private status: PollerStatus;
+  private pauseUntil = 0;
+  private pauseLevel = 0;
+  private slotFreed: (() => void) | undefined;
+
+  constructor(
+    private readonly queue: MailQueue,
+    private readonly ports: PipelinePorts,
+    private readonly options: PollerOptions,
+    private readonly onStatus: (status: PollerStatus) => void = () => undefined,
+  ) {
+    this.batcher = new DeleteBatcher(queue, ports.logger);
+    this.status = { domain: ports.domain, state: 'starting', inFlight: 0 };
+  }
+
+  getStatus(): PollerStatus {
+    return { ...this.status, inFlight: this.inFlight.size };
+  }
+
+  /** Runs until `stop()`; resolves once in-flight work has finished (or the grace deadline passed). */
+  async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      await this.waitForSlot();
+      if (this.stopping) break;
+      const now = this.ports.clock.now();
+      if (now < this.pauseUntil) {
+        this.update({ state: 'paused' });
+        await this.sleep(this.pauseUntil - now);
+        continue;
+      }
+      let messages: QueueMessage[];
+      try {
+        messages = await this.queue.receive({
+          maxMessages: Math.min(this.options.maxMessages, this.options.concurrency - this.inFlight.size),
+          waitTimeSeconds: this.options.waitTimeSeconds,
+          signal: this.receiveAbort.signal,
+        });
+        failures = 0;
+        this.update({ state: 'polling', lastPollAt: this.ports.clock.now() });
+        delete this.status.lastError;
+      } catch (error) {
+        if (this.stopping) break;
+        failures += 1;
+        const message = error instanceof Error ? error.message : String(error);
+        this.update({ lastError: message });
+        this.ports.logger.error({ err: message, attempt: failures }, 'ReceiveMessage failed');
+        await this.sleep(backoffMs(failures - 1, 500, 30_000));
+        continue;
+      }
+      for (const message of messages) this.track(this.handle(message));
+    }
+    await Promise.allSettled([...this.inFlight]);
+    await this.batcher.flush();
+    this.update({ state: 'stopped' });
+  }
+
+  /** Stops receiving; in-flight messages finish. Call `run()`'s promise to wait for the drain. */
+  stop(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.update({ state: 'stopping' });
+    this.receiveAbort.abort();
+    this.slotFreed?.();
+  }
+
+  private track(work: Promise<void>): void {
+    this.inFlight.add(work);
+    void work.finally(() => {
+      this.inFlight.delete(work);
+      this.slotFreed?.();
+    });
+  }
+
+  private async waitForSlot(): Promise<void> {
+    while (!this.stopping && this.inFlight.size >= this.options.concurrency) {
+      await new Promise<void>((resolve) => (this.slotFreed = resolve));
+      this.slotFreed = undefined;
+    }
+  }
+
+  private async handle(message: QueueMessage): Promise<void> {
+    const { ports } = this;
+    const started = ports.clock.now();
+    ports.metrics.inFlight(ports.domain, 1);
+    let outcome: MessageOutcome;
+    try {
+      outcome = await processMessage(message, ports);
+    } finally {
+      ports.metrics.inFlight(ports.domain, -1);
+    }
+    const durationMs = ports.clock.now() - started;
+    ports.metrics.processed(ports.domain, outcome.status);
+    ports.metrics.processingSeconds(ports.domain, durationMs / 1000);
+    this.log(message, outcome, durationMs);
+    this.update({ lastActivityAt: ports.clock.now() });
+    try {
+      await this.settle(message, outcome);
+    } catch (error) {
+      ports.logger.error(
+        { sqsMessageId: message.messageId, err: error instanceof Error ? error.message : String(error) },
+        'could not settle the SQS message; it will reappear after its visibility timeout',
+      );
+    }
+  }
+
+  private async settle(message: QueueMessage, outcome: MessageOutcome): Promise<void> {
+    const entry = { messageId: message.messageId, receiptHandle: message.receiptHandle };
+    if (outcome.disposition === 'delete') {
+      this.pauseLevel = 0;
+      this.batcher.add(entry);
+      return;
+    }
+    if (outcome.disposition === 'dead-letter') return;
+    if (mailServerUnreachable(outcome)) this.pause('mail server unreachable');
+    if (message.receiveCount >= this.options.maxReceives) {
+      this.ports.logger.error(
+        { sesMessageId: outcome.sesMessageId, receiveCount: message.receiveCount, reason: outcome.reason },
+        'message reached MAX_RECEIVES; the queue will redrive it to the dead-letter queue',
+      );
+      if (outcome.mailLocation) {
+        await this.ports.mailStore.updateMetadata(outcome.mailLocation, {
+          processed: 'false',
+          processed_at: String(Math.floor(this.ports.clock.now() / 1000)),
+          processed_by: `worker-${this.ports.domain}`,
+          status: 'failed',
+          failure_reason: `gave up after ${message.receiveCount} receives: ${outcome.reason ?? outcome.status}`,
+        });
+      }
+      return;
+    }
+    const schedule = this.options.retrySchedule;
+    const seconds = schedule[Math.min(message.receiveCount - 1, schedule.length - 1)] ?? 30;
+    await this.queue.changeVisibility(entry, seconds);
+  }
+
+  private pause(reason: string): void {
+    const now = this.ports.clock.now();
+    if (now < this.pauseUntil) return;
+    this.pauseUntil = now + backoffMs(this.pauseLevel, 2_000, 60_000);
+    this.pauseLevel += 1;
+    this.ports.logger.warn({ pauseMs: this.pauseUntil - now, reason }, 'pausing polling');
+    this.update({ pausedReason: reason });
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    try {
+      await this.ports.clock.sleep(ms, this.receiveAbort.signal);
+    } catch {
+      // Aborted by stop().
+    }
+    if (this.ports.clock.now() >= this.pauseUntil) delete this.status.pausedReason;
+  }
+
+  private update(patch: Partial<PollerStatus>): void {
+    this.status = { ...this.status, ...patch };
+    this.onStatus(this.getStatus());
+  }
+
+  private log(message: QueueMessage, outcome: MessageOutcome, durationMs: number): void {
+    const { logger, redact, domain } = this.ports;
+    const line = {
+      domain,
+      sesMessageId: outcome.sesMessageId,
+      sqsMessageId: message.messageId,
+      receiveCount: message.receiveCount,
+      status: outcome.status,
+      disposition: outcome.disposition,
+      recipients: outcome.recipients.map((r) => ({
+        recipient: redact(r.recipient),
+        state: r.state,
+        ...(r.code !== undefined && { code: r.code }),
+        ...(r.state !== 'delivered' && r.detail !== undefined && { detail: r.detail }),
+      })),
+      ...(outcome.effects.length > 0 && {
+        effects: outcome.effects.map((e) => ({
+          kind: e.kind,
+          recipient: redact(e.recipient),
+          ...(e.target && { target: redact(e.target) }),
+          ...(e.route && { route: e.route }),
+          status: e.status,
+          ...(e.reason !== undefined && { reason: e.reason }),
+        })),
+      }),
+      ...(outcome.bounceRewritten && { bounceRewritten: true }),
+      ...(outcome.loopMarker && { loopMarker: true }),
+      ...(outcome.reason !== undefined && { reason: outcome.reason }),
+      durationMs,
+    };
+    if (outcome.status === 'malformed') logger.error(line, 'malformed SQS message left for the dead-letter queue');
+    else if (outcome.disposition === 'retry') logger.warn(line, 'message deferred');
+    else if (outcome.status === 'failed') logger.error(line, 'message failed permanently');
+    else logger.info(line, 'message processed');
+  }
+}
+
+/** Every recipient deferred without a reply code: nothing answered, so more receives would only burn retries. */
+function mailServerUnreachable(outcome: MessageOutcome): boolean {
+  if (outcome.error || outcome.recipients.length === 0) return false;
+  return outcome.recipients.every(
+    (r) => r.state === 'deferred' && r.code === undefined && r.detail !== undefined && !r.detail.startsWith('being'),
+  );
+}
