@@ -1,0 +1,154 @@
+/**
+ * The real pipeline of one or more domains, in-process, wired exactly as the daemon wires a poller thread
+ * (`startDomainRuntime`), against the emulators and two SMTP sinks (mailbox port and internal port). Outcomes
+ * are read from the daemon's own per-message log line.
+ */
+import { Writable } from 'node:stream';
+import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
+import type { Clock } from '../../src/clock.ts';
+import { buildConfig, type Config } from '../../src/config/config.ts';
+import { startDomainRuntime, type DomainRuntime } from '../../src/daemon/domain-runtime.ts';
+import { createLogger } from '../../src/log/logger.ts';
+import { createPipelineMetrics, type PipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
+import { createPooledDelivery, type MailDelivery } from '../../src/smtp/transport.ts';
+import { startStack, waitUntil, type DomainQueueOptions, type TestStack } from './emulators.ts';
+import { startSmtpSink, type SmtpSink } from './smtp-sink.ts';
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  domain?: string;
+  sesMessageId?: string;
+  sqsMessageId?: string;
+  status?: string;
+  disposition?: string;
+  recipients?: Array<{ recipient: string; state: string; code?: number; detail?: string }>;
+  effects?: Array<{ kind: string; recipient: string; target?: string; route?: string; status: string; reason?: string }>;
+  bounceRewritten?: boolean;
+  loopMarker?: boolean;
+  reason?: string;
+  [key: string]: unknown;
+}
+
+/** A clock whose "now" can be moved forward (to cross an auto-reply interval) while sleeps stay real. */
+export class ShiftableClock implements Clock {
+  offsetMs = 0;
+  now(): number {
+    return Date.now() + this.offsetMs;
+  }
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(resolve, ms);
+      signal?.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      });
+    });
+  }
+}
+
+export interface RigOptions {
+  domains: string[];
+  /** Settings over the rig's defaults (fast polling, no rules cache). */
+  env?: Record<string, string>;
+  lmtp?: boolean;
+  clock?: Clock;
+  queueOptions?: DomainQueueOptions;
+  /** Reuse a running stack (several rigs per file); otherwise one is started and stopped with the rig. */
+  stack?: TestStack;
+}
+
+export interface Rig {
+  stack: TestStack;
+  mailbox: SmtpSink;
+  internal: SmtpSink;
+  config: Config;
+  metrics: PipelineMetrics;
+  logs: LogLine[];
+  runtimes: Map<string, DomainRuntime>;
+  /** The final log line of a message, once the poller logged its outcome. */
+  outcome(sesMessageId: string, timeoutMs?: number): Promise<LogLine>;
+  /** Every outcome line logged for a message (one per receive). */
+  outcomes(sesMessageId: string): LogLine[];
+  stop(): Promise<void>;
+}
+
+export async function startRig(options: RigOptions): Promise<Rig> {
+  const ownStack = !options.stack;
+  const stack =
+    options.stack ??
+    (await startStack({ tables: true, domains: options.domains, queueOptions: options.queueOptions ?? {} }));
+  const mailbox = await startSmtpSink({ lmtp: options.lmtp ?? false });
+  const internal = await startSmtpSink();
+  const env: Record<string, string> = {
+    ...stack.env,
+    DOMAINS: options.domains.join(','),
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: String(mailbox.port),
+    LMTP_PORT: String(mailbox.port),
+    INTERNAL_SMTP_PORT: String(internal.port),
+    DELIVERY_PROTOCOL: options.lmtp ? 'lmtp' : 'smtp',
+    WAIT_TIME_SECONDS: '1',
+    RULES_CACHE_SECONDS: '0',
+    ...options.env,
+  };
+  // The SDK reads credentials from the environment; the emulators accept any.
+  process.env.AWS_ACCESS_KEY_ID = env.AWS_ACCESS_KEY_ID ?? 'test';
+  process.env.AWS_SECRET_ACCESS_KEY = env.AWS_SECRET_ACCESS_KEY ?? 'test';
+  const config = buildConfig(env);
+  const logs: LogLine[] = [];
+  const logger = createLogger({
+    level: 'debug',
+    redactAddresses: config.log.redactAddresses,
+    destination: new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as LogLine);
+        callback();
+      },
+    }),
+  });
+  const clients: AwsClients = createAwsClients(config.aws);
+  const delivery: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
+  const metrics = createPipelineMetrics();
+  const runtimes = new Map<string, DomainRuntime>();
+  const runs: Promise<void>[] = [];
+  for (const domain of options.domains) {
+    const runtime = await startDomainRuntime({
+      config,
+      domain,
+      clients,
+      delivery,
+      clock: options.clock ?? new ShiftableClock(),
+      logger,
+      metrics,
+    });
+    runtimes.set(domain, runtime);
+    runs.push(runtime.run());
+  }
+
+  const outcomesOf = (id: string) =>
+    logs.filter((l) => l.sesMessageId === id && typeof l.disposition === 'string');
+  return {
+    stack,
+    mailbox,
+    internal,
+    config,
+    metrics,
+    logs,
+    runtimes,
+    outcomes: outcomesOf,
+    async outcome(id, timeoutMs = 10_000) {
+      await waitUntil(() => outcomesOf(id).length > 0, timeoutMs, `outcome of ${id}`);
+      const lines = outcomesOf(id);
+      return lines[lines.length - 1] as LogLine;
+    },
+    async stop() {
+      for (const runtime of runtimes.values()) runtime.stop();
+      await Promise.all(runs);
+      await delivery.close();
+      clients.destroy();
+      await Promise.all([mailbox.stop(), internal.stop()]);
+      if (ownStack) await stack.stop();
+    },
+  };
+}
