@@ -1,0 +1,296 @@
+/**
+ * Byte-preserving header editing. Delivery and forwarding must hand on the sender's exact bytes (signatures,
+ * odd encodings and 8-bit bodies survive only that way), so this module never re-encodes anything it did not
+ * create: fields it leaves alone are re-emitted from their original bytes and the body is never looked at.
+ *
+ * The scanner works on bytes with `indexOf` and single-pass loops only — no regular expression ever runs over
+ * a whole line — so a hostile 5 MB header line or thousands of continuation lines cost linear time.
+ */
+import { Buffer, isUtf8 } from 'node:buffer';
+import libmime from 'libmime';
+import { WorkerError } from '../errors.ts';
+
+export interface HeaderField {
+  readonly name: string;
+  /** unfolded value, latin1-decoded bytes, leading WSP removed */
+  readonly value: string;
+  /** exact original bytes of the field including continuation lines and its line ending */
+  readonly raw: Buffer;
+}
+
+export interface SplitMessage {
+  readonly fields: readonly HeaderField[];
+  /** bytes from the blank separator line on, untouched */
+  readonly rest: Buffer;
+  readonly eol: '\r\n' | '\n';
+}
+
+export interface HeaderEdits {
+  /** Every field with one of these names (case-insensitive) is dropped. Applied first. */
+  remove?: readonly string[];
+  /** Replaces the first field of that name in place and drops later ones; appended when absent. */
+  set?: ReadonlyArray<readonly [name: string, value: string]>;
+  /** Inserted before all fields, in the given order. */
+  prepend?: ReadonlyArray<readonly [name: string, value: string]>;
+  /** Added after all fields, in the given order. */
+  append?: ReadonlyArray<readonly [name: string, value: string]>;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const HT = 0x09;
+const COLON = 0x3a;
+
+/** RFC 5322 soft limit; folding aims for it where whitespace allows. */
+const SOFT_LINE_LIMIT = 78;
+/**
+ * libmime's `maxLength` bounds the encoded text of each word; 52 keeps `=?UTF-8?Q?...?=` well inside the
+ * 75-character limit of RFC 2047 so every word can sit on its own folded line.
+ */
+const ENCODED_WORD_CHUNK = 52;
+
+function isWsp(byte: number | undefined): boolean {
+  return byte === SP || byte === HT;
+}
+
+/** RFC 5322 ftext: printable US-ASCII except the colon. */
+function isFtext(code: number): boolean {
+  return code >= 33 && code <= 126 && code !== COLON;
+}
+
+function lineEndAt(raw: Buffer, from: number): number {
+  const lf = raw.indexOf(LF, from);
+  return lf === -1 ? raw.length : lf;
+}
+
+/**
+ * Returns `[nameEnd, colon]` when the line at `start` opens a header field, otherwise undefined. Whitespace
+ * between name and colon is the obsolete syntax of RFC 5322 §4.5.3 that real mail still carries.
+ */
+function fieldNameBounds(raw: Buffer, start: number, lineEnd: number): [number, number] | undefined {
+  let i = start;
+  while (i < lineEnd && isFtext(raw[i] as number)) i++;
+  if (i === start) return undefined;
+  const nameEnd = i;
+  while (i < lineEnd && isWsp(raw[i])) i++;
+  return i < lineEnd && raw[i] === COLON ? [nameEnd, i] : undefined;
+}
+
+/** Unfolding removes only the line breaks (RFC 5322 §2.2.3); the whitespace that follows them stays. */
+function unfoldValue(raw: Buffer, start: number, end: number): string {
+  let stop = end;
+  if (stop > start && raw[stop - 1] === LF) stop--;
+  if (stop > start && raw[stop - 1] === CR) stop--;
+  let from = start;
+  while (from < stop && isWsp(raw[from])) from++;
+  const parts: string[] = [];
+  let pos = from;
+  while (pos < stop) {
+    const lf = raw.indexOf(LF, pos);
+    if (lf === -1 || lf >= stop) {
+      parts.push(raw.toString('latin1', pos, stop));
+      break;
+    }
+    const lineStop = lf > pos && raw[lf - 1] === CR ? lf - 1 : lf;
+    parts.push(raw.toString('latin1', pos, lineStop));
+    pos = lf + 1;
+  }
+  return parts.join('');
+}
+
+/**
+ * Headers end at the first empty line, or at the first line that is not a header field (a message that starts
+ * with such a line is all body). A message without a blank line is all headers; `rest` is then empty.
+ */
+export function splitMessage(raw: Buffer): SplitMessage {
+  const firstLf = raw.indexOf(LF);
+  const eol: '\r\n' | '\n' = firstLf > 0 && raw[firstLf - 1] === CR ? '\r\n' : firstLf === -1 ? '\r\n' : '\n';
+  const fields: HeaderField[] = [];
+  let pos = 0;
+  while (pos < raw.length) {
+    const first = raw[pos];
+    if (first === LF || (first === CR && raw[pos + 1] === LF)) break;
+    const lineEnd = lineEndAt(raw, pos);
+    const bounds = fieldNameBounds(raw, pos, lineEnd);
+    if (bounds === undefined) break;
+    let end = lineEnd < raw.length ? lineEnd + 1 : raw.length;
+    while (end < raw.length && isWsp(raw[end])) {
+      const contEnd = lineEndAt(raw, end);
+      end = contEnd < raw.length ? contEnd + 1 : raw.length;
+    }
+    fields.push({
+      name: raw.toString('latin1', pos, bounds[0]),
+      value: unfoldValue(raw, bounds[1] + 1, end),
+      raw: raw.subarray(pos, end),
+    });
+    pos = end;
+  }
+  return { fields, rest: raw.subarray(pos), eol };
+}
+
+export function getHeader(msg: SplitMessage, name: string): string | undefined {
+  const wanted = name.toLowerCase();
+  return msg.fields.find((f) => f.name.toLowerCase() === wanted)?.value;
+}
+
+export function getHeaders(msg: SplitMessage, name: string): string[] {
+  const wanted = name.toLowerCase();
+  return msg.fields.filter((f) => f.name.toLowerCase() === wanted).map((f) => f.value);
+}
+
+/**
+ * Header values are latin1-decoded so every byte round-trips; senders that put raw UTF-8 in headers
+ * (RFC 6532) get it back as text here. Invalid UTF-8 stays latin1, which is at least lossless.
+ */
+export function rawValueToText(value: string): string {
+  const bytes = Buffer.from(value, 'latin1');
+  return isUtf8(bytes) ? bytes.toString('utf8') : value;
+}
+
+/**
+ * Deliberately narrower than RFC 5321 (no quoted local parts, no whitespace, no specials): whatever passes can
+ * go between angle brackets in a header without any quoting and cannot smuggle a second address in.
+ */
+const ADDR_SPEC = /^[^\s<>()[\]\\,;:"@\x00-\x1f\x7f]+@[^\s<>()[\]\\,;:"@\x00-\x1f\x7f]+$/u;
+
+export function isPlainAddress(address: string): boolean {
+  return address.length <= 320 && ADDR_SPEC.test(address);
+}
+
+/** Text taken from a hostile message must not carry line breaks or NULs (or any C0 control) into a new field. */
+export function sanitizeText(text: string, maxLength: number): string {
+  const clean = text
+    .replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ')
+    .replace(/[ \t]{2,}/g, ' ')
+    .trim();
+  return clean.length > maxLength ? `${clean.slice(0, maxLength - 1)}…` : clean;
+}
+
+function describe(value: string): string {
+  return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value);
+}
+
+/**
+ * A CR, LF or NUL in a value would let whoever controls it start a new header (or end the header block), e.g.
+ * inject `Bcc:`; a name outside ftext would produce a line other parsers read differently. Both are refused.
+ */
+export function assertSafeHeaderValue(name: string, value: string): void {
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new WorkerError('HEADER_INJECTION', 'header name is empty', { temporary: false });
+  }
+  for (let i = 0; i < name.length; i++) {
+    if (!isFtext(name.charCodeAt(i))) {
+      throw new WorkerError('HEADER_INJECTION', `invalid header name ${describe(name)}`, {
+        temporary: false,
+      });
+    }
+  }
+  if (typeof value !== 'string') {
+    throw new WorkerError('HEADER_INJECTION', `header ${name} has no string value`, { temporary: false });
+  }
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c === CR || c === LF || c === 0) {
+      throw new WorkerError('HEADER_INJECTION', `header ${name} contains CR, LF or NUL: ${describe(value)}`, {
+        temporary: false,
+      });
+    }
+  }
+}
+
+function isAscii(value: string): boolean {
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/**
+ * Greedy folding before whitespace. A break needs non-whitespace before it (no line may be blank, or it would
+ * end the header block) and after it. When no break keeps a line within 78 the first possible one is taken, so
+ * lines only exceed 998 octets when a single token is that long.
+ */
+function foldLine(line: string, firstBreakable: number, eol: string): string {
+  if (line.length <= SOFT_LINE_LIMIT) return line;
+  let lastContent = line.length - 1;
+  while (lastContent >= 0 && isWsp(line.charCodeAt(lastContent))) lastContent--;
+  const out: string[] = [];
+  let start = 0;
+  let best = -1;
+  for (let i = firstBreakable; i < lastContent; i++) {
+    if (!isWsp(line.charCodeAt(i)) || isWsp(line.charCodeAt(i - 1))) continue;
+    if (i - start <= SOFT_LINE_LIMIT) {
+      best = i;
+      continue;
+    }
+    if (best > start) {
+      out.push(line.slice(start, best));
+      start = best;
+    }
+    if (i - start <= SOFT_LINE_LIMIT) {
+      best = i;
+    } else {
+      out.push(line.slice(start, i));
+      start = i;
+      best = -1;
+    }
+  }
+  if (line.length - start > SOFT_LINE_LIMIT && best > start) {
+    out.push(line.slice(start, best));
+    start = best;
+  }
+  out.push(line.slice(start));
+  return out.join(eol);
+}
+
+/** Builds a new field: validated, RFC 2047-encoded when not ASCII, folded, terminated with the message's eol. */
+function buildField(name: string, value: string, eol: string): HeaderField {
+  assertSafeHeaderValue(name, value);
+  const encoded = isAscii(value) ? value : libmime.encodeWords(value, 'Q', ENCODED_WORD_CHUNK);
+  const line = `${name}: ${encoded}`;
+  const folded = foldLine(line, name.length + 2, eol);
+  let lead = 0;
+  while (lead < encoded.length && isWsp(encoded.charCodeAt(lead))) lead++;
+  return { name, value: encoded.slice(lead), raw: Buffer.from(folded + eol, 'latin1') };
+}
+
+function endsWithLf(raw: Buffer): boolean {
+  return raw.length > 0 && raw[raw.length - 1] === LF;
+}
+
+export function editHeaders(msg: SplitMessage, edits: HeaderEdits): SplitMessage {
+  // Build (and so validate) every new field before touching anything: a refused value must not leave a
+  // half-edited message behind.
+  const setFields = (edits.set ?? []).map(([n, v]) => buildField(n, v, msg.eol));
+  const prependFields = (edits.prepend ?? []).map(([n, v]) => buildField(n, v, msg.eol));
+  const appendFields = (edits.append ?? []).map(([n, v]) => buildField(n, v, msg.eol));
+
+  const removed = new Set((edits.remove ?? []).map((n) => n.toLowerCase()));
+  let fields: HeaderField[] = msg.fields.filter((f) => !removed.has(f.name.toLowerCase()));
+
+  for (const field of setFields) {
+    const wanted = field.name.toLowerCase();
+    const at = fields.findIndex((f) => f.name.toLowerCase() === wanted);
+    if (at === -1) {
+      fields.push(field);
+      continue;
+    }
+    fields = fields.flatMap((f, i) => {
+      if (i === at) return [field];
+      return i > at && f.name.toLowerCase() === wanted ? [] : [f];
+    });
+  }
+  fields = [...prependFields, ...fields, ...appendFields];
+
+  // Only the very last field of a headers-only message can lack its line ending; once anything follows it,
+  // it needs one or the next field would be glued onto its value.
+  const mustTerminate = fields.length - (msg.rest.length > 0 ? 0 : 1);
+  for (let i = 0; i < mustTerminate; i++) {
+    const f = fields[i] as HeaderField;
+    if (!endsWithLf(f.raw)) fields[i] = { ...f, raw: Buffer.concat([f.raw, Buffer.from(msg.eol, 'latin1')]) };
+  }
+  return { fields, rest: msg.rest, eol: msg.eol };
+}
+
+export function serializeMessage(msg: SplitMessage): Buffer {
+  return Buffer.concat([...msg.fields.map((f) => f.raw), msg.rest]);
+}
