@@ -7,6 +7,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import type { ByteBudget } from '../poller/byte-budget.ts';
 
 export interface MailLocation {
   bucket: string;
@@ -14,8 +15,21 @@ export interface MailLocation {
 }
 
 /** The S3 side of a mail: fetch the raw bytes SES stored, and keep the audit trail in object metadata. */
+export interface FetchOptions {
+  maxBytes: number;
+  /** Memory budget the mail's bytes are counted against while it is processed. */
+  budget?: ByteBudget;
+  signal?: AbortSignal;
+}
+
+export interface FetchedMail {
+  bytes: Buffer;
+  /** Gives the mail's share of the budget back; call when done with the bytes. */
+  release(): void;
+}
+
 export interface MailStore {
-  fetch(location: MailLocation, options: { maxBytes: number; signal?: AbortSignal }): Promise<Buffer>;
+  fetch(location: MailLocation, options: FetchOptions): Promise<FetchedMail>;
   /** Merges `metadata` into the object's user metadata without changing its bytes or content type. */
   updateMetadata(location: MailLocation, metadata: Readonly<Record<string, string>>): Promise<void>;
   remove(location: MailLocation): Promise<void>;
@@ -37,44 +51,63 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
   const transientAttempts = options.transientAttempts ?? 3;
 
   return {
-    async fetch(location, { maxBytes, signal }) {
+    async fetch(location, { maxBytes, budget, signal }) {
       let missing = 0;
       let transient = 0;
-      for (;;) {
-        try {
-          const result = await s3.send(new GetObjectCommand({ Bucket: location.bucket, Key: location.key }), {
-            abortSignal: signal,
-          });
-          const length = result.ContentLength ?? 0;
-          if (length > maxBytes) {
-            result.Body?.transformToWebStream().cancel().catch(() => undefined);
-            throw tooLarge(location, length, maxBytes);
-          }
-          if (!result.Body) throw new Error('GetObject returned no body');
-          const bytes = Buffer.from(await result.Body.transformToByteArray());
-          if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
-          return bytes;
-        } catch (error) {
-          if (error instanceof WorkerError) throw error;
-          const name = awsErrorName(error);
-          if (name !== undefined && NOT_FOUND.has(name)) {
-            missing += 1;
-            if (missing >= options.maxAttempts) {
-              throw new WorkerError(
-                'S3_OBJECT_MISSING',
-                `s3://${location.bucket}/${location.key} not found after ${missing} attempts`,
-                { temporary: true, awsCode: name, cause: error },
-              );
+      let release: (() => void) | undefined;
+      try {
+        for (;;) {
+          try {
+            const result = await s3.send(new GetObjectCommand({ Bucket: location.bucket, Key: location.key }), {
+              abortSignal: signal,
+            });
+            const length = result.ContentLength ?? 0;
+            if (length > maxBytes) {
+              await result.Body?.transformToWebStream().cancel().catch(() => undefined);
+              throw tooLarge(location, length, maxBytes);
             }
-            await options.clock.sleep(backoffMs(missing - 1, baseDelayMs, 5_000), signal);
-            continue;
+            if (budget && !release) {
+              release = budget.tryAcquire(length);
+              if (!release) {
+                // Don't hold an S3 connection open while waiting for memory: wait, then fetch again.
+                await result.Body?.transformToWebStream().cancel().catch(() => undefined);
+                release = await budget.acquire(length, signal);
+                continue;
+              }
+            }
+            if (!result.Body) throw new Error('GetObject returned no body');
+            const bytes = Buffer.from(await result.Body.transformToByteArray());
+            if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
+            const held = release;
+            release = undefined;
+            return { bytes, release: held ?? (() => undefined) };
+          } catch (error) {
+            if (error instanceof WorkerError) throw error;
+            if (signal?.aborted) {
+              throw new WorkerError('SHUTTING_DOWN', 'stopped before the mail was fetched', { temporary: true });
+            }
+            const name = awsErrorName(error);
+            if (name !== undefined && NOT_FOUND.has(name)) {
+              missing += 1;
+              if (missing >= options.maxAttempts) {
+                throw new WorkerError(
+                  'S3_OBJECT_MISSING',
+                  `s3://${location.bucket}/${location.key} not found after ${missing} attempts`,
+                  { temporary: true, awsCode: name, cause: error },
+                );
+              }
+              await options.clock.sleep(backoffMs(missing - 1, baseDelayMs, 5_000), signal);
+              continue;
+            }
+            if (isTemporaryAwsError(error) && ++transient < transientAttempts) {
+              await options.clock.sleep(backoffMs(transient - 1, baseDelayMs, 5_000), signal);
+              continue;
+            }
+            throw s3Error(`GetObject s3://${location.bucket}/${location.key}`, error);
           }
-          if (isTemporaryAwsError(error) && ++transient < transientAttempts) {
-            await options.clock.sleep(backoffMs(transient - 1, baseDelayMs, 5_000), signal);
-            continue;
-          }
-          throw s3Error(`GetObject s3://${location.bucket}/${location.key}`, error);
         }
+      } finally {
+        release?.();
       }
     },
 

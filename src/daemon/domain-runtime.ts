@@ -10,6 +10,7 @@ import { addressRedactor, type Logger } from '../log/logger.ts';
 import { createLoopMarker } from '../mail/loop-marker.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
+import { ByteBudget } from '../poller/byte-budget.ts';
 import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
 
@@ -69,6 +70,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     }),
     ses: createSesSender(clients.sesv2, { clock }),
     delivery: deps.delivery,
+    budget: new ByteBudget(config.limits.inFlightBytes),
     ledger: config.tables.idempotency ? createDynamoLedger(clients.ddb, { table: config.tables.idempotency, clock }) : noLedger,
     loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret),
     clock,
@@ -95,6 +97,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       concurrency: config.poll.messageConcurrency,
       retrySchedule: RETRY_SCHEDULE,
       maxReceives: config.poll.maxReceives,
+      visibilityTimeoutSeconds: attributes?.visibilityTimeoutSeconds ?? 30,
     },
     deps.onStatus,
   );

@@ -5,6 +5,7 @@ import type { RulesStore } from '../aws/tables.ts';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log/logger.ts';
 import type { LoopMarker } from '../mail/loop-marker.ts';
+import type { ByteBudget } from '../poller/byte-budget.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
 
@@ -33,6 +34,8 @@ export interface PipelinePorts {
   rules: RulesStore;
   ses: MailSender;
   delivery: MailDelivery;
+  /** Bytes of mail held in memory at once by this poller (IN_FLIGHT_BYTES). */
+  budget?: ByteBudget;
   ledger: EffectLedger;
   loopMarker: LoopMarker;
   clock: Clock;

@@ -13,8 +13,11 @@ import type { PipelinePorts } from './ports.ts';
 import { runRules, type EffectResult } from './rules.ts';
 import { detectEol, verdictHeaders } from './verdicts.ts';
 
-/** What happens to the SQS message: deleted, left to reappear (retry), or left for the dead-letter redrive. */
-export type Disposition = 'delete' | 'retry' | 'dead-letter';
+/**
+ * What happens to the SQS message: deleted; left to reappear later (retry); left for the dead-letter redrive; or
+ * released at once (made visible again because the worker is stopping before it started on the mail).
+ */
+export type Disposition = 'delete' | 'retry' | 'dead-letter' | 'release';
 
 export type RecipientState = 'delivered' | 'invalid' | 'blocked' | 'deferred';
 
@@ -57,7 +60,11 @@ export interface MessageOutcome {
  * Stages 1–8 for one SQS message. Never throws: every failure becomes an outcome whose disposition keeps the
  * message when anything could still succeed later. The message may be deleted only when every recipient is final.
  */
-export async function processMessage(message: QueueMessage, ports: PipelinePorts): Promise<MessageOutcome> {
+export async function processMessage(
+  message: QueueMessage,
+  ports: PipelinePorts,
+  signal?: AbortSignal,
+): Promise<MessageOutcome> {
   const base = {
     sqsMessageId: message.messageId,
     recipients: [] as RecipientOutcome[],
@@ -88,9 +95,15 @@ export async function processMessage(message: QueueMessage, ports: PipelinePorts
   }
   if (mine.length === 0) return { ...withId, disposition: 'delete', status: 'wrong-domain' };
 
+  let release = () => {};
   try {
-    return await processReceipt(receipt, mine, withId, ports);
+    const fetched = await fetchRaw(receipt, ports, signal);
+    release = fetched.release;
+    return await processReceipt(receipt, fetched.bytes, mine, withId, ports);
   } catch (error) {
+    if (error instanceof WorkerError && error.code === 'SHUTTING_DOWN') {
+      return { ...withId, disposition: 'release', status: 'deferred', reason: error.message };
+    }
     const workerError =
       error instanceof WorkerError
         ? error
@@ -117,16 +130,18 @@ export async function processMessage(message: QueueMessage, ports: PipelinePorts
       reason: workerError.message,
       error: workerError.toJSON(),
     };
+  } finally {
+    release();
   }
 }
 
 async function processReceipt(
   receipt: SesReceipt,
+  raw: Buffer,
   recipients: string[],
   base: Omit<MessageOutcome, 'disposition' | 'status'>,
   ports: PipelinePorts,
 ): Promise<MessageOutcome> {
-  const raw = await fetchRaw(receipt, ports);
   const view = await parseMail(raw, { timeoutMs: ports.settings.parseTimeoutMs });
   if (view.parseError) {
     ports.logger.warn({ sesMessageId: receipt.sesMessageId, parseError: view.parseError }, 'MIME parse failed; delivering raw');
@@ -184,7 +199,11 @@ async function processReceipt(
   };
 }
 
-async function fetchRaw(receipt: SesReceipt, ports: PipelinePorts): Promise<Buffer> {
+async function fetchRaw(
+  receipt: SesReceipt,
+  ports: PipelinePorts,
+  signal: AbortSignal | undefined,
+): Promise<{ bytes: Buffer; release: () => void }> {
   if (receipt.mail.kind === 'inline') {
     if (receipt.mail.data.length > ports.settings.maxMailBytes) {
       throw new WorkerError(
@@ -193,9 +212,13 @@ async function fetchRaw(receipt: SesReceipt, ports: PipelinePorts): Promise<Buff
         { temporary: false },
       );
     }
-    return receipt.mail.data;
+    return { bytes: receipt.mail.data, release: () => undefined };
   }
-  return ports.mailStore.fetch(receipt.mail, { maxBytes: ports.settings.maxMailBytes });
+  return ports.mailStore.fetch(receipt.mail, {
+    maxBytes: ports.settings.maxMailBytes,
+    ...(ports.budget && { budget: ports.budget }),
+    ...(signal && { signal }),
+  });
 }
 
 /** Blocked when the From address or the envelope sender matches one of the recipient's patterns. */

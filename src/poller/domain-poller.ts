@@ -13,6 +13,8 @@ export interface PollerOptions {
   retrySchedule: readonly number[];
   /** At this receive count a still-failing message is marked failed in S3 before the redrive takes it. */
   maxReceives: number;
+  /** The queue's visibility timeout; messages still being processed get it renewed every third of it. */
+  visibilityTimeoutSeconds: number;
 }
 
 export type PollerState = 'starting' | 'polling' | 'paused' | 'stopping' | 'stopped';
@@ -39,6 +41,8 @@ export class DomainPoller {
   private readonly batcher: DeleteBatcher;
   private readonly inFlight = new Set<Promise<void>>();
   private receiveAbort = new AbortController();
+  /** Aborts work that has not really started (waiting for memory budget, fetching) when stopping. */
+  private readonly stopAbort = new AbortController();
   private stopping = false;
   private status: PollerStatus;
   private pauseUntil = 0;
@@ -103,6 +107,7 @@ export class DomainPoller {
     this.stopping = true;
     this.update({ state: 'stopping' });
     this.receiveAbort.abort();
+    this.stopAbort.abort();
     this.slotFreed?.();
   }
 
@@ -125,10 +130,12 @@ export class DomainPoller {
     const { ports } = this;
     const started = ports.clock.now();
     ports.metrics.inFlight(ports.domain, 1);
+    const stopHeartbeat = this.heartbeat(message);
     let outcome: MessageOutcome;
     try {
-      outcome = await processMessage(message, ports);
+      outcome = await processMessage(message, ports, this.stopAbort.signal);
     } finally {
+      stopHeartbeat();
       ports.metrics.inFlight(ports.domain, -1);
     }
     const durationMs = ports.clock.now() - started;
@@ -154,6 +161,10 @@ export class DomainPoller {
       return;
     }
     if (outcome.disposition === 'dead-letter') return;
+    if (outcome.disposition === 'release') {
+      await this.queue.changeVisibility(entry, 0);
+      return;
+    }
     if (mailServerUnreachable(outcome)) this.pause('mail server unreachable');
     if (message.receiveCount >= this.options.maxReceives) {
       this.ports.logger.error(
@@ -174,6 +185,25 @@ export class DomainPoller {
     const schedule = this.options.retrySchedule;
     const seconds = schedule[Math.min(message.receiveCount - 1, schedule.length - 1)] ?? 30;
     await this.queue.changeVisibility(entry, seconds);
+  }
+
+  /**
+   * Keeps a slow message (a large mail, a slow mail server) invisible while it is processed, so no second consumer
+   * starts it; SQS would otherwise hand it out again when the visibility timeout runs out mid-delivery.
+   */
+  private heartbeat(message: QueueMessage): () => void {
+    const timeout = this.options.visibilityTimeoutSeconds;
+    const everyMs = Math.max(1000, Math.floor((timeout * 1000) / 3));
+    const entry = { messageId: message.messageId, receiptHandle: message.receiptHandle };
+    const timer = setInterval(() => {
+      this.queue.changeVisibility(entry, timeout).catch((error: unknown) => {
+        this.ports.logger.warn(
+          { sqsMessageId: message.messageId, err: error instanceof Error ? error.message : String(error) },
+          'visibility heartbeat failed',
+        );
+      });
+    }, everyMs);
+    return () => clearInterval(timer);
   }
 
   private pause(reason: string): void {
@@ -230,6 +260,7 @@ export class DomainPoller {
       durationMs,
     };
     if (outcome.status === 'malformed') logger.error(line, 'malformed SQS message left for the dead-letter queue');
+    else if (outcome.disposition === 'release') logger.info(line, 'message released for another consumer');
     else if (outcome.disposition === 'retry') logger.warn(line, 'message deferred');
     else if (outcome.status === 'failed') logger.error(line, 'message failed permanently');
     else logger.info(line, 'message processed');

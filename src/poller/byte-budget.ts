@@ -1,0 +1,72 @@
+import { WorkerError } from '../errors.ts';
+
+/**
+ * A counting semaphore over mail bytes: concurrent large mails wait for room instead of all being held in memory
+ * at once. A request larger than the whole budget waits for an empty budget and then runs alone, so one huge
+ * mail can never deadlock the poller.
+ */
+export class ByteBudget {
+  private used = 0;
+  private readonly waiters: Array<{ bytes: number; resolve: () => void; reject: (e: unknown) => void }> = [];
+
+  constructor(readonly capacity: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** A release function when `bytes` fit right now, without waiting; otherwise undefined. */
+  tryAcquire(bytes: number): (() => void) | undefined {
+    const amount = Math.max(0, Math.ceil(bytes));
+    if (!this.fits(amount) || this.waiters.length > 0) return undefined;
+    this.used += amount;
+    return this.releaser(amount);
+  }
+
+  /** Resolves with a release function once `bytes` fit; rejects when `signal` aborts first. */
+  async acquire(bytes: number, signal?: AbortSignal): Promise<() => void> {
+    const amount = Math.max(0, Math.ceil(bytes));
+    if (signal?.aborted) throw shuttingDown();
+    if (this.fits(amount) && this.waiters.length === 0) {
+      this.used += amount;
+      return this.releaser(amount);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const waiter = { bytes: amount, resolve, reject };
+      this.waiters.push(waiter);
+      signal?.addEventListener(
+        'abort',
+        () => {
+          const index = this.waiters.indexOf(waiter);
+          if (index >= 0) this.waiters.splice(index, 1);
+          reject(shuttingDown());
+        },
+        { once: true },
+      );
+    });
+    return this.releaser(amount);
+  }
+
+  private fits(amount: number): boolean {
+    return this.used === 0 || this.used + amount <= this.capacity;
+  }
+
+  private releaser(amount: number): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.used -= amount;
+      // First come, first served: a large waiter is not starved by a stream of small ones.
+      while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
+        const next = this.waiters.shift()!;
+        this.used += next.bytes;
+        next.resolve();
+      }
+    };
+  }
+}
+
+function shuttingDown(): WorkerError {
+  return new WorkerError('SHUTTING_DOWN', 'stopped while waiting for memory budget', { temporary: true });
+}
