@@ -71,7 +71,14 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     ses: createSesSender(clients.sesv2, { clock }),
     delivery: deps.delivery,
     budget: new ByteBudget(config.limits.inFlightBytes),
-    ledger: config.tables.idempotency ? createDynamoLedger(clients.ddb, { table: config.tables.idempotency, clock }) : noLedger,
+    // A claim outlives its worker by at most one visibility timeout: that is when SQS hands the message out again.
+    ledger: config.tables.idempotency
+      ? createDynamoLedger(clients.ddb, {
+          table: config.tables.idempotency,
+          clock,
+          leaseSeconds: Math.max(5, attributes?.visibilityTimeoutSeconds ?? 30),
+        })
+      : noLedger,
     loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret),
     clock,
     logger,
