@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import { createSesSender } from '../../src/aws/ses-sender.ts';
+import { WorkerError } from '../../src/errors.ts';
+import { createDomainQueue, startStack, type TestStack } from '../harness/emulators.ts';
+import { ShiftableClock, startRig, type Rig } from '../harness/pipeline-rig.ts';
+import { buildMime, putMail } from '../harness/ses-events.ts';
+
+const DOMAIN = 'rules.test';
+const VIRUS_DOMAIN = 'virus.test';
+
+let stack: TestStack;
+let rig: Rig;
+let virusRig: Rig;
+const clock = new ShiftableClock();
+
+function headerBlock(raw: Buffer | undefined): string {
+  if (!raw) return '';
+  // Unfolded, as a header parser sees it.
+  return raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('utf8').replace(/\r\n(?=[ \t])/g, '');
+}
+
+describe('mail behaviour through the pipeline', () => {
+  before(async () => {
+    stack = await startStack({ tables: true, domains: [DOMAIN] });
+    await createDomainQueue(stack.sqs, VIRUS_DOMAIN);
+    rig = await startRig({ domains: [DOMAIN], stack, clock });
+    virusRig = await startRig({ domains: [VIRUS_DOMAIN], stack, env: { VIRUS_POLICY: 'reject' } });
+  });
+  after(async () => {
+    await rig?.stop();
+    await virusRig?.stop();
+    await stack?.stop();
+  });
+
+  it('auto-replies once per sender within the interval and again after it', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: { email_address: `away@${DOMAIN}`, ooo_active: true, ooo_message: 'Back on the 3rd.' },
+      }),
+    );
+    stack.ses.clear();
+    const send = async (subject: string) => {
+      const put = await putMail(stack, {
+        domain: DOMAIN,
+        raw: await buildMime({ from: 'client@external.test', to: `away@${DOMAIN}`, subject, text: 'hi' }),
+        recipients: [`away@${DOMAIN}`],
+        source: 'client@external.test',
+        shape: 'sns-s3',
+      });
+      return rig.outcome(put.messageId);
+    };
+    const first = await send('one');
+    const second = await send('two');
+    assert.equal(first.effects?.[0]?.status, 'sent');
+    assert.equal(second.effects?.[0]?.status, 'suppressed');
+    assert.equal(second.effects?.[0]?.reason, 'already-replied-within-interval');
+    assert.equal(stack.ses.sent.length, 1);
+
+    clock.offsetMs = 8 * 86_400_000;
+    const third = await send('three');
+    assert.equal(third.effects?.[0]?.status, 'sent');
+    await stack.ses.waitForSent(2);
+    assert.equal(stack.ses.sent.length, 2);
+    assert.match(headerBlock(stack.ses.sent[1]?.raw), /^Subject: Auto: three$/m);
+    clock.offsetMs = 0;
+  });
+
+  it('does not auto-reply to a mailing list and says why', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: { email_address: `away2@${DOMAIN}`, ooo_active: true, ooo_message: 'away' },
+      }),
+    );
+    const put = await putMail(stack, {
+      domain: DOMAIN,
+      raw: await buildMime({
+        from: 'list@lists.test',
+        to: `away2@${DOMAIN}`,
+        subject: 'Weekly digest',
+        text: 'news',
+        headers: { 'List-Id': '<weekly.lists.test>', Precedence: 'list' },
+      }),
+      recipients: [`away2@${DOMAIN}`],
+      source: 'bounces@lists.test',
+      shape: 'sns-s3',
+    });
+    const outcome = await rig.outcome(put.messageId);
+    assert.equal(outcome.status, 'delivered');
+    assert.equal(outcome.effects?.[0]?.status, 'suppressed');
+    assert.equal(outcome.effects?.[0]?.reason, 'precedence');
+  });
+
+  it('adds the SES verdicts as headers on the delivered copy', async () => {
+    const raw = await buildMime({ from: 'spammy@external.test', to: `alice@${DOMAIN}`, subject: 'Win', text: 'x' });
+    const put = await putMail(stack, {
+      domain: DOMAIN,
+      raw,
+      recipients: [`alice@${DOMAIN}`],
+      source: 'spammy@external.test',
+      shape: 'sns-s3',
+      notification: { verdicts: { spam: 'FAIL', dkim: 'GRAY', dmarc: 'FAIL' } },
+    });
+    await rig.outcome(put.messageId);
+    const delivered = rig.mailbox.messages.find((m) => m.raw.subarray(m.raw.length - raw.length).equals(raw));
+    assert.ok(delivered);
+    assert.equal(
+      delivered.raw.subarray(0, delivered.raw.length - raw.length).toString('latin1'),
+      'X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nX-SES-SPF-Verdict: PASS\r\n' +
+        'X-SES-DKIM-Verdict: GRAY\r\nX-SES-DMARC-Verdict: FAIL\r\n',
+    );
+  });
+
+  it('with VIRUS_POLICY=reject does not deliver a virus and records why in S3', async () => {
+    const put = await putMail(stack, {
+      domain: VIRUS_DOMAIN,
+      raw: await buildMime({ from: 'bad@external.test', to: `alice@${VIRUS_DOMAIN}`, subject: 'invoice', text: 'x' }),
+      recipients: [`alice@${VIRUS_DOMAIN}`],
+      source: 'bad@external.test',
+      shape: 'sns-s3',
+      notification: { verdicts: { virus: 'FAIL' } },
+    });
+    const outcome = await virusRig.outcome(put.messageId);
+    assert.equal(outcome.status, 'blocked');
+    assert.equal(outcome.disposition, 'delete');
+    assert.equal(virusRig.mailbox.messages.length, 0);
+    // A virus verdict is recorded, then the object is deleted like any mail blocked for everyone.
+    await assert.rejects(stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key })), /NotFound/);
+    assert.ok(
+      virusRig.logs.some((l) => l.sesMessageId === put.messageId && l.recipients?.[0]?.detail === 'virus'),
+      'the outcome line names the virus verdict',
+    );
+  });
+
+  it('does not forward to the recipient itself and forwards each target once', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: {
+          email_address: `loop@${DOMAIN}`,
+          ooo_active: false,
+          forwards: [`loop@${DOMAIN}`, 'Elsewhere@Gmail.test', 'elsewhere@gmail.test'],
+        },
+      }),
+    );
+    stack.ses.clear();
+    const put = await putMail(stack, {
+      domain: DOMAIN,
+      raw: await buildMime({ from: 'a@external.test', to: `loop@${DOMAIN}`, subject: 'cycle', text: 'x' }),
+      recipients: [`loop@${DOMAIN}`],
+      source: 'a@external.test',
+      shape: 'sns-s3',
+    });
+    const outcome = await rig.outcome(put.messageId);
+    assert.deepEqual(
+      outcome.effects?.map((e) => [e.target, e.status, e.reason ?? '']),
+      [
+        [`loop@${DOMAIN}`, 'suppressed', 'forward-to-self'],
+        ['elsewhere@gmail.test', 'sent', ''],
+      ],
+    );
+    await stack.ses.waitForSent(1);
+    assert.equal(stack.ses.sent.length, 1);
+    // The forwarded copy carries our marker, so if it ever comes back in through SES no rule runs on it.
+    assert.match(headerBlock(stack.ses.sent[0]?.raw), /^X-SES-Worker-Processed: worker-rules\.test; id=/im);
+  });
+
+  it('refuses a forward over the SES raw limit before calling SES', async () => {
+    const sender = createSesSender(stack.sesv2, { clock });
+    const attempts = stack.ses.sendAttempts;
+    await assert.rejects(
+      sender.send({ from: `a@${DOMAIN}`, destinations: ['x@gmail.test'], raw: Buffer.alloc(31 * 1024 * 1024, 0x61) }),
+      (error: unknown) => error instanceof WorkerError && error.code === 'SES_MESSAGE_TOO_LARGE' && !error.temporary,
+    );
+    assert.equal(stack.ses.sendAttempts, attempts);
+  });
+});
