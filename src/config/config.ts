@@ -47,6 +47,7 @@ export interface Config {
     cacheSeconds: number;
     oooReplyIntervalDays: number;
     oooRequireAddressed: boolean;
+    oooRequireAuthenticated: boolean;
     autoReplySubjectPrefix: string;
     forwardSubjectPrefix: string;
     virusPolicy: VirusPolicy;
@@ -150,6 +151,7 @@ export function buildConfig(env: Env): Config {
       cacheSeconds: read.int('RULES_CACHE_SECONDS', 0, 86_400),
       oooReplyIntervalDays: read.number('OOO_REPLY_INTERVAL_DAYS', 0, 365),
       oooRequireAddressed: read.bool('OOO_REQUIRE_ADDRESSED'),
+      oooRequireAuthenticated: read.bool('OOO_REQUIRE_AUTHENTICATED'),
       autoReplySubjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
       forwardSubjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }),
       virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),

@@ -87,6 +87,11 @@ export const SETTINGS = {
     default: 'true',
     help: 'Only auto-reply when the recipient is named in To/Cc.',
   },
+  OOO_REQUIRE_AUTHENTICATED: {
+    group: 'Rules',
+    default: 'true',
+    help: 'Only auto-reply to an external address that SES authenticated (SPF, DKIM or DMARC PASS for its domain).',
+  },
   AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
   FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
   VIRUS_POLICY: { group: 'Rules', default: 'tag', help: 'tag | reject: what to do with an SES virus FAIL.' },

@@ -4,6 +4,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } f
 import { backoffMs } from '../clock.ts';
 import type { Config } from '../config/config.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
+import type { RecipientDelivery } from '../smtp/classify.ts';
 import { createPooledDelivery } from '../smtp/transport.ts';
 import { startHttpServer, type RunningServer } from './http-servers.ts';
 import type {
@@ -31,7 +32,10 @@ export interface DaemonHandle {
 }
 
 const METRICS_TIMEOUT_MS = 2_000;
+/** Re-check of the mail server once it answered. */
 const VERIFY_INTERVAL_MS = 30_000;
+/** Re-check while it has not answered (startup, outage): readiness should follow a recovery within seconds. */
+const VERIFY_RETRY_MS = 2_000;
 
 /**
  * The coordinator: one piscina-hosted worker thread per domain (restarted with capped exponential backoff when it
@@ -91,19 +95,64 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((config.limits.inFlightBytes * 8) / 1048576)) },
   });
 
+  // A worker that dies while no task runs on it is reported as a pool 'error' event; unhandled, it would take the
+  // whole process (and every other domain) down.
+  pool.on('error', (error: unknown) => {
+    logger.error({ err: error instanceof Error ? error.message : String(error) }, 'poller thread pool error');
+  });
+
   let draining = false;
+  /** Aborted when draining starts: wakes supervisors sleeping in a restart backoff (up to 60 s). */
+  const drainAbort = new AbortController();
   let mailServerOk = false;
   let nextMetricsId = 1;
   const metricsWaiters = new Map<number, (snapshot: MetricsSnapshot) => void>();
 
-  const verifyMailServer = async () => {
-    const ok = await delivery.verify();
-    if (ok !== mailServerOk) logger[ok ? 'info' : 'warn']({ host: config.smtp.host }, ok ? 'mail server answered' : 'mail server not answering');
+  // Readiness of the mail server. verify() opens a connection of its own, outside the pool: it only runs while the
+  // server has not proven itself through deliveries, so under load the pool alone stays within SMTP_MAX_CONNECTIONS.
+  let lastAnswerAt = 0;
+  let verifying = false;
+  let verifyTimer: NodeJS.Timeout | undefined;
+  let verifyDueAt = 0;
+  let verifyStopped = false;
+  const setMailServer = (ok: boolean) => {
+    if (ok !== mailServerOk) {
+      logger[ok ? 'info' : 'warn']({ host: config.smtp.host }, ok ? 'mail server answered' : 'mail server not answering');
+    }
     mailServerOk = ok;
   };
+  const scheduleVerify = (ms: number) => {
+    if (verifyStopped) return;
+    // Only ever move the next check earlier; the check itself schedules the one after it.
+    if (verifyTimer && verifyDueAt <= Date.now() + ms) return;
+    clearTimeout(verifyTimer);
+    verifyDueAt = Date.now() + ms;
+    verifyTimer = setTimeout(() => void verifyMailServer(), ms);
+    verifyTimer.unref();
+  };
+  const verifyMailServer = async () => {
+    verifyTimer = undefined;
+    if (verifying || verifyStopped) return;
+    verifying = true;
+    try {
+      const provenByTraffic = mailServerOk && (Date.now() - lastAnswerAt < VERIFY_INTERVAL_MS || delivery.connectionsInUse() > 0);
+      if (!provenByTraffic) setMailServer(await delivery.verify());
+    } finally {
+      verifying = false;
+    }
+    scheduleVerify(mailServerOk ? VERIFY_INTERVAL_MS : VERIFY_RETRY_MS);
+  };
+  const noteDelivery = (results: readonly RecipientDelivery[]) => {
+    if (results.some((r) => r.code !== undefined)) {
+      lastAnswerAt = Date.now();
+      setMailServer(true);
+    } else if (results.length > 0) {
+      // Nobody answered (refused, timed out): look again soon instead of reporting ready for up to 30 s.
+      lastAnswerAt = 0;
+      scheduleVerify(0);
+    }
+  };
   void verifyMailServer();
-  const verifyTimer = setInterval(() => void verifyMailServer(), VERIFY_INTERVAL_MS);
-  verifyTimer.unref();
 
   function wire(slot: DomainSlot, port: MessagePort): void {
     port.on('message', (message: ThreadMessage) => {
@@ -116,7 +165,10 @@ export async function startDaemon(config: Config, options: { installSignalHandle
           const raw = Buffer.from(message.raw);
           void delivery
             .deliver({ route: message.route, from: message.from, to: message.to, raw })
-            .then((results) => post(port, { type: 'delivered', id: message.id, results }));
+            .then((results) => {
+              noteDelivery(results);
+              post(port, { type: 'delivered', id: message.id, results });
+            });
           break;
         }
         case 'metrics':
@@ -157,7 +209,7 @@ export async function startDaemon(config: Config, options: { installSignalHandle
           { domain: slot.domain, err: error instanceof Error ? error.message : String(error), restartInMs: delay, restarts: slot.restarts },
           'poller thread died; restarting',
         );
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        await sleepUnlessAborted(delay, drainAbort.signal);
         if (!draining) slot.status = { ...slot.status, state: 'restarting' };
       } finally {
         channel.port1.close();
@@ -237,7 +289,8 @@ export async function startDaemon(config: Config, options: { installSignalHandle
       return { status: 200, body: await collectMetrics(), contentType: mainRegistry.contentType };
     });
   } catch (error) {
-    clearInterval(verifyTimer);
+    verifyStopped = true;
+    clearTimeout(verifyTimer);
     await pool.destroy();
     await delivery.close();
     throw error;
@@ -253,6 +306,7 @@ export async function startDaemon(config: Config, options: { installSignalHandle
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       draining = true;
+      drainAbort.abort();
       logger.info({ graceSeconds: config.shutdownGraceSeconds }, 'shutting down: draining in-flight messages');
       for (const slot of slots.values()) if (slot.port) post(slot.port, { type: 'stop' });
       const supervisors = Promise.all([...slots.values()].map((s) => s.supervisor));
@@ -267,7 +321,8 @@ export async function startDaemon(config: Config, options: { installSignalHandle
         for (const slot of slots.values()) slot.abort?.abort();
         await supervisors;
       }
-      clearInterval(verifyTimer);
+      verifyStopped = true;
+      clearTimeout(verifyTimer);
       await pool.destroy();
       await delivery.close();
       await Promise.all([healthServer.close(), metricsServer.close()]);
@@ -279,6 +334,19 @@ export async function startDaemon(config: Config, options: { installSignalHandle
 
   if (options.installSignalHandlers !== false) installSignals(stop, logger);
   return { healthPort: healthServer.port, metricsPort: metricsServer.port, stop };
+}
+
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
 }
 
 function post(port: MessagePort, message: CoordinatorMessage): void {

@@ -55,6 +55,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     );
   }
   if (attributes) deps.metrics.queueSize(domain, attributes.visible);
+  if (!config.rules.loopMarkerSecret && domain === config.domains[0]) {
+    logger.warn(
+      'LOOP_MARKER_SECRET is not set: anyone can add X-SES-Worker-Processed to a mail and so switch off rules for it',
+    );
+  }
   if (!config.tables.idempotency && domain === config.domains[0]) {
     logger.warn('IDEMPOTENCY_TABLE is not set: a retried message may deliver again to recipients that already got it');
   }
@@ -88,6 +93,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       maxMailBytes: config.limits.maxMailBytes,
       oooReplyIntervalDays: config.rules.oooReplyIntervalDays,
       oooRequireAddressed: config.rules.oooRequireAddressed,
+      oooRequireAuthenticated: config.rules.oooRequireAuthenticated,
       autoReplySubjectPrefix: config.rules.autoReplySubjectPrefix,
       forwardSubjectPrefix: config.rules.forwardSubjectPrefix,
       virusPolicy: config.rules.virusPolicy,

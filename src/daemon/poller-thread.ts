@@ -76,8 +76,12 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
         });
       }
     }
-    if (runtime && !stopped) await runtime.run();
-    else if (runtime) await runtime.run().catch(() => undefined);
+    if (runtime) {
+      // A stop that arrived while the queue was being resolved found no runtime to stop: stop it now, or run()
+      // would poll until the grace period runs out.
+      if (stopped) runtime.stop();
+      await runtime.run();
+    }
   } finally {
     postStatus({ domain, state: 'stopped', inFlight: 0 });
     clients.destroy();

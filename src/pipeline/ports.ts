@@ -14,6 +14,8 @@ export interface PipelineSettings {
   maxMailBytes: number;
   oooReplyIntervalDays: number;
   oooRequireAddressed: boolean;
+  /** Auto-reply to external addresses only when SES authenticated their domain (no backscatter to forged senders). */
+  oooRequireAuthenticated: boolean;
   autoReplySubjectPrefix: string;
   forwardSubjectPrefix: string;
   virusPolicy: 'tag' | 'reject';

@@ -68,6 +68,9 @@ async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<Effect
   const target = decision.to.address;
   const route = routeFor(target, ports);
   const base = { kind: 'autoreply' as const, recipient, target, route };
+  if (route === 'ses' && ports.settings.oooRequireAuthenticated && !authenticatedDomain(target, receipt, view)) {
+    return { ...base, status: 'suppressed', reason: 'unauthenticated-sender' };
+  }
   const now = ports.clock.now();
   const intervalMs = ports.settings.oooReplyIntervalDays * 86_400_000;
 
@@ -134,6 +137,19 @@ async function forward(input: RuleInput, target: string, ports: PipelinePorts): 
     await ports.ledger.release(key).catch(() => undefined);
     return failure(base, error, ports);
   }
+}
+
+/**
+ * Anyone can write any From or Reply-To; replying to it blindly turns the responder into a backscatter cannon
+ * aimed at whoever was forged. Reply only where SES vouched for the target's domain: SPF passed for the envelope
+ * sender's domain, or DKIM/DMARC passed for the From domain.
+ */
+function authenticatedDomain(target: string, receipt: SesReceipt, view: MailView): boolean {
+  const domain = domainOf(target);
+  const { spf, dkim, dmarc } = receipt.verdicts;
+  if (spf === 'PASS' && domain === domainOf(receipt.source)) return true;
+  const fromDomain = view.from ? domainOf(view.from.address) : '';
+  return (dkim === 'PASS' || dmarc === 'PASS') && domain === fromDomain;
 }
 
 interface Outgoing {

@@ -95,6 +95,31 @@ describe('mail behaviour through the pipeline', () => {
     assert.equal(outcome.effects?.[0]?.reason, 'precedence');
   });
 
+  it('does not auto-reply to a sender SES could not authenticate (no backscatter)', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: { email_address: `away3@${DOMAIN}`, ooo_active: true, ooo_message: 'away' },
+      }),
+    );
+    const attempts = stack.ses.sendAttempts;
+    const put = await putMail(stack, {
+      domain: DOMAIN,
+      raw: await buildMime({ from: 'victim@forged.test', to: `away3@${DOMAIN}`, subject: 'spoof', text: 'x' }),
+      recipients: [`away3@${DOMAIN}`],
+      source: 'spammer@botnet.test',
+      shape: 'sns-s3',
+      notification: { verdicts: { spf: 'PASS', dkim: 'FAIL', dmarc: 'FAIL' } },
+    });
+    const outcome = await rig.outcome(put.messageId);
+    assert.equal(outcome.status, 'delivered');
+    assert.deepEqual(
+      outcome.effects?.map((e) => [e.target, e.status, e.reason]),
+      [['victim@forged.test', 'suppressed', 'unauthenticated-sender']],
+    );
+    assert.equal(stack.ses.sendAttempts, attempts);
+  });
+
   it('adds the SES verdicts as headers on the delivered copy', async () => {
     const raw = await buildMime({ from: 'spammy@external.test', to: `alice@${DOMAIN}`, subject: 'Win', text: 'x' });
     const put = await putMail(stack, {
