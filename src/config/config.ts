@@ -126,7 +126,7 @@ export function buildConfig(env: Env): Config {
       internalPort: read.port('INTERNAL_SMTP_PORT'),
       lmtpPort: read.port('LMTP_PORT'),
       protocol: read.oneOf('DELIVERY_PROTOCOL', ['smtp', 'lmtp'] as const),
-      maxConnections: read.int('SMTP_MAX_CONNECTIONS', 1, 100),
+      maxConnections: read.int('SMTP_MAX_CONNECTIONS', 2, 100),
       timeoutMs: read.int('SMTP_TIMEOUT_MS', 1000, 600_000),
     },
     tables: {

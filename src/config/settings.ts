@@ -37,7 +37,7 @@ export const SETTINGS = {
   SMTP_MAX_CONNECTIONS: {
     group: 'Mail server',
     default: '5',
-    help: 'Upper bound of connections to the mail server, shared by all domains.',
+    help: 'Upper bound (2..100) of connections to the mail server, shared by all domains; one serves the internal port.',
   },
   SMTP_TIMEOUT_MS: { group: 'Mail server', default: '60000', help: 'Connection/greeting/socket timeout.' },
 
