@@ -43,7 +43,13 @@ export class WorkerError extends Error {
   }
 
   /** Plain-data form, safe to log or to post across threads. */
-  toJSON(): { code: ErrorCode; message: string; temporary: boolean; responseCode?: number; awsCode?: string } {
+  toJSON(): {
+    code: ErrorCode;
+    message: string;
+    temporary: boolean;
+    responseCode?: number;
+    awsCode?: string;
+  } {
     return {
       code: this.code,
       message: this.message,

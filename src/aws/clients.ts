@@ -35,7 +35,10 @@ export function createAwsClients(config: AwsConfig): AwsClients {
     forcePathStyle: config.s3ForcePathStyle,
     ...(config.endpoints.s3 && { endpoint: config.endpoints.s3 }),
   });
-  const sesv2 = new SESv2Client({ ...common, ...(config.endpoints.ses && { endpoint: config.endpoints.ses }) });
+  const sesv2 = new SESv2Client({
+    ...common,
+    ...(config.endpoints.ses && { endpoint: config.endpoints.ses }),
+  });
   const dynamo = new DynamoDBClient({
     ...common,
     ...(config.endpoints.dynamodb && { endpoint: config.endpoints.dynamodb }),

@@ -1,4 +1,10 @@
-import { DeleteCommand, GetCommand, PutCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
 import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { callDynamo } from './tables.ts';
@@ -52,7 +58,12 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
           ddb.send(
             new PutCommand({
               TableName,
-              Item: { pk: key, status: 'INPROGRESS', in_progress_expiry: now + lease, expires_at: now + retention },
+              Item: {
+                pk: key,
+                status: 'INPROGRESS',
+                in_progress_expiry: now + lease,
+                expires_at: now + retention,
+              },
               ConditionExpression:
                 'attribute_not_exists(pk) OR expires_at < :now OR (#s = :inprogress AND in_progress_expiry < :now)',
               ExpressionAttributeNames: { '#s': 'status' },
@@ -62,7 +73,8 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
         );
         return 'claimed';
       } catch (error) {
-        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException')) throw error;
+        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException'))
+          throw error;
         const existing = await callDynamo('GetItem', () =>
           ddb.send(new GetCommand({ TableName, Key: { pk: key }, ConsistentRead: true })),
         );
@@ -76,7 +88,8 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
           new UpdateCommand({
             TableName,
             Key: { pk: key },
-            UpdateExpression: 'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
+            UpdateExpression:
+              'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
             ExpressionAttributeNames: { '#s': 'status' },
             ExpressionAttributeValues: { ':done': 'COMPLETED', ':now': now, ':exp': now + retention },
           }),
@@ -95,7 +108,8 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
           }),
         ),
       ).catch((error: unknown) => {
-        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException')) throw error;
+        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException'))
+          throw error;
       });
     },
   };

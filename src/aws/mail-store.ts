@@ -58,19 +58,26 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
       try {
         for (;;) {
           try {
-            const result = await s3.send(new GetObjectCommand({ Bucket: location.bucket, Key: location.key }), {
-              abortSignal: signal,
-            });
+            const result = await s3.send(
+              new GetObjectCommand({ Bucket: location.bucket, Key: location.key }),
+              {
+                abortSignal: signal,
+              },
+            );
             const length = result.ContentLength ?? 0;
             if (length > maxBytes) {
-              await result.Body?.transformToWebStream().cancel().catch(() => undefined);
+              await result.Body?.transformToWebStream()
+                .cancel()
+                .catch(() => undefined);
               throw tooLarge(location, length, maxBytes);
             }
             if (budget && !release) {
               release = budget.tryAcquire(length);
               if (!release) {
                 // Don't hold an S3 connection open while waiting for memory: wait, then fetch again.
-                await result.Body?.transformToWebStream().cancel().catch(() => undefined);
+                await result.Body?.transformToWebStream()
+                  .cancel()
+                  .catch(() => undefined);
                 release = await budget.acquire(length, signal);
                 continue;
               }
@@ -84,7 +91,9 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
           } catch (error) {
             if (error instanceof WorkerError) throw error;
             if (signal?.aborted) {
-              throw new WorkerError('SHUTTING_DOWN', 'stopped before the mail was fetched', { temporary: true });
+              throw new WorkerError('SHUTTING_DOWN', 'stopped before the mail was fetched', {
+                temporary: true,
+              });
             }
             const name = awsErrorName(error);
             if (name !== undefined && NOT_FOUND.has(name)) {
@@ -171,9 +180,13 @@ function tooLarge(location: MailLocation, size: number, max: number): WorkerErro
 
 function s3Error(operation: string, error: unknown): WorkerError {
   const name = awsErrorName(error);
-  return new WorkerError('S3_ERROR', `${operation} failed: ${error instanceof Error ? error.message : String(error)}`, {
-    temporary: isTemporaryAwsError(error),
-    ...(name !== undefined && { awsCode: name }),
-    cause: error,
-  });
+  return new WorkerError(
+    'S3_ERROR',
+    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
+    {
+      temporary: isTemporaryAwsError(error),
+      ...(name !== undefined && { awsCode: name }),
+      cause: error,
+    },
+  );
 }

@@ -33,7 +33,11 @@ export interface QueueAttributes {
 
 /** The SQS calls one domain poller makes. Kept small so tests and other transports can implement it. */
 export interface MailQueue {
-  receive(options: { maxMessages: number; waitTimeSeconds: number; signal?: AbortSignal }): Promise<QueueMessage[]>;
+  receive(options: {
+    maxMessages: number;
+    waitTimeSeconds: number;
+    signal?: AbortSignal;
+  }): Promise<QueueMessage[]>;
   /** Deletes in batches of 10; returns the entries SQS did not delete. */
   deleteBatch(entries: readonly QueueEntry[]): Promise<QueueEntry[]>;
   changeVisibility(entry: QueueEntry, seconds: number): Promise<void>;
@@ -42,7 +46,11 @@ export interface MailQueue {
   readonly url: string;
 }
 
-export async function resolveQueueUrl(sqs: SQSClient, queueName: string, signal?: AbortSignal): Promise<string> {
+export async function resolveQueueUrl(
+  sqs: SQSClient,
+  queueName: string,
+  signal?: AbortSignal,
+): Promise<string> {
   try {
     const result = await sqs.send(new GetQueueUrlCommand({ QueueName: queueName }), { abortSignal: signal });
     if (!result.QueueUrl) throw new Error('GetQueueUrl returned no URL');
@@ -185,9 +193,13 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
 function sqsError(operation: string, error: unknown): WorkerError {
   if (error instanceof WorkerError) return error;
   const name = awsErrorName(error);
-  return new WorkerError('SQS_ERROR', `${operation} failed: ${error instanceof Error ? error.message : String(error)}`, {
-    temporary: isTemporaryAwsError(error),
-    ...(name !== undefined && { awsCode: name }),
-    cause: error,
-  });
+  return new WorkerError(
+    'SQS_ERROR',
+    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
+    {
+      temporary: isTemporaryAwsError(error),
+      ...(name !== undefined && { awsCode: name }),
+      cause: error,
+    },
+  );
 }

@@ -26,7 +26,14 @@ export interface SesSenderOptions {
   attempts?: number;
 }
 
-const PERMANENT = new Set(['MessageRejected', 'MailFromDomainNotVerifiedException', 'BadRequestException', 'AccountSuspendedException', 'SendingPausedException', 'NotFoundException']);
+const PERMANENT = new Set([
+  'MessageRejected',
+  'MailFromDomainNotVerifiedException',
+  'BadRequestException',
+  'AccountSuspendedException',
+  'SendingPausedException',
+  'NotFoundException',
+]);
 
 export function createSesSender(ses: SESv2Client, options: SesSenderOptions): MailSender {
   const attempts = options.attempts ?? 3;
@@ -58,11 +65,15 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
             await options.clock.sleep(backoffMs(attempt, 200, 5_000));
             continue;
           }
-          throw new WorkerError('SES_ERROR', `SES SendEmail failed: ${error instanceof Error ? error.message : String(error)}`, {
-            temporary,
-            ...(name !== undefined && { awsCode: name }),
-            cause: error,
-          });
+          throw new WorkerError(
+            'SES_ERROR',
+            `SES SendEmail failed: ${error instanceof Error ? error.message : String(error)}`,
+            {
+              temporary,
+              ...(name !== undefined && { awsCode: name }),
+              cause: error,
+            },
+          );
         }
       }
     },

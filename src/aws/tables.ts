@@ -1,4 +1,10 @@
-import { BatchGetCommand, DeleteCommand, GetCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import {
+  BatchGetCommand,
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 
@@ -33,7 +39,10 @@ export interface RulesStore {
   /** Rules and blocklists of all recipients in one BatchGetItem (two tables, one call; unprocessed keys retried). */
   settingsFor(recipients: readonly string[]): Promise<Map<string, RecipientSettings>>;
   /** First outbound record found among the candidate ids, retrying briefly because the record may lag the bounce. */
-  findOutbound(candidates: readonly string[], options?: { attempts?: number }): Promise<OutboundRecord | undefined>;
+  findOutbound(
+    candidates: readonly string[],
+    options?: { attempts?: number },
+  ): Promise<OutboundRecord | undefined>;
   /**
    * Claims the right to auto-reply from `recipient` to `sender` until `now + intervalMs`. Conditional write: exactly
    * one of several concurrent claimers wins, across threads and replicas.
@@ -50,7 +59,10 @@ export interface DynamoRulesStoreOptions {
   cacheSeconds: number;
 }
 
-export function createDynamoRulesStore(ddb: DynamoDBDocumentClient, options: DynamoRulesStoreOptions): RulesStore {
+export function createDynamoRulesStore(
+  ddb: DynamoDBDocumentClient,
+  options: DynamoRulesStoreOptions,
+): RulesStore {
   const { tables, clock } = options;
   const cache = new Map<string, { at: number; settings: RecipientSettings }>();
   const cacheMs = options.cacheSeconds * 1000;
@@ -177,7 +189,8 @@ export function createDynamoRulesStore(ddb: DynamoDBDocumentClient, options: Dyn
           }),
         ),
       ).catch((error: unknown) => {
-        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException')) throw error;
+        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException'))
+          throw error;
       });
     },
   };

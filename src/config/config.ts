@@ -60,7 +60,8 @@ export interface Config {
 }
 
 // RFC 1035 labels; at least two labels, so `localhost` or `example` is rejected as a hosted mail domain.
-const DOMAIN_RE = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+const DOMAIN_RE =
+  /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -170,10 +171,14 @@ export function buildConfig(env: Env): Config {
     },
   };
   for (const value of [config.rules.autoReplySubjectPrefix, config.rules.forwardSubjectPrefix]) {
-    if (/[\r\n\0]/.test(value)) throw new ConfigError('AUTOREPLY_SUBJECT_PREFIX/FORWARD_SUBJECT_PREFIX', 'must be one line');
+    if (/[\r\n\0]/.test(value))
+      throw new ConfigError('AUTOREPLY_SUBJECT_PREFIX/FORWARD_SUBJECT_PREFIX', 'must be one line');
   }
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
-    throw new ConfigError('IN_FLIGHT_BYTES', `must be at least MAX_MAIL_BYTES (${config.limits.maxMailBytes}) so the largest mail fits`);
+    throw new ConfigError(
+      'IN_FLIGHT_BYTES',
+      `must be at least MAX_MAIL_BYTES (${config.limits.maxMailBytes}) so the largest mail fits`,
+    );
   }
   return deepFreeze(config);
 }
@@ -263,7 +268,8 @@ class SettingReader {
     for (const domain of domains) {
       if (!DOMAIN_RE.test(domain)) throw new ConfigError('DOMAINS', `"${domain}" is not a valid domain name`);
     }
-    if (new Set(domains).size !== domains.length) throw new ConfigError('DOMAINS', 'a domain is listed twice');
+    if (new Set(domains).size !== domains.length)
+      throw new ConfigError('DOMAINS', 'a domain is listed twice');
     return domains;
   }
 

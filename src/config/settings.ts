@@ -5,34 +5,55 @@
 export interface SettingSpec {
   readonly default: string;
   readonly help: string;
-  readonly group: 'Domains' | 'AWS' | 'Mail server' | 'Tables' | 'Polling' | 'Limits' | 'Rules' | 'Operations';
+  readonly group:
+    'Domains' | 'AWS' | 'Mail server' | 'Tables' | 'Polling' | 'Limits' | 'Rules' | 'Operations';
 }
 
 export const SETTINGS = {
-  DOMAINS: { group: 'Domains', default: '', help: 'Comma-separated domains to serve (fallback for --domains).' },
+  DOMAINS: {
+    group: 'Domains',
+    default: '',
+    help: 'Comma-separated domains to serve (fallback for --domains).',
+  },
 
   AWS_REGION: { group: 'AWS', default: 'us-east-1', help: 'AWS region of SQS, S3, SES and DynamoDB.' },
-  AWS_ENDPOINT_URL: { group: 'AWS', default: '', help: 'Endpoint override for every AWS service (emulators).' },
+  AWS_ENDPOINT_URL: {
+    group: 'AWS',
+    default: '',
+    help: 'Endpoint override for every AWS service (emulators).',
+  },
   AWS_ENDPOINT_URL_SQS: { group: 'AWS', default: '', help: 'Endpoint override for SQS.' },
   AWS_ENDPOINT_URL_S3: { group: 'AWS', default: '', help: 'Endpoint override for S3.' },
   AWS_ENDPOINT_URL_SES: { group: 'AWS', default: '', help: 'Endpoint override for SES (v2 API).' },
   AWS_ENDPOINT_URL_SESV2: { group: 'AWS', default: '', help: 'Alias of AWS_ENDPOINT_URL_SES.' },
   AWS_ENDPOINT_URL_DYNAMODB: { group: 'AWS', default: '', help: 'Endpoint override for DynamoDB.' },
-  S3_FORCE_PATH_STYLE: { group: 'AWS', default: 'false', help: 'Use path-style S3 URLs (needed by emulators).' },
+  S3_FORCE_PATH_STYLE: {
+    group: 'AWS',
+    default: 'false',
+    help: 'Use path-style S3 URLs (needed by emulators).',
+  },
   QUEUE_NAME_TEMPLATE: {
     group: 'AWS',
     default: '{domain}-queue',
     help: 'SQS queue name per domain; {domain} is the domain with dots replaced by dashes.',
   },
 
-  SMTP_HOST: { group: 'Mail server', default: 'localhost', help: 'Host of the mail server (docker-mailserver).' },
+  SMTP_HOST: {
+    group: 'Mail server',
+    default: 'localhost',
+    help: 'Host of the mail server (docker-mailserver).',
+  },
   SMTP_PORT: { group: 'Mail server', default: '25', help: 'SMTP port for normal delivery.' },
   INTERNAL_SMTP_PORT: {
     group: 'Mail server',
     default: '2525',
     help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES).',
   },
-  LMTP_PORT: { group: 'Mail server', default: '24', help: 'Dovecot LMTP port (used when DELIVERY_PROTOCOL=lmtp).' },
+  LMTP_PORT: {
+    group: 'Mail server',
+    default: '24',
+    help: 'Dovecot LMTP port (used when DELIVERY_PROTOCOL=lmtp).',
+  },
   DELIVERY_PROTOCOL: { group: 'Mail server', default: 'smtp', help: 'smtp | lmtp.' },
   SMTP_MAX_CONNECTIONS: {
     group: 'Mail server',
@@ -42,8 +63,16 @@ export const SETTINGS = {
   SMTP_TIMEOUT_MS: { group: 'Mail server', default: '60000', help: 'Connection/greeting/socket timeout.' },
 
   RULES_TABLE: { group: 'Tables', default: 'email-rules', help: 'DynamoDB table of per-address rules.' },
-  BLOCKLIST_TABLE: { group: 'Tables', default: 'email-blocked-senders', help: 'DynamoDB table of blocked senders.' },
-  OUTBOUND_TABLE: { group: 'Tables', default: 'ses-outbound-messages', help: 'DynamoDB table of mail sent via SES.' },
+  BLOCKLIST_TABLE: {
+    group: 'Tables',
+    default: 'email-blocked-senders',
+    help: 'DynamoDB table of blocked senders.',
+  },
+  OUTBOUND_TABLE: {
+    group: 'Tables',
+    default: 'ses-outbound-messages',
+    help: 'DynamoDB table of mail sent via SES.',
+  },
   OOO_STATE_TABLE: {
     group: 'Tables',
     default: 'email-ooo-replies',
@@ -76,7 +105,11 @@ export const SETTINGS = {
   },
   S3_MAX_ATTEMPTS: { group: 'Limits', default: '5', help: 'Attempts to fetch a mail object not yet in S3.' },
 
-  RULES_CACHE_SECONDS: { group: 'Rules', default: '30', help: 'Per-thread cache of rules/blocklists (0 disables).' },
+  RULES_CACHE_SECONDS: {
+    group: 'Rules',
+    default: '30',
+    help: 'Per-thread cache of rules/blocklists (0 disables).',
+  },
   OOO_REPLY_INTERVAL_DAYS: {
     group: 'Rules',
     default: '7',
@@ -114,7 +147,11 @@ export const SETTINGS = {
     default: '25',
     help: 'Time in-flight messages get to finish on SIGTERM.',
   },
-  LOG_LEVEL: { group: 'Operations', default: 'info', help: 'fatal | error | warn | info | debug | trace | silent.' },
+  LOG_LEVEL: {
+    group: 'Operations',
+    default: 'info',
+    help: 'fatal | error | warn | info | debug | trace | silent.',
+  },
   LOG_REDACT_ADDRESSES: {
     group: 'Operations',
     default: 'false',

@@ -16,7 +16,8 @@ export interface LoopMarker {
 }
 
 export function createLoopMarker(domain: string, secret: string): LoopMarker {
-  const sign = (payload: string): string => createHmac('sha256', secret).update(payload).digest('base64url').slice(0, 32);
+  const sign = (payload: string): string =>
+    createHmac('sha256', secret).update(payload).digest('base64url').slice(0, 32);
   return {
     name: LOOP_MARKER_HEADER,
     valueFor(sesMessageId) {

@@ -16,7 +16,12 @@ export interface BounceResult {
  * outbound record of the mail that bounced and show the failed recipient as sender instead. A miss delivers
  * the bounce unchanged — never drop a DSN.
  */
-export async function applyBounceRewrite(raw: Buffer, view: MailView, envelopeSender: string, ports: PipelinePorts): Promise<BounceResult> {
+export async function applyBounceRewrite(
+  raw: Buffer,
+  view: MailView,
+  envelopeSender: string,
+  ports: PipelinePorts,
+): Promise<BounceResult> {
   if (!isSesBounce(view, envelopeSender)) return { isSesBounce: false, raw, rewritten: false };
   const dsn = parseDsn(raw);
   const ids = [...dsn.originalMessageIds, ...(view.inReplyTo ? [view.inReplyTo] : []), ...view.references];
@@ -24,7 +29,10 @@ export async function applyBounceRewrite(raw: Buffer, view: MailView, envelopeSe
   if (candidates.length === 0) return { isSesBounce: true, raw, rewritten: false };
   const record = await ports.rules.findOutbound(candidates);
   if (!record) {
-    ports.logger.info({ candidates: candidates.length }, 'SES bounce without outbound record; delivered unchanged');
+    ports.logger.info(
+      { candidates: candidates.length },
+      'SES bounce without outbound record; delivered unchanged',
+    );
     return { isSesBounce: true, raw, rewritten: false };
   }
   const failedRecipient = record.bouncedRecipients[0] ?? dsn.failedRecipients[0];

@@ -14,9 +14,7 @@ export interface SesVerdicts {
   dmarc: VerdictStatus;
 }
 
-export type MailSource =
-  | { kind: 's3'; bucket: string; key: string }
-  | { kind: 'inline'; data: Buffer };
+export type MailSource = { kind: 's3'; bucket: string; key: string } | { kind: 'inline'; data: Buffer };
 
 export interface SesReceipt {
   sesMessageId: string;
@@ -30,9 +28,7 @@ export interface SesReceipt {
 }
 
 export type ParsedBody =
-  | { kind: 'receipt'; receipt: SesReceipt }
-  | { kind: 'setup' }
-  | { kind: 'invalid'; reason: string };
+  { kind: 'receipt'; receipt: SesReceipt } | { kind: 'setup' } | { kind: 'invalid'; reason: string };
 
 const VERDICTS: readonly VerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED'];
 
@@ -48,7 +44,8 @@ export function parseSqsBody(body: string | undefined): ParsedBody {
 
   let notification: unknown = outer;
   if (outer.Type !== undefined) {
-    if (outer.Type !== 'Notification') return invalid(`SNS message of type ${String(outer.Type)} is not a notification`);
+    if (outer.Type !== 'Notification')
+      return invalid(`SNS message of type ${String(outer.Type)} is not a notification`);
     if (typeof outer.Message !== 'string') return invalid('SNS envelope has no Message string');
     // SES validates an SNS topic with a plain-text message when it is first attached to an event destination.
     if (outer.Message.startsWith('Successfully validated SNS topic')) return { kind: 'setup' };
@@ -59,11 +56,16 @@ export function parseSqsBody(body: string | undefined): ParsedBody {
     }
   }
   if (!isRecord(notification)) return invalid('notification is not a JSON object');
-  if (notification.notificationType === 'AMAZON_SES_SETUP_NOTIFICATION' || notification.eventType === 'Setup') {
+  if (
+    notification.notificationType === 'AMAZON_SES_SETUP_NOTIFICATION' ||
+    notification.eventType === 'Setup'
+  ) {
     return { kind: 'setup' };
   }
   if (notification.notificationType !== 'Received') {
-    return invalid(`not an SES receipt notification (notificationType=${JSON.stringify(notification.notificationType)})`);
+    return invalid(
+      `not an SES receipt notification (notificationType=${JSON.stringify(notification.notificationType)})`,
+    );
   }
   return parseReceived(notification);
 }
@@ -74,7 +76,8 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
   if (!isRecord(mail)) return invalid('notification has no mail object');
   if (!isRecord(receipt)) return invalid('notification has no receipt object');
   if (typeof mail.messageId !== 'string' || mail.messageId === '') return invalid('mail.messageId missing');
-  if (!/^[A-Za-z0-9._-]{1,200}$/.test(mail.messageId)) return invalid('mail.messageId has unexpected characters');
+  if (!/^[A-Za-z0-9._-]{1,200}$/.test(mail.messageId))
+    return invalid('mail.messageId has unexpected characters');
   const recipients = receipt.recipients;
   if (!Array.isArray(recipients) || !recipients.every((r) => typeof r === 'string')) {
     return invalid('receipt.recipients is not a list of addresses');
@@ -87,11 +90,15 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
     const encoding = typeof action.encoding === 'string' ? action.encoding.toUpperCase() : 'UTF8';
     source = { kind: 'inline', data: Buffer.from(n.content, encoding === 'BASE64' ? 'base64' : 'utf8') };
   } else if (action.type === 'S3') {
-    if (typeof action.bucketName !== 'string' || action.bucketName === '') return invalid('action.bucketName missing');
-    if (typeof action.objectKey !== 'string' || action.objectKey === '') return invalid('action.objectKey missing');
+    if (typeof action.bucketName !== 'string' || action.bucketName === '')
+      return invalid('action.bucketName missing');
+    if (typeof action.objectKey !== 'string' || action.objectKey === '')
+      return invalid('action.objectKey missing');
     source = { kind: 's3', bucket: action.bucketName, key: action.objectKey };
   } else {
-    return invalid(`receipt action ${JSON.stringify(action.type)} carries no mail (no S3 object, no content)`);
+    return invalid(
+      `receipt action ${JSON.stringify(action.type)} carries no mail (no S3 object, no content)`,
+    );
   }
 
   return {

@@ -41,7 +41,8 @@ export function headerView(split: SplitMessage): MailView {
   const from = parseAddresses(first('from'))[0];
   const messageId = firstMessageId(first('message-id'));
   const inReplyTo = firstMessageId(first('in-reply-to'));
-  const contentType = (first('content-type') ?? 'text/plain').split(';')[0]?.trim().toLowerCase() || 'text/plain';
+  const contentType =
+    (first('content-type') ?? 'text/plain').split(';')[0]?.trim().toLowerCase() || 'text/plain';
   return {
     headers,
     subject: decodeWords(first('subject') ?? '').trim(),

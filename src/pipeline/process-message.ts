@@ -83,7 +83,9 @@ export async function processMessage(
   const withId = {
     ...base,
     sesMessageId: receipt.sesMessageId,
-    ...(receipt.mail.kind === 's3' && { mailLocation: { bucket: receipt.mail.bucket, key: receipt.mail.key } }),
+    ...(receipt.mail.kind === 's3' && {
+      mailLocation: { bucket: receipt.mail.bucket, key: receipt.mail.key },
+    }),
   };
   const mine = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
   withId.ignoredRecipients = receipt.recipients.filter((r) => domainOf(r) !== ports.domain);
@@ -107,10 +109,14 @@ export async function processMessage(
     const workerError =
       error instanceof WorkerError
         ? error
-        : new WorkerError('SMTP_TEMPORARY', `unexpected: ${error instanceof Error ? error.message : String(error)}`, {
-            temporary: true,
-            cause: error,
-          });
+        : new WorkerError(
+            'SMTP_TEMPORARY',
+            `unexpected: ${error instanceof Error ? error.message : String(error)}`,
+            {
+              temporary: true,
+              cause: error,
+            },
+          );
     if (workerError.temporary) {
       return {
         ...withId,
@@ -144,9 +150,14 @@ async function processReceipt(
 ): Promise<MessageOutcome> {
   const view = await parseMail(raw, { timeoutMs: ports.settings.parseTimeoutMs });
   if (view.parseError) {
-    ports.logger.warn({ sesMessageId: receipt.sesMessageId, parseError: view.parseError }, 'MIME parse failed; delivering raw');
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, parseError: view.parseError },
+      'MIME parse failed; delivering raw',
+    );
   }
-  const hasLoopMarker = ports.loopMarker.isTrusted(view.headers.get(ports.loopMarker.name.toLowerCase()) ?? []);
+  const hasLoopMarker = ports.loopMarker.isTrusted(
+    view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
+  );
 
   const bounce = hasLoopMarker
     ? { isSesBounce: false, raw, rewritten: false }
@@ -159,7 +170,8 @@ async function processReceipt(
   const outcomes = new Map<string, RecipientOutcome>();
   for (const recipient of recipients) {
     if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
-    else if (blockedBy.has(recipient)) outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
+    else if (blockedBy.has(recipient))
+      outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
   }
   if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
 
@@ -168,7 +180,8 @@ async function processReceipt(
     const payload = ports.settings.addVerdictHeaders
       ? Buffer.concat([verdictHeaders(receipt.verdicts, detectEol(bounce.raw)), bounce.raw])
       : bounce.raw;
-    for (const result of await deliver(receipt, toDeliver, payload, raw, ports)) outcomes.set(result.recipient, result);
+    for (const result of await deliver(receipt, toDeliver, payload, raw, ports))
+      outcomes.set(result.recipient, result);
   }
 
   const effects: EffectResult[] = [];
@@ -177,7 +190,10 @@ async function processReceipt(
       const rule = settings.get(recipient)?.rule;
       if (!rule || outcomes.get(recipient)?.state !== 'delivered') continue;
       effects.push(
-        ...(await runRules({ receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule }, ports)),
+        ...(await runRules(
+          { receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule },
+          ports,
+        )),
       );
     }
   }
@@ -186,7 +202,8 @@ async function processReceipt(
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
-  if (recipientsFinal && effectsFinal) await recordAudit(receipt, status, results, effects, view, virusRejected, ports);
+  if (recipientsFinal && effectsFinal)
+    await recordAudit(receipt, status, results, effects, view, virusRejected, ports);
 
   return {
     ...base,
@@ -229,10 +246,13 @@ function blockDecisions(
   settings: Map<string, RecipientSettings>,
 ): Map<string, string> {
   const patterns = new Map<string, readonly string[]>();
-  for (const [recipient, s] of settings) if (s.blockedPatterns.length > 0) patterns.set(recipient, s.blockedPatterns);
+  for (const [recipient, s] of settings)
+    if (s.blockedPatterns.length > 0) patterns.set(recipient, s.blockedPatterns);
   const blocked = new Map<string, string>();
   if (patterns.size === 0) return blocked;
-  const senders = [...new Set([view.from?.address ?? '', receipt.source.toLowerCase()].filter((s) => s !== ''))];
+  const senders = [
+    ...new Set([view.from?.address ?? '', receipt.source.toLowerCase()].filter((s) => s !== '')),
+  ];
   for (const sender of senders) {
     for (const decision of checkBlocked(sender, recipients, patterns)) {
       if (decision.blocked && !blocked.has(decision.recipient)) blocked.set(decision.recipient, sender);
@@ -254,7 +274,8 @@ async function deliver(
   for (const recipient of recipients) {
     const claim = await ports.ledger.claim(effectKey(receipt.sesMessageId, recipient, 'deliver'));
     if (claim === 'claimed') claimed.push(recipient);
-    else if (claim === 'done') outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
+    else if (claim === 'done')
+      outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
     else outcomes.push({ recipient, state: 'deferred', detail: 'being delivered by another worker' });
   }
   if (claimed.length === 0) return outcomes;
@@ -272,7 +293,8 @@ async function deliver(
     else await ports.ledger.release(key);
     outcomes.push({
       recipient: result.recipient,
-      state: result.status === 'delivered' ? 'delivered' : result.status === 'rejected' ? 'invalid' : 'deferred',
+      state:
+        result.status === 'delivered' ? 'delivered' : result.status === 'rejected' ? 'invalid' : 'deferred',
       ...(result.code !== undefined && { code: result.code }),
       ...(result.response !== undefined && { detail: result.response }),
     });
@@ -321,7 +343,10 @@ async function recordAudit(
     if (status === 'blocked') await ports.mailStore.remove(location);
   } catch (error) {
     ports.logger.error(
-      { sesMessageId: receipt.sesMessageId, err: error instanceof WorkerError ? error.toJSON() : String(error) },
+      {
+        sesMessageId: receipt.sesMessageId,
+        err: error instanceof WorkerError ? error.toJSON() : String(error),
+      },
       'could not record the outcome in S3 metadata',
     );
   }
@@ -338,6 +363,9 @@ async function recordFailure(receipt: SesReceipt, error: WorkerError, ports: Pip
       failure_reason: `${error.code}: ${error.message}`,
     });
   } catch (metadataError) {
-    ports.logger.error({ sesMessageId: receipt.sesMessageId, err: String(metadataError) }, 'could not record the failure in S3');
+    ports.logger.error(
+      { sesMessageId: receipt.sesMessageId, err: String(metadataError) },
+      'could not record the failure in S3',
+    );
   }
 }

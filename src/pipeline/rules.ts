@@ -64,11 +64,16 @@ async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<Effect
     hasLoopMarker: input.hasLoopMarker,
     requireAddressed: ports.settings.oooRequireAddressed,
   });
-  if (!decision.reply) return { kind: 'autoreply', recipient, target: '', status: 'suppressed', reason: decision.reason };
+  if (!decision.reply)
+    return { kind: 'autoreply', recipient, target: '', status: 'suppressed', reason: decision.reason };
   const target = decision.to.address;
   const route = routeFor(target, ports);
   const base = { kind: 'autoreply' as const, recipient, target, route };
-  if (route === 'ses' && ports.settings.oooRequireAuthenticated && !authenticatedDomain(target, receipt, view)) {
+  if (
+    route === 'ses' &&
+    ports.settings.oooRequireAuthenticated &&
+    !authenticatedDomain(target, receipt, view)
+  ) {
     return { ...base, status: 'suppressed', reason: 'unauthenticated-sender' };
   }
   const now = ports.clock.now();
@@ -166,20 +171,24 @@ async function send(route: ForwardRoute, mail: Outgoing, ports: PipelinePorts): 
     await ports.ses.send({ from: mail.from, destinations: [mail.to], raw: mail.raw });
     return;
   }
-  const [result] = await ports.delivery.deliver({ route: 'internal', from: mail.envelopeFrom, to: [mail.to], raw: mail.raw });
+  const [result] = await ports.delivery.deliver({
+    route: 'internal',
+    from: mail.envelopeFrom,
+    to: [mail.to],
+    raw: mail.raw,
+  });
   if (!result || result.status === 'delivered') return;
   throw new WorkerError(
     result.status === 'rejected' ? 'SMTP_PERMANENT' : 'SMTP_TEMPORARY',
     `internal delivery to ${mail.to} failed: ${result.response ?? 'no reply'}`,
-    { temporary: result.status === 'deferred', ...(result.code !== undefined && { responseCode: result.code }) },
+    {
+      temporary: result.status === 'deferred',
+      ...(result.code !== undefined && { responseCode: result.code }),
+    },
   );
 }
 
-function failure(
-  base: Omit<EffectResult, 'status'>,
-  error: unknown,
-  ports: PipelinePorts,
-): EffectResult {
+function failure(base: Omit<EffectResult, 'status'>, error: unknown, ports: PipelinePorts): EffectResult {
   const temporary = error instanceof WorkerError ? error.temporary : true;
   const reason = error instanceof WorkerError ? `${error.code}: ${error.message}` : String(error);
   // Without the ledger a retried message would deliver the local copies again; a temporary failure is then

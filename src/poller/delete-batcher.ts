@@ -33,7 +33,10 @@ export class DeleteBatcher {
         const failed = await this.queue.deleteBatch(batch);
         if (failed.length > 0) {
           // Not lost: an undeleted message reappears and the ledger (or S3 metadata) shows it was handled.
-          this.logger.error({ failed: failed.map((f) => f.messageId) }, 'SQS delete failed; messages will reappear');
+          this.logger.error(
+            { failed: failed.map((f) => f.messageId) },
+            'SQS delete failed; messages will reappear',
+          );
         }
       });
     }

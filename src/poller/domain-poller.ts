@@ -259,7 +259,8 @@ export class DomainPoller {
       ...(outcome.reason !== undefined && { reason: outcome.reason }),
       durationMs,
     };
-    if (outcome.status === 'malformed') logger.error(line, 'malformed SQS message left for the dead-letter queue');
+    if (outcome.status === 'malformed')
+      logger.error(line, 'malformed SQS message left for the dead-letter queue');
     else if (outcome.disposition === 'release') logger.info(line, 'message released for another consumer');
     else if (outcome.disposition === 'retry') logger.warn(line, 'message deferred');
     else if (outcome.status === 'failed') logger.error(line, 'message failed permanently');
@@ -271,6 +272,10 @@ export class DomainPoller {
 function mailServerUnreachable(outcome: MessageOutcome): boolean {
   if (outcome.error || outcome.recipients.length === 0) return false;
   return outcome.recipients.every(
-    (r) => r.state === 'deferred' && r.code === undefined && r.detail !== undefined && !r.detail.startsWith('being'),
+    (r) =>
+      r.state === 'deferred' &&
+      r.code === undefined &&
+      r.detail !== undefined &&
+      !r.detail.startsWith('being'),
   );
 }

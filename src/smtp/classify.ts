@@ -47,8 +47,14 @@ export function outcomesFromInfo(recipients: readonly string[], info: SmtpInfoLi
     const key = recipient.toLowerCase();
     const error = rejected.get(key);
     if (error) return { ...error, recipient };
-    if (rejectedList.includes(key)) return { recipient, status: 'deferred', response: 'rejected without a reply code' };
-    return { recipient, status: 'delivered', code: codeOf(response) ?? 250, ...(response !== undefined && { response }) };
+    if (rejectedList.includes(key))
+      return { recipient, status: 'deferred', response: 'rejected without a reply code' };
+    return {
+      recipient,
+      status: 'delivered',
+      code: codeOf(response) ?? 250,
+      ...(response !== undefined && { response }),
+    };
   });
 }
 
@@ -71,9 +77,16 @@ export function outcomesFromError(recipients: readonly string[], error: unknown)
 export function isConnectionError(error: unknown): boolean {
   const e = (typeof error === 'object' && error !== null ? error : {}) as SmtpErrorLike;
   if (typeof e.responseCode === 'number') return false;
-  return ['ECONNECTION', 'ETIMEDOUT', 'ESOCKET', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETLS', 'EPROTOCOL'].includes(
-    String(e.code),
-  );
+  return [
+    'ECONNECTION',
+    'ETIMEDOUT',
+    'ESOCKET',
+    'ECONNRESET',
+    'ECONNREFUSED',
+    'EPIPE',
+    'ETLS',
+    'EPROTOCOL',
+  ].includes(String(e.code));
 }
 
 function indexRejections(value: unknown): Map<string, RecipientDelivery> {

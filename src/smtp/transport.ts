@@ -1,6 +1,11 @@
 import nodemailer from 'nodemailer';
 import type { Logger } from '../log/logger.ts';
-import { isConnectionError, outcomesFromError, outcomesFromInfo, type RecipientDelivery } from './classify.ts';
+import {
+  isConnectionError,
+  outcomesFromError,
+  outcomesFromInfo,
+  type RecipientDelivery,
+} from './classify.ts';
 
 /** `mailbox`: normal delivery (SMTP_PORT, or Dovecot LMTP); `internal`: forwards/auto-replies via INTERNAL_SMTP_PORT. */
 export type DeliveryRoute = 'mailbox' | 'internal';

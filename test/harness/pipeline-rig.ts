@@ -23,7 +23,14 @@ export interface LogLine {
   status?: string;
   disposition?: string;
   recipients?: Array<{ recipient: string; state: string; code?: number; detail?: string }>;
-  effects?: Array<{ kind: string; recipient: string; target?: string; route?: string; status: string; reason?: string }>;
+  effects?: Array<{
+    kind: string;
+    recipient: string;
+    target?: string;
+    route?: string;
+    status: string;
+    reason?: string;
+  }>;
   bounceRewritten?: boolean;
   loopMarker?: boolean;
   reason?: string;
@@ -102,7 +109,8 @@ export async function startRig(options: RigOptions): Promise<Rig> {
     redactAddresses: config.log.redactAddresses,
     destination: new Writable({
       write(chunk: Buffer, _encoding, callback) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line.trim()) logs.push(JSON.parse(line) as LogLine);
+        for (const line of chunk.toString('utf8').split('\n'))
+          if (line.trim()) logs.push(JSON.parse(line) as LogLine);
         callback();
       },
     }),

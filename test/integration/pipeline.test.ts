@@ -5,7 +5,14 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { queueCounts, waitUntil } from '../harness/emulators.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
-import { buildMime, putMail, sesMessageId, sesNotification, sesSetupNotification, snsEnvelope } from '../harness/ses-events.ts';
+import {
+  buildMime,
+  putMail,
+  sesMessageId,
+  sesNotification,
+  sesSetupNotification,
+  snsEnvelope,
+} from '../harness/ses-events.ts';
 
 const DOMAIN = 'example.com';
 const OTHER = 'another.com';
@@ -22,7 +29,10 @@ async function mail(input: Partial<Parameters<typeof buildMime>[0]> = {}): Promi
   });
 }
 
-async function metadataOf(bucket: string | undefined, key: string | undefined): Promise<Record<string, string>> {
+async function metadataOf(
+  bucket: string | undefined,
+  key: string | undefined,
+): Promise<Record<string, string>> {
   const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
   return head.Metadata ?? {};
 }
@@ -58,7 +68,9 @@ describe('pipeline against emulators and SMTP sinks', () => {
     const outcome = await rig.outcome(put.messageId);
     assert.equal(outcome.status, 'delivered');
     assert.equal(outcome.disposition, 'delete');
-    const [delivered] = rig.mailbox.messages.filter((m) => m.raw.includes(Buffer.from(put.messageId)) || stripVerdicts(m.raw).equals(raw));
+    const [delivered] = rig.mailbox.messages.filter(
+      (m) => m.raw.includes(Buffer.from(put.messageId)) || stripVerdicts(m.raw).equals(raw),
+    );
     assert.ok(delivered, 'the mail reached the mailbox port');
     assert.deepEqual(stripVerdicts(delivered.raw), raw);
     assert.deepEqual(delivered.to, [`alice@${DOMAIN}`]);
@@ -70,7 +82,11 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.match(metadata.processed_at ?? '', /^\d{10}$/);
     const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
     assert.equal(head.ContentLength, raw.length, 'metadata update kept the bytes');
-    await waitUntil(async () => (await queueCounts(rig.stack.sqs, put.queueUrl)).inFlight === 0, 5000, 'delete');
+    await waitUntil(
+      async () => (await queueCounts(rig.stack.sqs, put.queueUrl)).inFlight === 0,
+      5000,
+      'delete',
+    );
   });
 
   it('delivers to the valid recipients, records the invalid one and deletes the message', async () => {
@@ -87,7 +103,11 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.equal(outcome.status, 'partial');
     assert.equal(outcome.disposition, 'delete');
     const states = Object.fromEntries((outcome.recipients ?? []).map((r) => [r.recipient, r.state]));
-    assert.deepEqual(states, { [`alice@${DOMAIN}`]: 'delivered', [`bob@${DOMAIN}`]: 'delivered', [`ghost@${DOMAIN}`]: 'invalid' });
+    assert.deepEqual(states, {
+      [`alice@${DOMAIN}`]: 'delivered',
+      [`bob@${DOMAIN}`]: 'delivered',
+      [`ghost@${DOMAIN}`]: 'invalid',
+    });
     const delivered = rig.mailbox.messages.find((m) => stripVerdicts(m.raw).equals(raw));
     assert.deepEqual(delivered?.to.sort(), [`alice@${DOMAIN}`, `bob@${DOMAIN}`]);
     const metadata = await metadataOf(put.bucket, put.key);
@@ -161,7 +181,10 @@ describe('pipeline against emulators and SMTP sinks', () => {
     const outcome = await rig.outcome(all.messageId);
     assert.equal(outcome.status, 'blocked');
     assert.equal(outcome.disposition, 'delete');
-    await assert.rejects(rig.stack.s3.send(new HeadObjectCommand({ Bucket: all.bucket, Key: all.key })), /NotFound/);
+    await assert.rejects(
+      rig.stack.s3.send(new HeadObjectCommand({ Bucket: all.bucket, Key: all.key })),
+      /NotFound/,
+    );
 
     const some = await putMail(rig.stack, {
       domain: DOMAIN,
@@ -177,7 +200,10 @@ describe('pipeline against emulators and SMTP sinks', () => {
     const metadata = await metadataOf(some.bucket, some.key);
     assert.equal(metadata.blocked_sender, 'other@spam.test');
     const delivered = rig.mailbox.messages.filter((m) => m.raw.includes(Buffer.from('other@spam.test')));
-    assert.deepEqual(delivered.map((m) => m.to), [[`erin@${DOMAIN}`]]);
+    assert.deepEqual(
+      delivered.map((m) => m.to),
+      [[`erin@${DOMAIN}`]],
+    );
   });
 
   it('auto-replies to an external sender through SES and to an internal sender through the internal port', async () => {
@@ -190,7 +216,12 @@ describe('pipeline against emulators and SMTP sinks', () => {
     rig.stack.ses.clear();
     const external = await putMail(rig.stack, {
       domain: DOMAIN,
-      raw: await mail({ from: 'Pat <pat@external.test>', to: `frank@${DOMAIN}`, subject: 'Meeting', messageId: '<orig-1@external.test>' }),
+      raw: await mail({
+        from: 'Pat <pat@external.test>',
+        to: `frank@${DOMAIN}`,
+        subject: 'Meeting',
+        messageId: '<orig-1@external.test>',
+      }),
       recipients: [`frank@${DOMAIN}`],
       source: 'pat@external.test',
       shape: 'sns-s3',
@@ -227,12 +258,20 @@ describe('pipeline against emulators and SMTP sinks', () => {
     await rig.stack.ddb.send(
       new PutCommand({
         TableName: 'email-rules',
-        Item: { email_address: `hank@${DOMAIN}`, ooo_active: false, forwards: [`ivy@${OTHER}`, 'hank@gmail.test'] },
+        Item: {
+          email_address: `hank@${DOMAIN}`,
+          ooo_active: false,
+          forwards: [`ivy@${OTHER}`, 'hank@gmail.test'],
+        },
       }),
     );
     rig.stack.ses.clear();
     rig.internal.clear();
-    const raw = await mail({ to: `hank@${DOMAIN}`, subject: 'Invoice', attachments: [{ filename: 'i.pdf', content: Buffer.alloc(2000, 1) }] });
+    const raw = await mail({
+      to: `hank@${DOMAIN}`,
+      subject: 'Invoice',
+      attachments: [{ filename: 'i.pdf', content: Buffer.alloc(2000, 1) }],
+    });
     const put = await putMail(rig.stack, {
       domain: DOMAIN,
       raw,
@@ -258,14 +297,21 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.match(headers, /^Subject: FWD: Invoice$/m);
     assert.match(headers, /^Reply-To: .*sender@external\.test/m);
     assert.match(headers, /^From: .*<hank@example\.com>$/m);
-    assert.ok(external?.raw.subarray(external.raw.indexOf('\r\n\r\n')).equals(body), 'SES copy keeps body bytes');
+    assert.ok(
+      external?.raw.subarray(external.raw.indexOf('\r\n\r\n')).equals(body),
+      'SES copy keeps body bytes',
+    );
   });
 
   it('rewrites an SES bounce from the outbound table', async () => {
     await rig.stack.ddb.send(
       new PutCommand({
         TableName: 'ses-outbound-messages',
-        Item: { MessageId: '0100018cabc-out-1', original_source: `jane@${DOMAIN}`, bouncedRecipients: ['failed@remote.test'] },
+        Item: {
+          MessageId: '0100018cabc-out-1',
+          original_source: `jane@${DOMAIN}`,
+          bouncedRecipients: ['failed@remote.test'],
+        },
       }),
     );
     const dsn = Buffer.from(
@@ -311,7 +357,9 @@ describe('pipeline against emulators and SMTP sinks', () => {
     });
     const outcome = await rig.outcome(put.messageId);
     assert.equal(outcome.bounceRewritten, true);
-    const delivered = rig.mailbox.messages.find((m) => m.raw.includes(Buffer.from('bounce-1@email.amazonses.com')));
+    const delivered = rig.mailbox.messages.find((m) =>
+      m.raw.includes(Buffer.from('bounce-1@email.amazonses.com')),
+    );
     const head = delivered?.raw.subarray(0, delivered.raw.indexOf('\r\n\r\n')).toString('utf8') ?? '';
     assert.match(head, /^From: .*failed@remote\.test/m);
     assert.match(head, /^Reply-To: .*jane@example\.com/m);
@@ -322,13 +370,21 @@ describe('pipeline against emulators and SMTP sinks', () => {
     await rig.stack.ddb.send(
       new PutCommand({
         TableName: 'email-rules',
-        Item: { email_address: `kim@${DOMAIN}`, ooo_active: true, ooo_message: 'away', forwards: ['kim@gmail.test'] },
+        Item: {
+          email_address: `kim@${DOMAIN}`,
+          ooo_active: true,
+          ooo_message: 'away',
+          forwards: ['kim@gmail.test'],
+        },
       }),
     );
     rig.stack.ses.clear();
     const put = await putMail(rig.stack, {
       domain: DOMAIN,
-      raw: await mail({ to: `kim@${DOMAIN}`, headers: { 'X-SES-Worker-Processed': 'worker-another.com; id=x' } }),
+      raw: await mail({
+        to: `kim@${DOMAIN}`,
+        headers: { 'X-SES-Worker-Processed': 'worker-another.com; id=x' },
+      }),
       recipients: [`kim@${DOMAIN}`],
       source: 'sender@external.test',
       shape: 'sns-s3',
@@ -353,16 +409,30 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.equal(outcome.status, 'wrong-domain');
     assert.equal(outcome.disposition, 'delete');
     assert.equal(rig.mailbox.messages.length, before);
-    assert.ok(rig.logs.some((l) => l.msg === 'Security: ignored message for wrong domain' && l.sesMessageId === put.messageId));
+    assert.ok(
+      rig.logs.some(
+        (l) => l.msg === 'Security: ignored message for wrong domain' && l.sesMessageId === put.messageId,
+      ),
+    );
   });
 
   it('waits for an S3 object that appears late', async () => {
     const raw = await mail({ subject: 'Late object' });
     const id = sesMessageId();
     const bucket = 'example-com-emails';
-    const notification = sesNotification({ messageId: id, source: 'late@external.test', recipients: [`alice@${DOMAIN}`], bucket, key: id, raw });
+    const notification = sesNotification({
+      messageId: id,
+      source: 'late@external.test',
+      recipients: [`alice@${DOMAIN}`],
+      bucket,
+      key: id,
+      raw,
+    });
     await rig.stack.sqs.send(
-      new SendMessageCommand({ QueueUrl: rig.stack.queues[DOMAIN]?.queueUrl, MessageBody: snsEnvelope(JSON.stringify(notification)) }),
+      new SendMessageCommand({
+        QueueUrl: rig.stack.queues[DOMAIN]?.queueUrl,
+        MessageBody: snsEnvelope(JSON.stringify(notification)),
+      }),
     );
     await new Promise((resolve) => setTimeout(resolve, 400));
     await rig.stack.s3.send(new PutObjectCommand({ Bucket: bucket, Key: id, Body: raw }));
@@ -373,7 +443,9 @@ describe('pipeline against emulators and SMTP sinks', () => {
 
   it('delivers a mail mailparser cannot make sense of, raw', async () => {
     const raw = Buffer.concat([
-      Buffer.from('From: broken@external.test\r\nContent-Type: multipart/mixed; boundary="\r\n\r\n--\x00\xff\xfe'),
+      Buffer.from(
+        'From: broken@external.test\r\nContent-Type: multipart/mixed; boundary="\r\n\r\n--\x00\xff\xfe',
+      ),
       Buffer.alloc(5000, 0xff),
       Buffer.from('\r\n--unterminated'),
     ]);
@@ -388,7 +460,10 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.equal(outcome.status, 'delivered');
     // SMTP ends DATA on a line boundary, so the one thing the wire adds is the final CRLF this mail lacks.
     const expected = Buffer.concat([raw, Buffer.from('\r\n')]);
-    assert.ok(rig.mailbox.messages.some((m) => stripVerdicts(m.raw).equals(expected)), 'raw bytes delivered unchanged');
+    assert.ok(
+      rig.mailbox.messages.some((m) => stripVerdicts(m.raw).equals(expected)),
+      'raw bytes delivered unchanged',
+    );
   });
 
   it('handles all three body shapes, acknowledges the setup notification and leaves garbage for the DLQ', async () => {
@@ -406,24 +481,42 @@ describe('pipeline against emulators and SMTP sinks', () => {
         }),
       );
     }
-    await rig.stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: sesSetupNotification() }));
+    await rig.stack.sqs.send(
+      new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: sesSetupNotification() }),
+    );
     await rig.stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'this is not json' }));
-    await rig.stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: '{"Type":"Notification","Message":"{\\"foo\\":1}"}' }));
+    await rig.stack.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queueUrl,
+        MessageBody: '{"Type":"Notification","Message":"{\\"foo\\":1}"}',
+      }),
+    );
     for (const put of puts) {
       const outcome = await rig.outcome(put.messageId);
       assert.equal(outcome.status, 'delivered', put.body.slice(0, 40));
     }
     for (const shape of shapes) {
-      assert.ok(rig.mailbox.messages.some((m) => m.raw.includes(Buffer.from(`Subject: shape ${shape}`))), shape);
+      assert.ok(
+        rig.mailbox.messages.some((m) => m.raw.includes(Buffer.from(`Subject: shape ${shape}`))),
+        shape,
+      );
     }
-    await waitUntil(() => rig.logs.filter((l) => l.status === 'malformed').length >= 2, 5000, 'malformed logged');
+    await waitUntil(
+      () => rig.logs.filter((l) => l.status === 'malformed').length >= 2,
+      5000,
+      'malformed logged',
+    );
     await waitUntil(() => rig.logs.some((l) => l.status === 'setup'), 5000, 'setup acknowledged');
     const malformed = rig.logs.filter((l) => l.status === 'malformed');
     assert.ok(malformed.every((l) => typeof l.sqsMessageId === 'string' && l.level === 'error'));
     // The two garbage bodies are still in the queue (in flight until their visibility timeout), nothing else is.
-    await waitUntil(async () => {
-      const counts = await queueCounts(rig.stack.sqs, queueUrl);
-      return counts.visible === 0 && counts.inFlight === 2;
-    }, 5000, 'only the garbage left in the queue');
+    await waitUntil(
+      async () => {
+        const counts = await queueCounts(rig.stack.sqs, queueUrl);
+        return counts.visible === 0 && counts.inFlight === 2;
+      },
+      5000,
+      'only the garbage left in the queue',
+    );
   });
 });

@@ -19,7 +19,10 @@ const clock = new ShiftableClock();
 function headerBlock(raw: Buffer | undefined): string {
   if (!raw) return '';
   // Unfolded, as a header parser sees it.
-  return raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('utf8').replace(/\r\n(?=[ \t])/g, '');
+  return raw
+    .subarray(0, raw.indexOf('\r\n\r\n'))
+    .toString('utf8')
+    .replace(/\r\n(?=[ \t])/g, '');
 }
 
 describe('mail behaviour through the pipeline', () => {
@@ -105,7 +108,12 @@ describe('mail behaviour through the pipeline', () => {
     const attempts = stack.ses.sendAttempts;
     const put = await putMail(stack, {
       domain: DOMAIN,
-      raw: await buildMime({ from: 'victim@forged.test', to: `away3@${DOMAIN}`, subject: 'spoof', text: 'x' }),
+      raw: await buildMime({
+        from: 'victim@forged.test',
+        to: `away3@${DOMAIN}`,
+        subject: 'spoof',
+        text: 'x',
+      }),
       recipients: [`away3@${DOMAIN}`],
       source: 'spammer@botnet.test',
       shape: 'sns-s3',
@@ -121,7 +129,12 @@ describe('mail behaviour through the pipeline', () => {
   });
 
   it('adds the SES verdicts as headers on the delivered copy', async () => {
-    const raw = await buildMime({ from: 'spammy@external.test', to: `alice@${DOMAIN}`, subject: 'Win', text: 'x' });
+    const raw = await buildMime({
+      from: 'spammy@external.test',
+      to: `alice@${DOMAIN}`,
+      subject: 'Win',
+      text: 'x',
+    });
     const put = await putMail(stack, {
       domain: DOMAIN,
       raw,
@@ -143,7 +156,12 @@ describe('mail behaviour through the pipeline', () => {
   it('with VIRUS_POLICY=reject does not deliver a virus and records why in S3', async () => {
     const put = await putMail(stack, {
       domain: VIRUS_DOMAIN,
-      raw: await buildMime({ from: 'bad@external.test', to: `alice@${VIRUS_DOMAIN}`, subject: 'invoice', text: 'x' }),
+      raw: await buildMime({
+        from: 'bad@external.test',
+        to: `alice@${VIRUS_DOMAIN}`,
+        subject: 'invoice',
+        text: 'x',
+      }),
       recipients: [`alice@${VIRUS_DOMAIN}`],
       source: 'bad@external.test',
       shape: 'sns-s3',
@@ -154,7 +172,10 @@ describe('mail behaviour through the pipeline', () => {
     assert.equal(outcome.disposition, 'delete');
     assert.equal(virusRig.mailbox.messages.length, 0);
     // A virus verdict is recorded, then the object is deleted like any mail blocked for everyone.
-    await assert.rejects(stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key })), /NotFound/);
+    await assert.rejects(
+      stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key })),
+      /NotFound/,
+    );
     assert.ok(
       virusRig.logs.some((l) => l.sesMessageId === put.messageId && l.recipients?.[0]?.detail === 'virus'),
       'the outcome line names the virus verdict',
@@ -198,8 +219,13 @@ describe('mail behaviour through the pipeline', () => {
     const sender = createSesSender(stack.sesv2, { clock });
     const attempts = stack.ses.sendAttempts;
     await assert.rejects(
-      sender.send({ from: `a@${DOMAIN}`, destinations: ['x@gmail.test'], raw: Buffer.alloc(31 * 1024 * 1024, 0x61) }),
-      (error: unknown) => error instanceof WorkerError && error.code === 'SES_MESSAGE_TOO_LARGE' && !error.temporary,
+      sender.send({
+        from: `a@${DOMAIN}`,
+        destinations: ['x@gmail.test'],
+        raw: Buffer.alloc(31 * 1024 * 1024, 0x61),
+      }),
+      (error: unknown) =>
+        error instanceof WorkerError && error.code === 'SES_MESSAGE_TOO_LARGE' && !error.temporary,
     );
     assert.equal(stack.ses.sendAttempts, attempts);
   });
