@@ -162,12 +162,31 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
  */
 export function sanitizeMetadata(metadata: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {};
+  let total = 0;
   for (const [key, value] of Object.entries(metadata)) {
-    let safe = value.replace(/[^\x20-\x7e]/g, (c) => encodeURIComponent(c));
-    if (safe.length > 512) safe = `${safe.slice(0, 500)}...(cut)`;
+    // `u`: a character outside the BMP is one match, so encodeURIComponent never sees half a surrogate pair.
+    let safe = value.replace(/[^\x20-\x7e]/gu, (c) => {
+      try {
+        return encodeURIComponent(c);
+      } catch {
+        return '%EF%BF%BD';
+      }
+    });
+    if (safe.length > 512) safe = `${cutOutsideEscape(safe, 500)}...(cut)`;
+    // S3 refuses more than 2 KB of user metadata in total; the audit fields come first, so cut the rest.
+    if (total + key.length + safe.length > 1900)
+      safe = cutOutsideEscape(safe, Math.max(0, 1900 - total - key.length - 6)) + '(cut)';
+    total += key.length + safe.length;
     out[key.toLowerCase()] = safe;
   }
   return out;
+}
+
+/** Cuts at `length` but never inside a `%XX` escape. */
+function cutOutsideEscape(value: string, length: number): string {
+  const cut = value.slice(0, length);
+  const percent = cut.lastIndexOf('%');
+  return percent >= 0 && percent > cut.length - 3 ? cut.slice(0, percent) : cut;
 }
 
 function tooLarge(location: MailLocation, size: number, max: number): WorkerError {

@@ -41,13 +41,25 @@ const VERIFY_RETRY_MS = 2_000;
  * The coordinator: one piscina-hosted worker thread per domain (restarted with capped exponential backoff when it
  * dies), one shared delivery pool all threads send through, and the health and metrics servers.
  */
-export async function startDaemon(config: Config, options: { installSignalHandlers?: boolean } = {}): Promise<DaemonHandle> {
+export async function startDaemon(
+  config: Config,
+  options: { installSignalHandlers?: boolean } = {},
+): Promise<DaemonHandle> {
   const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses });
   const startedAt = Date.now();
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
 
   const mainRegistry = new Registry();
   collectDefaultMetrics({ register: mainRegistry });
+  // prom-client names these three gauges `*_total`, which `promtool check metrics` rejects (the suffix is for
+  // counters). Their per-type siblings (`nodejs_active_handles{type}` ...) carry the same numbers.
+  for (const name of [
+    'nodejs_active_handles_total',
+    'nodejs_active_requests_total',
+    'nodejs_active_resources_total',
+  ]) {
+    mainRegistry.removeSingleMetric(name);
+  }
   const restartsCounter = new Counter({
     name: 'ses_worker_poller_restarts_total',
     help: 'Poller threads restarted after dying.',
@@ -83,7 +95,10 @@ export async function startDaemon(config: Config, options: { installSignalHandle
       { domain, status: { domain, state: 'starting', inFlight: 0 }, restarts: 0 },
     ]),
   );
-  const threadFile = new URL(import.meta.url.endsWith('.ts') ? './poller-thread.ts' : './poller-thread.js', import.meta.url);
+  const threadFile = new URL(
+    import.meta.url.endsWith('.ts') ? './poller-thread.ts' : './poller-thread.js',
+    import.meta.url,
+  );
   const pool = new Piscina<PollerTask, void>({
     filename: threadFile.href,
     minThreads: config.domains.length,
@@ -92,7 +107,9 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     idleTimeout: Infinity,
     // Idle piscina workers park in Atomics.wait and would not answer port messages; ours must, always.
     atomics: 'disabled',
-    resourceLimits: { maxOldGenerationSizeMb: Math.max(256, Math.ceil((config.limits.inFlightBytes * 8) / 1048576)) },
+    resourceLimits: {
+      maxOldGenerationSizeMb: Math.max(256, Math.ceil((config.limits.inFlightBytes * 8) / 1048576)),
+    },
   });
 
   // A worker that dies while no task runs on it is reported as a pool 'error' event; unhandled, it would take the
@@ -117,7 +134,10 @@ export async function startDaemon(config: Config, options: { installSignalHandle
   let verifyStopped = false;
   const setMailServer = (ok: boolean) => {
     if (ok !== mailServerOk) {
-      logger[ok ? 'info' : 'warn']({ host: config.smtp.host }, ok ? 'mail server answered' : 'mail server not answering');
+      logger[ok ? 'info' : 'warn'](
+        { host: config.smtp.host },
+        ok ? 'mail server answered' : 'mail server not answering',
+      );
     }
     mailServerOk = ok;
   };
@@ -135,7 +155,8 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     if (verifying || verifyStopped) return;
     verifying = true;
     try {
-      const provenByTraffic = mailServerOk && (Date.now() - lastAnswerAt < VERIFY_INTERVAL_MS || delivery.connectionsInUse() > 0);
+      const provenByTraffic =
+        mailServerOk && (Date.now() - lastAnswerAt < VERIFY_INTERVAL_MS || delivery.connectionsInUse() > 0);
       if (!provenByTraffic) setMailServer(await delivery.verify());
     } finally {
       verifying = false;
@@ -206,7 +227,12 @@ export async function startDaemon(config: Config, options: { installSignalHandle
         const delay = backoffMs(failures - 1, 1_000, 60_000);
         slot.status = { domain: slot.domain, state: 'dead', inFlight: 0, lastError: String(error) };
         logger.error(
-          { domain: slot.domain, err: error instanceof Error ? error.message : String(error), restartInMs: delay, restarts: slot.restarts },
+          {
+            domain: slot.domain,
+            err: error instanceof Error ? error.message : String(error),
+            restartInMs: delay,
+            restarts: slot.restarts,
+          },
           'poller thread died; restarting',
         );
         await sleepUnlessAborted(delay, drainAbort.signal);
@@ -237,7 +263,10 @@ export async function startDaemon(config: Config, options: { installSignalHandle
           }),
       ),
     );
-    const all = [await mainRegistry.getMetricsAsJSON(), ...snapshots.filter((s): s is MetricsSnapshot => !!s)];
+    const all = [
+      await mainRegistry.getMetricsAsJSON(),
+      ...snapshots.filter((s): s is MetricsSnapshot => !!s),
+    ];
     return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
   }
 
@@ -260,7 +289,17 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     });
     const healthy = domains.every((d) => !['dead', 'restarting', 'stale'].includes(d.state));
     const ready = !draining && mailServerOk && domains.every((d) => d.state === 'polling');
-    return { healthy, ready, body: { status: healthy ? 'ok' : 'unhealthy', ready, draining, mailServer: mailServerOk ? 'up' : 'down', domains } };
+    return {
+      healthy,
+      ready,
+      body: {
+        status: healthy ? 'ok' : 'unhealthy',
+        ready,
+        draining,
+        mailServer: mailServerOk ? 'up' : 'down',
+        domains,
+      },
+    };
   }
 
   const hooks = process.env.UNSAFE_TEST_HOOKS === 'true';
@@ -270,7 +309,11 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     healthServer = await startHttpServer(config.http.host, config.http.healthPort, (request, url) => {
       if (url.pathname === '/health' || url.pathname === '/healthz') {
         const h = health();
-        return { status: h.healthy ? 200 : 503, body: JSON.stringify(h.body), contentType: 'application/json' };
+        return {
+          status: h.healthy ? 200 : 503,
+          body: JSON.stringify(h.body),
+          contentType: 'application/json',
+        };
       }
       if (url.pathname === '/ready' || url.pathname === '/readyz') {
         const h = health();
@@ -284,10 +327,14 @@ export async function startDaemon(config: Config, options: { installSignalHandle
       }
       return undefined;
     });
-    metricsServer = await startHttpServer(config.http.host, config.http.metricsPort, async (_request, url) => {
-      if (url.pathname !== '/metrics') return undefined;
-      return { status: 200, body: await collectMetrics(), contentType: mainRegistry.contentType };
-    });
+    metricsServer = await startHttpServer(
+      config.http.host,
+      config.http.metricsPort,
+      async (_request, url) => {
+        if (url.pathname !== '/metrics') return undefined;
+        return { status: 200, body: await collectMetrics(), contentType: mainRegistry.contentType };
+      },
+    );
   } catch (error) {
     verifyStopped = true;
     clearTimeout(verifyTimer);
@@ -296,7 +343,12 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     throw error;
   }
   logger.info(
-    { domains: config.domains, healthPort: healthServer.port, metricsPort: metricsServer.port, protocol: config.smtp.protocol },
+    {
+      domains: config.domains,
+      healthPort: healthServer.port,
+      metricsPort: metricsServer.port,
+      protocol: config.smtp.protocol,
+    },
     'unified-worker started',
   );
 
@@ -307,17 +359,24 @@ export async function startDaemon(config: Config, options: { installSignalHandle
     stopping ??= (async () => {
       draining = true;
       drainAbort.abort();
-      logger.info({ graceSeconds: config.shutdownGraceSeconds }, 'shutting down: draining in-flight messages');
+      logger.info(
+        { graceSeconds: config.shutdownGraceSeconds },
+        'shutting down: draining in-flight messages',
+      );
       for (const slot of slots.values()) if (slot.port) post(slot.port, { type: 'stop' });
       const supervisors = Promise.all([...slots.values()].map((s) => s.supervisor));
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([
         supervisors.then(() => false),
-        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), config.shutdownGraceSeconds * 1000))),
+        new Promise<boolean>(
+          (resolve) => (timer = setTimeout(() => resolve(true), config.shutdownGraceSeconds * 1000)),
+        ),
       ]);
       clearTimeout(timer);
       if (timedOut) {
-        logger.warn('grace period over: stopping threads; unfinished messages reappear after their visibility timeout');
+        logger.warn(
+          'grace period over: stopping threads; unfinished messages reappear after their visibility timeout',
+        );
         for (const slot of slots.values()) slot.abort?.abort();
         await supervisors;
       }
@@ -375,4 +434,3 @@ function installSignals(stop: () => Promise<void>, logger: Logger): void {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 }
-

@@ -61,7 +61,9 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     );
   }
   if (!config.tables.idempotency && domain === config.domains[0]) {
-    logger.warn('IDEMPOTENCY_TABLE is not set: a retried message may deliver again to recipients that already got it');
+    logger.warn(
+      'IDEMPOTENCY_TABLE is not set: a retried message may deliver again to recipients that already got it',
+    );
   }
 
   const ports: PipelinePorts = {

@@ -1,7 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export type Route = (request: IncomingMessage, url: URL) => Promise<HttpReply | undefined> | HttpReply | undefined;
+export type Route = (
+  request: IncomingMessage,
+  url: URL,
+) => Promise<HttpReply | undefined> | HttpReply | undefined;
 
 export interface HttpReply {
   status: number;

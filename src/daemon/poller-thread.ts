@@ -17,7 +17,11 @@ const QUEUE_RETRY_MS = 30_000;
 
 export default async function runPollerThread(task: PollerTask): Promise<void> {
   const { domain, config, port } = task;
-  const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses, base: { domain } });
+  const logger = createLogger({
+    level: config.log.level,
+    redactAddresses: config.log.redactAddresses,
+    base: { domain },
+  });
   const metrics = createPipelineMetrics();
   const clients = createAwsClients(config.aws);
   const delivery = createDeliveryProxy(port);
@@ -34,9 +38,9 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
         delivery.settle(message.id, message.results);
         break;
       case 'collect-metrics':
-        void metrics.registry.getMetricsAsJSON().then((snapshot) =>
-          post({ type: 'metrics', id: message.id, metrics: snapshot as never }),
-        );
+        void metrics.registry
+          .getMetricsAsJSON()
+          .then((snapshot) => post({ type: 'metrics', id: message.id, metrics: snapshot as never }));
         break;
       case 'stop':
         stopped = true;
@@ -104,7 +108,8 @@ function createDeliveryProxy(port: MessagePort): DeliveryProxy {
     deliver(request: DeliveryRequest) {
       const id = nextId++;
       const raw = request.raw;
-      const owned = raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength && request.transfer === true;
+      const owned =
+        raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength && request.transfer === true;
       const buffer = owned ? (raw.buffer as ArrayBuffer) : new Uint8Array(raw).buffer;
       const message: ThreadMessage = {
         type: 'deliver',

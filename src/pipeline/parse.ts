@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import libmime from 'libmime';
 import { MailParser, type AttachmentStream, type MessageText } from 'mailparser';
 import addressparser from 'nodemailer/lib/addressparser';
-import { splitMessage, type SplitMessage } from '../mail/header-block.ts';
+import { rawValueToText, splitMessage, type SplitMessage } from '../mail/header-block.ts';
 import type { MailAddress, MailView } from '../mail/mail-view.ts';
 
 export interface ParseOptions {
@@ -45,7 +45,8 @@ export function headerView(split: SplitMessage): MailView {
     (first('content-type') ?? 'text/plain').split(';')[0]?.trim().toLowerCase() || 'text/plain';
   return {
     headers,
-    subject: decodeWords(first('subject') ?? '').trim(),
+    // Header bytes are held as latin1; RFC 6532 allows raw UTF-8, which rawValueToText recovers.
+    subject: decodeWords(rawValueToText(first('subject') ?? '')).trim(),
     ...(from && { from }),
     replyTo: parseAddresses(first('reply-to')),
     to: (headers.get('to') ?? []).flatMap(parseAddresses),
@@ -61,7 +62,7 @@ export function parseAddresses(value: string | undefined): MailAddress[] {
   if (!value) return [];
   let parsed: ReturnType<typeof addressparser>;
   try {
-    parsed = addressparser(value, { flatten: true });
+    parsed = addressparser(rawValueToText(value), { flatten: true });
   } catch {
     return [];
   }

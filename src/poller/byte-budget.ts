@@ -17,7 +17,7 @@ export class ByteBudget {
 
   /** A release function when `bytes` fit right now, without waiting; otherwise undefined. */
   tryAcquire(bytes: number): (() => void) | undefined {
-    const amount = Math.max(0, Math.ceil(bytes));
+    const amount = sanitize(bytes);
     if (!this.fits(amount) || this.waiters.length > 0) return undefined;
     this.used += amount;
     return this.releaser(amount);
@@ -25,24 +25,30 @@ export class ByteBudget {
 
   /** Resolves with a release function once `bytes` fit; rejects when `signal` aborts first. */
   async acquire(bytes: number, signal?: AbortSignal): Promise<() => void> {
-    const amount = Math.max(0, Math.ceil(bytes));
+    const amount = sanitize(bytes);
     if (signal?.aborted) throw shuttingDown();
     if (this.fits(amount) && this.waiters.length === 0) {
       this.used += amount;
       return this.releaser(amount);
     }
     await new Promise<void>((resolve, reject) => {
-      const waiter = { bytes: amount, resolve, reject };
-      this.waiters.push(waiter);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const index = this.waiters.indexOf(waiter);
-          if (index >= 0) this.waiters.splice(index, 1);
-          reject(shuttingDown());
+      // The signal lives as long as the poller: every wait must take its listener away again.
+      const onAbort = () => {
+        const index = this.waiters.indexOf(waiter);
+        if (index >= 0) this.waiters.splice(index, 1);
+        this.drain();
+        reject(shuttingDown());
+      };
+      const waiter = {
+        bytes: amount,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
         },
-        { once: true },
-      );
+        reject,
+      };
+      this.waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
     return this.releaser(amount);
   }
@@ -57,14 +63,22 @@ export class ByteBudget {
       if (released) return;
       released = true;
       this.used -= amount;
-      // First come, first served: a large waiter is not starved by a stream of small ones.
-      while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
-        const next = this.waiters.shift()!;
-        this.used += next.bytes;
-        next.resolve();
-      }
+      this.drain();
     };
   }
+
+  /** First come, first served: a large waiter is not starved by a stream of small ones. */
+  private drain(): void {
+    while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
+      const next = this.waiters.shift()!;
+      this.used += next.bytes;
+      next.resolve();
+    }
+  }
+}
+
+function sanitize(bytes: number): number {
+  return Number.isFinite(bytes) ? Math.max(0, Math.ceil(bytes)) : 0;
 }
 
 function shuttingDown(): WorkerError {

@@ -30,7 +30,16 @@ export class DeleteBatcher {
     this.pending = [];
     if (batch.length > 0) {
       this.flushing = this.flushing.then(async () => {
-        const failed = await this.queue.deleteBatch(batch);
+        let failed: QueueEntry[];
+        try {
+          failed = await this.queue.deleteBatch(batch);
+        } catch (error) {
+          this.logger.error(
+            { err: error instanceof Error ? error.message : String(error) },
+            'SQS DeleteMessageBatch threw',
+          );
+          failed = batch;
+        }
         if (failed.length > 0) {
           // Not lost: an undeleted message reappears and the ledger (or S3 metadata) shows it was handled.
           this.logger.error(

@@ -43,16 +43,20 @@ export function outcomesFromInfo(recipients: readonly string[], info: SmtpInfoLi
   const rejected = indexRejections(info.rejectedErrors);
   const rejectedList = asStrings(info.rejected).map((r) => r.toLowerCase());
   const response = typeof info.response === 'string' ? info.response : undefined;
+  // With LMTP `response` is the reply for the LAST recipient; it only speaks for the others when it is a 2xx.
+  const finalCode = codeOf(response);
+  const okReply = finalCode === undefined || statusForCode(finalCode) === 'delivered';
   return recipients.map((recipient): RecipientDelivery => {
     const key = recipient.toLowerCase();
     const error = rejected.get(key);
     if (error) return { ...error, recipient };
     if (rejectedList.includes(key))
       return { recipient, status: 'deferred', response: 'rejected without a reply code' };
+    if (!okReply) return { recipient, status: 'delivered', code: 250 };
     return {
       recipient,
       status: 'delivered',
-      code: codeOf(response) ?? 250,
+      code: finalCode ?? 250,
       ...(response !== undefined && { response }),
     };
   });
