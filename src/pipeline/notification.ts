@@ -56,9 +56,11 @@ export function parseSqsBody(body: string | undefined): ParsedBody {
     }
   }
   if (!isRecord(notification)) return invalid('notification is not a JSON object');
+  const mail = notification.mail;
   if (
     notification.notificationType === 'AMAZON_SES_SETUP_NOTIFICATION' ||
-    notification.eventType === 'Setup'
+    notification.eventType === 'Setup' ||
+    (isRecord(mail) && mail.messageId === 'AMAZON_SES_SETUP_NOTIFICATION')
   ) {
     return { kind: 'setup' };
   }
