@@ -1,0 +1,48 @@
+#!/bin/bash
+# unified-worker: the internal SMTP port (2525) of docker-mailserver.
+#
+# docker-mailserver runs /tmp/docker-mailserver/user-patches.sh at every container start, right before it starts
+# its daemons (docker-compose.yml mounts this file there). It adds a Postfix smtpd service on port 2525 that the
+# worker uses for forwards and auto-replies to addresses of the hosted domains (INTERNAL_SMTP_PORT).
+#
+# Why not docker-mailserver's `postfix-master.cf` override file: it is applied with `postconf -P`, which only
+# changes parameters of services that already exist in master.cf; for a new one Postfix just warns
+# `unmatched service_name/type` and changes nothing. A new service needs `postconf -M`, hence this script.
+#
+# What the service does differently from port 25:
+#   - content_filter=$virtual_transport: every accepted mail goes straight to the mailbox transport (Dovecot
+#     LMTP), whatever transport_maps, relayhost (e.g. RELAY_HOST=SES) or the global content filter (Amavis) would
+#     do with it: a forward to a local mailbox can never be relayed out through SES and come back as a loop;
+#   - only hosted domains are accepted (reject_unauth_destination), unknown mailboxes get 550 at RCPT;
+#   - only clients in mynetworks may connect (docker-compose.yml sets PERMIT_DOCKER=connected-networks);
+#   - no milters (Rspamd/OpenDKIM/OpenDMARC), no SPF policy, postgrey or DNSBL checks: the mail was already
+#     checked by SES and is being generated or forwarded by the worker itself.
+# Virtual aliases (postfix-virtual.cf) still apply, but must point to local mailboxes: an alias to an outside
+# address cannot be delivered through the LMTP content filter and bounces.
+#
+# Never publish port 2525 outside the container network.
+set -euo pipefail
+
+PORT="${WORKER_INTERNAL_SMTP_PORT:-2525}"
+
+# POSTFIX_CONFIG_DIR lets the same script be tried against a scratch Postfix configuration.
+postconf_cmd=(postconf)
+if [[ -n "${POSTFIX_CONFIG_DIR:-}" ]]; then postconf_cmd+=(-c "${POSTFIX_CONFIG_DIR}"); fi
+
+# -M replaces an entry of the same name/type, so running this at every start is idempotent.
+"${postconf_cmd[@]}" -Me "${PORT}/inet=${PORT} inet n - n - - smtpd"
+
+# Single quotes: $virtual_transport is expanded by Postfix at run time, not by this shell.
+"${postconf_cmd[@]}" -Pe \
+  "${PORT}/inet/syslog_name=postfix/internal" \
+  "${PORT}/inet/content_filter="'$virtual_transport' \
+  "${PORT}/inet/smtpd_client_restrictions=permit_mynetworks,reject" \
+  "${PORT}/inet/smtpd_helo_restrictions=" \
+  "${PORT}/inet/smtpd_sender_restrictions=" \
+  "${PORT}/inet/smtpd_relay_restrictions=reject_unauth_destination" \
+  "${PORT}/inet/smtpd_recipient_restrictions=" \
+  "${PORT}/inet/smtpd_milters=" \
+  "${PORT}/inet/smtpd_sasl_auth_enable=no" \
+  "${PORT}/inet/smtpd_tls_security_level=none"
+
+echo "unified-worker: Postfix internal smtpd on port ${PORT} configured"

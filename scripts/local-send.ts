@@ -1,0 +1,228 @@
+/**
+ * `npm run local:send -- --to alice@example.com --subject Hi`: injects a mail into a running `npm run local`
+ * stack the way SES does it (raw MIME into the domain's bucket, SNS-enveloped notification onto the domain's
+ * queue), waits for the worker's verdict in the S3 audit metadata and lists the files it produced.
+ */
+import http from 'node:http';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { S3Client } from '@aws-sdk/client-s3';
+import { SQSClient } from '@aws-sdk/client-sqs';
+
+import { clientConfig } from '../test/harness/emulators.ts';
+import {
+  buildMime,
+  putMail,
+  sesMessageId,
+  type MailShape,
+  type MimeAttachment,
+  type SesVerdictStatus,
+} from '../test/harness/ses-events.ts';
+import {
+  DEFAULT_MAIL_DIR,
+  describeAudit,
+  readState,
+  waitForAudit,
+  type LocalStackState,
+} from './local-stack.ts';
+
+const USAGE = `Usage: npm run local:send -- --to <address>[,<address>...] [options]
+
+Injects a mail into the running local stack (\`npm run local\`) as SES would deliver it.
+
+Options:
+      --to <list>          Envelope recipients, comma-separated or repeated (default: alice@<first domain>)
+      --cc <list>          Cc header (header only; list Cc recipients in --to too to deliver to them)
+      --from <address>     Sender, header and envelope (default: Someone <someone@external.test>)
+      --subject <text>     Subject (default: "Hello from local:send")
+      --text <text>        Plain-text body
+      --html <html>        HTML body
+      --attach <file>      Attach a file (repeatable)
+      --header <"N: v">    Add a header (repeatable), e.g. --header "Auto-Submitted: auto-replied"
+      --eml <file>         Send this .eml file as is (--to/--from give the envelope)
+      --verdict <k=v>      SES verdict, k in spam|virus|spf|dkim|dmarc, v in PASS|FAIL|GRAY|... (repeatable)
+      --shape <shape>      sns-s3 (default) | raw-s3 (SNS raw delivery) | sns-inline (SNS action, no S3)
+      --mail-dir <dir>     Mail directory of the stack (default: ./${DEFAULT_MAIL_DIR})
+      --no-wait            Do not wait for the worker's verdict
+  -h, --help               Show this help`;
+
+const VERDICT_KEYS = ['spam', 'virus', 'spf', 'dkim', 'dmarc'] as const;
+type VerdictKey = (typeof VERDICT_KEYS)[number];
+const VERDICT_VALUES: readonly SesVerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED'];
+const SHAPES: readonly MailShape[] = ['sns-s3', 'raw-s3', 'sns-inline'];
+const WAIT_MS = 20_000;
+
+function list(values: readonly string[] | undefined): string[] {
+  return (values ?? [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}
+
+/** The bare address of `Name <addr>` or `addr`. */
+function addressOf(value: string): string {
+  return (/<([^>]*)>/.exec(value)?.[1] ?? value).trim().toLowerCase();
+}
+
+function domainOf(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+}
+
+/** Every `.eml` under the mail directory (one folder per recipient). */
+async function mailFiles(dir: string): Promise<Set<string>> {
+  const found = new Set<string>();
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return found;
+  }
+  for (const entry of entries) {
+    if (entry.startsWith('.')) continue;
+    const files = await readdir(path.join(dir, entry)).catch(() => [] as string[]);
+    for (const file of files) if (file.endsWith('.eml')) found.add(path.join(dir, entry, file));
+  }
+  return found;
+}
+
+async function main(): Promise<void> {
+  // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: {
+      to: { type: 'string', multiple: true },
+      cc: { type: 'string', multiple: true },
+      from: { type: 'string' },
+      subject: { type: 'string' },
+      text: { type: 'string' },
+      html: { type: 'string' },
+      attach: { type: 'string', multiple: true },
+      header: { type: 'string', multiple: true },
+      eml: { type: 'string' },
+      verdict: { type: 'string', multiple: true },
+      shape: { type: 'string' },
+      'mail-dir': { type: 'string' },
+      'no-wait': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const state: LocalStackState = await readState(path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR));
+  const first = state.domains[0] ?? 'example.com';
+  const recipients = list(values.to).map(addressOf);
+  if (recipients.length === 0) recipients.push(`alice@${first}`);
+  const from = values.from ?? 'Someone <someone@external.test>';
+  const shape = (values.shape ?? 'sns-s3') as MailShape;
+  if (!SHAPES.includes(shape)) throw new Error(`--shape must be one of ${SHAPES.join(', ')}`);
+
+  const verdicts: Partial<Record<VerdictKey, SesVerdictStatus>> = {};
+  for (const item of values.verdict ?? []) {
+    const [key = '', value = ''] = item.split('=').map((s) => s.trim());
+    const k = key.toLowerCase() as VerdictKey;
+    const v = value.toUpperCase() as SesVerdictStatus;
+    if (!VERDICT_KEYS.includes(k) || !VERDICT_VALUES.includes(v)) {
+      throw new Error(`--verdict ${item}: expected ${VERDICT_KEYS.join('|')}=${VERDICT_VALUES.join('|')}`);
+    }
+    verdicts[k] = v;
+  }
+
+  // As with SES receipt rules per domain: each hosted domain's queue gets the recipients of that domain.
+  const byDomain = new Map<string, string[]>();
+  for (const recipient of recipients) {
+    const domain = domainOf(recipient);
+    if (!state.domains.includes(domain)) {
+      throw new Error(
+        `${recipient}: ${domain} is not served by the stack (domains: ${state.domains.join(', ')})`,
+      );
+    }
+    byDomain.set(domain, [...(byDomain.get(domain) ?? []), recipient]);
+  }
+
+  let raw: Buffer;
+  if (values.eml !== undefined) {
+    raw = await readFile(values.eml);
+  } else {
+    const headers: Record<string, string> = {};
+    for (const header of values.header ?? []) {
+      const colon = header.indexOf(':');
+      if (colon <= 0) throw new Error(`--header ${header}: expected "Name: value"`);
+      headers[header.slice(0, colon).trim()] = header.slice(colon + 1).trim();
+    }
+    const attachments: MimeAttachment[] = [];
+    for (const file of values.attach ?? [])
+      attachments.push({ filename: path.basename(file), content: await readFile(file) });
+    const cc = list(values.cc);
+    raw = await buildMime({
+      from,
+      to: recipients,
+      ...(cc.length > 0 && { cc }),
+      subject: values.subject ?? 'Hello from local:send',
+      ...(values.html !== undefined && { html: values.html }),
+      ...((values.text !== undefined || values.html === undefined) && {
+        text: values.text ?? `Sent with npm run local:send at ${new Date().toISOString()}.\r\n`,
+      }),
+      ...(Object.keys(headers).length > 0 && { headers }),
+      ...(attachments.length > 0 && { attachments }),
+    });
+  }
+
+  const agent = new http.Agent({ keepAlive: true });
+  const sqs = new SQSClient({ ...clientConfig(state.endpoints.sqs, agent), credentials: state.credentials });
+  const s3 = new S3Client({
+    ...clientConfig(state.endpoints.s3, agent),
+    credentials: state.credentials,
+    forcePathStyle: true,
+  });
+  const before = await mailFiles(state.mailDir);
+  const messageId = sesMessageId();
+  try {
+    const waits: Array<Promise<string>> = [];
+    for (const [domain, domainRecipients] of byDomain) {
+      const put = await putMail(
+        { s3, sqs },
+        {
+          domain,
+          raw,
+          recipients: domainRecipients,
+          source: addressOf(from),
+          shape,
+          messageId,
+          queueUrl: state.queues[domain],
+          bucket: state.buckets[domain],
+          notification: { verdicts, destination: recipients },
+        },
+      );
+      const where = put.bucket ? `s3://${put.bucket}/${put.key}` : 'inline in the notification';
+      console.log(`queued SES message ${messageId} for ${domainRecipients.join(', ')} (${where})`);
+      if (values['no-wait'] || !put.bucket || !put.key) continue;
+      waits.push(
+        waitForAudit(s3, put.bucket, put.key, WAIT_MS).then((r) => `${domain}: ${describeAudit(r, WAIT_MS)}`),
+      );
+    }
+    for (const line of await Promise.all(waits)) console.log(line);
+  } finally {
+    sqs.destroy();
+    s3.destroy();
+    agent.destroy();
+  }
+  if (values['no-wait']) return;
+  // Files the stack wrote since we sent (SES copies are collected every 100 ms). Mail other senders injected
+  // meanwhile would show up too.
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  const files = [...(await mailFiles(state.mailDir))].filter((f) => !before.has(f)).sort();
+  if (files.length > 0)
+    console.log(`files written:\n${files.map((f) => `  ${path.relative(process.cwd(), f)}`).join('\n')}`);
+}
+
+main().catch((error: unknown) => {
+  console.error(`local:send: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

@@ -1,0 +1,716 @@
+/**
+ * `npm run local`: the whole worker on one machine, with no AWS account and no Docker.
+ *
+ * It starts the emulators of the integration tests (fauxqs for SQS + S3, dynalite for DynamoDB, aws-ses-v2-local
+ * for SES), a local mail server stand-in that writes every mail it receives to `./local-mail/<recipient>/*.eml`,
+ * creates the tables and one queue (with a dead-letter queue) per domain, seeds demo rules, starts the built daemon
+ * (`node dist/unified-worker.js`) as a child process pointed at all of that, and injects a demo mail the way SES
+ * would (raw MIME in S3, SNS-enveloped notification on the domain's queue).
+ *
+ * While it runs, `npm run local:send -- --to alice@example.com --subject Hi` injects more mail (see
+ * `scripts/local-send.ts`); it finds the emulators through the state file this script writes into the mail
+ * directory. Ctrl-C stops the daemon gracefully (SIGTERM, it drains in-flight mail), then the mail sinks and the
+ * emulators, and removes the state file.
+ *
+ * Everything listens on 127.0.0.1 only. All state is in memory: every run starts with empty queues and tables.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import { SMTPServer } from 'smtp-server';
+
+import { buildConfig } from '../src/config/config.ts';
+import { ConfigError } from '../src/errors.ts';
+import {
+  createDomainQueue,
+  startStack,
+  type RecordedSesMail,
+  type TestStack,
+} from '../test/harness/emulators.ts';
+import { buildMime, putMail } from '../test/harness/ses-events.ts';
+
+/** Repository root (this file lives in `<root>/scripts/`). */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** Name of the state file inside the mail directory. */
+export const STATE_FILE = '.local-stack.json';
+/** Default mail directory, relative to the current directory. */
+export const DEFAULT_MAIL_DIR = 'local-mail';
+
+/** What `npm run local:send` needs to reach a running stack. */
+export interface LocalStackState {
+  pid: number;
+  startedAt: string;
+  domains: string[];
+  mailDir: string;
+  region: string;
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  endpoints: { sqs: string; s3: string; dynamodb: string; ses: string };
+  /** Queue URL per domain. */
+  queues: Record<string, string>;
+  /** Bucket SES would store each domain's mail in (`example.com` → `example-com-emails`). */
+  buckets: Record<string, string>;
+  tables: Record<string, string>;
+  smtp: { mailboxPort: number; internalPort: number; lmtpPort: number };
+  healthUrl: string;
+  readyUrl: string;
+  metricsUrl: string;
+}
+
+/** How a mail reached the stand-in mail server (or left through the SES emulator). */
+type Route = 'mailbox' | 'lmtp' | 'internal' | 'ses';
+
+const ROUTE_TEXT: Record<Route, string> = {
+  mailbox: 'SMTP, mailbox port (SMTP_PORT)',
+  lmtp: 'LMTP (LMTP_PORT)',
+  internal: 'SMTP, internal port (INTERNAL_SMTP_PORT: forwards/auto-replies)',
+  ses: 'sent out through SES (emulated; would leave for the internet)',
+};
+
+/** `nobody@…`/`unknown@…` get `550 5.1.1`, so the "invalid recipient" path can be tried. */
+const UNKNOWN_USER = /^(nobody|unknown)(\+[^@]*)?@/i;
+
+const USAGE = `Usage: npm run local [-- options]
+
+Runs the worker against local emulators of SQS, S3, DynamoDB and SES, with a local mail server stand-in
+that writes every mail to <mail-dir>/<recipient>/*.eml. No AWS account, no Docker.
+
+Options:
+  -d, --domains <list>      Domains to serve (default: $DOMAINS or example.com)
+      --health-port <port>  Port of /health and /ready (default: $HEALTH_PORT or 8080; 0 = any free port)
+      --metrics-port <port> Port of /metrics (default: $METRICS_PORT or 8000; 0 = any free port)
+      --mail-dir <dir>      Where mail is written (default: ./${DEFAULT_MAIL_DIR})
+      --no-demo             Do not inject the demo mail at start
+      --json-logs           Print the daemon's JSON log lines unchanged
+  -h, --help                Show this help
+
+Other worker settings (LOG_LEVEL, DELIVERY_PROTOCOL, OOO_REPLY_INTERVAL_DAYS, ...) are taken from the
+environment; AWS endpoints, credentials, tables and mail server ports are set by the stack.`;
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Mail server stand-in
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface MailSink {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Something written to the mail directory, for the console. */
+interface Landing {
+  route: Route;
+  recipient: string;
+  from: string;
+  file: string;
+}
+
+function mailboxDir(mailDir: string, recipient: string): string {
+  const safe = recipient.toLowerCase().replace(/[^a-z0-9@._+-]/g, '_') || '_unknown';
+  return path.join(mailDir, safe);
+}
+
+let fileCounter = 0;
+
+/** Writes one copy per recipient. Local deliveries get `Return-Path` and `Delivered-To` on top, as Dovecot adds. */
+async function storeMail(
+  mailDir: string,
+  route: Route,
+  from: string,
+  recipients: readonly string[],
+  raw: Buffer,
+): Promise<Landing[]> {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const landings: Landing[] = [];
+  for (const recipient of recipients) {
+    const dir = mailboxDir(mailDir, recipient);
+    await mkdir(dir, { recursive: true });
+    fileCounter += 1;
+    const file = path.join(dir, `${stamp}-${String(fileCounter).padStart(4, '0')}-${route}.eml`);
+    const trace = route === 'ses' ? '' : `Return-Path: <${from}>\r\nDelivered-To: ${recipient}\r\n`;
+    await writeFile(file, Buffer.concat([Buffer.from(trace, 'utf8'), raw]));
+    landings.push({ route, recipient, from, file });
+  }
+  return landings;
+}
+
+/**
+ * An SMTP or LMTP server on 127.0.0.1:0 that accepts everything except `nobody@`/`unknown@` recipients and
+ * stores each mail before answering, like a real server that only says 250 once the mail is safe.
+ */
+async function startMailSink(
+  route: Exclude<Route, 'ses'>,
+  mailDir: string,
+  onLanding: (landing: Landing) => void,
+): Promise<MailSink> {
+  const lmtp = route === 'lmtp';
+  const sockets = new Set<Socket>();
+  const server = new SMTPServer({
+    logger: false,
+    lmtp,
+    banner: 'unified-worker local stack',
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    onRcptTo(address, _session, callback) {
+      if (UNKNOWN_USER.test(address.address)) {
+        callback(Object.assign(new Error(`5.1.1 <${address.address}>: User unknown`), { responseCode: 550 }));
+        return;
+      }
+      callback();
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.once('error', (error: Error) => callback(error));
+      stream.once('end', () => {
+        const from = session.envelope.mailFrom === false ? '' : session.envelope.mailFrom.address;
+        const recipients = session.envelope.rcptTo.map((r) => r.address);
+        storeMail(mailDir, route, from, recipients, Buffer.concat(chunks)).then(
+          (landings) => {
+            for (const landing of landings) onLanding(landing);
+            if (lmtp)
+              callback(
+                null,
+                recipients.map((r) => `2.0.0 <${r}> Saved`),
+              );
+            else callback(null, '2.0.0 Ok: saved');
+          },
+          (error: unknown) =>
+            callback(
+              Object.assign(new Error(`4.3.0 could not store the mail: ${String(error)}`), {
+                responseCode: 451,
+              }),
+            ),
+        );
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  server.server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.server.listen(0, '127.0.0.1', () => {
+      const address = server.server.address();
+      if (address === null || typeof address === 'string') reject(new Error('mail sink has no TCP port'));
+      else resolve(address.port);
+    });
+  });
+  return {
+    port,
+    // net.Server.close() rather than SMTPServer.close(): the latter waits up to 30 s for idle sessions.
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+}
+
+/** Copies what the daemon sent through SES (auto-replies and forwards to outside addresses) to the mail directory. */
+function watchSes(
+  stack: TestStack,
+  mailDir: string,
+  onLanding: (landing: Landing) => void,
+): () => Promise<void> {
+  let seen = 0;
+  let busy: Promise<void> = Promise.resolve();
+  const drain = (): Promise<void> => {
+    busy = busy.then(async () => {
+      while (seen < stack.ses.sent.length) {
+        const mail: RecordedSesMail | undefined = stack.ses.sent[seen];
+        seen += 1;
+        if (!mail) continue;
+        const to = mail.destinations.length > 0 ? mail.destinations : ['_no-destination'];
+        for (const landing of await storeMail(mailDir, 'ses', mail.from ?? '', to, mail.raw))
+          onLanding(landing);
+      }
+    });
+    return busy;
+  };
+  const timer = setInterval(() => void drain().catch(() => undefined), 100);
+  return async () => {
+    clearInterval(timer);
+    await drain().catch(() => undefined);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Shared with local-send
+// ---------------------------------------------------------------------------------------------------------------------
+
+export function stateFilePath(mailDir: string): string {
+  return path.join(mailDir, STATE_FILE);
+}
+
+/** Reads the state file of a running stack, or explains why there is none. */
+export async function readState(mailDir: string): Promise<LocalStackState> {
+  const file = stateFilePath(mailDir);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new Error(`no local stack found (${file} is missing): start one with \`npm run local\` first`);
+  }
+  const state = JSON.parse(text) as LocalStackState;
+  try {
+    process.kill(state.pid, 0);
+  } catch {
+    throw new Error(
+      `the local stack that wrote ${file} (pid ${state.pid}) is not running: start it with \`npm run local\``,
+    );
+  }
+  return state;
+}
+
+/** The audit trail the worker leaves on the S3 object; `undefined` until the message is final. */
+export type AuditResult = { kind: 'final'; metadata: Record<string, string> } | { kind: 'removed' };
+
+/**
+ * Waits until the worker recorded its outcome in the object's metadata (`processed` set) or removed the object
+ * (all recipients blocked). Returns undefined on timeout, e.g. when delivery was deferred and will be retried.
+ */
+export async function waitForAudit(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+  timeoutMs: number,
+): Promise<AuditResult | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+      if (head.Metadata?.processed !== undefined) return { kind: 'final', metadata: head.Metadata };
+    } catch (error) {
+      const name = error instanceof Error ? error.name : '';
+      if (name === 'NotFound' || name === 'NoSuchKey') return { kind: 'removed' };
+      throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return undefined;
+}
+
+/** One line per audit outcome, for the console. */
+export function describeAudit(result: AuditResult | undefined, timeoutMs: number): string {
+  if (!result) {
+    return `no final outcome within ${timeoutMs / 1000} s (deferred and retried later?): see the stack's log`;
+  }
+  if (result.kind === 'removed')
+    return 'status=blocked (every recipient blocks the sender; the S3 object was deleted)';
+  const m = result.metadata;
+  const fields = [
+    'status',
+    'invalid_inboxes',
+    'blocked_sender',
+    'blocked_reason',
+    'failed_effects',
+    'failure_reason',
+  ];
+  return fields
+    .filter((f) => m[f] !== undefined)
+    .map((f) => `${f}=${m[f]}`)
+    .join(' ');
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The stack
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface Options {
+  domains: string[];
+  healthPort: string;
+  metricsPort: string;
+  mailDir: string;
+  demo: boolean;
+  jsonLogs: boolean;
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      domains: { type: 'string', short: 'd' },
+      'health-port': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'mail-dir': { type: 'string' },
+      'no-demo': { type: 'boolean' },
+      'json-logs': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return undefined;
+  const domainList = values.domains ?? process.env.DOMAINS ?? 'example.com';
+  // The daemon's own validation, so a bad list fails here with the same message instead of after startup.
+  const domains = [...buildConfig({ DOMAINS: domainList }).domains];
+  const healthPort = values['health-port'] ?? process.env.HEALTH_PORT ?? '8080';
+  const metricsPort = values['metrics-port'] ?? process.env.METRICS_PORT ?? '8000';
+  buildConfig({ DOMAINS: domainList, HEALTH_PORT: healthPort, METRICS_PORT: metricsPort });
+  return {
+    domains,
+    healthPort,
+    metricsPort,
+    mailDir: path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR),
+    demo: !values['no-demo'],
+    jsonLogs: values['json-logs'] ?? false,
+  };
+}
+
+/** Settings the stack decides; the same names in the user's environment are ignored. */
+const STACK_CONTROLLED = [
+  'DOMAINS',
+  'SMTP_HOST',
+  'SMTP_PORT',
+  'INTERNAL_SMTP_PORT',
+  'LMTP_PORT',
+  'HEALTH_PORT',
+  'METRICS_PORT',
+  'RULES_TABLE',
+  'BLOCKLIST_TABLE',
+  'OUTBOUND_TABLE',
+  'OOO_STATE_TABLE',
+  'IDEMPOTENCY_TABLE',
+  'S3_FORCE_PATH_STYLE',
+];
+
+/**
+ * Child environment: the user's, minus every AWS_* variable (no real credentials, profile or endpoint leaks in;
+ * the SDK's own AWS_SDK_JS_* switches stay).
+ */
+function daemonEnv(
+  stack: TestStack,
+  options: Options,
+  ports: LocalStackState['smtp'],
+  queueTemplate: string,
+) {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value === undefined || STACK_CONTROLLED.includes(name)) continue;
+    if (name.startsWith('AWS_') && !name.startsWith('AWS_SDK_JS_')) continue;
+    env[name] = value;
+  }
+  return {
+    ...env,
+    ...stack.env,
+    DOMAINS: options.domains.join(','),
+    QUEUE_NAME_TEMPLATE: queueTemplate,
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: String(ports.mailboxPort),
+    INTERNAL_SMTP_PORT: String(ports.internalPort),
+    LMTP_PORT: String(ports.lmtpPort),
+    HEALTH_PORT: options.healthPort,
+    METRICS_PORT: options.metricsPort,
+    HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
+  };
+}
+
+/**
+ * Preloaded into the daemon: when this script dies without stopping it (kill -9, a crash), the IPC channel closes
+ * and the daemon stops itself instead of polling emulators that are gone.
+ */
+const WATCHDOG = `data:text/javascript,${encodeURIComponent(
+  "process.on('disconnect',()=>process.kill(process.pid,'SIGTERM'));",
+)}`;
+
+interface DaemonLog {
+  level?: string;
+  msg?: string;
+  time?: string;
+  healthPort?: number;
+  metricsPort?: number;
+  [key: string]: unknown;
+}
+
+function printLog(line: string, json: boolean): void {
+  if (json) {
+    console.log(line);
+    return;
+  }
+  let entry: DaemonLog;
+  try {
+    entry = JSON.parse(line) as DaemonLog;
+  } catch {
+    console.log(`[worker] ${line}`);
+    return;
+  }
+  const { level, msg, time: _time, ...rest } = entry;
+  const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : '';
+  console.log(`[worker] ${String(level ?? '').padEnd(5)} ${msg ?? ''}${fields}`);
+}
+
+async function seedDemoRules(stack: TestStack, domain: string): Promise<void> {
+  const tables = stack.tables;
+  if (!tables) throw new Error('stack started without tables');
+  await stack.ddb.send(
+    new PutCommand({
+      TableName: tables.rules,
+      Item: {
+        email_address: `ooo@${domain}`,
+        ooo_active: true,
+        ooo_message: 'I am out of the office until Monday. This reply was sent by the local stack demo rule.',
+        ooo_content_type: 'text',
+        forwards: [],
+      },
+    }),
+  );
+  await stack.ddb.send(
+    new PutCommand({
+      TableName: tables.rules,
+      Item: {
+        email_address: `fwd@${domain}`,
+        ooo_active: false,
+        forwards: [`alice@${domain}`, 'friend@elsewhere.test'],
+      },
+    }),
+  );
+  await stack.ddb.send(
+    new PutCommand({
+      TableName: tables.blocklist,
+      Item: { email_address: `alice@${domain}`, blocked_patterns: ['*@spam.test'] },
+    }),
+  );
+}
+
+/** Polls `url` until it answers 2xx; false after `timeoutMs`. */
+async function waitForOk(url: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await fetch(url)
+      .then((r) => r.ok)
+      .catch(() => false);
+    if (ok || Date.now() > deadline) return ok;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README, not on every run.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  let options: Options | undefined;
+  try {
+    options = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    console.error(`local stack: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(2);
+  }
+  if (!options) {
+    console.log(USAGE);
+    return;
+  }
+  const daemonEntry = path.join(REPO_ROOT, 'dist', 'unified-worker.js');
+  try {
+    await readFile(daemonEntry);
+  } catch {
+    console.error(
+      `local stack: ${daemonEntry} is missing: run \`npm run build\` first (\`npm run local\` does).`,
+    );
+    process.exit(1);
+  }
+  const { domains, mailDir } = options;
+  const first = domains[0] ?? 'example.com';
+  await mkdir(mailDir, { recursive: true });
+
+  const landings: Landing[] = [];
+  const onLanding = (landing: Landing): void => {
+    landings.push(landing);
+    console.log(
+      `[mail]   ${landing.recipient} <- ${landing.from || '<>'} via ${ROUTE_TEXT[landing.route]}\n` +
+        `         ${path.relative(process.cwd(), landing.file)}`,
+    );
+  };
+
+  const stack = await startStack({ tables: true });
+  const sinks = await Promise.all([
+    startMailSink('mailbox', mailDir, onLanding),
+    startMailSink('internal', mailDir, onLanding),
+    startMailSink('lmtp', mailDir, onLanding),
+  ]);
+  const [mailboxSink, internalSink, lmtpSink] = sinks;
+  if (!mailboxSink || !internalSink || !lmtpSink) throw new Error('mail sinks did not start');
+  const stopSesWatch = watchSes(stack, mailDir, onLanding);
+
+  const queueTemplate = process.env.QUEUE_NAME_TEMPLATE || '{domain}-queue';
+  const queues: Record<string, string> = {};
+  const buckets: Record<string, string> = {};
+  for (const domain of domains) {
+    // With a dead-letter queue, as the README recommends; maxReceiveCount matches MAX_RECEIVES' default.
+    const queue = await createDomainQueue(stack.sqs, domain, {
+      template: queueTemplate,
+      withDlq: true,
+      maxReceiveCount: 10,
+    });
+    queues[domain] = queue.queueUrl;
+    buckets[domain] = `${domain.replaceAll('.', '-')}-emails`;
+  }
+  await seedDemoRules(stack, first);
+
+  const ports = { mailboxPort: mailboxSink.port, internalPort: internalSink.port, lmtpPort: lmtpSink.port };
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', WATCHDOG, daemonEntry, '--domains', domains.join(',')],
+    {
+      cwd: REPO_ROOT,
+      env: daemonEnv(stack, options, ports, queueTemplate),
+      // Own process group: Ctrl-C reaches only this script, which then sends the daemon exactly one SIGTERM
+      // (a second signal would make the daemon skip its graceful drain).
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    },
+  );
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  let started: ((value: { health: number; metrics: number }) => void) | undefined;
+  const startedLine = new Promise<{ health: number; metrics: number }>((resolve) => (started = resolve));
+  const stderrLines: string[] = [];
+  if (child.stdout) {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      printLog(line, options.jsonLogs);
+      if (line.includes('"unified-worker started"')) {
+        const entry = JSON.parse(line) as DaemonLog;
+        started?.({ health: Number(entry.healthPort), metrics: Number(entry.metricsPort) });
+      }
+    });
+  }
+  if (child.stderr) {
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      stderrLines.push(line);
+      console.error(`[worker] ${line}`);
+    });
+  }
+
+  // ---- shutdown ----
+  let stopping: Promise<void> | undefined;
+  const shutdown = (exitCode: number): Promise<void> =>
+    (stopping ??= (async () => {
+      console.log('\n[stack]  stopping: the worker drains in-flight mail first ...');
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const grace = Number(process.env.SHUTDOWN_GRACE_SECONDS ?? 25) * 1000 + 5_000;
+        const timer = setTimeout(() => child.kill('SIGKILL'), grace);
+        await exited;
+        clearTimeout(timer);
+      }
+      await stopSesWatch();
+      await Promise.all(sinks.map((s) => s.stop()));
+      await stack.stop();
+      await rm(stateFilePath(mailDir), { force: true });
+      console.log(`[stack]  stopped. The mail stays in ${path.relative(process.cwd(), mailDir) || '.'}/`);
+      process.exit(exitCode);
+    })());
+
+  let firstSignalAt = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    const now = Date.now();
+    if (firstSignalAt === 0) {
+      firstSignalAt = now;
+      void shutdown(0);
+      return;
+    }
+    // npm and the terminal may both deliver one Ctrl-C; only a later, deliberate second one forces the exit.
+    if (now - firstSignalAt < 1_000) return;
+    console.log(`[stack]  ${signal} again: killing the worker now`);
+    child.kill('SIGKILL');
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  void exited.then((code) => {
+    if (stopping) return;
+    const hint = stderrLines.some((l) => l.includes('EADDRINUSE'))
+      ? `\n[stack]  a port is taken: try \`npm run local -- --health-port 18080 --metrics-port 18000\``
+      : '';
+    console.error(`[stack]  the worker exited unexpectedly (code ${String(code)})${hint}`);
+    void shutdown(1);
+  });
+
+  const announced = await Promise.race([startedLine, exited.then(() => undefined)]);
+  if (!announced) return;
+  const healthBase = `http://127.0.0.1:${announced.health}`;
+  const state: LocalStackState = {
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+    domains,
+    mailDir,
+    region: stack.env.AWS_REGION ?? 'us-east-1',
+    credentials: {
+      accessKeyId: stack.env.AWS_ACCESS_KEY_ID ?? 'test',
+      secretAccessKey: stack.env.AWS_SECRET_ACCESS_KEY ?? 'test',
+    },
+    endpoints: { ...stack.endpoints },
+    queues,
+    buckets,
+    tables: { ...stack.tables },
+    smtp: ports,
+    healthUrl: `${healthBase}/health`,
+    readyUrl: `${healthBase}/ready`,
+    metricsUrl: `http://127.0.0.1:${announced.metrics}/metrics`,
+  };
+
+  // The state file first, so `npm run local:send` works from here on.
+  await writeFile(stateFilePath(mailDir), `${JSON.stringify(state, null, 2)}\n`);
+
+  let demoLine = '';
+  if (options.demo) {
+    const raw = await buildMime({
+      from: 'Demo Sender <sender@external.test>',
+      to: [`alice@${first}`, `ooo@${first}`, `fwd@${first}`],
+      subject: 'Hello from the local stack',
+      text: 'This mail was stored in (emulated) S3 and announced on SQS, exactly as SES does.\r\n',
+    });
+    const put = await putMail(stack, {
+      domain: first,
+      raw,
+      recipients: [`alice@${first}`, `ooo@${first}`, `fwd@${first}`],
+      source: 'sender@external.test',
+      shape: 'sns-s3',
+      queueUrl: queues[first],
+      bucket: buckets[first],
+    });
+    const audit = await waitForAudit(stack.s3, put.bucket ?? '', put.key ?? '', 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put.bucket}/${put.key})\n`;
+  }
+  if (stopping) return;
+  // /ready turns 200 once every domain's first ReceiveMessage returned (at the latest after WAIT_TIME_SECONDS)
+  // and the mail server answered.
+  const ready = await waitForOk(state.readyUrl, options.demo ? 5_000 : 1_000);
+  const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+  const rel = path.relative(process.cwd(), mailDir) || '.';
+  console.log(`
+================================================================================================
+  unified-worker local stack is running (up after ${seconds} s)
+  Domains:      ${domains.join(', ')}    (queues ${domains.map((d) => new URL(queues[d] ?? '').pathname.split('/').pop()).join(', ')})
+${demoLine}  Mail lands:   ${rel}/<recipient>/*.eml  (${landings.length} file(s) so far)
+  Health:       ${state.healthUrl}   ready: ${state.readyUrl} (${ready ? '200 now' : 'not yet: it turns 200 after the first long poll returns'})
+  Metrics:      ${state.metricsUrl}
+  Send more:    npm run local:send -- --to alice@${first} --subject Hi
+                (forward demo: fwd@${first}; out-of-office demo: ooo@${first};
+                 blocked sender: --from x@spam.test --to alice@${first}; unknown user: nobody@${first})
+  Stop:         Ctrl-C
+================================================================================================`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  main().catch((error: unknown) => {
+    const message =
+      error instanceof ConfigError
+        ? error.message
+        : error instanceof Error
+          ? (error.stack ?? error.message)
+          : String(error);
+    console.error(`local stack: ${message}`);
+    process.exit(1);
+  });
+}
