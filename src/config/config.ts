@@ -170,9 +170,17 @@ export function buildConfig(env: Env): Config {
       redactAddresses: read.bool('LOG_REDACT_ADDRESSES'),
     },
   };
-  for (const value of [config.rules.autoReplySubjectPrefix, config.rules.forwardSubjectPrefix]) {
-    if (/[\r\n\0]/.test(value))
-      throw new ConfigError('AUTOREPLY_SUBJECT_PREFIX/FORWARD_SUBJECT_PREFIX', 'must be one line');
+  const prefixes = [
+    ['AUTOREPLY_SUBJECT_PREFIX', config.rules.autoReplySubjectPrefix],
+    ['FORWARD_SUBJECT_PREFIX', config.rules.forwardSubjectPrefix],
+  ] as const;
+  for (const [name, value] of prefixes) {
+    if (/[\r\n\0]/.test(value)) throw new ConfigError(name, 'must be one line (no CR, LF or NUL)');
+  }
+  for (const domain of domains) {
+    const name = queueNameFor(config.queueNameTemplate, domain);
+    if (name.length > 80)
+      throw new ConfigError('QUEUE_NAME_TEMPLATE', `queue name "${name}" is over SQS's 80 characters`);
   }
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
     throw new ConfigError(
@@ -276,7 +284,7 @@ class SettingReader {
   queueTemplate(): string {
     const value = this.raw('QUEUE_NAME_TEMPLATE');
     if (!value.includes('{domain}')) throw new ConfigError('QUEUE_NAME_TEMPLATE', 'must contain {domain}');
-    if (!/^[A-Za-z0-9_{}-]+(\.fifo)?$/.test(value)) {
+    if (!/^(?:[A-Za-z0-9_-]|\{domain\})+(\.fifo)?$/.test(value)) {
       throw new ConfigError('QUEUE_NAME_TEMPLATE', 'may only contain letters, digits, -, _ and {domain}');
     }
     return value;

@@ -66,6 +66,8 @@ export class DomainPoller {
   /** Runs until `stop()`; resolves once in-flight work has finished (or the grace deadline passed). */
   async run(): Promise<void> {
     let failures = 0;
+    // The queue is resolved by now; waiting for the first long poll to return would keep /ready at 503 for 20 s.
+    this.update({ state: 'polling' });
     while (!this.stopping) {
       await this.waitForSlot();
       if (this.stopping) break;
@@ -115,6 +117,7 @@ export class DomainPoller {
     this.inFlight.add(work);
     void work.finally(() => {
       this.inFlight.delete(work);
+      this.update({ lastActivityAt: this.ports.clock.now() });
       this.slotFreed?.();
     });
   }
@@ -142,7 +145,6 @@ export class DomainPoller {
     ports.metrics.processed(ports.domain, outcome.status);
     ports.metrics.processingSeconds(ports.domain, durationMs / 1000);
     this.log(message, outcome, durationMs);
-    this.update({ lastActivityAt: ports.clock.now() });
     try {
       await this.settle(message, outcome);
     } catch (error) {

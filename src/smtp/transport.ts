@@ -26,7 +26,7 @@ export interface DeliveryRequest {
 /** The mail server as the pipeline sees it: one call, one outcome per recipient, never a throw for a reply. */
 export interface MailDelivery {
   deliver(request: DeliveryRequest): Promise<RecipientDelivery[]>;
-  /** Opens a connection and says whether the server answered (readiness). */
+  /** Opens a connection to each port and says whether the server answered on both (readiness). */
   verify(): Promise<boolean>;
   connectionsInUse(): number;
   close(): Promise<void>;
@@ -115,12 +115,9 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
       }
     },
     async verify() {
-      try {
-        await mailbox.verify();
-        return true;
-      } catch {
-        return false;
-      }
+      // Forwards and replies need the internal port as much as delivery needs the mailbox port.
+      const results = await Promise.allSettled([mailbox.verify(), internal.verify()]);
+      return results.every((r) => r.status === 'fulfilled');
     },
     connectionsInUse: () => active,
     async close() {

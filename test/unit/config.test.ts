@@ -330,6 +330,19 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
     assert.equal(build({ MAX_MAIL_BYTES: '2048', IN_FLIGHT_BYTES: '2048' }).limits.inFlightBytes, 2048);
   });
 
+  it('names exactly the prefix setting that is wrong', () => {
+    assert.throws(
+      () => build({ FORWARD_SUBJECT_PREFIX: 'a\nb' }),
+      (error: unknown) => error instanceof ConfigError && error.setting === 'FORWARD_SUBJECT_PREFIX',
+    );
+  });
+
+  it('rejects a queue name template with stray braces or a queue name over 80 characters', () => {
+    rejects({ QUEUE_NAME_TEMPLATE: '{domain}-{queue}' }, 'QUEUE_NAME_TEMPLATE');
+    rejects({ QUEUE_NAME_TEMPLATE: `{domain}-${'q'.repeat(75)}` }, 'QUEUE_NAME_TEMPLATE', /80 characters/);
+    assert.equal(build({ QUEUE_NAME_TEMPLATE: 'mail-{domain}.fifo' }).queueNameTemplate, 'mail-{domain}.fifo');
+  });
+
   it('rejects subject prefixes with CR, LF or NUL (header injection)', () => {
     for (const name of ['AUTOREPLY_SUBJECT_PREFIX', 'FORWARD_SUBJECT_PREFIX'] as const) {
       for (const bad of ['Auto:\r\nBcc: victim@example.org\r\n', 'a\nb', 'a\rb', 'a\0b']) {
