@@ -47,6 +47,11 @@ export async function startDaemon(
 ): Promise<DaemonHandle> {
   const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses });
   const startedAt = Date.now();
+  // Signal handlers go in first: a SIGTERM that arrives while the servers bind and the threads start (an orchestrator
+  // does send them that early) must still mean a graceful stop and exit 0, not death by the default handler.
+  let startupComplete: (stop: () => Promise<void>) => void = () => undefined;
+  const stopWhenStarted = new Promise<() => Promise<void>>((resolve) => (startupComplete = resolve));
+  if (options.installSignalHandlers !== false) installSignals(async () => (await stopWhenStarted)(), logger);
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
 
   const mainRegistry = new Registry();
@@ -391,7 +396,7 @@ export async function startDaemon(
     return stopping;
   };
 
-  if (options.installSignalHandlers !== false) installSignals(stop, logger);
+  startupComplete(stop);
   return { healthPort: healthServer.port, metricsPort: metricsServer.port, stop };
 }
 
