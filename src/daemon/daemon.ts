@@ -80,6 +80,14 @@ export async function startDaemon(
     },
   });
   new Gauge({
+    name: 'ses_worker_smtp_sends_waiting',
+    help: 'Deliveries waiting for a free connection of the shared pool.',
+    registers: [mainRegistry],
+    collect() {
+      this.set(delivery.sendsWaiting());
+    },
+  });
+  new Gauge({
     name: 'ses_worker_smtp_connections_max',
     help: 'Upper bound of connections to the mail server (SMTP_MAX_CONNECTIONS).',
     registers: [mainRegistry],

@@ -89,6 +89,8 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   } finally {
     postStatus({ domain, state: 'stopped', inFlight: 0 });
     clients.destroy();
+    // The destination writes asynchronously; the thread is terminated soon after this task ends.
+    await new Promise<void>((resolve) => logger.flush(() => resolve()));
     port.close();
   }
 }
@@ -130,6 +132,7 @@ function createDeliveryProxy(port: MessagePort): DeliveryProxy {
     },
     verify: async () => true,
     connectionsInUse: () => 0,
+    sendsWaiting: () => 0,
     close: async () => undefined,
   };
 }

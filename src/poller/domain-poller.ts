@@ -17,6 +17,9 @@ export interface PollerOptions {
   visibilityTimeoutSeconds: number;
 }
 
+/** How long a just-sent ReceiveMessage may finish on its own when the poller stops. */
+const RECEIVE_SETTLE_MS = 1_000;
+
 export type PollerState = 'starting' | 'polling' | 'paused' | 'stopping' | 'stopped';
 
 export interface PollerStatus {
@@ -40,7 +43,9 @@ export interface PollerStatus {
 export class DomainPoller {
   private readonly batcher: DeleteBatcher;
   private readonly inFlight = new Set<Promise<void>>();
-  private receiveAbort = new AbortController();
+  private readonly receiveAbort = new AbortController();
+  /** When the ReceiveMessage in progress was sent; undefined between receives. */
+  private receiveStartedAt: number | undefined;
   /** Aborts work that has not really started (waiting for memory budget, fetching) when stopping. */
   private readonly stopAbort = new AbortController();
   private stopping = false;
@@ -79,15 +84,22 @@ export class DomainPoller {
       }
       let messages: QueueMessage[];
       try {
+        this.receiveStartedAt = Date.now();
         messages = await this.queue.receive({
           maxMessages: Math.min(this.options.maxMessages, this.options.concurrency - this.inFlight.size),
           waitTimeSeconds: this.options.waitTimeSeconds,
           signal: this.receiveAbort.signal,
         });
+        this.receiveStartedAt = undefined;
+        if (this.stopping) {
+          await this.releaseUnstarted(messages);
+          break;
+        }
         failures = 0;
         this.update({ state: 'polling', lastPollAt: this.ports.clock.now() });
         delete this.status.lastError;
       } catch (error) {
+        this.receiveStartedAt = undefined;
         if (this.stopping) break;
         failures += 1;
         const message = error instanceof Error ? error.message : String(error);
@@ -108,9 +120,33 @@ export class DomainPoller {
     if (this.stopping) return;
     this.stopping = true;
     this.update({ state: 'stopping' });
-    this.receiveAbort.abort();
     this.stopAbort.abort();
+    // A receive that was just sent is probably returning messages SQS has already hidden; aborting it would
+    // strand them until their visibility timeout. Give it a moment, then release what it returns. A receive
+    // that has been waiting longer is idling on an empty queue and is cut short at once.
+    const waited = this.receiveStartedAt === undefined ? Infinity : Date.now() - this.receiveStartedAt;
+    const abort = () => {
+      if (this.receiveStartedAt !== undefined) this.ports.logger.debug('long poll cut short for shutdown');
+      this.receiveAbort.abort();
+    };
+    if (waited >= RECEIVE_SETTLE_MS) abort();
+    else setTimeout(abort, RECEIVE_SETTLE_MS - waited).unref();
     this.slotFreed?.();
+  }
+
+  /** Received while stopping: make them visible again at once for another consumer. */
+  private async releaseUnstarted(messages: QueueMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    const entries = messages.map((m) => ({ messageId: m.messageId, receiptHandle: m.receiptHandle }));
+    try {
+      await this.queue.changeVisibilityBatch(entries, 0);
+      this.ports.logger.info({ released: entries.length }, 'released messages received during shutdown');
+    } catch (error) {
+      this.ports.logger.warn(
+        { err: error instanceof Error ? error.message : String(error) },
+        'could not release messages received during shutdown; they reappear after their visibility timeout',
+      );
+    }
   }
 
   private track(work: Promise<void>): void {
@@ -219,7 +255,7 @@ export class DomainPoller {
 
   private async sleep(ms: number): Promise<void> {
     try {
-      await this.ports.clock.sleep(ms, this.receiveAbort.signal);
+      await this.ports.clock.sleep(ms, this.stopAbort.signal);
     } catch {
       // Aborted by stop().
     }

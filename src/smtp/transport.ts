@@ -28,7 +28,10 @@ export interface MailDelivery {
   deliver(request: DeliveryRequest): Promise<RecipientDelivery[]>;
   /** Opens a connection to each port and says whether the server answered on both (readiness). */
   verify(): Promise<boolean>;
+  /** Connections busy with a transaction right now (never above the bound). */
   connectionsInUse(): number;
+  /** Sends waiting for a free connection. */
+  sendsWaiting(): number;
   close(): Promise<void>;
 }
 
@@ -79,10 +82,11 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
     maxConnections: 1,
   });
   const retryDelays = options.retryDelaysMs ?? [250, 1000];
-  let active = 0;
+  const active: Record<DeliveryRoute, number> = { mailbox: 0, internal: 0 };
+  const limit: Record<DeliveryRoute, number> = { mailbox: mailboxConnections, internal: 1 };
 
   async function sendOnce(transport: Transport, request: DeliveryRequest): Promise<RecipientDelivery[]> {
-    active += 1;
+    active[request.route] += 1;
     try {
       const info = await transport.sendMail({
         envelope: { from: request.from, to: [...request.to] },
@@ -90,7 +94,7 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
       });
       return outcomesFromInfo(request.to, info as unknown as Record<string, unknown>);
     } finally {
-      active -= 1;
+      active[request.route] -= 1;
     }
   }
 
@@ -119,7 +123,11 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
       const results = await Promise.allSettled([mailbox.verify(), internal.verify()]);
       return results.every((r) => r.status === 'fulfilled');
     },
-    connectionsInUse: () => active,
+    // nodemailer queues sends beyond its connections; those are waiting, not using a connection.
+    connectionsInUse: () =>
+      Math.min(active.mailbox, limit.mailbox) + Math.min(active.internal, limit.internal),
+    sendsWaiting: () =>
+      Math.max(0, active.mailbox - limit.mailbox) + Math.max(0, active.internal - limit.internal),
     async close() {
       mailbox.close();
       internal.close();
