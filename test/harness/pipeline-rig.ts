@@ -1,7 +1,7 @@
 /**
  * The real pipeline of one or more domains, in-process, wired exactly as the daemon wires a poller thread
- * (`startDomainRuntime`), against the emulators and two SMTP sinks (mailbox port and internal port). Outcomes
- * are read from the daemon's own per-message log line.
+ * (`startDomainRuntime`), against the emulators and two SMTP sinks (mailbox port and internal port), or, with
+ * `mailServer`, against a real mail server (test/e2e). Outcomes are read from the daemon's own per-message log line.
  */
 import { Writable } from 'node:stream';
 import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
@@ -54,6 +54,17 @@ export class ShiftableClock implements Clock {
   }
 }
 
+/** A running mail server to deliver to instead of the rig's own SMTP sinks (e.g. scripts/mailserver/start.sh). */
+export interface MailServerTarget {
+  host: string;
+  /** SMTP_PORT: the mailbox route with DELIVERY_PROTOCOL=smtp. */
+  smtpPort: number;
+  /** INTERNAL_SMTP_PORT: forwards and auto-replies to hosted domains. */
+  internalPort: number;
+  /** LMTP_PORT: the mailbox route with `lmtp: true`. */
+  lmtpPort: number;
+}
+
 export interface RigOptions {
   domains: string[];
   /** Settings over the rig's defaults (fast polling, no rules cache). */
@@ -63,6 +74,8 @@ export interface RigOptions {
   queueOptions?: DomainQueueOptions;
   /** Reuse a running stack (several rigs per file); otherwise one is started and stopped with the rig. */
   stack?: TestStack;
+  /** Deliver to this server; no SMTP sinks are started then (the rig has no `mailbox`/`internal`). */
+  mailServer?: MailServerTarget;
 }
 
 export interface Rig {
@@ -80,20 +93,35 @@ export interface Rig {
   stop(): Promise<void>;
 }
 
-export async function startRig(options: RigOptions): Promise<Rig> {
+/** A rig delivering to a real mail server (`RigOptions.mailServer`): everything but the sinks. */
+export type MailServerRig = Omit<Rig, 'mailbox' | 'internal'>;
+
+export async function startRig(
+  options: RigOptions & { mailServer: MailServerTarget },
+): Promise<MailServerRig>;
+export async function startRig(options: RigOptions & { mailServer?: undefined }): Promise<Rig>;
+export async function startRig(options: RigOptions): Promise<Rig | MailServerRig>;
+export async function startRig(options: RigOptions): Promise<Rig | MailServerRig> {
   const ownStack = !options.stack;
   const stack =
     options.stack ??
     (await startStack({ tables: true, domains: options.domains, queueOptions: options.queueOptions ?? {} }));
-  const mailbox = await startSmtpSink({ lmtp: options.lmtp ?? false });
-  const internal = await startSmtpSink();
+  const sinks = options.mailServer
+    ? undefined
+    : { mailbox: await startSmtpSink({ lmtp: options.lmtp ?? false }), internal: await startSmtpSink() };
+  const target: MailServerTarget = options.mailServer ?? {
+    host: '127.0.0.1',
+    smtpPort: sinks?.mailbox.port ?? 0,
+    internalPort: sinks?.internal.port ?? 0,
+    lmtpPort: sinks?.mailbox.port ?? 0,
+  };
   const env: Record<string, string> = {
     ...stack.env,
     DOMAINS: options.domains.join(','),
-    SMTP_HOST: '127.0.0.1',
-    SMTP_PORT: String(mailbox.port),
-    LMTP_PORT: String(mailbox.port),
-    INTERNAL_SMTP_PORT: String(internal.port),
+    SMTP_HOST: target.host,
+    SMTP_PORT: String(target.smtpPort),
+    LMTP_PORT: String(target.lmtpPort),
+    INTERNAL_SMTP_PORT: String(target.internalPort),
     DELIVERY_PROTOCOL: options.lmtp ? 'lmtp' : 'smtp',
     WAIT_TIME_SECONDS: '1',
     RULES_CACHE_SECONDS: '0',
@@ -138,8 +166,7 @@ export async function startRig(options: RigOptions): Promise<Rig> {
     logs.filter((l) => l.sesMessageId === id && typeof l.disposition === 'string');
   return {
     stack,
-    mailbox,
-    internal,
+    ...sinks,
     config,
     metrics,
     logs,
@@ -155,7 +182,7 @@ export async function startRig(options: RigOptions): Promise<Rig> {
       await Promise.all(runs);
       await delivery.close();
       clients.destroy();
-      await Promise.all([mailbox.stop(), internal.stop()]);
+      if (sinks) await Promise.all([sinks.mailbox.stop(), sinks.internal.stop()]);
       if (ownStack) await stack.stop();
     },
   };
