@@ -24,6 +24,31 @@ export interface EffectLedger {
   release(key: string): Promise<void>;
 }
 
+/**
+ * Records an effect that has happened. Once the mail server or SES accepted a mail, failing to write that down must
+ * not make the effect look undone — a retry would then send it again — so the write is retried, and a final
+ * failure is reported but does not undo the effect (the claim's lease then lets a later attempt take over).
+ */
+export async function completeAfterEffect(
+  ledger: EffectLedger,
+  key: string,
+  sleep: (ms: number) => Promise<void>,
+  onFailure: (error: unknown) => void,
+): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await ledger.complete(key);
+      return;
+    } catch (error) {
+      if (attempt >= 4) {
+        onFailure(error);
+        return;
+      }
+      await sleep(100 * 2 ** attempt);
+    }
+  }
+}
+
 export function effectKey(sesMessageId: string, recipient: string, action: string): string {
   return `${sesMessageId}|${recipient.toLowerCase()}|${action}`;
 }

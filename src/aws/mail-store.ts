@@ -83,7 +83,9 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
               }
             }
             if (!result.Body) throw new Error('GetObject returned no body');
-            const bytes = Buffer.from(await result.Body.transformToByteArray());
+            const array = await result.Body.transformToByteArray();
+            // A view, not a copy: a 40 MB mail must not cost 80 MB here.
+            const bytes = Buffer.from(array.buffer, array.byteOffset, array.byteLength);
             if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
             const held = release;
             release = undefined;

@@ -66,6 +66,8 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     );
   }
 
+  // A claim outlives its worker by at most one visibility timeout: that is when SQS hands the message out again.
+  const leaseSeconds = Math.max(5, attributes?.visibilityTimeoutSeconds ?? 30);
   const ports: PipelinePorts = {
     domain,
     hostedDomains: config.domains,
@@ -78,12 +80,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     ses: createSesSender(clients.sesv2, { clock }),
     delivery: deps.delivery,
     budget: new ByteBudget(config.limits.inFlightBytes),
-    // A claim outlives its worker by at most one visibility timeout: that is when SQS hands the message out again.
     ledger: config.tables.idempotency
       ? createDynamoLedger(clients.ddb, {
           table: config.tables.idempotency,
           clock,
-          leaseSeconds: Math.max(5, attributes?.visibilityTimeoutSeconds ?? 30),
+          leaseSeconds,
         })
       : noLedger,
     loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret),
@@ -113,6 +114,8 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       retrySchedule: RETRY_SCHEDULE,
       maxReceives: config.poll.maxReceives,
       visibilityTimeoutSeconds: attributes?.visibilityTimeoutSeconds ?? 30,
+      // Claims are whole seconds: one more and the lease has surely run out.
+      claimedRetrySeconds: leaseSeconds + 1,
     },
     deps.onStatus,
   );

@@ -288,7 +288,14 @@ export function editHeaders(msg: SplitMessage, edits: HeaderEdits): SplitMessage
     const f = fields[i] as HeaderField;
     if (!endsWithLf(f.raw)) fields[i] = { ...f, raw: Buffer.concat([f.raw, Buffer.from(msg.eol, 'latin1')]) };
   }
-  return { fields, rest: msg.rest, eol: msg.eol };
+  // Content that starts with whitespace would read as a continuation of the last field we put before it;
+  // an empty line keeps it out of the header block.
+  const first = msg.rest[0];
+  const rest =
+    fields.length > 0 && (first === 0x20 || first === 0x09)
+      ? Buffer.concat([Buffer.from(msg.eol, 'latin1'), msg.rest])
+      : msg.rest;
+  return { fields, rest, eol: msg.eol };
 }
 
 export function serializeMessage(msg: SplitMessage): Buffer {

@@ -1,4 +1,4 @@
-import { effectKey } from '../aws/effect-ledger.ts';
+import { completeAfterEffect, effectKey } from '../aws/effect-ledger.ts';
 import type { MailLocation } from '../aws/mail-store.ts';
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
@@ -26,6 +26,8 @@ export interface RecipientOutcome {
   state: RecipientState;
   code?: number;
   detail?: string;
+  /** Deferred only because another worker holds a live ledger claim for it. */
+  claimed?: boolean;
 }
 
 export type MessageStatus =
@@ -50,6 +52,8 @@ export interface MessageOutcome {
   bounceRewritten: boolean;
   loopMarker: boolean;
   reason?: string;
+  /** The message is deferred only because other workers hold claims: retry when those claims can expire. */
+  waitingOnClaims?: boolean;
   /** Where the mail is stored, for callers that record a later verdict (MAX_RECEIVES). */
   mailLocation?: MailLocation;
   /** Present when the disposition is `retry` because something temporary failed. */
@@ -178,7 +182,7 @@ async function processReceipt(
   const toDeliver = recipients.filter((r) => !outcomes.has(r));
   if (toDeliver.length > 0) {
     const payload = ports.settings.addVerdictHeaders
-      ? Buffer.concat([verdictHeaders(receipt.verdicts, detectEol(bounce.raw)), bounce.raw])
+      ? Buffer.concat([verdictHeaders(receipt.verdicts, detectEol(bounce.raw), bounce.raw), bounce.raw])
       : bounce.raw;
     for (const result of await deliver(receipt, toDeliver, payload, raw, ports))
       outcomes.set(result.recipient, result);
@@ -213,7 +217,17 @@ async function processReceipt(
     loopMarker: hasLoopMarker,
     disposition: recipientsFinal && effectsFinal ? 'delete' : 'retry',
     status: recipientsFinal && !effectsFinal ? 'deferred' : status,
+    waitingOnClaims: onlyClaimsPending(results, effects),
   };
+}
+
+/** True when nothing failed and all that is left is held by another worker's (possibly dead) claim. */
+function onlyClaimsPending(results: RecipientOutcome[], effects: EffectResult[]): boolean {
+  const pending = [
+    ...results.filter((r) => r.state === 'deferred'),
+    ...effects.filter((e) => e.status === 'deferred'),
+  ];
+  return pending.length > 0 && pending.every((p) => p.claimed === true);
 }
 
 async function fetchRaw(
@@ -276,7 +290,13 @@ async function deliver(
     if (claim === 'claimed') claimed.push(recipient);
     else if (claim === 'done')
       outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
-    else outcomes.push({ recipient, state: 'deferred', detail: 'being delivered by another worker' });
+    else
+      outcomes.push({
+        recipient,
+        state: 'deferred',
+        detail: 'being delivered by another worker',
+        claimed: true,
+      });
   }
   if (claimed.length === 0) return outcomes;
 
@@ -289,8 +309,17 @@ async function deliver(
   });
   for (const result of results) {
     const key = effectKey(receipt.sesMessageId, result.recipient, 'deliver');
-    if (result.status === 'delivered') await ports.ledger.complete(key);
-    else await ports.ledger.release(key);
+    if (result.status === 'delivered') {
+      await completeAfterEffect(
+        ports.ledger,
+        key,
+        (ms) => ports.clock.sleep(ms),
+        (error) =>
+          ports.logger.error({ key, err: String(error) }, 'delivered but not recorded in the ledger'),
+      );
+    } else {
+      await ports.ledger.release(key).catch(() => undefined);
+    }
     outcomes.push({
       recipient: result.recipient,
       state:

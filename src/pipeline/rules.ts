@@ -1,4 +1,4 @@
-import { effectKey } from '../aws/effect-ledger.ts';
+import { completeAfterEffect, effectKey } from '../aws/effect-ledger.ts';
 import type { RecipientRule } from '../aws/tables.ts';
 import { WorkerError } from '../errors.ts';
 import { composeAutoReply } from '../mail/autoreply-compose.ts';
@@ -22,6 +22,8 @@ export interface EffectResult {
   route?: ForwardRoute;
   status: 'sent' | 'done-before' | 'suppressed' | 'failed' | 'deferred';
   reason?: string;
+  /** Deferred only because another worker holds a live claim on this effect. */
+  claimed?: boolean;
 }
 
 export interface RuleInput {
@@ -82,7 +84,8 @@ async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<Effect
   const key = effectKey(receipt.sesMessageId, recipient, 'autoreply');
   const claim = await ports.ledger.claim(key);
   if (claim === 'done') return { ...base, status: 'done-before' };
-  if (claim === 'busy') return { ...base, status: 'deferred', reason: 'claimed by another worker' };
+  if (claim === 'busy')
+    return { ...base, status: 'deferred', reason: 'claimed by another worker', claimed: true };
 
   let won = false;
   try {
@@ -104,14 +107,14 @@ async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<Effect
     });
     // RFC 3834 §3.3: auto-replies go out with a null envelope sender so they can never bounce back into a loop.
     await send(route, { from: recipient, envelopeFrom: '', to: target, raw: reply.raw }, ports);
-    await ports.ledger.complete(key);
-    ports.metrics.autoReplySent(ports.domain);
-    return { ...base, status: 'sent' };
   } catch (error) {
     if (won) await ports.rules.releaseAutoReply(recipient, target, now).catch(() => undefined);
     await ports.ledger.release(key).catch(() => undefined);
     return failure(base, error, ports);
   }
+  await recordDone(key, ports);
+  ports.metrics.autoReplySent(ports.domain);
+  return { ...base, status: 'sent' };
 }
 
 async function forward(input: RuleInput, target: string, ports: PipelinePorts): Promise<EffectResult> {
@@ -123,7 +126,8 @@ async function forward(input: RuleInput, target: string, ports: PipelinePorts): 
   const key = effectKey(receipt.sesMessageId, recipient, `forward:${target}`);
   const claim = await ports.ledger.claim(key);
   if (claim === 'done') return { ...base, status: 'done-before' };
-  if (claim === 'busy') return { ...base, status: 'deferred', reason: 'claimed by another worker' };
+  if (claim === 'busy')
+    return { ...base, status: 'deferred', reason: 'claimed by another worker', claimed: true };
   try {
     const raw = rewriteForForward(input.raw, {
       forwardingAddress: recipient,
@@ -135,13 +139,22 @@ async function forward(input: RuleInput, target: string, ports: PipelinePorts): 
       now: new Date(ports.clock.now()),
     });
     await send(route, { from: recipient, envelopeFrom: recipient, to: target, raw }, ports);
-    await ports.ledger.complete(key);
-    ports.metrics.forwardSent(ports.domain, route);
-    return { ...base, status: 'sent' };
   } catch (error) {
     await ports.ledger.release(key).catch(() => undefined);
     return failure(base, error, ports);
   }
+  await recordDone(key, ports);
+  ports.metrics.forwardSent(ports.domain, route);
+  return { ...base, status: 'sent' };
+}
+
+function recordDone(key: string, ports: PipelinePorts): Promise<void> {
+  return completeAfterEffect(
+    ports.ledger,
+    key,
+    (ms) => ports.clock.sleep(ms),
+    (error) => ports.logger.error({ key, err: String(error) }, 'effect done but not recorded in the ledger'),
+  );
 }
 
 /**

@@ -5,7 +5,7 @@ import type { SesVerdicts } from './notification.ts';
  * They are prepended as new fields; the original bytes follow unchanged. Any copies of these headers already in
  * the mail came from outside and cannot be trusted, so a Sieve rule should look at the first occurrence (ours).
  */
-export function verdictHeaders(verdicts: SesVerdicts, eol: string): Buffer {
+export function verdictHeaders(verdicts: SesVerdicts, eol: string, before?: Buffer): Buffer {
   const lines = [
     `X-SES-Spam-Verdict: ${verdicts.spam}`,
     `X-SES-Virus-Verdict: ${verdicts.virus}`,
@@ -13,7 +13,9 @@ export function verdictHeaders(verdicts: SesVerdicts, eol: string): Buffer {
     `X-SES-DKIM-Verdict: ${verdicts.dkim}`,
     `X-SES-DMARC-Verdict: ${verdicts.dmarc}`,
   ];
-  return Buffer.from(lines.map((l) => l + eol).join(''), 'ascii');
+  // A mail whose first line starts with whitespace would fold into our last header: end our block there.
+  const guard = before !== undefined && (before[0] === 0x20 || before[0] === 0x09) ? eol : '';
+  return Buffer.from(lines.map((l) => l + eol).join('') + guard, 'ascii');
 }
 
 export function detectEol(raw: Buffer): '\r\n' | '\n' {

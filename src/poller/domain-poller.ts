@@ -15,6 +15,11 @@ export interface PollerOptions {
   maxReceives: number;
   /** The queue's visibility timeout; messages still being processed get it renewed every third of it. */
   visibilityTimeoutSeconds: number;
+  /**
+   * Retry delay for a message held up only by other workers' ledger claims: the claim lease, after which a dead
+   * worker's claim can be taken over (the regular schedule would wait longer than needed).
+   */
+  claimedRetrySeconds?: number;
 }
 
 /** How long a just-sent ReceiveMessage may finish on its own when the poller stops. */
@@ -174,7 +179,7 @@ export class DomainPoller {
     try {
       outcome = await processMessage(message, ports, this.stopAbort.signal);
     } finally {
-      stopHeartbeat();
+      await stopHeartbeat();
       ports.metrics.inFlight(ports.domain, -1);
     }
     const durationMs = ports.clock.now() - started;
@@ -221,7 +226,10 @@ export class DomainPoller {
       return;
     }
     const schedule = this.options.retrySchedule;
-    const seconds = schedule[Math.min(message.receiveCount - 1, schedule.length - 1)] ?? 30;
+    let seconds = schedule[Math.min(message.receiveCount - 1, schedule.length - 1)] ?? 30;
+    if (outcome.waitingOnClaims && this.options.claimedRetrySeconds !== undefined) {
+      seconds = Math.min(seconds, this.options.claimedRetrySeconds);
+    }
     await this.queue.changeVisibility(entry, seconds);
   }
 
@@ -229,19 +237,24 @@ export class DomainPoller {
    * Keeps a slow message (a large mail, a slow mail server) invisible while it is processed, so no second consumer
    * starts it; SQS would otherwise hand it out again when the visibility timeout runs out mid-delivery.
    */
-  private heartbeat(message: QueueMessage): () => void {
+  private heartbeat(message: QueueMessage): () => Promise<void> {
     const timeout = this.options.visibilityTimeoutSeconds;
     const everyMs = Math.max(1000, Math.floor((timeout * 1000) / 3));
     const entry = { messageId: message.messageId, receiptHandle: message.receiptHandle };
+    let beat: Promise<void> = Promise.resolve();
     const timer = setInterval(() => {
-      this.queue.changeVisibility(entry, timeout).catch((error: unknown) => {
+      beat = this.queue.changeVisibility(entry, timeout).catch((error: unknown) => {
         this.ports.logger.warn(
           { sqsMessageId: message.messageId, err: error instanceof Error ? error.message : String(error) },
           'visibility heartbeat failed',
         );
       });
     }, everyMs);
-    return () => clearInterval(timer);
+    // A beat still on its way must land before settle() sets the retry visibility, not after it.
+    return async () => {
+      clearInterval(timer);
+      await beat;
+    };
   }
 
   private pause(reason: string): void {

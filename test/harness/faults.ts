@@ -1,0 +1,685 @@
+/**
+ * Fault-injection helpers for the "never lose, never duplicate" suite:
+ *
+ * - {@link startFaultProxy}: a small HTTP proxy in front of an emulator (fauxqs for S3/SQS, dynalite for DynamoDB)
+ *   that counts requests per AWS operation and answers chosen operations with AWS-style errors (S3 `SlowDown` 503,
+ *   `InternalError` 500, DynamoDB `ProvisionedThroughputExceededException` / `ThrottlingException`, ...). This is a
+ *   mock only where the emulators cannot produce the fault: neither fauxqs nor dynalite ever throttles or fails.
+ *   Everything else is passed through to the real emulator, streamed (40 MB objects go through unbuffered).
+ * - {@link spawnDaemon}: the BUILT daemon (`node dist/unified-worker.js`) as a child process, with its JSON log lines
+ *   parsed, readiness, metrics scraping, SIGKILL, and peak/current RSS read from `/proc/<pid>/status`.
+ * - {@link rawMail}: a tiny hand-made MIME message (MailComposer is too slow for batches of hundreds).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import {
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  HeadBucketCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { domainQueueName, waitUntil } from './emulators.ts';
+import type { LogLine } from './pipeline-rig.ts';
+import { sesMessageId, sesNotification, snsEnvelope } from './ses-events.ts';
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Fault-injecting proxy
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** What the proxy knows about a request before deciding to pass it on or to fail it. */
+export interface ProxiedRequest {
+  method: string;
+  /** Path without the query string, e.g. `/bucket/key` for S3. */
+  path: string;
+  query: URLSearchParams;
+  /**
+   * AWS operation: from `X-Amz-Target` for JSON protocols (`PutItem`, `ReceiveMessage`, ...), else inferred from the
+   * S3 REST shape (`GetObject`, `HeadObject`, `CopyObject`, `PutObject`, `DeleteObject`, `HeadBucket`, ...).
+   */
+  operation: string;
+  /** `json` (DynamoDB, SQS) or `s3` (REST/XML): decides the shape of an injected error. */
+  protocol: 'json' | 's3';
+  /** `Date.now()` when the request arrived. */
+  at: number;
+  /** The request body, for JSON protocols only (small; S3 bodies are streamed, never buffered). */
+  body?: string;
+}
+
+/** An AWS error the proxy answers with. */
+export interface AwsFault {
+  /** HTTP status: 503 for S3 SlowDown, 500 for InternalError, 400 for DynamoDB throttling. */
+  status: number;
+  /** AWS error code, e.g. `SlowDown`, `InternalError`, `ProvisionedThroughputExceededException`. */
+  code: string;
+  message?: string;
+}
+
+export interface FaultRule {
+  /** Which requests this rule fails (or delays). */
+  match: (request: ProxiedRequest) => boolean;
+  /** The error to answer with; absent for a delay rule. */
+  fault?: AwsFault;
+  /** Hold the request this long, then pass it on (latency injection: reorders concurrent calls). */
+  delayMs?: number;
+  /** How many more requests to fail; `Infinity` until removed. */
+  remaining: number;
+  /** Requests failed by this rule so far. */
+  hits: number;
+}
+
+export interface FaultProxy {
+  /** `http://127.0.0.1:PORT`: use it as the endpoint of the faulted service. */
+  readonly endpoint: string;
+  /** Every request seen (passed on or failed), in arrival order. */
+  readonly requests: readonly ProxiedRequest[];
+  /** Requests seen per operation. */
+  count(operation: string, filter?: (request: ProxiedRequest) => boolean): number;
+  /** Adds a rule; the first matching rule with `remaining > 0` decides. Returns it, to remove or inspect it. */
+  fail(match: ((request: ProxiedRequest) => boolean) | string, fault: AwsFault, times?: number): FaultRule;
+  /** Holds matching requests for `ms` before passing them on (e.g. to let a later call overtake an earlier one). */
+  delay(match: ((request: ProxiedRequest) => boolean) | string, ms: number, times?: number): FaultRule;
+  /** Removes one rule, or all of them. */
+  clear(rule?: FaultRule): void;
+  stop(): Promise<void>;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade']);
+
+function s3Operation(method: string, path: string, headers: http.IncomingHttpHeaders): string {
+  const segments = path.split('/').filter((s) => s !== '');
+  const object = segments.length >= 2;
+  switch (method) {
+    case 'GET':
+      return object ? 'GetObject' : segments.length === 1 ? 'ListObjects' : 'ListBuckets';
+    case 'HEAD':
+      return object ? 'HeadObject' : 'HeadBucket';
+    case 'PUT':
+      if (!object) return 'CreateBucket';
+      return headers['x-amz-copy-source'] !== undefined ? 'CopyObject' : 'PutObject';
+    case 'DELETE':
+      return object ? 'DeleteObject' : 'DeleteBucket';
+    default:
+      return `${method} ${object ? 'object' : 'bucket'}`;
+  }
+}
+
+function describeRequest(req: http.IncomingMessage): ProxiedRequest {
+  const url = new URL(req.url ?? '/', 'http://proxy.invalid');
+  const method = req.method ?? 'GET';
+  const target = req.headers['x-amz-target'];
+  if (typeof target === 'string' && target.includes('.')) {
+    return {
+      method,
+      path: url.pathname,
+      query: url.searchParams,
+      operation: target.slice(target.lastIndexOf('.') + 1),
+      protocol: 'json',
+      at: Date.now(),
+    };
+  }
+  return {
+    method,
+    path: decodeURIComponent(url.pathname),
+    query: url.searchParams,
+    operation: s3Operation(method, url.pathname, req.headers),
+    protocol: 's3',
+    at: Date.now(),
+  };
+}
+
+function xmlEscape(text: string): string {
+  return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function writeFault(res: http.ServerResponse, request: ProxiedRequest, fault: AwsFault): void {
+  const requestId = randomUUID();
+  const message = fault.message ?? `Injected ${fault.code} by the test fault proxy`;
+  if (request.protocol === 'json') {
+    // awsJson1_0 (DynamoDB, SQS): the SDK takes the error name from `__type` after the `#`.
+    const body = JSON.stringify({ __type: `com.amazonaws.injected#${fault.code}`, message });
+    res.writeHead(fault.status, {
+      'content-type': 'application/x-amz-json-1.0',
+      'content-length': Buffer.byteLength(body),
+      'x-amzn-requestid': requestId,
+      'x-amzn-errortype': fault.code,
+    });
+    res.end(body);
+    return;
+  }
+  // S3 REST: an <Error> document; HEAD responses carry no body, so the SDK falls back to the status code.
+  const body =
+    request.method === 'HEAD'
+      ? ''
+      : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${xmlEscape(fault.code)}</Code>` +
+        `<Message>${xmlEscape(message)}</Message><RequestId>${requestId}</RequestId></Error>`;
+  res.writeHead(fault.status, {
+    'content-type': 'application/xml',
+    'content-length': Buffer.byteLength(body),
+    'x-amz-request-id': requestId,
+  });
+  res.end(body);
+}
+
+/**
+ * Starts a streaming proxy on 127.0.0.1:0 in front of `upstream` (`http://127.0.0.1:PORT`). Requests are passed on
+ * unchanged (SigV4 is not checked by the emulators, so the changed Host does not matter) unless a rule says to fail
+ * or delay them. A failed request's body is read and dropped, as a real service would. (A delayed S3 request's
+ * body is paused, not buffered, meanwhile.)
+ */
+export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
+  const target = new URL(upstream);
+  const agent = new http.Agent({ keepAlive: true });
+  const requests: ProxiedRequest[] = [];
+  const rules: FaultRule[] = [];
+
+  function passOn(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer | undefined): void {
+    const headers: http.OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (!HOP_BY_HOP.has(name) && value !== undefined) headers[name] = value;
+    }
+    if (body === undefined && req.headers['transfer-encoding'] !== undefined) {
+      headers['transfer-encoding'] = req.headers['transfer-encoding'];
+    }
+    if (body !== undefined) headers['content-length'] = body.length;
+    const upstreamReq = http.request(
+      { host: target.hostname, port: Number(target.port), method: req.method, path: req.url, headers, agent },
+      (upstreamRes) => {
+        const resHeaders: http.OutgoingHttpHeaders = {};
+        for (const [name, value] of Object.entries(upstreamRes.headers)) {
+          if (!HOP_BY_HOP.has(name) && value !== undefined) resHeaders[name] = value;
+        }
+        if (upstreamRes.headers['transfer-encoding'] !== undefined) {
+          resHeaders['transfer-encoding'] = upstreamRes.headers['transfer-encoding'];
+        }
+        res.writeHead(upstreamRes.statusCode ?? 502, resHeaders);
+        upstreamRes.pipe(res);
+        upstreamRes.once('error', () => res.destroy());
+      },
+    );
+    upstreamReq.once('error', () => {
+      if (res.headersSent) res.destroy();
+      else {
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end('fault proxy: upstream unreachable');
+      }
+    });
+    // The client going away (aborted long poll, killed daemon) must not leave the upstream request hanging.
+    res.once('close', () => {
+      if (!res.writableFinished) upstreamReq.destroy();
+    });
+    if (body !== undefined) upstreamReq.end(body);
+    else req.pipe(upstreamReq);
+  }
+
+  function decide(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    request: ProxiedRequest,
+    body?: Buffer,
+  ): void {
+    requests.push(request);
+    const rule = rules.find((r) => r.remaining > 0 && r.match(request));
+    if (!rule) {
+      passOn(req, res, body);
+      return;
+    }
+    rule.remaining -= 1;
+    rule.hits += 1;
+    const fault = rule.fault;
+    if (fault === undefined) {
+      setTimeout(() => passOn(req, res, body), rule.delayMs ?? 0);
+      return;
+    }
+    if (body !== undefined) writeFault(res, request, fault);
+    else {
+      req.resume();
+      req.once('end', () => writeFault(res, request, fault));
+    }
+  }
+
+  const server = http.createServer((req, res) => {
+    const request = describeRequest(req);
+    if (request.protocol === 's3') {
+      decide(req, res, request);
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.once('end', () => {
+      const body = Buffer.concat(chunks);
+      decide(req, res, { ...request, body: body.toString('utf8') }, body);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  let stopped: Promise<void> | undefined;
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    requests,
+    count(operation, filter) {
+      return requests.filter((r) => r.operation === operation && (!filter || filter(r))).length;
+    },
+    fail(match, fault, times = Infinity) {
+      const matcher = typeof match === 'string' ? (r: ProxiedRequest) => r.operation === match : match;
+      const rule: FaultRule = { match: matcher, fault, remaining: times, hits: 0 };
+      rules.push(rule);
+      return rule;
+    },
+    delay(match, ms, times = Infinity) {
+      const matcher = typeof match === 'string' ? (r: ProxiedRequest) => r.operation === match : match;
+      const rule: FaultRule = { match: matcher, delayMs: ms, remaining: times, hits: 0 };
+      rules.push(rule);
+      return rule;
+    },
+    clear(rule) {
+      if (rule === undefined) rules.length = 0;
+      else {
+        const index = rules.indexOf(rule);
+        if (index >= 0) rules.splice(index, 1);
+      }
+    },
+    stop: () =>
+      (stopped ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+        agent.destroy();
+      })),
+  };
+}
+
+/** S3 throttling, as S3 answers when a prefix is hot. */
+export const S3_SLOW_DOWN: AwsFault = {
+  status: 503,
+  code: 'SlowDown',
+  message: 'Please reduce your request rate.',
+};
+/** S3 internal error. */
+export const S3_INTERNAL_ERROR: AwsFault = {
+  status: 500,
+  code: 'InternalError',
+  message: 'We encountered an internal error. Please try again.',
+};
+/** DynamoDB provisioned-capacity throttling. */
+export const DDB_THROUGHPUT_EXCEEDED: AwsFault = {
+  status: 400,
+  code: 'ProvisionedThroughputExceededException',
+  message: 'The level of configured provisioned throughput for the table was exceeded.',
+};
+/** DynamoDB on-demand / control-plane throttling. */
+export const DDB_THROTTLING: AwsFault = {
+  status: 400,
+  code: 'ThrottlingException',
+  message: 'Rate exceeded',
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The built daemon as a child process
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** Path of the built entry point (`npm run build` first). */
+export const BUILT_DAEMON = fileURLToPath(new URL('../../dist/unified-worker.js', import.meta.url));
+
+export interface DaemonProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Parsed JSON log lines from stdout, in order. */
+  readonly logs: LogLine[];
+  /** Everything written to stderr. */
+  readonly stderr: () => string;
+  readonly healthPort: number;
+  readonly metricsPort: number;
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first log line (present or future) `predicate` accepts. */
+  waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number, what?: string): Promise<LogLine>;
+  /** Resolves once /ready answers 200 (every domain polling and the mail server answered). */
+  waitReady(timeoutMs?: number): Promise<void>;
+  /** The /metrics text. */
+  metrics(): Promise<string>;
+  /** VmHWM (peak resident set) in bytes, from /proc/<pid>/status. */
+  peakRss(): number;
+  /** VmRSS (current resident set) in bytes. */
+  rss(): number;
+  /** SIGKILL: no drain, no release, nothing flushed. */
+  kill9(): Promise<void>;
+  /** SIGTERM and wait for the exit (then SIGKILL after `timeoutMs`). */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+
+/** Kills every daemon this module spawned that is still running (for `after` hooks; by pid, ours only). */
+export async function killAllDaemons(): Promise<void> {
+  await Promise.all(
+    [...running].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
+}
+
+function statusField(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
+  if (!match?.[1]) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+      );
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${path} timed out`)));
+  });
+}
+
+/**
+ * Starts `node dist/unified-worker.js` with `env` over a clean copy of this process's environment, health and
+ * metrics on ephemeral ports of 127.0.0.1, and resolves once it logged "unified-worker started" (an info line:
+ * LOG_LEVEL must be info or lower).
+ */
+export async function spawnDaemon(
+  env: Record<string, string>,
+  options: {
+    startTimeoutMs?: number;
+    /** Another build of the entry point (experiments). */ entry?: string;
+  } = {},
+): Promise<DaemonProcess> {
+  const childEnv: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !name.startsWith('NODE_TEST') && name !== 'NODE_OPTIONS')
+      childEnv[name] = value;
+  }
+  Object.assign(childEnv, { HEALTH_PORT: '0', METRICS_PORT: '0', HTTP_HOST: '127.0.0.1' }, env);
+  const child = spawn(process.execPath, [options.entry ?? BUILT_DAEMON], {
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+  if (child.pid === undefined) throw new Error('daemon did not start');
+  const pid = child.pid;
+  const logs: LogLine[] = [];
+  const listeners = new Set<() => void>();
+  let stderr = '';
+  let pending = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ level: 'raw', msg: line });
+      }
+    }
+    for (const listener of listeners) listener();
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      running.delete(child);
+      for (const listener of listeners) listener();
+      resolve({ code, signal });
+    });
+  });
+
+  const waitForLog = (
+    predicate: (line: LogLine) => boolean,
+    timeoutMs = 10_000,
+    what = 'log line',
+  ): Promise<LogLine> =>
+    new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const found = logs.find(predicate);
+        if (found) {
+          cleanup();
+          resolve(found);
+          return true;
+        }
+        if (child.exitCode !== null || child.signalCode !== null) {
+          cleanup();
+          reject(
+            new Error(
+              `daemon exited (${child.exitCode ?? child.signalCode}) before ${what}; stderr: ${stderr}`,
+            ),
+          );
+          return true;
+        }
+        return false;
+      };
+      const listener = (): void => void check();
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(
+          new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${stderr.slice(-2000)}`),
+        );
+      }, timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        listeners.delete(listener);
+      };
+      listeners.add(listener);
+      check();
+    });
+
+  let started: LogLine;
+  try {
+    started = await waitForLog(
+      (l) => l.msg === 'unified-worker started',
+      options.startTimeoutMs ?? 15_000,
+      'startup',
+    );
+  } catch (error) {
+    // Never leave a half-started child behind (it would keep polling the queue of the next test).
+    child.kill('SIGKILL');
+    await exited;
+    throw error;
+  }
+  const healthPort = Number(started.healthPort);
+  const metricsPort = Number(started.metricsPort);
+
+  const kill = (signal: NodeJS.Signals): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    child.kill(signal);
+    return exited.then(() => undefined);
+  };
+
+  return {
+    child,
+    pid,
+    logs,
+    stderr: () => stderr,
+    healthPort,
+    metricsPort,
+    exited,
+    waitForLog,
+    async waitReady(timeoutMs = 15_000) {
+      await waitUntil(
+        async () => (await httpGet(healthPort, '/ready').catch(() => ({ status: 0 }))).status === 200,
+        timeoutMs,
+        'daemon /ready',
+        100,
+      );
+    },
+    async metrics() {
+      return (await httpGet(metricsPort, '/metrics')).body;
+    },
+    peakRss: () => statusField(pid, 'VmHWM'),
+    rss: () => statusField(pid, 'VmRSS'),
+    kill9: () => kill('SIGKILL'),
+    async stop(timeoutMs = 10_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The per-message outcome lines of a daemon's log (one per receive). */
+export function outcomeLines(logs: readonly LogLine[]): LogLine[] {
+  return logs.filter((l) => typeof l.disposition === 'string' && typeof l.sesMessageId === 'string');
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Mail
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** Header carrying a test's own id for a mail, so deliveries can be counted per mail at the sink. */
+export const SEQ_HEADER = 'X-Test-Seq';
+
+/** A small, valid CRLF message with `X-Test-Seq: <seq>`. */
+export function rawMail(
+  seq: string,
+  to: string,
+  options: { from?: string; bodyBytes?: number } = {},
+): Buffer {
+  const from = options.from ?? 'sender@external.test';
+  const body = 'x'.repeat(Math.max(0, (options.bodyBytes ?? 64) - 2)).replace(/(.{76})/g, '$1\r\n');
+  return Buffer.from(
+    `From: <${from}>\r\nTo: <${to}>\r\nSubject: fault test ${seq}\r\nMessage-ID: <${seq}@external.test>\r\n` +
+      `Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n${SEQ_HEADER}: ${seq}\r\nMIME-Version: 1.0\r\n` +
+      `Content-Type: text/plain; charset=us-ascii\r\n\r\n${body}\r\n`,
+    'latin1',
+  );
+}
+
+/** The `X-Test-Seq` value of a delivered mail (searched in the first 8 KB only: the header block). */
+export function seqOf(raw: Buffer): string | undefined {
+  const head = raw.subarray(0, 8192).toString('latin1');
+  return new RegExp(`^${SEQ_HEADER}: (\\S+)\\r?$`, 'm').exec(head)?.[1];
+}
+
+/** Deliveries per seq at a sink: `Map<seq, count>`, each accepted transaction counted once per recipient. */
+export function countBySeq(messages: ReadonlyArray<{ raw: Buffer; to: string[] }>): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const m of messages) {
+    const seq = seqOf(m.raw);
+    if (seq === undefined) continue;
+    counts.set(seq, (counts.get(seq) ?? 0) + m.to.length);
+  }
+  return counts;
+}
+
+/** Missing and duplicated seqs among `expected`. */
+export function tally(
+  expected: readonly string[],
+  counts: ReadonlyMap<string, number>,
+): { missing: string[]; duplicated: Array<[string, number]>; extraCopies: number } {
+  const missing = expected.filter((s) => !counts.has(s));
+  const duplicated = expected.flatMap((s): Array<[string, number]> => {
+    const n = counts.get(s) ?? 0;
+    return n > 1 ? [[s, n]] : [];
+  });
+  return { missing, duplicated, extraCopies: duplicated.reduce((sum, [, n]) => sum + n - 1, 0) };
+}
+
+/**
+ * `putMail` for mails over fauxqs's 11 MiB request body limit (SES stores up to 40 MB): the object is uploaded in
+ * 8 MiB multipart parts, then the same SNS-wrapped S3 notification is enqueued. Returns the SES message id.
+ */
+export async function putLargeMail(
+  stack: { s3: S3Client; sqs: SQSClient },
+  input: { domain: string; raw: Buffer; recipients: string[]; source: string; messageId?: string },
+): Promise<{ messageId: string; bucket: string; key: string; queueUrl: string }> {
+  const messageId = input.messageId ?? sesMessageId();
+  const bucket = `${input.domain.toLowerCase().replaceAll('.', '-')}-emails`;
+  const key = messageId;
+  await stack.s3
+    .send(new HeadBucketCommand({ Bucket: bucket }))
+    .catch(() => stack.s3.send(new CreateBucketCommand({ Bucket: bucket })));
+  const upload = await stack.s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+  const parts: Array<{ ETag: string; PartNumber: number }> = [];
+  const partSize = 8 * 1024 * 1024;
+  for (let offset = 0, n = 1; offset < input.raw.length; offset += partSize, n++) {
+    const part = await stack.s3.send(
+      new UploadPartCommand({
+        Bucket: bucket,
+        Key: key,
+        UploadId: upload.UploadId,
+        PartNumber: n,
+        Body: input.raw.subarray(offset, offset + partSize),
+      }),
+    );
+    parts.push({ ETag: part.ETag ?? '', PartNumber: n });
+  }
+  await stack.s3.send(
+    new CompleteMultipartUploadCommand({
+      Bucket: bucket,
+      Key: key,
+      UploadId: upload.UploadId,
+      MultipartUpload: { Parts: parts },
+    }),
+  );
+  const queueUrl = (
+    await stack.sqs.send(new GetQueueUrlCommand({ QueueName: domainQueueName(input.domain) }))
+  ).QueueUrl;
+  if (!queueUrl) throw new Error(`putLargeMail: no queue for ${input.domain}`);
+  const notification = sesNotification({
+    raw: input.raw,
+    messageId,
+    source: input.source,
+    recipients: input.recipients,
+    bucket,
+    key,
+  });
+  await stack.sqs.send(
+    new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: snsEnvelope(JSON.stringify(notification)) }),
+  );
+  return { messageId, bucket, key, queueUrl };
+}
+
+/**
+ * Valid MIME of (just under) `size` bytes with `X-Test-Seq: <seq>`: a short text part and a base64 attachment of
+ * pseudo-random bytes in 76-character lines, CRLF throughout — the shape of a large mail SES receives.
+ */
+export function bigMail(seq: string, to: string, size: number, from = 'sender@external.test'): Buffer {
+  const head =
+    `From: <${from}>\r\nTo: <${to}>\r\nSubject: large ${seq}\r\nMessage-ID: <${seq}@external.test>\r\n` +
+    `Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n${SEQ_HEADER}: ${seq}\r\nMIME-Version: 1.0\r\n` +
+    `Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attachment.\r\n` +
+    `--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n` +
+    `Content-Disposition: attachment; filename="blob.bin"\r\n\r\n`;
+  const tail = '--b1--\r\n';
+  const lines = Math.floor((size - head.length - tail.length) / 78);
+  const bytes = Buffer.allocUnsafe(lines * 57);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
+  const b64 = bytes.toString('base64');
+  const out = Buffer.allocUnsafe(head.length + lines * 78 + tail.length);
+  let at = out.write(head, 0, 'latin1');
+  for (let i = 0; i < lines; i++) {
+    at += out.write(b64.slice(i * 76, i * 76 + 76), at, 'latin1');
+    at += out.write('\r\n', at, 'latin1');
+  }
+  at += out.write(tail, at, 'latin1');
+  return out.subarray(0, at);
+}
