@@ -340,7 +340,10 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
   it('rejects a queue name template with stray braces or a queue name over 80 characters', () => {
     rejects({ QUEUE_NAME_TEMPLATE: '{domain}-{queue}' }, 'QUEUE_NAME_TEMPLATE');
     rejects({ QUEUE_NAME_TEMPLATE: `{domain}-${'q'.repeat(75)}` }, 'QUEUE_NAME_TEMPLATE', /80 characters/);
-    assert.equal(build({ QUEUE_NAME_TEMPLATE: 'mail-{domain}.fifo' }).queueNameTemplate, 'mail-{domain}.fifo');
+    assert.equal(
+      build({ QUEUE_NAME_TEMPLATE: 'mail-{domain}.fifo' }).queueNameTemplate,
+      'mail-{domain}.fifo',
+    );
   });
 
   it('rejects subject prefixes with CR, LF or NUL (header injection)', () => {

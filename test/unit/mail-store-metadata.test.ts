@@ -68,7 +68,12 @@ describe('sanitizeMetadata', () => {
   });
 
   it('keeps the total under the 2 KB S3 allows for user metadata', () => {
-    const out = sanitizeMetadata({ a: 'x'.repeat(600), b: 'y'.repeat(600), c: 'z'.repeat(600), d: 'w'.repeat(600) });
+    const out = sanitizeMetadata({
+      a: 'x'.repeat(600),
+      b: 'y'.repeat(600),
+      c: 'z'.repeat(600),
+      d: 'w'.repeat(600),
+    });
     const total = Object.entries(out).reduce((sum, [k, v]) => sum + k.length + v.length, 0);
     assert.ok(total <= 1900, `total ${total}`);
     assert.equal(out.a, `${'x'.repeat(500)}...(cut)`);
