@@ -19,9 +19,6 @@ import {
 import { formatMailbox } from './forward.ts';
 import type { MailView } from './mail-view.ts';
 
-// The bounce stage looks records up from here; the implementation lives with the DSN parser.
-export { outboundLookupKeys } from './dsn.ts';
-
 export const BOUNCE_DISPLAY_NAME = 'Delivery failure';
 
 const MAX_INFO_VALUE = 900;

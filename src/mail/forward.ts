@@ -12,7 +12,6 @@ import { randomUUID } from 'node:crypto';
 import libmime from 'libmime';
 import addressparser from 'nodemailer/lib/addressparser';
 import { WorkerError } from '../errors.ts';
-import { LOOP_MARKER_HEADER } from './constants.ts';
 import {
   editHeaders,
   getHeader,
@@ -21,7 +20,6 @@ import {
   sanitizeText,
   serializeMessage,
   splitMessage,
-  type HeaderField,
 } from './header-block.ts';
 
 export const DEFAULT_SUBJECT_PREFIX = 'FWD: ';
@@ -187,33 +185,4 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
   append.push([opts.loopMarker.name, opts.loopMarker.value]);
 
   return serializeMessage(editHeaders(msg, { remove, set, append }));
-}
-
-export interface ForwardedCheck {
-  /** Loop marker field name; defaults to LOOP_MARKER_HEADER. */
-  loopMarkerName?: string;
-  /** Decides whether a marker value is ours (e.g. a per-deployment token). Default: any value counts. */
-  isTrustedLoopMarker?: (value: string) => boolean;
-  /**
-   * Decides whether an `X-Original-To` address could have been set by us (e.g. it is in one of our domains).
-   * Default: any address counts — note that Postfix's local delivery adds `X-Original-To` as well, so callers
-   * that see mail from other systems should narrow this.
-   */
-  isTrustedOriginalTo?: (address: string) => boolean;
-}
-
-/** True when the message already went through a forward of ours; the caller decides which markers it trusts. */
-export function isAlreadyForwarded(fields: readonly HeaderField[], check: ForwardedCheck = {}): boolean {
-  const markerName = (check.loopMarkerName ?? LOOP_MARKER_HEADER).toLowerCase();
-  const trustMarker = check.isTrustedLoopMarker ?? (() => true);
-  const trustOriginalTo = check.isTrustedOriginalTo ?? (() => true);
-  for (const field of fields) {
-    const name = field.name.toLowerCase();
-    if (name === markerName && trustMarker(field.value.trim())) return true;
-    if (name === 'x-original-to') {
-      const address = firstMailbox(field.value).address.toLowerCase();
-      if (address !== '' && trustOriginalTo(address)) return true;
-    }
-  }
-  return false;
 }

@@ -5,11 +5,6 @@
  */
 import { compileFnmatch, type CompiledPattern } from '../mail/fnmatch.ts';
 
-export interface BlocklistEntry {
-  recipient: string;
-  patterns: readonly string[];
-}
-
 export interface BlockDecision {
   /** The recipient exactly as passed in, so callers can correlate decisions with their own list. */
   recipient: string;

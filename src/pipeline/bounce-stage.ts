@@ -1,5 +1,5 @@
-import { isSesBounce, outboundLookupKeys, rewriteBounce } from '../mail/bounce.ts';
-import { parseDsn } from '../mail/dsn.ts';
+import { isSesBounce, rewriteBounce } from '../mail/bounce.ts';
+import { outboundLookupKeys, parseDsn } from '../mail/dsn.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { PipelinePorts } from './ports.ts';
 

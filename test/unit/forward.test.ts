@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import libmime from 'libmime';
 import { WorkerError } from '../../src/errors.ts';
-import { isAlreadyForwarded, rewriteForForward, type ForwardOptions } from '../../src/mail/forward.ts';
+import { rewriteForForward, type ForwardOptions } from '../../src/mail/forward.ts';
 import { getHeader, getHeaders, splitMessage } from '../../src/mail/header-block.ts';
 
 const OPTS: ForwardOptions = {
@@ -278,41 +278,5 @@ describe('rewriteForForward', () => {
       isInjection,
     );
     assert.throws(() => rewriteForForward(raw, { ...OPTS, subjectPrefix: 'F\r\nBcc: x ' }), isInjection);
-  });
-});
-
-describe('isAlreadyForwarded', () => {
-  const fieldsOf = (headers: string[]) => splitMessage(message(headers)).fields;
-
-  it('is true for a message carrying our loop marker', () => {
-    assert.equal(isAlreadyForwarded(fieldsOf(['From: a@b', 'X-SES-Worker-Processed: v1'])), true);
-  });
-
-  it('is true for a message with an X-Original-To', () => {
-    assert.equal(isAlreadyForwarded(fieldsOf(['From: a@b', 'X-Original-To: bob@ours.example'])), true);
-  });
-
-  it('is false for a message without markers', () => {
-    assert.equal(isAlreadyForwarded(fieldsOf(['From: a@b', 'Subject: s'])), false);
-  });
-
-  it('is true for the output of rewriteForForward', () => {
-    const out = splitMessage(rewriteForForward(message(HEADERS), OPTS));
-    assert.equal(isAlreadyForwarded(out.fields), true);
-  });
-
-  it('lets the caller decide which markers are trusted', () => {
-    const fields = fieldsOf(['X-SES-Worker-Processed: forged', 'X-Original-To: Someone@Elsewhere.example']);
-    const check = {
-      isTrustedLoopMarker: (v: string) => v.startsWith('v1.'),
-      isTrustedOriginalTo: (a: string) => a.endsWith('@ours.example'),
-    };
-    assert.equal(isAlreadyForwarded(fields, check), false);
-    assert.equal(isAlreadyForwarded(fieldsOf(['X-SES-Worker-Processed: v1.abc']), check), true);
-    assert.equal(isAlreadyForwarded(fieldsOf(['X-Original-To: <Bob@ours.example>']), check), true);
-    assert.equal(
-      isAlreadyForwarded(fieldsOf(['X-Other-Marker: 1']), { loopMarkerName: 'x-other-marker' }),
-      true,
-    );
   });
 });
