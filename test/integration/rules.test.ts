@@ -5,15 +5,19 @@ import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createSesSender } from '../../src/aws/ses-sender.ts';
 import { WorkerError } from '../../src/errors.ts';
 import { createDomainQueue, startStack, type TestStack } from '../harness/emulators.ts';
+import { startFaultProxy, type FaultProxy } from '../harness/faults.ts';
 import { ShiftableClock, startRig, type Rig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail } from '../harness/ses-events.ts';
 
 const DOMAIN = 'rules.test';
 const VIRUS_DOMAIN = 'virus.test';
+const CACHE_DOMAIN = 'cache.test';
 
 let stack: TestStack;
 let rig: Rig;
 let virusRig: Rig;
+let cacheRig: Rig;
+let dynamoProxy: FaultProxy;
 const clock = new ShiftableClock();
 
 function headerBlock(raw: Buffer | undefined): string {
@@ -31,10 +35,20 @@ describe('mail behaviour through the pipeline', () => {
     await createDomainQueue(stack.sqs, VIRUS_DOMAIN);
     rig = await startRig({ domains: [DOMAIN], stack, clock });
     virusRig = await startRig({ domains: [VIRUS_DOMAIN], stack, env: { VIRUS_POLICY: 'reject' } });
+    // Counts the DynamoDB calls the pipeline makes (the proxy passes every request on unchanged).
+    await createDomainQueue(stack.sqs, CACHE_DOMAIN);
+    dynamoProxy = await startFaultProxy(stack.endpoints.dynamodb);
+    cacheRig = await startRig({
+      domains: [CACHE_DOMAIN],
+      stack,
+      env: { AWS_ENDPOINT_URL_DYNAMODB: dynamoProxy.endpoint, RULES_CACHE_SECONDS: '30' },
+    });
   });
   after(async () => {
     await rig?.stop();
     await virusRig?.stop();
+    await cacheRig?.stop();
+    await dynamoProxy?.stop();
     await stack?.stop();
   });
 
@@ -213,6 +227,32 @@ describe('mail behaviour through the pipeline', () => {
     assert.equal(stack.ses.sent.length, 1);
     // The forwarded copy carries our marker, so if it ever comes back in through SES no rule runs on it.
     assert.match(headerBlock(stack.ses.sent[0]?.raw), /^X-SES-Worker-Processed: worker-rules\.test; id=/im);
+  });
+
+  it('reads rules and blocklists of all recipients in one DynamoDB call, then from the per-thread cache', async () => {
+    const recipients = ['a', 'b', 'c', 'd', 'e'].map((u) => `${u}@${CACHE_DOMAIN}`);
+    const send = async () => {
+      const put = await putMail(stack, {
+        domain: CACHE_DOMAIN,
+        raw: await buildMime({ from: 'x@external.test', to: recipients, subject: 'many', text: 'x' }),
+        recipients,
+        source: 'x@external.test',
+        shape: 'sns-s3',
+      });
+      return cacheRig.outcome(put.messageId);
+    };
+    const before = dynamoProxy.count('BatchGetItem');
+    assert.equal((await send()).status, 'delivered');
+    assert.equal(dynamoProxy.count('BatchGetItem') - before, 1, 'one BatchGetItem for five recipients');
+    const batch = dynamoProxy.requests.filter((r) => r.operation === 'BatchGetItem').at(-1);
+    const tables = Object.keys(
+      (JSON.parse(batch?.body ?? '{}') as { RequestItems?: object }).RequestItems ?? {},
+    );
+    assert.deepEqual(tables.sort(), ['email-blocked-senders', 'email-rules'], 'both tables in the same call');
+    assert.equal(dynamoProxy.count('GetItem'), 0);
+
+    assert.equal((await send()).status, 'delivered');
+    assert.equal(dynamoProxy.count('BatchGetItem') - before, 1, 'the second mail was served from the cache');
   });
 
   it('refuses a forward over the SES raw limit before calling SES', async () => {
