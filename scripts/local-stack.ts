@@ -400,6 +400,8 @@ function daemonEnv(
     env[name] = value;
   }
   return {
+    // A stop lets the current long poll end first; a short one keeps Ctrl-C quick on a demo stack.
+    WAIT_TIME_SECONDS: '2',
     ...env,
     ...stack.env,
     DOMAINS: options.domains.join(','),

@@ -33,11 +33,7 @@ export interface QueueAttributes {
 
 /** The SQS calls one domain poller makes. Kept small so tests and other transports can implement it. */
 export interface MailQueue {
-  receive(options: {
-    maxMessages: number;
-    waitTimeSeconds: number;
-    signal?: AbortSignal;
-  }): Promise<QueueMessage[]>;
+  receive(options: { maxMessages: number; waitTimeSeconds: number }): Promise<QueueMessage[]>;
   /** Deletes in batches of 10; returns the entries SQS did not delete. */
   deleteBatch(entries: readonly QueueEntry[]): Promise<QueueEntry[]>;
   changeVisibility(entry: QueueEntry, seconds: number): Promise<void>;
@@ -71,7 +67,7 @@ export async function resolveQueueUrl(
 export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
   return {
     url,
-    async receive({ maxMessages, waitTimeSeconds, signal }) {
+    async receive({ maxMessages, waitTimeSeconds }) {
       try {
         const result = await sqs.send(
           new ReceiveMessageCommand({
@@ -80,7 +76,6 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
             WaitTimeSeconds: waitTimeSeconds,
             MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
           }),
-          { abortSignal: signal },
         );
         return (result.Messages ?? []).flatMap((m) =>
           m.MessageId && m.ReceiptHandle

@@ -22,9 +22,6 @@ export interface PollerOptions {
   claimedRetrySeconds?: number;
 }
 
-/** How long a just-sent ReceiveMessage may finish on its own when the poller stops. */
-const RECEIVE_SETTLE_MS = 1_000;
-
 export type PollerState = 'starting' | 'polling' | 'paused' | 'stopping' | 'stopped';
 
 export interface PollerStatus {
@@ -48,9 +45,6 @@ export interface PollerStatus {
 export class DomainPoller {
   private readonly batcher: DeleteBatcher;
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly receiveAbort = new AbortController();
-  /** When the ReceiveMessage in progress was sent; undefined between receives. */
-  private receiveStartedAt: number | undefined;
   /** Aborts work that has not really started (waiting for memory budget, fetching) when stopping. */
   private readonly stopAbort = new AbortController();
   private stopping = false;
@@ -89,13 +83,13 @@ export class DomainPoller {
       }
       let messages: QueueMessage[];
       try {
-        this.receiveStartedAt = Date.now();
+        // Never aborted: SQS keeps serving a long poll whose client went away, and hides whatever it hands to
+        // it until the visibility timeout (measured on fauxqs). Letting the poll end costs at most
+        // WAIT_TIME_SECONDS on shutdown; what it returns is released at once.
         messages = await this.queue.receive({
           maxMessages: Math.min(this.options.maxMessages, this.options.concurrency - this.inFlight.size),
           waitTimeSeconds: this.options.waitTimeSeconds,
-          signal: this.receiveAbort.signal,
         });
-        this.receiveStartedAt = undefined;
         if (this.stopping) {
           await this.releaseUnstarted(messages);
           break;
@@ -104,7 +98,6 @@ export class DomainPoller {
         this.update({ state: 'polling', lastPollAt: this.ports.clock.now() });
         delete this.status.lastError;
       } catch (error) {
-        this.receiveStartedAt = undefined;
         if (this.stopping) break;
         failures += 1;
         const message = error instanceof Error ? error.message : String(error);
@@ -126,16 +119,6 @@ export class DomainPoller {
     this.stopping = true;
     this.update({ state: 'stopping' });
     this.stopAbort.abort();
-    // A receive that was just sent is probably returning messages SQS has already hidden; aborting it would
-    // strand them until their visibility timeout. Give it a moment, then release what it returns. A receive
-    // that has been waiting longer is idling on an empty queue and is cut short at once.
-    const waited = this.receiveStartedAt === undefined ? Infinity : Date.now() - this.receiveStartedAt;
-    const abort = () => {
-      if (this.receiveStartedAt !== undefined) this.ports.logger.debug('long poll cut short for shutdown');
-      this.receiveAbort.abort();
-    };
-    if (waited >= RECEIVE_SETTLE_MS) abort();
-    else setTimeout(abort, RECEIVE_SETTLE_MS - waited).unref();
     this.slotFreed?.();
   }
 
