@@ -364,6 +364,13 @@ export async function startDaemon(
     },
     'unified-worker started',
   );
+  if (config.shutdownGraceSeconds <= config.poll.waitTimeSeconds) {
+    logger.warn(
+      { shutdownGraceSeconds: config.shutdownGraceSeconds, waitTimeSeconds: config.poll.waitTimeSeconds },
+      'SHUTDOWN_GRACE_SECONDS is not above WAIT_TIME_SECONDS: a stop may cut the last long poll short, and what it ' +
+        'received then waits for its visibility timeout',
+    );
+  }
 
   for (const slot of slots.values()) slot.supervisor = supervise(slot);
 
