@@ -199,10 +199,17 @@ export async function startDaemon(
           const raw = Buffer.from(message.raw);
           void delivery
             .deliver({ route: message.route, from: message.from, to: message.to, raw })
-            .then((results) => {
-              noteDelivery(results);
-              post(port, { type: 'delivered', id: message.id, results });
-            });
+            .then(
+              (results) => {
+                noteDelivery(results);
+                return results;
+              },
+              // deliver() reports replies as data; a throw is a bug, and the thread must still get an answer
+              // (temporary for everyone) or its message would wait forever under the visibility heartbeat.
+              (error: unknown): RecipientDelivery[] =>
+                message.to.map((recipient) => ({ recipient, status: 'deferred', response: String(error) })),
+            )
+            .then((results) => post(port, { type: 'delivered', id: message.id, results }));
           break;
         }
         case 'metrics':
