@@ -349,6 +349,16 @@ describe('the built daemon as a child process', () => {
       );
     });
 
+    it('leaks no mail addresses or contents on /health or /metrics', async () => {
+      const { text } = await scrape(daemon);
+      const health = await daemon.request('GET', '/health');
+      // Every mail of this group went to user@<domain> from sender@external.test with a known subject.
+      for (const body of [text, health.body]) {
+        assert.doesNotMatch(body, /@/, 'no address');
+        assert.doesNotMatch(body, /external\.test|Subject|X-Test/i, 'no sender domain or mail content');
+      }
+    });
+
     it('reports what it processed on /metrics, process metrics once', async () => {
       const { text, samples } = await scrape(daemon);
       for (const domain of [A, B]) {
