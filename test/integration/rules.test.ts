@@ -5,7 +5,7 @@ import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createSesSender } from '../../src/aws/ses-sender.ts';
 import { WorkerError } from '../../src/errors.ts';
 import { createDomainQueue, startStack, type TestStack } from '../harness/emulators.ts';
-import { startFaultProxy, type FaultProxy } from '../harness/faults.ts';
+import { bigMail, putLargeMail, startFaultProxy, type FaultProxy } from '../harness/faults.ts';
 import { ShiftableClock, startRig, type Rig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail } from '../harness/ses-events.ts';
 
@@ -253,6 +253,37 @@ describe('mail behaviour through the pipeline', () => {
 
     assert.equal((await send()).status, 'delivered');
     assert.equal(dynamoProxy.count('BatchGetItem') - before, 1, 'the second mail was served from the cache');
+  });
+
+  it('records a forward over the SES limit as failed and still delivers the local copy', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: { email_address: `big@${DOMAIN}`, ooo_active: false, forwards: ['big@gmail.test'] },
+      }),
+    );
+    const attempts = stack.ses.sendAttempts;
+    // 31 MB is over 40 MB once base64-encoded, which is how SES measures it.
+    const raw = bigMail('big-forward', `big@${DOMAIN}`, 31 * 1024 * 1024);
+    const put = await putLargeMail(stack, {
+      domain: DOMAIN,
+      raw,
+      recipients: [`big@${DOMAIN}`],
+      source: 'x@external.test',
+    });
+    const outcome = await rig.outcome(put.messageId, 30_000);
+    assert.equal(outcome.status, 'delivered');
+    assert.equal(outcome.disposition, 'delete');
+    assert.equal(outcome.effects?.[0]?.status, 'failed');
+    assert.match(outcome.effects?.[0]?.reason ?? '', /SES_MESSAGE_TOO_LARGE/);
+    assert.equal(stack.ses.sendAttempts, attempts, 'SES was not called');
+    assert.ok(
+      rig.mailbox.messages.some((m) => m.raw.length > raw.length),
+      'the local copy was delivered',
+    );
+    const head = await stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
+    assert.equal(head.Metadata?.failed_effects, 'forward:big@gmail.test');
+    assert.equal(head.Metadata?.status, 'delivered');
   });
 
   it('refuses a forward over the SES raw limit before calling SES', async () => {
