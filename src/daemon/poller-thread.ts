@@ -17,11 +17,9 @@ const QUEUE_RETRY_MS = 30_000;
 
 export default async function runPollerThread(task: PollerTask): Promise<void> {
   const { domain, config, port } = task;
-  const logger = createLogger({
-    level: config.log.level,
-    redactAddresses: config.log.redactAddresses,
-    base: { domain },
-  });
+  // No `domain` in the base: the domain runtime adds it as a child binding, and pino would repeat the key.
+  const rootLogger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses });
+  const logger = rootLogger.child({ domain });
   const metrics = createPipelineMetrics();
   const clients = createAwsClients(config.aws);
   const delivery = createDeliveryProxy(port);
@@ -65,7 +63,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
           clients,
           delivery,
           clock: systemClock,
-          logger,
+          logger: rootLogger,
           metrics,
           onStatus: (status) => postStatus(status),
         });

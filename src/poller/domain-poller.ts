@@ -264,9 +264,9 @@ export class DomainPoller {
   }
 
   private log(message: QueueMessage, outcome: MessageOutcome, durationMs: number): void {
-    const { logger, redact, domain } = this.ports;
+    // `domain` comes from the logger's child binding (domain-runtime.ts).
+    const { logger, redact } = this.ports;
     const line = {
-      domain,
       sesMessageId: outcome.sesMessageId,
       sqsMessageId: message.messageId,
       receiveCount: message.receiveCount,
