@@ -4,6 +4,8 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   type S3Client,
+  type ServerSideEncryption,
+  type StorageClass,
 } from '@aws-sdk/client-s3';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
@@ -22,16 +24,38 @@ export interface FetchOptions {
   signal?: AbortSignal;
 }
 
+/** The object headers a metadata update must restate (CopyObject with REPLACE drops what is not restated). */
+export interface ObjectHead {
+  Metadata?: Record<string, string>;
+  ContentType?: string;
+  ContentEncoding?: string;
+  ContentDisposition?: string;
+  ContentLanguage?: string;
+  CacheControl?: string;
+  ServerSideEncryption?: ServerSideEncryption;
+  SSEKMSKeyId?: string;
+  StorageClass?: StorageClass;
+}
+
 export interface FetchedMail {
   bytes: Buffer;
+  /** Headers of the object as fetched: lets the audit update skip a HeadObject. */
+  head?: ObjectHead;
   /** Gives the mail's share of the budget back; call when done with the bytes. */
   release(): void;
 }
 
 export interface MailStore {
   fetch(location: MailLocation, options: FetchOptions): Promise<FetchedMail>;
-  /** Merges `metadata` into the object's user metadata without changing its bytes or content type. */
-  updateMetadata(location: MailLocation, metadata: Readonly<Record<string, string>>): Promise<void>;
+  /**
+   * Merges `metadata` into the object's user metadata without changing its bytes or content type. `head` saves a
+   * HeadObject when the caller already has the object's headers from fetching it.
+   */
+  updateMetadata(
+    location: MailLocation,
+    metadata: Readonly<Record<string, string>>,
+    head?: ObjectHead,
+  ): Promise<void>;
   remove(location: MailLocation): Promise<void>;
 }
 
@@ -89,7 +113,7 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
             if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
             const held = release;
             release = undefined;
-            return { bytes, release: held ?? (() => undefined) };
+            return { bytes, head: headOf(result), release: held ?? (() => undefined) };
           } catch (error) {
             if (error instanceof WorkerError) throw error;
             if (signal?.aborted) {
@@ -122,9 +146,11 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
       }
     },
 
-    async updateMetadata(location, metadata) {
+    async updateMetadata(location, metadata, known) {
       try {
-        const head = await s3.send(new HeadObjectCommand({ Bucket: location.bucket, Key: location.key }));
+        const head =
+          known ??
+          headOf(await s3.send(new HeadObjectCommand({ Bucket: location.bucket, Key: location.key })));
         // REPLACE drops everything not restated, so carry over the content headers SES set.
         await s3.send(
           new CopyObjectCommand({
@@ -189,6 +215,20 @@ function cutOutsideEscape(value: string, length: number): string {
   const cut = value.slice(0, length);
   const percent = cut.lastIndexOf('%');
   return percent >= 0 && percent > cut.length - 3 ? cut.slice(0, percent) : cut;
+}
+
+function headOf(output: ObjectHead): ObjectHead {
+  return {
+    ...(output.Metadata && { Metadata: output.Metadata }),
+    ...(output.ContentType && { ContentType: output.ContentType }),
+    ...(output.ContentEncoding && { ContentEncoding: output.ContentEncoding }),
+    ...(output.ContentDisposition && { ContentDisposition: output.ContentDisposition }),
+    ...(output.ContentLanguage && { ContentLanguage: output.ContentLanguage }),
+    ...(output.CacheControl && { CacheControl: output.CacheControl }),
+    ...(output.ServerSideEncryption && { ServerSideEncryption: output.ServerSideEncryption }),
+    ...(output.SSEKMSKeyId && { SSEKMSKeyId: output.SSEKMSKeyId }),
+    ...(output.StorageClass && { StorageClass: output.StorageClass }),
+  };
 }
 
 function tooLarge(location: MailLocation, size: number, max: number): WorkerError {

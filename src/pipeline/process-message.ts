@@ -1,5 +1,5 @@
 import { completeAfterEffect, effectKey } from '../aws/effect-ledger.ts';
-import type { MailLocation } from '../aws/mail-store.ts';
+import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
 import { WorkerError } from '../errors.ts';
@@ -105,7 +105,7 @@ export async function processMessage(
   try {
     const fetched = await fetchRaw(receipt, ports, signal);
     release = fetched.release;
-    return await processReceipt(receipt, fetched.bytes, mine, withId, ports);
+    return await processReceipt(receipt, fetched, mine, withId, ports);
   } catch (error) {
     if (error instanceof WorkerError && error.code === 'SHUTTING_DOWN') {
       return { ...withId, disposition: 'release', status: 'deferred', reason: error.message };
@@ -147,11 +147,12 @@ export async function processMessage(
 
 async function processReceipt(
   receipt: SesReceipt,
-  raw: Buffer,
+  fetched: FetchedMail,
   recipients: string[],
   base: Omit<MessageOutcome, 'disposition' | 'status'>,
   ports: PipelinePorts,
 ): Promise<MessageOutcome> {
+  const raw = fetched.bytes;
   const view = await parseMail(raw, { timeoutMs: ports.settings.parseTimeoutMs });
   if (view.parseError) {
     ports.logger.warn(
@@ -207,7 +208,7 @@ async function processReceipt(
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
   if (recipientsFinal && effectsFinal)
-    await recordAudit(receipt, status, results, effects, view, virusRejected, ports);
+    await recordAudit(receipt, fetched.head, status, results, effects, view, virusRejected, ports);
 
   return {
     ...base,
@@ -234,7 +235,7 @@ async function fetchRaw(
   receipt: SesReceipt,
   ports: PipelinePorts,
   signal: AbortSignal | undefined,
-): Promise<{ bytes: Buffer; release: () => void }> {
+): Promise<FetchedMail> {
   if (receipt.mail.kind === 'inline') {
     if (receipt.mail.data.length > ports.settings.maxMailBytes) {
       throw new WorkerError(
@@ -342,6 +343,7 @@ function finalStatus(results: RecipientOutcome[]): MessageStatus {
 /** Stage 8: the audit trail in the S3 object's metadata. A failure here is logged; the mail is delivered already. */
 async function recordAudit(
   receipt: SesReceipt,
+  head: ObjectHead | undefined,
   status: MessageStatus,
   results: RecipientOutcome[],
   effects: EffectResult[],
@@ -368,7 +370,7 @@ async function recordAudit(
     }),
   };
   try {
-    await ports.mailStore.updateMetadata(location, metadata);
+    await ports.mailStore.updateMetadata(location, metadata, head);
     if (status === 'blocked') await ports.mailStore.remove(location);
   } catch (error) {
     ports.logger.error(

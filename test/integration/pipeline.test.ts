@@ -435,10 +435,24 @@ describe('pipeline against emulators and SMTP sinks', () => {
       }),
     );
     await new Promise((resolve) => setTimeout(resolve, 400));
-    await rig.stack.s3.send(new PutObjectCommand({ Bucket: bucket, Key: id, Body: raw }));
+    await rig.stack.s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: id,
+        Body: raw,
+        ContentType: 'message/rfc822',
+        Metadata: { 'ses-rule': 'inbound' },
+      }),
+    );
     const outcome = await rig.outcome(id);
     assert.equal(outcome.status, 'delivered');
     assert.ok(rig.mailbox.messages.some((m) => stripVerdicts(m.raw).equals(raw)));
+    // The audit update restates what was on the object: content type and earlier metadata survive.
+    const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: id }));
+    assert.equal(head.ContentType, 'message/rfc822');
+    assert.equal(head.ContentLength, raw.length);
+    assert.equal(head.Metadata?.['ses-rule'], 'inbound');
+    assert.equal(head.Metadata?.status, 'delivered');
   });
 
   it('delivers a mail mailparser cannot make sense of, raw', async () => {
