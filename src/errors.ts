@@ -16,7 +16,9 @@ export type ErrorCode =
   | 'SMTP_CONNECTION'
   | 'MAIL_TOO_LARGE'
   | 'HEADER_INJECTION'
-  | 'SHUTTING_DOWN';
+  | 'SHUTTING_DOWN'
+  /** A bug: something threw that should have returned an outcome. */
+  | 'INTERNAL';
 
 export interface WorkerErrorOptions {
   temporary: boolean;

@@ -37,10 +37,21 @@ export async function applyBounceRewrite(
   }
   const failedRecipient = record.bouncedRecipients[0] ?? dsn.failedRecipients[0];
   if (!failedRecipient) return { isSesBounce: true, raw, rewritten: false };
-  const rewritten = rewriteBounce(raw, {
-    failedRecipient,
-    ...(record.originalSource !== undefined && { originalSource: record.originalSource }),
-  });
+  let rewritten: Buffer;
+  try {
+    rewritten = rewriteBounce(raw, {
+      failedRecipient,
+      ...(record.originalSource !== undefined && { originalSource: record.originalSource }),
+    });
+  } catch (error) {
+    // The outbound record is data someone else wrote; a value we refuse to put in a header must not cost the
+    // user the bounce itself.
+    ports.logger.warn(
+      { err: error instanceof Error ? error.message : String(error), outbound: record.messageId },
+      'SES bounce not rewritten: unusable outbound record; delivered unchanged',
+    );
+    return { isSesBounce: true, raw, rewritten: false };
+  }
   ports.metrics.bounceRewritten(ports.domain);
   return { isSesBounce: true, raw: rewritten, rewritten: true, failedRecipient };
 }

@@ -114,14 +114,17 @@ export async function processMessage(
       error instanceof WorkerError
         ? error
         : new WorkerError(
-            'SMTP_TEMPORARY',
+            'INTERNAL',
             `unexpected: ${error instanceof Error ? error.message : String(error)}`,
             {
               temporary: true,
               cause: error,
             },
           );
-    if (workerError.temporary) {
+    // Only a verdict about the mail itself may end it undelivered. Anything else that is "permanent" here — a
+    // missing table, access denied, a bug — is a fault of this deployment that someone will fix: the message is
+    // retried and, failing that, marked failed in S3 and redriven to the DLQ. Never deleted.
+    if (workerError.code !== 'MAIL_TOO_LARGE') {
       return {
         ...withId,
         recipients: mine.map((recipient) => ({ recipient, state: 'deferred' as const })),
