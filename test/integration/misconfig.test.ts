@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
-import { createDomainQueue, queueCounts, startStack, type TestStack } from '../harness/emulators.ts';
+import { queueCounts, startStack, type TestStack } from '../harness/emulators.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail } from '../harness/ses-events.ts';
 
