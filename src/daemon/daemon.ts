@@ -1,12 +1,14 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { backoffMs } from '../clock.ts';
 import type { Config } from '../config/config.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import { createPooledDelivery } from '../smtp/transport.ts';
+import { createCoordinatorMetrics } from './coordinator-metrics.ts';
+import { evaluateHealth, staleBoundMs } from './health.ts';
 import { startHttpServer, type RunningServer } from './http-servers.ts';
+import { MailServerMonitor } from './mail-server-monitor.ts';
 import type {
   CoordinatorMessage,
   DomainStatus,
@@ -31,11 +33,8 @@ export interface DaemonHandle {
   stop(): Promise<void>;
 }
 
+/** A thread busy on CPU must not hold up a scrape. */
 const METRICS_TIMEOUT_MS = 2_000;
-/** Re-check of the mail server once it answered. */
-const VERIFY_INTERVAL_MS = 30_000;
-/** Re-check while it has not answered (startup, outage): readiness should follow a recovery within seconds. */
-const VERIFY_RETRY_MS = 2_000;
 
 /**
  * The coordinator: one piscina-hosted worker thread per domain (restarted with capped exponential backoff when it
@@ -54,53 +53,8 @@ export async function startDaemon(
   if (options.installSignalHandlers !== false) installSignals(async () => (await stopWhenStarted)(), logger);
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
 
-  const mainRegistry = new Registry();
-  collectDefaultMetrics({ register: mainRegistry });
-  // prom-client names these three gauges `*_total`, which `promtool check metrics` rejects (the suffix is for
-  // counters). Their per-type siblings (`nodejs_active_handles{type}` ...) carry the same numbers.
-  for (const name of [
-    'nodejs_active_handles_total',
-    'nodejs_active_requests_total',
-    'nodejs_active_resources_total',
-  ]) {
-    mainRegistry.removeSingleMetric(name);
-  }
-  const restartsCounter = new Counter({
-    name: 'ses_worker_poller_restarts_total',
-    help: 'Poller threads restarted after dying.',
-    labelNames: ['domain'] as const,
-    registers: [mainRegistry],
-  });
-  new Gauge({
-    name: 'ses_worker_smtp_connections_in_use',
-    help: 'Connections of the shared SMTP/LMTP pool busy with a transaction.',
-    registers: [mainRegistry],
-    collect() {
-      this.set(delivery.connectionsInUse());
-    },
-  });
-  new Gauge({
-    name: 'ses_worker_smtp_sends_waiting',
-    help: 'Deliveries waiting for a free connection of the shared pool.',
-    registers: [mainRegistry],
-    collect() {
-      this.set(delivery.sendsWaiting());
-    },
-  });
-  new Gauge({
-    name: 'ses_worker_smtp_connections_max',
-    help: 'Upper bound of connections to the mail server (SMTP_MAX_CONNECTIONS).',
-    registers: [mainRegistry],
-    collect() {
-      this.set(config.smtp.maxConnections);
-    },
-  });
-  const upGauge = new Gauge({
-    name: 'ses_worker_poller_up',
-    help: '1 while the domain poller thread is running and polling.',
-    labelNames: ['domain'] as const,
-    registers: [mainRegistry],
-  });
+  const metrics = createCoordinatorMetrics(delivery, config.smtp.maxConnections);
+  const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host);
 
   const slots = new Map<string, DomainSlot>(
     config.domains.map((domain) => [
@@ -134,66 +88,17 @@ export async function startDaemon(
   let draining = false;
   /** Aborted when draining starts: wakes supervisors sleeping in a restart backoff (up to 60 s). */
   const drainAbort = new AbortController();
-  let mailServerOk = false;
   let nextMetricsId = 1;
   const metricsWaiters = new Map<number, (snapshot: MetricsSnapshot) => void>();
 
-  // Readiness of the mail server. verify() opens a connection of its own, outside the pool: it only runs while the
-  // server has not proven itself through deliveries, so under load the pool alone stays within SMTP_MAX_CONNECTIONS.
-  let lastAnswerAt = 0;
-  let verifying = false;
-  let verifyTimer: NodeJS.Timeout | undefined;
-  let verifyDueAt = 0;
-  let verifyStopped = false;
-  const setMailServer = (ok: boolean) => {
-    if (ok !== mailServerOk) {
-      logger[ok ? 'info' : 'warn'](
-        { host: config.smtp.host },
-        ok ? 'mail server answered' : 'mail server not answering',
-      );
-    }
-    mailServerOk = ok;
-  };
-  const scheduleVerify = (ms: number) => {
-    if (verifyStopped) return;
-    // Only ever move the next check earlier; the check itself schedules the one after it.
-    if (verifyTimer && verifyDueAt <= Date.now() + ms) return;
-    clearTimeout(verifyTimer);
-    verifyDueAt = Date.now() + ms;
-    verifyTimer = setTimeout(() => void verifyMailServer(), ms);
-    verifyTimer.unref();
-  };
-  const verifyMailServer = async () => {
-    verifyTimer = undefined;
-    if (verifying || verifyStopped) return;
-    verifying = true;
-    try {
-      const provenByTraffic =
-        mailServerOk && (Date.now() - lastAnswerAt < VERIFY_INTERVAL_MS || delivery.connectionsInUse() > 0);
-      if (!provenByTraffic) setMailServer(await delivery.verify());
-    } finally {
-      verifying = false;
-    }
-    scheduleVerify(mailServerOk ? VERIFY_INTERVAL_MS : VERIFY_RETRY_MS);
-  };
-  const noteDelivery = (results: readonly RecipientDelivery[]) => {
-    if (results.some((r) => r.code !== undefined)) {
-      lastAnswerAt = Date.now();
-      setMailServer(true);
-    } else if (results.length > 0) {
-      // Nobody answered (refused, timed out): look again soon instead of reporting ready for up to 30 s.
-      lastAnswerAt = 0;
-      scheduleVerify(0);
-    }
-  };
-  void verifyMailServer();
+  mailServer.start();
 
   function wire(slot: DomainSlot, port: MessagePort): void {
     port.on('message', (message: ThreadMessage) => {
       switch (message.type) {
         case 'status':
           slot.status = message.status;
-          upGauge.set({ domain: slot.domain }, ['polling', 'paused'].includes(message.status.state) ? 1 : 0);
+          metrics.pollerUp(slot.domain, ['polling', 'paused'].includes(message.status.state));
           break;
         case 'deliver': {
           const raw = Buffer.from(message.raw);
@@ -201,7 +106,7 @@ export async function startDaemon(
             .deliver({ route: message.route, from: message.from, to: message.to, raw })
             .then(
               (results) => {
-                noteDelivery(results);
+                mailServer.noteDelivery(results);
                 return results;
               },
               // deliver() reports replies as data; a throw is a bug, and the thread must still get an answer
@@ -242,8 +147,8 @@ export async function startDaemon(
         if (Date.now() - started > 120_000) failures = 0;
         failures += 1;
         slot.restarts += 1;
-        restartsCounter.inc({ domain: slot.domain });
-        upGauge.set({ domain: slot.domain }, 0);
+        metrics.pollerRestarted(slot.domain);
+        metrics.pollerUp(slot.domain, false);
         const delay = backoffMs(failures - 1, 1_000, 60_000);
         slot.status = { domain: slot.domain, state: 'dead', inFlight: 0, lastError: String(error) };
         logger.error(
@@ -283,44 +188,19 @@ export async function startDaemon(
           }),
       ),
     );
-    const all = [
-      await mainRegistry.getMetricsAsJSON(),
-      ...snapshots.filter((s): s is MetricsSnapshot => !!s),
-    ];
-    return AggregatorRegistry.aggregate(all as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+    return metrics.render(snapshots.filter((s): s is MetricsSnapshot => !!s));
   }
 
-  const staleAfterMs = Math.max(60_000, 3 * (config.poll.waitTimeSeconds + 5) * 1000);
-  function health(): { healthy: boolean; ready: boolean; body: Record<string, unknown> } {
-    const now = Date.now();
-    const domains = [...slots.values()].map((slot) => {
-      const s = slot.status;
-      const lastActive = Math.max(s.lastPollAt ?? 0, s.lastActivityAt ?? 0, startedAt);
-      const stale = ['polling', 'starting'].includes(s.state) && now - lastActive > staleAfterMs;
-      return {
-        domain: slot.domain,
-        state: stale ? 'stale' : s.state,
-        lastPollAt: s.lastPollAt ? new Date(s.lastPollAt).toISOString() : null,
-        inFlight: s.inFlight,
-        restarts: slot.restarts,
-        ...(s.pausedReason && { pausedReason: s.pausedReason }),
-        ...(s.lastError && { lastError: s.lastError }),
-      };
+  const staleAfterMs = staleBoundMs(config.poll.waitTimeSeconds);
+  const health = () =>
+    evaluateHealth({
+      domains: [...slots.values()],
+      now: Date.now(),
+      startedAt,
+      staleAfterMs,
+      draining,
+      mailServerOk: mailServer.ok,
     });
-    const healthy = domains.every((d) => !['dead', 'restarting', 'stale'].includes(d.state));
-    const ready = !draining && mailServerOk && domains.every((d) => d.state === 'polling');
-    return {
-      healthy,
-      ready,
-      body: {
-        status: healthy ? 'ok' : 'unhealthy',
-        ready,
-        draining,
-        mailServer: mailServerOk ? 'up' : 'down',
-        domains,
-      },
-    };
-  }
 
   const hooks = process.env.UNSAFE_TEST_HOOKS === 'true';
   let healthServer: RunningServer;
@@ -352,12 +232,11 @@ export async function startDaemon(
       config.http.metricsPort,
       async (_request, url) => {
         if (url.pathname !== '/metrics') return undefined;
-        return { status: 200, body: await collectMetrics(), contentType: mainRegistry.contentType };
+        return { status: 200, body: await collectMetrics(), contentType: metrics.registry.contentType };
       },
     );
   } catch (error) {
-    verifyStopped = true;
-    clearTimeout(verifyTimer);
+    mailServer.stop();
     await pool.destroy();
     await delivery.close();
     throw error;
@@ -407,8 +286,7 @@ export async function startDaemon(
         for (const slot of slots.values()) slot.abort?.abort();
         await supervisors;
       }
-      verifyStopped = true;
-      clearTimeout(verifyTimer);
+      mailServer.stop();
       await pool.destroy();
       await delivery.close();
       await Promise.all([healthServer.close(), metricsServer.close()]);

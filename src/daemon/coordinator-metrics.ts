@@ -1,0 +1,76 @@
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MailDelivery } from '../smtp/transport.ts';
+import type { MetricsSnapshot } from './protocol.ts';
+
+export interface CoordinatorMetrics {
+  registry: Registry;
+  pollerRestarted(domain: string): void;
+  pollerUp(domain: string, up: boolean): void;
+  /** The main registry merged with the threads' snapshots: counters and histograms summed per label set. */
+  render(threadSnapshots: readonly MetricsSnapshot[]): Promise<string>;
+}
+
+/**
+ * The main thread's own metrics: process metrics (collected here only — in every thread they would be multiplied
+ * by the thread count), the shared pool, and the pollers' supervision.
+ */
+export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections: number): CoordinatorMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  // prom-client names these three gauges `*_total`, which `promtool check metrics` rejects (the suffix is for
+  // counters). Their per-type siblings (`nodejs_active_handles{type}` ...) carry the same numbers.
+  for (const name of [
+    'nodejs_active_handles_total',
+    'nodejs_active_requests_total',
+    'nodejs_active_resources_total',
+  ]) {
+    registry.removeSingleMetric(name);
+  }
+  const restarts = new Counter({
+    name: 'ses_worker_poller_restarts_total',
+    help: 'Poller threads restarted after dying.',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const up = new Gauge({
+    name: 'ses_worker_poller_up',
+    help: '1 while the domain poller thread is running and polling.',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'ses_worker_smtp_connections_in_use',
+    help: 'Connections of the shared SMTP/LMTP pool busy with a transaction.',
+    registers: [registry],
+    collect() {
+      this.set(delivery.connectionsInUse());
+    },
+  });
+  new Gauge({
+    name: 'ses_worker_smtp_sends_waiting',
+    help: 'Deliveries waiting for a free connection of the shared pool.',
+    registers: [registry],
+    collect() {
+      this.set(delivery.sendsWaiting());
+    },
+  });
+  new Gauge({
+    name: 'ses_worker_smtp_connections_max',
+    help: 'Upper bound of connections to the mail server (SMTP_MAX_CONNECTIONS).',
+    registers: [registry],
+    collect() {
+      this.set(maxConnections);
+    },
+  });
+  return {
+    registry,
+    pollerRestarted: (domain) => restarts.inc({ domain }),
+    pollerUp: (domain, isUp) => up.set({ domain }, isUp ? 1 : 0),
+    async render(threadSnapshots) {
+      const all = [await registry.getMetricsAsJSON(), ...threadSnapshots];
+      return AggregatorRegistry.aggregate(
+        all as Parameters<typeof AggregatorRegistry.aggregate>[0],
+      ).metrics();
+    },
+  };
+}
