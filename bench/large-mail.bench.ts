@@ -12,15 +12,8 @@
  */
 import { parseArgs } from 'node:util';
 import { createDomainQueue, startStack, waitUntil, type TestStack } from '../test/harness/emulators.ts';
-import {
-  bigMail,
-  BUILT_DAEMON,
-  countBySeq,
-  killAllDaemons,
-  putLargeMail,
-  rawMail,
-  spawnDaemon,
-} from '../test/harness/faults.ts';
+import { DAEMON_ENTRY, killAllDaemons, spawnDaemon } from '../test/harness/daemon-process.ts';
+import { bigMail, countBySeq, putLargeMail, rawMail } from '../test/harness/faults.ts';
 import { putMail } from '../test/harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../test/harness/smtp-sink.ts';
 
@@ -30,12 +23,12 @@ const SOURCE = 'sender@external.test';
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
-    entry: { type: 'string', default: BUILT_DAEMON },
+    entry: { type: 'string', default: DAEMON_ENTRY },
     quick: { type: 'boolean', default: false },
   },
 });
 const runs = Math.max(1, Number(values.runs));
-const entry = values.entry ?? BUILT_DAEMON;
+const entry = values.entry ?? DAEMON_ENTRY;
 
 interface Sample {
   mailBytes: number;
@@ -56,10 +49,11 @@ async function runOnce(
   const domain = `bench${++domainCounter}.test`;
   const to = `user@${domain}`;
   await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 60 });
-  const daemon = await spawnDaemon(
-    {
+  const daemon = await spawnDaemon({
+    domains: [domain],
+    entry,
+    env: {
       ...stack.env,
-      DOMAINS: domain,
       SMTP_HOST: '127.0.0.1',
       SMTP_PORT: String(sink.port),
       INTERNAL_SMTP_PORT: String(sink.port),
@@ -68,8 +62,7 @@ async function runOnce(
       LOG_LEVEL: 'info',
       ...env,
     },
-    { entry },
-  );
+  });
   try {
     const warm = `warm-${domain}`;
     await putMail(stack, {

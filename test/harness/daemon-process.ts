@@ -16,21 +16,16 @@
  * ```
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
+import type { LogLine } from './pipeline-rig.ts';
 
 /** Absolute path of the built entry point. */
 export const DAEMON_ENTRY = fileURLToPath(new URL('../../dist/unified-worker.js', import.meta.url));
 
-/** One JSON log line of the daemon (pino). */
-export interface DaemonLogLine {
-  level: string;
-  msg: string;
-  time?: string;
-  domain?: string;
-  [key: string]: unknown;
-}
+/** One JSON log line of the daemon (pino); per-message outcome lines carry the typed fields. */
+export type DaemonLogLine = LogLine;
 
 /** How the child ended. */
 export interface DaemonExit {
@@ -52,6 +47,8 @@ export interface DaemonOptions {
   env?: Record<string, string>;
   /** How long to wait for the `unified-worker started` line (default 15 s). */
   startTimeoutMs?: number;
+  /** Another build of the entry point (benchmark experiments); default `dist/unified-worker.js`. */
+  entry?: string;
 }
 
 export interface DaemonProcess {
@@ -79,6 +76,12 @@ export interface DaemonProcess {
   request(method: 'GET' | 'POST', path: string, port?: 'health' | 'metrics'): Promise<HttpAnswer>;
   /** SIGKILL if still running, then waits for the exit. Idempotent. */
   stop(): Promise<DaemonExit>;
+  /** SIGKILL — no drain, no release, nothing flushed — and wait for the exit: a crash, for fault tests. */
+  kill9(): Promise<DaemonExit>;
+  /** The /metrics text. */
+  metrics(): Promise<string>;
+  /** VmHWM (peak resident set) in bytes, from /proc/<pid>/status. */
+  peakRss(): number;
   /** The last log lines and stderr, for assertion messages. */
   describe(lines?: number): string;
 }
@@ -135,7 +138,8 @@ export function httpRequest(
 
 /** Spawns `node dist/unified-worker.js --domains ...` and resolves once it logged its ports. */
 export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess> {
-  assertBuilt();
+  const entry = options.entry ?? DAEMON_ENTRY;
+  if (entry === DAEMON_ENTRY) assertBuilt();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     HEALTH_PORT: '0',
@@ -147,7 +151,7 @@ export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess
   // The test runner's own flags (--import tsx, --test ...) must not leak into the child.
   delete env.NODE_OPTIONS;
   delete env.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, [DAEMON_ENTRY, '--domains', options.domains.join(',')], {
+  const child = spawn(process.execPath, [entry, '--domains', options.domains.join(',')], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -265,6 +269,18 @@ export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess
       const result = await exited;
       running.delete(handle);
       return result;
+    },
+    kill9() {
+      return handle.stop();
+    },
+    async metrics() {
+      return (await httpRequest(handle.metricsPort, 'GET', '/metrics')).body;
+    },
+    peakRss() {
+      const status = readFileSync(`/proc/${child.pid ?? -1}/status`, 'utf8');
+      const kb = /^VmHWM:\s+(\d+) kB$/m.exec(status)?.[1];
+      if (kb === undefined) throw new Error(`no VmHWM in /proc/${child.pid ?? -1}/status`);
+      return Number(kb) * 1024;
     },
     describe,
   };

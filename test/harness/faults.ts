@@ -6,16 +6,13 @@
  *   `InternalError` 500, DynamoDB `ProvisionedThroughputExceededException` / `ThrottlingException`, ...). This is a
  *   mock only where the emulators cannot produce the fault: neither fauxqs nor dynalite ever throttles or fails.
  *   Everything else is passed through to the real emulator, streamed (40 MB objects go through unbuffered).
- * - {@link spawnDaemon}: the BUILT daemon (`node dist/unified-worker.js`) as a child process, with its JSON log lines
- *   parsed, readiness, metrics scraping, SIGKILL, and peak/current RSS read from `/proc/<pid>/status`.
+ * - {@link outcomeLines}: the per-message outcome lines of a built daemon's log (the child process itself is
+ *   `./daemon-process.ts`).
  * - {@link rawMail}: a tiny hand-made MIME message (MailComposer is too slow for batches of hundreds).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import {
   CompleteMultipartUploadCommand,
   CreateBucketCommand,
@@ -25,7 +22,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { domainQueueName, waitUntil } from './emulators.ts';
+import { domainQueueName } from './emulators.ts';
 import type { LogLine } from './pipeline-rig.ts';
 import { sesMessageId, sesNotification, snsEnvelope } from './ses-events.ts';
 
@@ -324,226 +321,8 @@ export const DDB_THROTTLING: AwsFault = {
 };
 
 // ---------------------------------------------------------------------------------------------------------------------
-// The built daemon as a child process
+// The built daemon's log (the child process itself: ./daemon-process.ts)
 // ---------------------------------------------------------------------------------------------------------------------
-
-/** Path of the built entry point (`npm run build` first). */
-export const BUILT_DAEMON = fileURLToPath(new URL('../../dist/unified-worker.js', import.meta.url));
-
-export interface DaemonProcess {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  /** Parsed JSON log lines from stdout, in order. */
-  readonly logs: LogLine[];
-  /** Everything written to stderr. */
-  readonly stderr: () => string;
-  readonly healthPort: number;
-  readonly metricsPort: number;
-  /** Resolves when the process has exited. */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves with the first log line (present or future) `predicate` accepts. */
-  waitForLog(predicate: (line: LogLine) => boolean, timeoutMs?: number, what?: string): Promise<LogLine>;
-  /** Resolves once /ready answers 200 (every domain polling and the mail server answered). */
-  waitReady(timeoutMs?: number): Promise<void>;
-  /** The /metrics text. */
-  metrics(): Promise<string>;
-  /** VmHWM (peak resident set) in bytes, from /proc/<pid>/status. */
-  peakRss(): number;
-  /** VmRSS (current resident set) in bytes. */
-  rss(): number;
-  /** SIGKILL: no drain, no release, nothing flushed. */
-  kill9(): Promise<void>;
-  /** SIGTERM and wait for the exit (then SIGKILL after `timeoutMs`). */
-  stop(timeoutMs?: number): Promise<void>;
-}
-
-const running = new Set<ChildProcess>();
-
-/** Kills every daemon this module spawned that is still running (for `after` hooks; by pid, ours only). */
-export async function killAllDaemons(): Promise<void> {
-  await Promise.all(
-    [...running].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (child.exitCode !== null || child.signalCode !== null) return resolve();
-          child.once('exit', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
-}
-
-function statusField(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
-  if (!match?.[1]) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(match[1]) * 1024;
-}
-
-function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.setTimeout(5_000, () => req.destroy(new Error(`GET ${path} timed out`)));
-  });
-}
-
-/**
- * Starts `node dist/unified-worker.js` with `env` over a clean copy of this process's environment, health and
- * metrics on ephemeral ports of 127.0.0.1, and resolves once it logged "unified-worker started" (an info line:
- * LOG_LEVEL must be info or lower).
- */
-export async function spawnDaemon(
-  env: Record<string, string>,
-  options: {
-    startTimeoutMs?: number;
-    /** Another build of the entry point (experiments). */ entry?: string;
-  } = {},
-): Promise<DaemonProcess> {
-  const childEnv: Record<string, string> = {};
-  for (const [name, value] of Object.entries(process.env)) {
-    if (value !== undefined && !name.startsWith('NODE_TEST') && name !== 'NODE_OPTIONS')
-      childEnv[name] = value;
-  }
-  Object.assign(childEnv, { HEALTH_PORT: '0', METRICS_PORT: '0', HTTP_HOST: '127.0.0.1' }, env);
-  const child = spawn(process.execPath, [options.entry ?? BUILT_DAEMON], {
-    env: childEnv,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.add(child);
-  if (child.pid === undefined) throw new Error('daemon did not start');
-  const pid = child.pid;
-  const logs: LogLine[] = [];
-  const listeners = new Set<() => void>();
-  let stderr = '';
-  let pending = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.trim()) continue;
-      try {
-        logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        logs.push({ level: 'raw', msg: line });
-      }
-    }
-    for (const listener of listeners) listener();
-  });
-  child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
-      running.delete(child);
-      for (const listener of listeners) listener();
-      resolve({ code, signal });
-    });
-  });
-
-  const waitForLog = (
-    predicate: (line: LogLine) => boolean,
-    timeoutMs = 10_000,
-    what = 'log line',
-  ): Promise<LogLine> =>
-    new Promise((resolve, reject) => {
-      const check = (): boolean => {
-        const found = logs.find(predicate);
-        if (found) {
-          cleanup();
-          resolve(found);
-          return true;
-        }
-        if (child.exitCode !== null || child.signalCode !== null) {
-          cleanup();
-          reject(
-            new Error(
-              `daemon exited (${child.exitCode ?? child.signalCode}) before ${what}; stderr: ${stderr}`,
-            ),
-          );
-          return true;
-        }
-        return false;
-      };
-      const listener = (): void => void check();
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(
-          new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${stderr.slice(-2000)}`),
-        );
-      }, timeoutMs);
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        listeners.delete(listener);
-      };
-      listeners.add(listener);
-      check();
-    });
-
-  let started: LogLine;
-  try {
-    started = await waitForLog(
-      (l) => l.msg === 'unified-worker started',
-      options.startTimeoutMs ?? 15_000,
-      'startup',
-    );
-  } catch (error) {
-    // Never leave a half-started child behind (it would keep polling the queue of the next test).
-    child.kill('SIGKILL');
-    await exited;
-    throw error;
-  }
-  const healthPort = Number(started.healthPort);
-  const metricsPort = Number(started.metricsPort);
-
-  const kill = (signal: NodeJS.Signals): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    child.kill(signal);
-    return exited.then(() => undefined);
-  };
-
-  return {
-    child,
-    pid,
-    logs,
-    stderr: () => stderr,
-    healthPort,
-    metricsPort,
-    exited,
-    waitForLog,
-    async waitReady(timeoutMs = 15_000) {
-      await waitUntil(
-        async () => (await httpGet(healthPort, '/ready').catch(() => ({ status: 0 }))).status === 200,
-        timeoutMs,
-        'daemon /ready',
-        100,
-      );
-    },
-    async metrics() {
-      return (await httpGet(metricsPort, '/metrics')).body;
-    },
-    peakRss: () => statusField(pid, 'VmHWM'),
-    rss: () => statusField(pid, 'VmRSS'),
-    kill9: () => kill('SIGKILL'),
-    async stop(timeoutMs = 10_000) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
 
 /** The per-message outcome lines of a daemon's log (one per receive). */
 export function outcomeLines(logs: readonly LogLine[]): LogLine[] {

@@ -17,6 +17,7 @@ import { startSmtpSink, type SmtpSink } from './smtp-sink.ts';
 export interface LogLine {
   level: string;
   msg: string;
+  time?: string;
   domain?: string;
   sesMessageId?: string;
   sqsMessageId?: string;

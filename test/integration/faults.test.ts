@@ -30,18 +30,17 @@ import {
   countBySeq,
   DDB_THROTTLING,
   DDB_THROUGHPUT_EXCEEDED,
-  killAllDaemons,
   outcomeLines,
   putLargeMail,
   rawMail,
   S3_INTERNAL_ERROR,
   S3_SLOW_DOWN,
   seqOf,
-  spawnDaemon,
   startFaultProxy,
   tally,
   type FaultProxy,
 } from '../harness/faults.ts';
+import { killAllDaemons, spawnDaemon } from '../harness/daemon-process.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 import { putMail, sesMessageId, type PutMailResult } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
@@ -153,7 +152,7 @@ describe('never lose, never duplicate', () => {
       const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 30 });
       const sink = await startSmtpSink({ size: 64 * MiB });
       t.after(() => sink.stop());
-      const daemon = await spawnDaemon(daemonEnv(stack, domain, sink));
+      const daemon = await spawnDaemon({ domains: [domain], env: daemonEnv(stack, domain, sink) });
       t.after(() => daemon.stop());
       // Warm-up: the first mail loads the SDK paths, mailparser, nodemailer; that is not the mail's cost.
       await put(stack, domain, 'warm-up', to);
@@ -187,7 +186,10 @@ describe('never lose, never duplicate', () => {
       const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 30 });
       const sink = await startSmtpSink({ size: 64 * MiB });
       t.after(() => sink.stop());
-      const daemon = await spawnDaemon(daemonEnv(stack, domain, sink, { IN_FLIGHT_BYTES: String(45 * MiB) }));
+      const daemon = await spawnDaemon({
+        domains: [domain],
+        env: daemonEnv(stack, domain, sink, { IN_FLIGHT_BYTES: String(45 * MiB) }),
+      });
       t.after(() => daemon.stop());
       await put(stack, domain, 'warm-up', to);
       await sink.waitFor(1, 20_000);
@@ -255,14 +257,14 @@ describe('never lose, never duplicate', () => {
         const env = daemonEnv(stack, domain, sink, { MESSAGE_CONCURRENCY: '4' });
         assert.equal(env.IDEMPOTENCY_TABLE, 'email-worker-idempotency');
 
-        const first = await spawnDaemon(env);
+        const first = await spawnDaemon({ domains: [domain], env });
         await sink.waitFor(50, 30_000);
         await first.kill9();
         const atKill = sink.messages.length;
         const killedAt = Date.now();
         // Restart at once: a message whose claim the killed process left INPROGRESS comes back after the claim
         // lease (the queue's visibility timeout), not after the longer retry schedule.
-        const second = await spawnDaemon(env);
+        const second = await spawnDaemon({ domains: [domain], env });
         t.after(() => second.stop());
 
         await waitUntil(
@@ -294,7 +296,10 @@ describe('never lose, never duplicate', () => {
         const sink = await startSmtpSink({ dataDelayMs: 10 });
         t.after(() => sink.stop());
         const env = daemonEnv(stack, domain, sink);
-        const [a, b] = await Promise.all([spawnDaemon(env), spawnDaemon(env)]);
+        const [a, b] = await Promise.all([
+          spawnDaemon({ domains: [domain], env }),
+          spawnDaemon({ domains: [domain], env }),
+        ]);
         t.after(() => Promise.all([a?.stop(), b?.stop()]));
         const seqs = Array.from({ length: 100 }, (_, i) => `pair-${i}`);
         const puts = await putMany(stack, domain, seqs, to);

@@ -33,7 +33,8 @@ import {
   waitUntil,
   type TestStack,
 } from '../harness/emulators.ts';
-import { killAllDaemons, outcomeLines, spawnDaemon, type DaemonProcess } from '../harness/faults.ts';
+import { killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
+import { outcomeLines } from '../harness/faults.ts';
 import { putMail } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
 
@@ -108,13 +109,15 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
         maxReceiveCount: 2,
       });
       daemon = await spawnDaemon({
-        ...stack.env,
-        DOMAINS: domain,
-        SMTP_HOST: '127.0.0.1',
-        SMTP_PORT: String(sink.port),
-        INTERNAL_SMTP_PORT: String(sink.port),
-        WAIT_TIME_SECONDS: '1',
-        LOG_LEVEL: 'info',
+        domains: [domain],
+        env: {
+          ...stack.env,
+          SMTP_HOST: '127.0.0.1',
+          SMTP_PORT: String(sink.port),
+          INTERNAL_SMTP_PORT: String(sink.port),
+          WAIT_TIME_SECONDS: '1',
+          LOG_LEVEL: 'info',
+        },
       });
       t.after(() => daemon.stop());
       const corpus = brokenMimeCorpus();
