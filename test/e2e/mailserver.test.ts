@@ -30,6 +30,7 @@ import {
   type MailServerTarget,
 } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail, type MimeInput, type PutMailResult } from '../harness/ses-events.ts';
+import { stripVerdicts } from '../harness/verdict-lines.ts';
 
 const DOMAIN = 'example.com';
 const OTHER = 'another.com';
@@ -210,17 +211,6 @@ function splitTrace(content: Buffer): { trace: string[]; rest: Buffer } {
     offset = end + 2;
   }
   return { trace, rest: content.subarray(offset) };
-}
-
-/** The delivered copy starts with our five verdict headers, then the original bytes follow unchanged. */
-function stripVerdicts(raw: Buffer): Buffer {
-  let offset = 0;
-  for (let i = 0; i < 5; i++) {
-    const line = raw.subarray(offset, raw.indexOf('\r\n', offset) + 2).toString('latin1');
-    assert.match(line, /^X-SES-(Spam|Virus|SPF|DKIM|DMARC)-Verdict: [A-Z_]+\r\n$/);
-    offset += line.length;
-  }
-  return raw.subarray(offset);
 }
 
 function headerBlock(raw: Buffer): string {

@@ -116,7 +116,6 @@ function daemonEnv(
 ): Record<string, string> {
   return {
     ...stack.env,
-    DOMAINS: domain,
     SMTP_HOST: '127.0.0.1',
     SMTP_PORT: String(sink.port),
     INTERNAL_SMTP_PORT: String(sink.port),

@@ -13,6 +13,7 @@ import {
   sesSetupNotification,
   snsEnvelope,
 } from '../harness/ses-events.ts';
+import { stripVerdicts } from '../harness/verdict-lines.ts';
 
 const DOMAIN = 'example.com';
 const OTHER = 'another.com';
@@ -35,17 +36,6 @@ async function metadataOf(
 ): Promise<Record<string, string>> {
   const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
   return head.Metadata ?? {};
-}
-
-/** The delivered copy starts with our five verdict headers, then the original bytes follow unchanged. */
-function stripVerdicts(raw: Buffer): Buffer {
-  let offset = 0;
-  for (let i = 0; i < 5; i++) {
-    const line = raw.subarray(offset, raw.indexOf('\r\n', offset) + 2).toString('latin1');
-    assert.match(line, /^X-SES-(Spam|Virus|SPF|DKIM|DMARC)-Verdict: [A-Z_]+\r\n$/);
-    offset += line.length;
-  }
-  return raw.subarray(offset);
 }
 
 describe('pipeline against emulators and SMTP sinks', () => {

@@ -1,0 +1,16 @@
+import assert from 'node:assert/strict';
+
+/**
+ * The delivered copy starts with the worker's five X-SES-*-Verdict lines, then the original bytes follow unchanged.
+ * Checks those lines (written out here, not taken from src, so a test can catch a change in them) and returns the
+ * rest.
+ */
+export function stripVerdicts(raw: Buffer): Buffer {
+  let offset = 0;
+  for (let i = 0; i < 5; i++) {
+    const line = raw.subarray(offset, raw.indexOf('\r\n', offset) + 2).toString('latin1');
+    assert.match(line, /^X-SES-(Spam|Virus|SPF|DKIM|DMARC)-Verdict: [A-Z_]+\r\n$/);
+    offset += line.length;
+  }
+  return raw.subarray(offset);
+}
