@@ -94,6 +94,29 @@ const THROTTLING_NAMES = new Set([
   'SlowDown',
 ]);
 
+/**
+ * Wraps an AWS SDK failure as a WorkerError of `code`, keeping the SDK's error name; retryable unless the caller
+ * knows better (`temporary`). A WorkerError passes through unchanged.
+ */
+export function awsError(
+  code: ErrorCode,
+  operation: string,
+  error: unknown,
+  temporary: boolean = isTemporaryAwsError(error),
+): WorkerError {
+  if (error instanceof WorkerError) return error;
+  const name = awsErrorName(error);
+  return new WorkerError(
+    code,
+    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
+    {
+      temporary,
+      ...(name !== undefined && { awsCode: name }),
+      cause: error,
+    },
+  );
+}
+
 export function awsErrorName(error: unknown): string | undefined {
   if (typeof error === 'object' && error !== null && 'name' in error && typeof error.name === 'string') {
     return error.name;

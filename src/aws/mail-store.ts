@@ -8,7 +8,7 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 import type { ByteBudget } from '../poller/byte-budget.ts';
 
 export interface MailLocation {
@@ -240,14 +240,5 @@ function tooLarge(location: MailLocation, size: number, max: number): WorkerErro
 }
 
 function s3Error(operation: string, error: unknown): WorkerError {
-  const name = awsErrorName(error);
-  return new WorkerError(
-    'S3_ERROR',
-    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
-    {
-      temporary: isTemporaryAwsError(error),
-      ...(name !== undefined && { awsCode: name }),
-      cause: error,
-    },
-  );
+  return awsError('S3_ERROR', operation, error);
 }

@@ -7,7 +7,7 @@ import {
   ReceiveMessageCommand,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
-import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import { WorkerError, awsError, awsErrorName } from '../errors.ts';
 
 export interface QueueMessage {
   messageId: string;
@@ -186,15 +186,5 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
 }
 
 function sqsError(operation: string, error: unknown): WorkerError {
-  if (error instanceof WorkerError) return error;
-  const name = awsErrorName(error);
-  return new WorkerError(
-    'SQS_ERROR',
-    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
-    {
-      temporary: isTemporaryAwsError(error),
-      ...(name !== undefined && { awsCode: name }),
-      cause: error,
-    },
-  );
+  return awsError('SQS_ERROR', operation, error);
 }

@@ -1,6 +1,6 @@
 import { SendEmailCommand, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 
 /**
  * SES v2's raw send takes 40 MB — what SES accepts inbound — where v1 SendRawEmail stops at 10 MB; every mail SES
@@ -65,15 +65,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
             await options.clock.sleep(backoffMs(attempt, 200, 5_000));
             continue;
           }
-          throw new WorkerError(
-            'SES_ERROR',
-            `SES SendEmail failed: ${error instanceof Error ? error.message : String(error)}`,
-            {
-              temporary,
-              ...(name !== undefined && { awsCode: name }),
-              cause: error,
-            },
-          );
+          throw awsError('SES_ERROR', 'SES SendEmail', error, temporary);
         }
       }
     },

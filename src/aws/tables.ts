@@ -6,7 +6,7 @@ import {
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 
 /** A recipient's rules (table `email-rules`). */
 export interface RecipientRule {
@@ -221,16 +221,8 @@ export async function callDynamo<T>(operation: string, call: () => Promise<T>): 
   try {
     return await call();
   } catch (error) {
-    if (error instanceof WorkerError) throw error;
-    const name = awsErrorName(error);
-    throw new WorkerError(
-      'DYNAMODB_ERROR',
-      `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
-      {
-        temporary: name === 'ConditionalCheckFailedException' ? false : isTemporaryAwsError(error),
-        ...(name !== undefined && { awsCode: name }),
-        cause: error,
-      },
-    );
+    // A failed condition is an answer, not a fault: retrying the same write cannot change it.
+    const conditionFailed = awsErrorName(error) === 'ConditionalCheckFailedException';
+    throw awsError('DYNAMODB_ERROR', operation, error, !conditionFailed && isTemporaryAwsError(error));
   }
 }
