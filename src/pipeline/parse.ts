@@ -23,8 +23,14 @@ export interface ParseOptions {
  * buffered, so memory stays near the mail's own size. Delivery never depends on this succeeding.
  */
 export async function parseMail(raw: Buffer, options: ParseOptions = {}): Promise<MailView> {
-  const split = splitMessage(raw);
-  const view = headerView(split);
+  return withBodies(raw, headerView(splitMessage(raw)), options);
+}
+
+/**
+ * Adds the decoded bodies to a header view. Only an auto-reply quotes them, so the pipeline calls this just for
+ * mail that may get one: the MIME walk is the costliest step of the view and most mail never needs it.
+ */
+export async function withBodies(raw: Buffer, view: MailView, options: ParseOptions = {}): Promise<MailView> {
   try {
     const input = raw.subarray(0, options.maxParseBytes ?? 4 * 1024 * 1024);
     const bodies = await extractBodies(input, options.timeoutMs ?? 10_000, options.maxBodyChars ?? 1_000_000);

@@ -8,7 +8,8 @@ import type { RecipientDelivery } from '../smtp/classify.ts';
 import { applyBounceRewrite } from './bounce-stage.ts';
 import { checkBlocked } from './blocklist.ts';
 import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
-import { parseMail } from './parse.ts';
+import { headerView, withBodies } from './parse.ts';
+import { splitMessage } from '../mail/header-block.ts';
 import type { PipelinePorts } from './ports.ts';
 import { runRules, type EffectResult } from './rules.ts';
 import { detectEol, verdictHeaders } from './verdicts.ts';
@@ -156,13 +157,7 @@ async function processReceipt(
   ports: PipelinePorts,
 ): Promise<MessageOutcome> {
   const raw = fetched.bytes;
-  const view = await parseMail(raw, { timeoutMs: ports.settings.parseTimeoutMs });
-  if (view.parseError) {
-    ports.logger.warn(
-      { sesMessageId: receipt.sesMessageId, parseError: view.parseError },
-      'MIME parse failed; delivering raw',
-    );
-  }
+  let view = headerView(splitMessage(raw));
   const hasLoopMarker = ports.loopMarker.isTrusted(
     view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
   );
@@ -193,17 +188,27 @@ async function processReceipt(
   }
 
   const effects: EffectResult[] = [];
-  if (!hasLoopMarker) {
-    for (const recipient of recipients) {
-      const rule = settings.get(recipient)?.rule;
-      if (!rule || outcomes.get(recipient)?.state !== 'delivered') continue;
-      effects.push(
-        ...(await runRules(
-          { receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule },
-          ports,
-        )),
+  const withRules = hasLoopMarker
+    ? []
+    : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
+  if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
+    view = await withBodies(raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
+    if (view.parseError) {
+      ports.logger.warn(
+        { sesMessageId: receipt.sesMessageId, parseError: view.parseError },
+        'MIME parse failed; the auto-reply quotes no body',
       );
     }
+  }
+  for (const recipient of withRules) {
+    const rule = settings.get(recipient)?.rule;
+    if (!rule) continue;
+    effects.push(
+      ...(await runRules(
+        { receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule },
+        ports,
+      )),
+    );
   }
 
   const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
