@@ -306,10 +306,6 @@ export class DomainPoller {
 function mailServerUnreachable(outcome: MessageOutcome): boolean {
   if (outcome.error || outcome.recipients.length === 0) return false;
   return outcome.recipients.every(
-    (r) =>
-      r.state === 'deferred' &&
-      r.code === undefined &&
-      r.detail !== undefined &&
-      !r.detail.startsWith('being'),
+    (r) => r.state === 'deferred' && r.code === undefined && r.detail !== undefined && r.claimed !== true,
   );
 }
