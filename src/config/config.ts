@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../errors.ts';
+import { nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
 
 export type DeliveryProtocol = 'smtp' | 'lmtp';
@@ -15,6 +16,8 @@ export interface Config {
   domains: readonly string[];
   aws: AwsConfig;
   queueNameTemplate: string;
+  /** The bucket of a domain's mail, for the operator commands; the daemon follows each notification instead. */
+  bucketNameTemplate: string;
   smtp: {
     host: string;
     port: number;
@@ -121,6 +124,7 @@ export function buildConfig(env: Env): Config {
       s3ForcePathStyle: read.bool('S3_FORCE_PATH_STYLE'),
     },
     queueNameTemplate: read.queueTemplate(),
+    bucketNameTemplate: read.bucketTemplate(),
     smtp: {
       host: read.string('SMTP_HOST'),
       port: read.port('SMTP_PORT'),
@@ -181,6 +185,9 @@ export function buildConfig(env: Env): Config {
     const name = queueNameFor(config.queueNameTemplate, domain);
     if (name.length > 80)
       throw new ConfigError('QUEUE_NAME_TEMPLATE', `queue name "${name}" is over SQS's 80 characters`);
+    const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
+    if (bucket.length < 3 || bucket.length > 63)
+      throw new ConfigError('BUCKET_NAME_TEMPLATE', `bucket name "${bucket}" is not 3..63 characters`);
   }
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
     throw new ConfigError(
@@ -193,7 +200,7 @@ export function buildConfig(env: Env): Config {
 
 /** The queue name of a domain: `{domain}` is the domain with dots replaced by dashes (`example-com-queue`). */
 export function queueNameFor(template: string, domain: string): string {
-  return template.replaceAll('{domain}', domain.replaceAll('.', '-'));
+  return nameFromTemplate(template, domain);
 }
 
 class SettingReader {
@@ -279,6 +286,15 @@ class SettingReader {
     if (new Set(domains).size !== domains.length)
       throw new ConfigError('DOMAINS', 'a domain is listed twice');
     return domains;
+  }
+
+  bucketTemplate(): string {
+    const value = this.raw('BUCKET_NAME_TEMPLATE');
+    // S3 bucket names: lower-case letters, digits, dots and dashes; {domain} expands to such characters.
+    if (!/^(?:[a-z0-9.-]|\{domain\})+$/.test(value)) {
+      throw new ConfigError('BUCKET_NAME_TEMPLATE', 'may only contain a-z, 0-9, ., - and {domain}');
+    }
+    return value;
   }
 
   queueTemplate(): string {

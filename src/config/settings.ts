@@ -37,6 +37,11 @@ export const SETTINGS = {
     default: '{domain}-queue',
     help: 'SQS queue name per domain; {domain} is the domain with dots replaced by dashes.',
   },
+  BUCKET_NAME_TEMPLATE: {
+    group: 'AWS',
+    default: '{domain}-emails',
+    help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the daemon reads each mail's bucket from its notification.",
+  },
 
   SMTP_HOST: {
     group: 'Mail server',

@@ -6,6 +6,9 @@ export interface CoordinatorMetrics {
   registry: Registry;
   pollerRestarted(domain: string): void;
   pollerUp(domain: string, up: boolean): void;
+  /** A request the health or metrics server could not serve normally (bad request, handler exception, timeout). */
+  httpError(server: 'health' | 'metrics', reason: string): void;
+  mailServerUp(up: boolean): void;
   /** The main registry merged with the threads' snapshots: counters and histograms summed per label set. */
   render(threadSnapshots: readonly MetricsSnapshot[]): Promise<string>;
 }
@@ -38,6 +41,18 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
     labelNames: ['domain'] as const,
     registers: [registry],
   });
+  const httpErrors = new Counter({
+    name: 'ses_worker_http_errors_total',
+    help: 'Requests to the health and metrics servers answered with an error or dropped, by server and reason.',
+    labelNames: ['server', 'reason'] as const,
+    registers: [registry],
+  });
+  const mailServer = new Gauge({
+    name: 'ses_worker_mail_server_up',
+    help: '1 while the mail server answers (deliveries or the readiness check), else 0.',
+    registers: [registry],
+  });
+  mailServer.set(0);
   new Gauge({
     name: 'ses_worker_smtp_connections_in_use',
     help: 'Connections of the shared SMTP/LMTP pool busy with a transaction.',
@@ -66,6 +81,8 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
     registry,
     pollerRestarted: (domain) => restarts.inc({ domain }),
     pollerUp: (domain, isUp) => up.set({ domain }, isUp ? 1 : 0),
+    httpError: (server, reason) => httpErrors.inc({ server, reason }),
+    mailServerUp: (isUp) => mailServer.set(isUp ? 1 : 0),
     async render(threadSnapshots) {
       const all = [await registry.getMetricsAsJSON(), ...threadSnapshots];
       return AggregatorRegistry.aggregate(

@@ -54,7 +54,9 @@ export async function startDaemon(
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
 
   const metrics = createCoordinatorMetrics(delivery, config.smtp.maxConnections);
-  const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host);
+  const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) =>
+    metrics.mailServerUp(ok),
+  );
 
   const slots = new Map<string, DomainSlot>(
     config.domains.map((domain) => [

@@ -54,7 +54,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       'queue has no redrive policy: malformed messages will be retried until they expire instead of moving to a dead-letter queue',
     );
   }
-  if (attributes) deps.metrics.queueSize(domain, attributes.visible);
+  if (attributes) {
+    deps.metrics.queueSize(domain, attributes.visible);
+    deps.metrics.queueInFlight(domain, attributes.inFlight);
+  }
+  deps.metrics.inFlightBytes(domain, 0, config.limits.inFlightBytes);
   if (!config.rules.loopMarkerSecret && domain === config.domains[0]) {
     logger.warn(
       'LOOP_MARKER_SECRET is not set: anyone can add X-SES-Worker-Processed to a mail and so switch off rules for it',
@@ -79,7 +83,9 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     }),
     ses: createSesSender(clients.sesv2, { clock }),
     delivery: deps.delivery,
-    budget: new ByteBudget(config.limits.inFlightBytes),
+    budget: new ByteBudget(config.limits.inFlightBytes, (inUse) =>
+      deps.metrics.inFlightBytes(domain, inUse, config.limits.inFlightBytes),
+    ),
     ledger: config.tables.idempotency
       ? createDynamoLedger(clients.ddb, {
           table: config.tables.idempotency,
@@ -123,7 +129,10 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
   let sizeTimer: NodeJS.Timeout | undefined;
   const refreshSize = async () => {
     const attrs = await queue.attributes().catch(() => undefined);
-    if (attrs) deps.metrics.queueSize(domain, attrs.visible);
+    if (attrs) {
+      deps.metrics.queueSize(domain, attrs.visible);
+      deps.metrics.queueInFlight(domain, attrs.inFlight);
+    }
   };
   return {
     poller,

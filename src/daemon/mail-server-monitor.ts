@@ -24,6 +24,7 @@ export class MailServerMonitor {
     private readonly delivery: MailDelivery,
     private readonly logger: Logger,
     private readonly host: string,
+    private readonly onChange: (ok: boolean) => void = () => undefined,
   ) {}
 
   get ok(): boolean {
@@ -59,6 +60,7 @@ export class MailServerMonitor {
       );
     }
     this.okNow = ok;
+    this.onChange(ok);
   }
 
   private schedule(ms: number): void {

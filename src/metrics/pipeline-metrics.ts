@@ -2,6 +2,10 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export type ForwardRoute = 'internal' | 'ses';
 
+/** What a deployment fault was found in: the mail server's replies, a table check, or the queue's settings. */
+export type DeploymentFaultKind = 'smtp' | 'table' | 'queue';
+export type LedgerOperation = 'claim' | 'complete' | 'renew' | 'release';
+
 /** What the pipeline reports; one instance per thread, aggregated by the coordinator for /metrics. */
 export interface PipelineMetrics {
   processed(domain: string, outcome: string): void;
@@ -12,6 +16,23 @@ export interface PipelineMetrics {
   inFlight(domain: string, delta: number): void;
   queueSize(domain: string, size: number): void;
   processingSeconds(domain: string, seconds: number): void;
+  /** One per recipient per finished message, by final state (delivered, invalid, blocked, deferred). */
+  recipientOutcome(domain: string, state: string): void;
+  /** One per rule effect per finished message: kind forward|autoreply, status sent|suppressed|failed|deferred|done-before. */
+  effect(domain: string, kind: string, status: string): void;
+  /** A reply or check that says the deployment (not the mail) is wrong. */
+  deploymentFault(domain: string, kind: DeploymentFaultKind): void;
+  /** 1 while the named deployment check (e.g. `table:email-rules`, `smtp`) fails for the domain, else 0. */
+  deploymentCheck(domain: string, check: string, failing: boolean): void;
+  ledgerError(domain: string, operation: LedgerOperation): void;
+  heartbeatFailed(domain: string): void;
+  deleteFailed(domain: string, count: number): void;
+  /** A mail-controlled size went past its bound (`header-fields`, `dsn-ids`, ...); the feature was skipped. */
+  mailLimitHit(domain: string, limit: string): void;
+  /** Bytes of mail held by the domain's byte budget right now, and the budget itself. */
+  inFlightBytes(domain: string, bytes: number, limit: number): void;
+  /** ApproximateNumberOfMessagesNotVisible of the domain queue, refreshed with queueSize. */
+  queueInFlight(domain: string, size: number): void;
   readonly registry: Registry;
 }
 
@@ -69,6 +90,72 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [registry],
   });
+  const recipients = new Counter({
+    name: 'ses_worker_recipients_total',
+    help: 'Recipients of finished messages, by final state.',
+    labelNames: ['domain', 'state'] as const,
+    registers: [registry],
+  });
+  const effects = new Counter({
+    name: 'ses_worker_effects_total',
+    help: 'Rule effects (forwards, auto-replies) of finished messages, by kind and status.',
+    labelNames: ['domain', 'kind', 'status'] as const,
+    registers: [registry],
+  });
+  const deploymentFaults = new Counter({
+    name: 'ses_worker_deployment_faults_total',
+    help: 'Replies or checks showing the deployment is wrong (mail retried, not ended), by kind.',
+    labelNames: ['domain', 'kind'] as const,
+    registers: [registry],
+  });
+  const deploymentChecks = new Gauge({
+    name: 'ses_worker_deployment_check_failed',
+    help: '1 while a deployment check (table, queue, mail server replies) fails for the domain.',
+    labelNames: ['domain', 'check'] as const,
+    registers: [registry],
+  });
+  const ledgerErrors = new Counter({
+    name: 'ses_worker_ledger_errors_total',
+    help: 'Failed writes to the idempotency ledger, by operation.',
+    labelNames: ['domain', 'operation'] as const,
+    registers: [registry],
+  });
+  const heartbeatFailures = new Counter({
+    name: 'ses_worker_visibility_heartbeat_failures_total',
+    help: 'Visibility heartbeats (ChangeMessageVisibility) that failed.',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const deleteFailures = new Counter({
+    name: 'ses_worker_sqs_delete_failures_total',
+    help: 'Finished messages SQS did not delete (they reappear; the ledger or S3 metadata recognises them).',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const mailLimits = new Counter({
+    name: 'ses_worker_mail_limits_total',
+    help: 'Mail-controlled sizes past their bound (the mail is delivered, the feature needing the parse skipped).',
+    labelNames: ['domain', 'limit'] as const,
+    registers: [registry],
+  });
+  const inFlightBytes = new Gauge({
+    name: 'ses_worker_in_flight_bytes',
+    help: 'Bytes of mail held in memory by the domain (IN_FLIGHT_BYTES budget).',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const inFlightBytesLimit = new Gauge({
+    name: 'ses_worker_in_flight_bytes_limit',
+    help: 'The per-domain budget of mail bytes in memory (IN_FLIGHT_BYTES).',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const queueInFlight = new Gauge({
+    name: 'ses_worker_queue_in_flight',
+    help: 'ApproximateNumberOfMessagesNotVisible of the domain queue, refreshed periodically.',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
   return {
     registry,
     processed: (domain, outcome) => processed.inc({ domain, outcome }),
@@ -79,5 +166,18 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     inFlight: (domain, delta) => inFlight.inc({ domain }, delta),
     queueSize: (domain, size) => queueSize.set({ domain }, size),
     processingSeconds: (domain, seconds) => processing.observe({ domain }, seconds),
+    recipientOutcome: (domain, state) => recipients.inc({ domain, state }),
+    effect: (domain, kind, status) => effects.inc({ domain, kind, status }),
+    deploymentFault: (domain, kind) => deploymentFaults.inc({ domain, kind }),
+    deploymentCheck: (domain, check, failing) => deploymentChecks.set({ domain, check }, failing ? 1 : 0),
+    ledgerError: (domain, operation) => ledgerErrors.inc({ domain, operation }),
+    heartbeatFailed: (domain) => heartbeatFailures.inc({ domain }),
+    deleteFailed: (domain, count) => deleteFailures.inc({ domain }, count),
+    mailLimitHit: (domain, limit) => mailLimits.inc({ domain, limit }),
+    inFlightBytes: (domain, bytes, limit) => {
+      inFlightBytes.set({ domain }, bytes);
+      inFlightBytesLimit.set({ domain }, limit);
+    },
+    queueInFlight: (domain, size) => queueInFlight.set({ domain }, size),
   };
 }

@@ -9,7 +9,11 @@ export class ByteBudget {
   private used = 0;
   private readonly waiters: Array<{ bytes: number; resolve: () => void; reject: (e: unknown) => void }> = [];
 
-  constructor(readonly capacity: number) {}
+  /** `onChange` sees the bytes in use after every change (the in-flight bytes gauge). */
+  constructor(
+    readonly capacity: number,
+    private readonly onChange: (inUse: number) => void = () => undefined,
+  ) {}
 
   get inUse(): number {
     return this.used;
@@ -20,6 +24,7 @@ export class ByteBudget {
     const amount = sanitize(bytes);
     if (!this.fits(amount) || this.waiters.length > 0) return undefined;
     this.used += amount;
+    this.onChange(this.used);
     return this.releaser(amount);
   }
 
@@ -29,6 +34,7 @@ export class ByteBudget {
     if (signal?.aborted) throw shuttingDown();
     if (this.fits(amount) && this.waiters.length === 0) {
       this.used += amount;
+      this.onChange(this.used);
       return this.releaser(amount);
     }
     await new Promise<void>((resolve, reject) => {
@@ -64,6 +70,7 @@ export class ByteBudget {
       released = true;
       this.used -= amount;
       this.drain();
+      this.onChange(this.used);
     };
   }
 
@@ -72,6 +79,7 @@ export class ByteBudget {
     while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) {
       const next = this.waiters.shift()!;
       this.used += next.bytes;
+      this.onChange(this.used);
       next.resolve();
     }
   }

@@ -32,6 +32,7 @@ import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-s
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { buildApp, type BuildAppOptions } from 'fauxqs';
+import { TABLES } from '../../src/aws/resources.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -738,14 +739,10 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
 // DynamoDB tables
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** Hash key attribute (type S) of each table. */
-const TABLE_KEYS: Readonly<Record<keyof TableNames, string>> = {
-  rules: 'email_address',
-  blocklist: 'email_address',
-  outbound: 'MessageId',
-  oooState: 'pk',
-  idempotency: 'pk',
-};
+/** Hash key attribute (type S) of each table, as the daemon expects it (src/aws/resources.ts). */
+const TABLE_KEYS: Readonly<Record<keyof TableNames, string>> = Object.fromEntries(
+  TABLES.map((t) => [t.role, t.partitionKey]),
+) as Record<keyof TableNames, string>;
 
 /**
  * Creates the daemon's tables (PAY_PER_REQUEST, single string hash key each) and waits until they are ACTIVE.
