@@ -705,7 +705,10 @@ describe('never lose, never duplicate', () => {
         // before the retry visibility did); without one the race is never set up and the test proves nothing.
         const isRetryVisibility = (r: ProxiedRequest) =>
           r.operation === 'ChangeMessageVisibility' && /"VisibilityTimeout":30[,}]/.test(r.body ?? '');
-        assert.ok(lateHeartbeat.hits > 0, 'no heartbeat was sent while the delayed DATA was in progress');
+        assert.ok(
+          lateHeartbeat.hits > 0,
+          'no heartbeat met the delay rule while the delayed DATA was in progress',
+        );
         await waitUntil(
           () => sqs.count('ChangeMessageVisibility', isRetryVisibility) > 0,
           10_000,
