@@ -685,9 +685,9 @@ describe('never lose, never duplicate', () => {
         const to = `user@${domain}`;
         // Visibility 9 s: the heartbeat renews it every 3 s. The proxy holds every heartbeat for 3.5 s (a slow SQS
         // call): each still lands well inside the 9 s, so the message never becomes visible while it is processed,
-        // but the last one before processing ends always lands after settle() set the retry visibility (30 s) —
-        // and then hides the message for 9 s only. The mail server takes 3.5 s to answer DATA with a 451, so at
-        // least one heartbeat fires.
+        // but the last one before processing ends is still on its way then: unless settle() waits for it, it lands
+        // after the retry visibility (30 s) and hides the message for 9 s only. The mail server takes 3.5 s to answer
+        // DATA with a 451, so at least one heartbeat fires.
         const { rig, stack, sqs } = await faultRig(t, domain, {
           proxies: ['sqs'],
           queue: { visibilityTimeout: 9 },
@@ -729,10 +729,8 @@ describe('never lose, never duplicate', () => {
             `(${receives.map((l) => `#${String(l.receiveCount)}`).join(', ')})`,
         );
         rig.mailbox.setDataReply(to, undefined);
-        // Fix: src/poller/domain-poller.ts heartbeat() must remember its in-flight changeVisibility promise and the
-        // function it returns must clear the timer AND await that promise; handle() awaits it (finally block) before
-        // settle() sends the retry visibility. Today an older heartbeat can land last and reset the visibility to the
-        // queue's timeout: retries come back early and burn receives towards MAX_RECEIVES / the DLQ.
+        // A heartbeat landing last would reset the visibility to the queue's timeout: retries would come back early
+        // and burn receives towards MAX_RECEIVES / the DLQ.
         assert.equal(receives.length, 1, 'the message came back long before its 30 s retry visibility');
       });
 
@@ -768,10 +766,8 @@ describe('never lose, never duplicate', () => {
         report(t, `a claim with 5 s of lease left delayed the delivery by ${delayMs} ms`);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         assert.equal(copies(rig.mailbox, 'lease'), 1);
-        // Fix: src/poller/domain-poller.ts settle(): when every deferral of the outcome is a live claim of another
-        // worker ("busy"), make the message visible again after the lease (the queue's visibility timeout), not after
-        // retrySchedule[receiveCount - 1] (30, 60, ... s).
-        // Fixed: back after lease + 1 = 6 s (plus receive latency); today: after the retry schedule's 30 s.
+        // A message held up only by live claims comes back after the lease (+ 1 s, plus receive latency), not after
+        // the retry schedule's 30 s: the bound sits between the two. (A timer is the behaviour under test here.)
         assert.ok(delayMs < 20_000, `delivered after ${delayMs} ms; the lease had 5 s left`);
       });
 
@@ -791,17 +787,16 @@ describe('never lose, never duplicate', () => {
         ddb.clear(rule);
         assert.ok(rule.hits > 0, "the throttle on the delivery's complete() never fired");
         assert.equal(copies(rig.mailbox, 'complete'), 1, 'delivered once in the first receive');
-        // Today the first receive ends as `retry` (complete() threw), the claim expires after the 5 s lease and the
-        // second receive (30 s later) delivers again. Wait for that second receive if there is one.
+        // Were the failed complete() turned into a retry, the claim would expire after the 5 s lease and the second
+        // receive (30 s later) would deliver again: wait for that second receive if there is one.
         if (first.disposition === 'retry') await nthOutcome(rig, id, 2);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         report(
           t,
           `first receive: ${first.disposition} (${String(first.reason)}); copies delivered: ${copies(rig.mailbox, 'complete')}`,
         );
-        // Fix: src/pipeline/process-message.ts deliver(): once the mail server accepted the mail, a failing
-        // ledger.complete(key) must not turn the recipient into a throw/retry — retry complete() with backoff and, if
-        // it still fails, log it and report the recipient delivered (the SQS delete is then what prevents a repeat).
+        // Once the mail server accepted the mail, a failing complete() is retried and logged, and the recipient stays
+        // delivered: the SQS delete is then what prevents a repeat.
         assert.equal(copies(rig.mailbox, 'complete'), 1, 'the mail was delivered again');
       });
 
@@ -851,9 +846,8 @@ describe('never lose, never duplicate', () => {
           ['autoreply', 'forward'],
           'precondition: both effects ran in the first receive',
         );
-        // Fix: src/pipeline/rules.ts forward() and autoReply(): only send() belongs in the try whose catch releases
-        // the claims; after a successful send, ledger.complete(key) failing must be retried/logged and the effect
-        // reported `sent` — never released (which lets the next receive claim it again and send a second copy).
+        // After a successful send, a failing complete() must leave the effect `sent`, never released (which would let
+        // the next receive claim it again and send a second copy).
         assert.equal(forwards.length, 1, 'the forward was sent more than once');
         assert.equal(replies.length, 1, 'the auto-reply was sent more than once');
       });
