@@ -29,7 +29,7 @@ export interface PipelineMetrics {
   deleteFailed(domain: string, count: number): void;
   /** A mail-controlled size went past its bound (`header-fields`, `dsn-ids`, ...); the feature was skipped. */
   mailLimitHit(domain: string, limit: string): void;
-  /** Bytes of mail held by the domain's byte budget right now, and the budget itself. */
+  /** Bytes of mail held by the domain's byte budget right now (and their high-water mark), and the budget itself. */
   inFlightBytes(domain: string, bytes: number, limit: number): void;
   /** ApproximateNumberOfMessagesNotVisible of the domain queue, refreshed with queueSize. */
   queueInFlight(domain: string, size: number): void;
@@ -144,6 +144,15 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     labelNames: ['domain'] as const,
     registers: [registry],
   });
+  // A scrape every 15 s misses short peaks; the high-water mark shows whether the budget ever held more than it
+  // should (and how close a domain gets to IN_FLIGHT_BYTES) without sampling.
+  const inFlightBytesPeak = new Gauge({
+    name: 'ses_worker_in_flight_bytes_peak',
+    help: 'Highest ses_worker_in_flight_bytes since the poller thread started.',
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const peakBytes = new Map<string, number>();
   const inFlightBytesLimit = new Gauge({
     name: 'ses_worker_in_flight_bytes_limit',
     help: 'The per-domain budget of mail bytes in memory (IN_FLIGHT_BYTES).',
@@ -177,6 +186,9 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     inFlightBytes: (domain, bytes, limit) => {
       inFlightBytes.set({ domain }, bytes);
       inFlightBytesLimit.set({ domain }, limit);
+      const peak = Math.max(peakBytes.get(domain) ?? 0, bytes);
+      peakBytes.set(domain, peak);
+      inFlightBytesPeak.set({ domain }, peak);
     },
     queueInFlight: (domain, size) => queueInFlight.set({ domain }, size),
   };

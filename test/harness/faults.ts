@@ -47,6 +47,8 @@ export interface ProxiedRequest {
   at: number;
   /** The request body, for JSON protocols only (small; S3 bodies are streamed, never buffered). */
   body?: string;
+  /** HTTP status answered (the upstream's or the injected fault's); unset until the answer's head was sent. */
+  status?: number;
 }
 
 /** An AWS error the proxy answers with. */
@@ -137,6 +139,7 @@ function xmlEscape(text: string): string {
 
 function writeFault(res: http.ServerResponse, request: ProxiedRequest, fault: AwsFault): void {
   const requestId = randomUUID();
+  request.status = fault.status;
   const message = fault.message ?? `Injected ${fault.code} by the test fault proxy`;
   if (request.protocol === 'json') {
     // awsJson1_0 (DynamoDB, SQS): the SDK takes the error name from `__type` after the `#`.
@@ -176,7 +179,12 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const requests: ProxiedRequest[] = [];
   const rules: FaultRule[] = [];
 
-  function passOn(req: http.IncomingMessage, res: http.ServerResponse, body: Buffer | undefined): void {
+  function passOn(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    request: ProxiedRequest,
+    body: Buffer | undefined,
+  ): void {
     const headers: http.OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(req.headers)) {
       if (!HOP_BY_HOP.has(name) && value !== undefined) headers[name] = value;
@@ -195,7 +203,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         if (upstreamRes.headers['transfer-encoding'] !== undefined) {
           resHeaders['transfer-encoding'] = upstreamRes.headers['transfer-encoding'];
         }
-        res.writeHead(upstreamRes.statusCode ?? 502, resHeaders);
+        request.status = upstreamRes.statusCode ?? 502;
+        res.writeHead(request.status, resHeaders);
         upstreamRes.pipe(res);
         upstreamRes.once('error', () => res.destroy());
       },
@@ -203,6 +212,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     upstreamReq.once('error', () => {
       if (res.headersSent) res.destroy();
       else {
+        request.status = 502;
         res.writeHead(502, { 'content-type': 'text/plain' });
         res.end('fault proxy: upstream unreachable');
       }
@@ -224,14 +234,14 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     requests.push(request);
     const rule = rules.find((r) => r.remaining > 0 && r.match(request));
     if (!rule) {
-      passOn(req, res, body);
+      passOn(req, res, request, body);
       return;
     }
     rule.remaining -= 1;
     rule.hits += 1;
     const fault = rule.fault;
     if (fault === undefined) {
-      setTimeout(() => passOn(req, res, body), rule.delayMs ?? 0);
+      setTimeout(() => passOn(req, res, request, body), rule.delayMs ?? 0);
       return;
     }
     if (body !== undefined) writeFault(res, request, fault);
@@ -382,14 +392,55 @@ export function tally(
   return { missing, duplicated, extraCopies: duplicated.reduce((sum, [, n]) => sum + n - 1, 0) };
 }
 
+interface LargeMailInput {
+  domain: string;
+  raw: Buffer;
+  recipients: string[];
+  source: string;
+  messageId?: string;
+}
+
+interface LargeMailPut {
+  messageId: string;
+  bucket: string;
+  key: string;
+  queueUrl: string;
+}
+
 /**
  * `putMail` for mails over fauxqs's 11 MiB request body limit (SES stores up to 40 MB): the object is uploaded in
  * 8 MiB multipart parts, then the same SNS-wrapped S3 notification is enqueued. Returns the SES message id.
  */
 export async function putLargeMail(
   stack: { s3: S3Client; sqs: SQSClient },
-  input: { domain: string; raw: Buffer; recipients: string[]; source: string; messageId?: string },
-): Promise<{ messageId: string; bucket: string; key: string; queueUrl: string }> {
+  input: LargeMailInput,
+): Promise<LargeMailPut> {
+  const [put] = await putLargeMails(stack, [input]);
+  if (!put) throw new Error('putLargeMail: nothing was put');
+  return put;
+}
+
+/**
+ * Several large mails, all uploaded before the first notification is sent: the worker then sees them arrive
+ * together, whatever the uploads took, so tests of concurrent large mails do not depend on upload timing.
+ */
+export async function putLargeMails(
+  stack: { s3: S3Client; sqs: SQSClient },
+  inputs: readonly LargeMailInput[],
+): Promise<LargeMailPut[]> {
+  const uploaded = await Promise.all(inputs.map((input) => uploadLargeMail(stack, input)));
+  await Promise.all(
+    uploaded.map(({ put, notification }) =>
+      stack.sqs.send(new SendMessageCommand({ QueueUrl: put.queueUrl, MessageBody: notification })),
+    ),
+  );
+  return uploaded.map(({ put }) => put);
+}
+
+async function uploadLargeMail(
+  stack: { s3: S3Client; sqs: SQSClient },
+  input: LargeMailInput,
+): Promise<{ put: LargeMailPut; notification: string }> {
   const messageId = input.messageId ?? sesMessageId();
   const bucket = `${input.domain.toLowerCase().replaceAll('.', '-')}-emails`;
   const key = messageId;
@@ -431,10 +482,10 @@ export async function putLargeMail(
     bucket,
     key,
   });
-  await stack.sqs.send(
-    new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: snsEnvelope(JSON.stringify(notification)) }),
-  );
-  return { messageId, bucket, key, queueUrl };
+  return {
+    put: { messageId, bucket, key, queueUrl },
+    notification: snsEnvelope(JSON.stringify(notification)),
+  };
 }
 
 /**

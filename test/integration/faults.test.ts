@@ -32,6 +32,7 @@ import {
   DDB_THROUGHPUT_EXCEEDED,
   outcomeLines,
   putLargeMail,
+  putLargeMails,
   rawMail,
   S3_INTERNAL_ERROR,
   S3_SLOW_DOWN,
@@ -39,6 +40,7 @@ import {
   startFaultProxy,
   tally,
   type FaultProxy,
+  type ProxiedRequest,
 } from '../harness/faults.ts';
 import { killAllDaemons, spawnDaemon } from '../harness/daemon-process.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
@@ -145,7 +147,9 @@ describe('never lose, never duplicate', () => {
       await stack?.stop();
     });
 
-    it('6a. a 40 MB mail is delivered byte for byte; peak RSS grows by at most 8x its size', async (t) => {
+    // Peak RSS (the 8x target) and the delivery time are measured in bench/large-mail.bench.ts (BENCHMARKS.md), not
+    // limited here: they depend on the machine and its load, which a test must not.
+    it('6a. a 40 MB mail is delivered byte for byte, once', async (t) => {
       const domain = 'big.test';
       const to = `user@${domain}`;
       const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 30 });
@@ -153,70 +157,53 @@ describe('never lose, never duplicate', () => {
       t.after(() => sink.stop());
       const daemon = await spawnDaemon({ domains: [domain], env: daemonEnv(stack, domain, sink) });
       t.after(() => daemon.stop());
-      // Warm-up: the first mail loads the SDK paths, mailparser, nodemailer; that is not the mail's cost.
-      await put(stack, domain, 'warm-up', to);
-      await sink.waitFor(1, 20_000);
-      const before = daemon.peakRss();
 
       const raw = bigMail('big-40', to, 40 * MiB - 64 * 1024);
       await putLargeMail(stack, { domain, raw, recipients: [to], source: SOURCE });
-      const started = Date.now();
       await waitUntil(() => copies(sink, 'big-40') > 0, 90_000, 'the 40 MB mail', 50);
-      const deliverMs = Date.now() - started;
-      const growth = daemon.peakRss() - before;
-      const ratio = growth / raw.length;
-      report(
-        t,
-        `mail ${(raw.length / MiB).toFixed(1)} MiB: peak RSS ${(before / MiB).toFixed(0)} -> ` +
-          `${((before + growth) / MiB).toFixed(0)} MiB, growth ${(growth / MiB).toFixed(0)} MiB = ${ratio.toFixed(2)}x; ` +
-          `notification to delivered ${deliverMs} ms`,
-      );
       const delivered = sink.messages.find((m) => seqOf(m.raw) === 'big-40');
       assert.ok(delivered);
       assert.equal(sha(withoutVerdicts(delivered.raw)), sha(raw), 'delivered bytes differ');
-      assert.ok(ratio <= 8, `peak RSS grew by ${ratio.toFixed(2)}x the mail size`);
       await waitUntil(() => drained(stack, queueUrl), 20_000, 'queue drained', 100);
       assert.equal(copies(sink, 'big-40'), 1);
     });
 
-    it('6b. three 20 MB mails with IN_FLIGHT_BYTES=45MB are never all in flight at once', async (t) => {
+    it('6b. three 20 MB mails with IN_FLIGHT_BYTES=45MB: the budget never holds more than 45 MB', async (t) => {
       const domain = 'budget.test';
       const to = `user@${domain}`;
+      const limit = 45 * MiB;
       const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 30 });
       const sink = await startSmtpSink({ size: 64 * MiB });
       t.after(() => sink.stop());
       const daemon = await spawnDaemon({
         domains: [domain],
-        env: daemonEnv(stack, domain, sink, { IN_FLIGHT_BYTES: String(45 * MiB) }),
+        env: daemonEnv(stack, domain, sink, { IN_FLIGHT_BYTES: String(limit) }),
       });
       t.after(() => daemon.stop());
-      await put(stack, domain, 'warm-up', to);
-      await sink.waitFor(1, 20_000);
-      const before = daemon.peakRss();
 
-      // Every DATA takes 2.5 s: two mails (40 MB) fit the budget and are delivered together; the third can only
-      // be fetched once one of them released its share, so it arrives at least one DATA delay later.
-      const delayMs = 2_500;
-      sink.setDataDelay(delayMs);
+      // Every DATA takes 2.5 s and all three notifications are sent together, after the uploads: without the budget
+      // all three mails (60 MB) would be held at once while their DATA waits.
+      sink.setDataDelay(2_500);
       const seqs = ['b20-1', 'b20-2', 'b20-3'];
       const raws = seqs.map((seq) => bigMail(seq, to, 20 * MiB));
-      await Promise.all(
-        raws.map((raw) => putLargeMail(stack, { domain, raw, recipients: [to], source: SOURCE })),
+      await putLargeMails(
+        stack,
+        raws.map((raw) => ({ domain, raw, recipients: [to], source: SOURCE })),
       );
       await waitUntil(() => seqs.every((s) => copies(sink, s) > 0), 60_000, 'three 20 MB mails', 50);
-      const times = sink.messages
-        .filter((m) => seqs.includes(seqOf(m.raw) ?? ''))
-        .map((m) => m.receivedAt)
-        .sort((a, b) => a - b);
-      const spread = (times[2] ?? 0) - (times[0] ?? 0);
-      const growth = daemon.peakRss() - before;
-      report(
-        t,
-        `arrival spread first->third ${spread} ms (DATA delay ${delayMs} ms); peak RSS growth ` +
-          `${(growth / MiB).toFixed(0)} MiB = ${(growth / (20 * MiB)).toFixed(2)}x one mail`,
-      );
-      assert.ok(spread >= delayMs * 0.8, `all three were in flight together (spread ${spread} ms)`);
       await waitUntil(() => drained(stack, queueUrl), 30_000, 'queue drained', 100);
+      const metrics = await daemon.metrics();
+      const gauge = (name: string) =>
+        Number(new RegExp(`^${name}\\{domain="budget\\.test"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+      const peak = gauge('ses_worker_in_flight_bytes_peak');
+      report(t, `in-flight bytes peaked at ${(peak / MiB).toFixed(1)} MiB (limit ${limit / MiB} MiB)`);
+      assert.equal(gauge('ses_worker_in_flight_bytes_limit'), limit);
+      // Two mails fit together, so the budget was contended (not just three mails arriving one by one) ...
+      const oneMail = raws[0]?.length ?? 0;
+      assert.ok(peak >= 2 * oneMail, `at most one mail was ever held (peak ${peak} bytes)`);
+      // ... and the third had to wait for room.
+      assert.ok(peak <= limit, `the budget held ${peak} bytes, over its ${limit}`);
+      assert.equal(gauge('ses_worker_in_flight_bytes'), 0, 'every share was given back');
       for (const [i, seq] of seqs.entries()) {
         assert.equal(copies(sink, seq), 1, seq);
         const m = sink.messages.find((x) => seqOf(x.raw) === seq);
@@ -239,7 +226,7 @@ describe('never lose, never duplicate', () => {
         await stack?.stop();
       });
 
-      it('1. kill -9 in the middle of 200 messages, restart: none missing, duplicates <= 2 % (reported)', async (t) => {
+      it('1. kill -9 in the middle of 200 messages, restart: none missing, duplicates <= 2 %', async (t) => {
         const domain = 'kill.test';
         const to = `user@${domain}`;
         // Short visibility: the restarted daemon sees the killed one's unfinished messages after 3 s. The ledger lease
@@ -259,7 +246,13 @@ describe('never lose, never duplicate', () => {
         const first = await spawnDaemon({ domains: [domain], env });
         await sink.waitFor(50, 30_000);
         await first.kill9();
-        const atKill = sink.messages.length;
+        const deliveredAtKill = new Set(countBySeq(sink.messages).keys());
+        const messagesAtKill = sink.messages.length;
+        // Precondition: the kill landed mid-run, so the restart has work left that only it can do.
+        assert.ok(
+          deliveredAtKill.size > 0 && deliveredAtKill.size < seqs.length,
+          `the kill did not land mid-run: ${deliveredAtKill.size}/${seqs.length} delivered by then`,
+        );
         const killedAt = Date.now();
         // Restart at once: a message whose claim the killed process left INPROGRESS comes back after the claim
         // lease (the queue's visibility timeout), not after the longer retry schedule.
@@ -276,11 +269,25 @@ describe('never lose, never duplicate', () => {
         const result = tally(seqs, countBySeq(sink.messages));
         report(
           t,
-          `killed after ${atKill} deliveries; after restart: missing ${result.missing.length}, duplicates ` +
+          `killed after ${deliveredAtKill.size} deliveries; after restart: missing ${result.missing.length}, duplicates ` +
             `${result.extraCopies}/${seqs.length} (${((100 * result.extraCopies) / seqs.length).toFixed(1)} %) ` +
             `${JSON.stringify(result.duplicated)}; kill to drained ${Date.now() - killedAt} ms`,
         );
         assert.deepEqual(result.missing, []);
+        // The rest came from the restarted daemon: the first one was dead, so everything the sink accepted after the
+        // kill is the second one's, and it covers every mail missing at the kill.
+        const afterKill = countBySeq(sink.messages.slice(messagesAtKill));
+        const rest = seqs.filter((seq) => !deliveredAtKill.has(seq));
+        assert.deepEqual(
+          rest.filter((seq) => !afterKill.has(seq)),
+          [],
+          'mails missing at the kill that the restart did not deliver',
+        );
+        const deliveredBySecond = outcomeLines(second.logs).filter((l) => l.status === 'delivered');
+        assert.ok(
+          deliveredBySecond.length >= rest.length,
+          `the restarted daemon logged ${deliveredBySecond.length} delivered outcomes for ${rest.length} mails`,
+        );
         assert.ok(
           result.extraCopies <= seqs.length * 0.02,
           `${result.extraCopies} duplicates: over 2 % of the batch`,
@@ -317,17 +324,29 @@ describe('never lose, never duplicate', () => {
         );
         await waitUntil(() => drained(stack, queueUrl), 60_000, 'queue drained', 200);
         const result = tally(seqs, countBySeq(sink.messages));
+        const outcomes = [...outcomeLines(a.logs), ...outcomeLines(b.logs)];
         const byA = outcomeLines(a.logs).filter((l) => l.status === 'delivered').length;
         const byB = outcomeLines(b.logs).filter((l) => l.status === 'delivered').length;
-        const busy = [...a.logs, ...b.logs].filter((l) =>
+        const busy = outcomes.filter((l) =>
           (l.recipients ?? []).some((r) => r.detail === 'being delivered by another worker'),
         ).length;
+        // Each duplicated notification is its own SQS message (own SQS id) carrying the same SES id.
+        const sqsIdsOf = (sesId: string) =>
+          new Set(outcomes.filter((l) => l.sesMessageId === sesId).map((l) => l.sqsMessageId)).size;
+        const duplicatedNotReceived = puts
+          .slice(0, 20)
+          .filter((p) => sqsIdsOf(p.messageId) < 2)
+          .map((p) => p.messageId);
         report(
           t,
           `delivered outcomes: daemon A ${byA}, daemon B ${byB} (${byA + byB - seqs.length} answered by the ledger ` +
             `without a new delivery); deferred as "being delivered by another worker": ${busy}; ` +
             `missing ${result.missing.length}; duplicates ${result.extraCopies}`,
         );
+        // Preconditions: both replicas consumed, and both copies of every duplicated notification were received, so
+        // "each once" below is the ledger's doing and not one replica doing everything or a copy never read.
+        assert.ok(byA > 0 && byB > 0, `one replica did all the work (A ${byA}, B ${byB})`);
+        assert.deepEqual(duplicatedNotReceived, [], 'duplicated notifications received only once');
         assert.deepEqual(result.missing, []);
         assert.deepEqual(result.duplicated, []);
       });
@@ -477,18 +496,24 @@ describe('never lose, never duplicate', () => {
           (r) => r.operation === 'GetObject' && r.path.endsWith(`/${slow}`),
           S3_SLOW_DOWN,
         );
-        s3.fail((r) => r.operation === 'GetObject' && r.path.endsWith(`/${flaky}`), S3_INTERNAL_ERROR, 2);
+        const flakyRule = s3.fail(
+          (r) => r.operation === 'GetObject' && r.path.endsWith(`/${flaky}`),
+          S3_INTERNAL_ERROR,
+          2,
+        );
         const slowPut = await put(stack, domain, 's3-slow', to, undefined, slow);
         await put(stack, domain, 's3-flaky', to, undefined, flaky);
 
         // Two 500s are absorbed by the retries inside one receive.
         const flakyOutcome = await nthOutcome(rig, flaky, 1);
+        assert.equal(flakyRule.hits, 2, 'both injected 500s were answered');
         assert.equal(flakyOutcome.status, 'delivered');
         assert.equal(flakyOutcome.receiveCount, 1);
 
         // SlowDown on every attempt: retried, then given up for this receive as temporary — the message stays.
         const deferred = await nthOutcome(rig, slow, 1);
         const attempts = s3.count('GetObject', (r) => r.path.endsWith(`/${slow}`));
+        assert.equal(slowRule.hits, attempts, 'every GetObject of the first receive got SlowDown');
         assert.equal(deferred.disposition, 'retry');
         assert.equal(deferred.status, 'deferred');
         assert.match(String(deferred.reason), /GetObject|reduce your request rate|SlowDown/);
@@ -519,9 +544,10 @@ describe('never lose, never duplicate', () => {
         const { rig, stack, s3 } = await faultRig(t, domain, { proxies: ['s3'], env: { MAX_RECEIVES: '1' } });
         assert.ok(s3);
         const id = sesMessageId();
-        s3.fail((r) => r.operation === 'GetObject' && r.path.endsWith(`/${id}`), S3_SLOW_DOWN);
+        const rule = s3.fail((r) => r.operation === 'GetObject' && r.path.endsWith(`/${id}`), S3_SLOW_DOWN);
         const p = await put(stack, domain, 'maxrecv', to, undefined, id);
         const outcome = await nthOutcome(rig, id, 1);
+        assert.ok(rule.hits > 0, 'the SlowDown rule never fired');
         assert.equal(outcome.disposition, 'retry');
         await waitUntil(
           async () => {
@@ -558,6 +584,8 @@ describe('never lose, never duplicate', () => {
           nthOutcome(rig, rulesPut.messageId, 1),
           nthOutcome(rig, claimId, 1),
         ]);
+        assert.ok(rulesRule.hits > 0, 'the BatchGetItem throttle never fired');
+        assert.ok(claimRule.hits > 0, 'the claim PutItem throttle never fired');
         for (const outcome of [rulesFirst, claimFirst]) {
           assert.equal(outcome.disposition, 'retry');
           assert.equal(outcome.status, 'deferred');
@@ -592,11 +620,13 @@ describe('never lose, never duplicate', () => {
         stack.ses.failNext(1000, { status: 429, code: 'TooManyRequestsException' });
         const p = await put(stack, domain, 'ses-throttled', to);
         const first = await nthOutcome(rig, p.messageId, 1);
+        const throttledAttempts = stack.ses.sendAttempts;
+        assert.ok(throttledAttempts > 0, 'no SendEmail attempt met the injected 429s');
+        assert.equal(stack.ses.sent.length, 0, 'a send got past the injected 429s');
         assert.equal(first.disposition, 'retry');
         assert.equal(first.recipients?.[0]?.state, 'delivered');
         assert.equal(first.effects?.[0]?.kind, 'forward');
         assert.equal(first.effects?.[0]?.status, 'deferred');
-        const throttledAttempts = stack.ses.sendAttempts;
         stack.ses.clear();
 
         const second = await nthOutcome(rig, p.messageId, 2);
@@ -617,8 +647,17 @@ describe('never lose, never duplicate', () => {
         const domain = 'heartbeat.test';
         const to = `user@${domain}`;
         // Visibility 4 s, DATA takes 9 s: only the heartbeat (every 1.3 s) keeps the other poller from receiving it.
-        const { rig, stack } = await faultRig(t, domain, { queue: { visibilityTimeout: 4 } });
-        const other = await startRig({ stack, domains: [domain] });
+        // The SQS proxy (both rigs go through it) only counts, no rule: it shows the heartbeat ran during the delivery.
+        const { rig, stack, sqs } = await faultRig(t, domain, {
+          proxies: ['sqs'],
+          queue: { visibilityTimeout: 4 },
+        });
+        assert.ok(sqs);
+        const other = await startRig({
+          stack,
+          domains: [domain],
+          env: { AWS_ENDPOINT_URL_SQS: sqs.endpoint },
+        });
         t.after(() => other.stop());
         rig.mailbox.setDataDelay(9_000);
         other.mailbox.setDataDelay(9_000);
@@ -627,7 +666,16 @@ describe('never lose, never duplicate', () => {
         await waitUntil(() => total() > 0, 30_000, 'the slow delivery', 50);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         const receives = rig.outcomes(p.messageId).length + other.outcomes(p.messageId).length;
-        report(t, `9 s delivery with 4 s visibility: ${receives} receive(s), ${total()} copy`);
+        const heartbeats = sqs.count('ChangeMessageVisibility', (r) =>
+          /"VisibilityTimeout":4[,}]/.test(r.body ?? ''),
+        );
+        report(
+          t,
+          `9 s delivery with 4 s visibility: ${heartbeats} heartbeat(s), ${receives} receive(s), ${total()} copy`,
+        );
+        // Precondition: a 9 s delivery spans several heartbeat periods (1.3 s); without them the single receive
+        // below would be luck (the other poller not polling at the right moment), not the heartbeat's doing.
+        assert.ok(heartbeats >= 2, `${heartbeats} heartbeat(s) during a 9 s delivery`);
         assert.equal(receives, 1, 'the message was received again while it was being delivered');
         assert.equal(total(), 1);
       });
@@ -637,15 +685,15 @@ describe('never lose, never duplicate', () => {
         const to = `user@${domain}`;
         // Visibility 9 s: the heartbeat renews it every 3 s. The proxy holds every heartbeat for 3.5 s (a slow SQS
         // call): each still lands well inside the 9 s, so the message never becomes visible while it is processed,
-        // but the last one before processing ends always lands after settle() set the retry visibility (30 s) —
-        // and then hides the message for 9 s only. The mail server takes 3.5 s to answer DATA with a 451, so at
-        // least one heartbeat fires.
+        // but the last one before processing ends is still on its way then: unless settle() waits for it, it lands
+        // after the retry visibility (30 s) and hides the message for 9 s only. The mail server takes 3.5 s to answer
+        // DATA with a 451, so at least one heartbeat fires.
         const { rig, stack, sqs } = await faultRig(t, domain, {
           proxies: ['sqs'],
           queue: { visibilityTimeout: 9 },
         });
         assert.ok(sqs);
-        sqs.delay(
+        const lateHeartbeat = sqs.delay(
           (r) => r.operation === 'ChangeMessageVisibility' && /"VisibilityTimeout":9[,}]/.test(r.body ?? ''),
           3_500,
         );
@@ -653,6 +701,24 @@ describe('never lose, never duplicate', () => {
         rig.mailbox.setDataReply(to, { code: 451, message: '4.3.0 Try again later' });
         const p = await put(stack, domain, 'hb-race', to);
         const first = await nthOutcome(rig, p.messageId, 1);
+        // Precondition: a heartbeat was held by the proxy while the message was processed (it reached the proxy
+        // before the retry visibility did); without one the race is never set up and the test proves nothing.
+        const isRetryVisibility = (r: ProxiedRequest) =>
+          r.operation === 'ChangeMessageVisibility' && /"VisibilityTimeout":30[,}]/.test(r.body ?? '');
+        assert.ok(
+          lateHeartbeat.hits > 0,
+          'no heartbeat met the delay rule while the delayed DATA was in progress',
+        );
+        await waitUntil(
+          () => sqs.count('ChangeMessageVisibility', isRetryVisibility) > 0,
+          10_000,
+          'retry visibility',
+        );
+        const retryAt = sqs.requests.find(isRetryVisibility)?.at ?? 0;
+        assert.ok(
+          sqs.requests.some((r) => lateHeartbeat.match(r) && r.at <= retryAt),
+          'no heartbeat was on its way when the retry visibility was set',
+        );
         assert.equal(first.disposition, 'retry');
         assert.equal(first.recipients?.[0]?.code, 451);
         await new Promise((resolve) => setTimeout(resolve, 16_000));
@@ -663,10 +729,8 @@ describe('never lose, never duplicate', () => {
             `(${receives.map((l) => `#${String(l.receiveCount)}`).join(', ')})`,
         );
         rig.mailbox.setDataReply(to, undefined);
-        // Fix: src/poller/domain-poller.ts heartbeat() must remember its in-flight changeVisibility promise and the
-        // function it returns must clear the timer AND await that promise; handle() awaits it (finally block) before
-        // settle() sends the retry visibility. Today an older heartbeat can land last and reset the visibility to the
-        // queue's timeout: retries come back early and burn receives towards MAX_RECEIVES / the DLQ.
+        // A heartbeat landing last would reset the visibility to the queue's timeout: retries would come back early
+        // and burn receives towards MAX_RECEIVES / the DLQ.
         assert.equal(receives.length, 1, 'the message came back long before its 30 s retry visibility');
       });
 
@@ -702,10 +766,8 @@ describe('never lose, never duplicate', () => {
         report(t, `a claim with 5 s of lease left delayed the delivery by ${delayMs} ms`);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         assert.equal(copies(rig.mailbox, 'lease'), 1);
-        // Fix: src/poller/domain-poller.ts settle(): when every deferral of the outcome is a live claim of another
-        // worker ("busy"), make the message visible again after the lease (the queue's visibility timeout), not after
-        // retrySchedule[receiveCount - 1] (30, 60, ... s).
-        // Fixed: back after lease + 1 = 6 s (plus receive latency); today: after the retry schedule's 30 s.
+        // A message held up only by live claims comes back after the lease (+ 1 s, plus receive latency), not after
+        // the retry schedule's 30 s: the bound sits between the two. (A timer is the behaviour under test here.)
         assert.ok(delayMs < 20_000, `delivered after ${delayMs} ms; the lease had 5 s left`);
       });
 
@@ -723,18 +785,18 @@ describe('never lose, never duplicate', () => {
         const p = await put(stack, domain, 'complete', to, undefined, id);
         const first = await nthOutcome(rig, id, 1);
         ddb.clear(rule);
+        assert.ok(rule.hits > 0, "the throttle on the delivery's complete() never fired");
         assert.equal(copies(rig.mailbox, 'complete'), 1, 'delivered once in the first receive');
-        // Today the first receive ends as `retry` (complete() threw), the claim expires after the 5 s lease and the
-        // second receive (30 s later) delivers again. Wait for that second receive if there is one.
+        // Were the failed complete() turned into a retry, the claim would expire after the 5 s lease and the second
+        // receive (30 s later) would deliver again: wait for that second receive if there is one.
         if (first.disposition === 'retry') await nthOutcome(rig, id, 2);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         report(
           t,
           `first receive: ${first.disposition} (${String(first.reason)}); copies delivered: ${copies(rig.mailbox, 'complete')}`,
         );
-        // Fix: src/pipeline/process-message.ts deliver(): once the mail server accepted the mail, a failing
-        // ledger.complete(key) must not turn the recipient into a throw/retry — retry complete() with backoff and, if
-        // it still fails, log it and report the recipient delivered (the SQS delete is then what prevents a repeat).
+        // Once the mail server accepted the mail, a failing complete() is retried and logged, and the recipient stays
+        // delivered: the SQS delete is then what prevents a repeat.
         assert.equal(copies(rig.mailbox, 'complete'), 1, 'the mail was delivered again');
       });
 
@@ -757,16 +819,18 @@ describe('never lose, never duplicate', () => {
         );
         const id = sesMessageId();
         // Only the effects' records: `${id}|${to}|forward:${target}` and `${id}|${to}|autoreply`, not the delivery's.
-        const rule = ddb.fail(
-          (r) =>
-            r.operation === 'UpdateItem' &&
-            ((r.body ?? '').includes(`${id}|${to}|forward:`) ||
-              (r.body ?? '').includes(`${id}|${to}|autoreply`)),
-          DDB_THROUGHPUT_EXCEEDED,
-        );
+        const completeOf = (effect: string) =>
+          ddb.fail(
+            (r) => r.operation === 'UpdateItem' && (r.body ?? '').includes(`${id}|${to}|${effect}`),
+            DDB_THROUGHPUT_EXCEEDED,
+          );
+        const forwardRule = completeOf('forward:');
+        const autoReplyRule = completeOf('autoreply');
         const p = await put(stack, domain, 'fwd-complete', to, undefined, id);
         const first = await nthOutcome(rig, id, 1);
-        ddb.clear(rule);
+        ddb.clear();
+        assert.ok(forwardRule.hits > 0, "the throttle on the forward's complete() never fired");
+        assert.ok(autoReplyRule.hits > 0, "the throttle on the auto-reply's complete() never fired");
         if (first.disposition === 'retry') await nthOutcome(rig, id, 2);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         const forwards = stack.ses.sent.filter((m) => m.destinations.includes(target));
@@ -782,9 +846,8 @@ describe('never lose, never duplicate', () => {
           ['autoreply', 'forward'],
           'precondition: both effects ran in the first receive',
         );
-        // Fix: src/pipeline/rules.ts forward() and autoReply(): only send() belongs in the try whose catch releases
-        // the claims; after a successful send, ledger.complete(key) failing must be retried/logged and the effect
-        // reported `sent` — never released (which lets the next receive claim it again and send a second copy).
+        // After a successful send, a failing complete() must leave the effect `sent`, never released (which would let
+        // the next receive claim it again and send a second copy).
         assert.equal(forwards.length, 1, 'the forward was sent more than once');
         assert.equal(replies.length, 1, 'the auto-reply was sent more than once');
       });

@@ -7,23 +7,18 @@
  *    CRLF and ends the data with CRLF — Postfix does the same to bare LF). Malformed SQS bodies end up in the DLQ.
  * 2. A seeded fuzz run (FUZZ_SEED, FUZZ_COUNT to replay or extend) of random and mutated messages through the pure
  *    stages: parse, auto-reply policy and composition, forward rewrite, DSN parsing, SES bounce detection and
- *    rewrite, header split/serialize. Nothing may throw except WorkerError HEADER_INJECTION.
+ *    rewrite, header split/serialize (test/harness/mail-fuzz.ts). Nothing may throw except WorkerError
+ *    HEADER_INJECTION, and those refusals are counted and bounded.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
-import { WorkerError } from '../../src/errors.ts';
-import { composeAutoReply } from '../../src/mail/autoreply-compose.ts';
-import { autoReplyDecision } from '../../src/mail/autoreply-policy.ts';
-import { isSesBounce, rewriteBounce } from '../../src/mail/bounce.ts';
-import { parseDsn } from '../../src/mail/dsn.ts';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { rewriteForForward } from '../../src/mail/forward.ts';
-import { isPlainAddress, serializeMessage, splitMessage } from '../../src/mail/header-block.ts';
-import type { MailView } from '../../src/mail/mail-view.ts';
-import { parseMail } from '../../src/pipeline/parse.ts';
+import { splitMessage } from '../../src/mail/header-block.ts';
 import { detectEol } from '../../src/pipeline/verdicts.ts';
 import { brokenMimeCorpus, mulberry32 } from '../fixtures/broken-mime/corpus.ts';
 import {
@@ -35,10 +30,17 @@ import {
 } from '../harness/emulators.ts';
 import { killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
 import { outcomeLines } from '../harness/faults.ts';
-import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  checkFuzzInput,
+  FUZZ_LOOP_MARKER,
+  fuzzSeeds,
+  newFuzzStats,
+  nextInput,
+} from '../harness/mail-fuzz.ts';
 import { putMail } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
 
+const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const CR = 0x0d;
 const LF = 0x0a;
 
@@ -226,18 +228,16 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
       originalRecipient: 'alice@example.com',
       domain: 'example.com',
       subjectPrefix: 'FWD: ',
-      loopMarker: LOOP,
+      loopMarker: FUZZ_LOOP_MARKER,
       messageIdDomain: 'example.com',
-      now: NOW,
+      now: new Date('2024-06-01T12:00:00Z'),
     });
     const fields = splitMessage(forwarded).fields;
-    const marker = fields.find((f) => f.name === LOOP.name);
-    // Today: our fields, then " stray first line" folds into the loop marker (which then fails a signature check:
-    // loop protection lost) and the original From/Message-ID follow as a second set: two From, two Message-ID.
-    // Fix (src/mail/header-block.ts editHeaders): when `msg.rest` is non-empty and does not start with a line
-    // ending (the scan stopped at a non-field line, not at the blank separator), emit `msg.eol` between the
-    // fields and `rest`, so `rest` stays body. The same applies to rewriteBounce (same editHeaders).
-    assert.equal(marker?.value, LOOP.value, 'the loop marker value was changed');
+    const marker = fields.find((f) => f.name === FUZZ_LOOP_MARKER.name);
+    // Without the empty line editHeaders puts before such a `rest`, " stray first line" would fold into the loop
+    // marker (which then fails a signature check: loop protection lost) and the original From/Message-ID would
+    // follow as a second set. The same applies to rewriteBounce (same editHeaders).
+    assert.equal(marker?.value, FUZZ_LOOP_MARKER.value, 'the loop marker value was changed');
     assert.equal(fields.filter((f) => f.name.toLowerCase() === 'from').length, 1, 'two From fields');
     assert.equal(
       fields.filter((f) => f.name.toLowerCase() === 'message-id').length,
@@ -246,17 +246,17 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
     );
   });
 
+  // Run time (10,000 inputs) is measured in bench/fuzz.bench.ts, not limited here. The work is bounded by the count.
   it('fuzz: random and mutated messages through parse, rules, compose and rewrite (seeded)', async (t) => {
     const seed = Number(process.env.FUZZ_SEED ?? 20_240_601);
     const count = Number(process.env.FUZZ_COUNT ?? 10_000);
     const random = mulberry32(seed);
     const seeds = fuzzSeeds();
-    const started = Date.now();
-    const stats: FuzzStats = { injection: {}, replies: 0, parseErrors: 0, dsnReports: 0, sesBounces: 0 };
+    const stats = newFuzzStats();
     for (let i = 0; i < count; i++) {
       const input = nextInput(random, seeds);
       try {
-        await checkOne(input, random, stats);
+        await checkFuzzInput(input, random, stats);
       } catch (error) {
         const file = join(tmpdir(), `fuzz-${seed}-${i}.eml`);
         writeFileSync(file, input);
@@ -268,380 +268,43 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
         );
       }
     }
-    const ms = Date.now() - started;
-    t.diagnostic(`${count} inputs in ${ms} ms (seed ${seed}): ${JSON.stringify(stats)}`);
-    assert.ok(ms < 60_000, `fuzz run took ${ms} ms`);
+    const rates = Object.entries(stats.rewrites).map(
+      ([name, r]) =>
+        `${name} ${r.refused}/${r.attempts} refused (${((100 * r.refused) / r.attempts).toFixed(1)} %)`,
+    );
+    t.diagnostic(
+      `${count} inputs (seed ${seed}): ${stats.parseErrors} parse errors, ${stats.dsnReports} DSN reports, ` +
+        `${stats.sesBounces} SES bounces; ${rates.join('; ')}`,
+    );
+    // A refused input skips the per-input checks, so the refusals are bounded here: a stage that refused everything
+    // (or most things) must fail the run. Auto-replies and forwards take every value from the mail through a
+    // sanitizer, and the bounce rewrite's plain sources are single mailboxes: none of these may be refused.
+    const { rewrites } = stats;
+    for (const name of ['composeAutoReply', 'rewriteForForward'] as const) {
+      assert.equal(rewrites[name].attempts, count, `${name} ran for every input`);
+    }
+    assert.equal(rewrites.composeAutoReply.refused, 0, 'auto-replies refused');
+    assert.equal(rewrites.rewriteForForward.refused, 0, 'forwards refused');
+    assert.equal(
+      rewrites['rewriteBounce, plain source'].refused,
+      0,
+      'bounce rewrites with a plain source refused',
+    );
+    // The rest are proportions, meaningless for the few inputs of a replay (FUZZ_COUNT=<case + 1>).
+    if (count < 1_000) return;
+    assert.ok(
+      rewrites['rewriteBounce, plain source'].attempts > count / 3,
+      'too few plain-source bounce rewrites',
+    );
+    // The mail's own From (its address, or the raw field) as the source is refused when it is not one plain mailbox:
+    // ~27 % of them with the default seed and with seeds 1-3. The bounds are wide of that so other seeds pass too:
+    // below, hostile sources stopped reaching the rewrite; above, it refuses sources it should take.
+    const hostile = rewrites['rewriteBounce, source from the mail'];
+    assert.ok(hostile.attempts > count / 3, 'too few bounce rewrites with the source from the mail');
+    const hostileRate = hostile.refused / hostile.attempts;
+    assert.ok(
+      hostileRate > 0.1 && hostileRate < 0.5,
+      `bounce rewrites refused ${(100 * hostileRate).toFixed(1)} % of the sources from the mail`,
+    );
   });
 });
-
-// ---------------------------------------------------------------------------------------------------------------------
-// Fuzz machinery
-// ---------------------------------------------------------------------------------------------------------------------
-
-const b = (s: string): Buffer => Buffer.from(s, 'latin1');
-
-function fuzzSeeds(): Buffer[] {
-  const dsnDir = new URL('../fixtures/dsn/', import.meta.url);
-  const fixtures = readdirSync(dsnDir)
-    .filter((f) => f.endsWith('.eml'))
-    .map((f) => readFileSync(new URL(f, dsnDir)));
-  const small = brokenMimeCorpus()
-    .filter((c) => c.raw.length < 20_000)
-    .map((c) => c.raw);
-  return [
-    ...fixtures,
-    ...small,
-    b(
-      'From: "Pat Q." <pat@external.test>\r\nTo: Alice <alice@example.com>\r\nCc: bob@example.com\r\n' +
-        'Subject: =?utf-8?Q?Gr=C3=BC=C3=9Fe?= and more\r\nMessage-ID: <m1@external.test>\r\n' +
-        'In-Reply-To: <p0@example.com>\r\nReferences: <a@x> <b@y>\r\nReply-To: Pat <reply@external.test>\r\n' +
-        'Date: Mon, 01 Jan 2024 00:00:00 +0000\r\nMIME-Version: 1.0\r\n' +
-        'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n--alt\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-        'Content-Transfer-Encoding: quoted-printable\r\n\r\nHello =C3=A9\r\n--alt\r\nContent-Type: text/html\r\n\r\n' +
-        '<p>Hello</p>\r\n--alt--\r\n',
-    ),
-    b(
-      'From: MAILER-DAEMON@amazonses.com\r\nTo: alice@example.com\r\nSubject: Delivery Status Notification (Failure)\r\n' +
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n--r\r\n' +
-        'Content-Type: text/plain\r\n\r\nfailed\r\n--r\r\nContent-Type: message/delivery-status\r\n\r\n' +
-        'Reporting-MTA: dns; a.example\r\n\r\nFinal-Recipient: rfc822; Bob@Example.com\r\nAction: failed\r\n' +
-        'Status: 5.1.1\r\n\r\n--r\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <orig@email.amazonses.com>\r\n' +
-        '--r--\r\n',
-    ),
-    b(
-      'From: list@lists.example\r\nList-Id: <l.example>\r\nPrecedence: bulk\r\nAuto-Submitted: auto-generated\r\n\r\nx',
-    ),
-    b('Subject: no from\n\nLF only body\n'),
-  ];
-}
-
-const TOKENS = [
-  '\r\n',
-  '\n',
-  '\r',
-  '\x00',
-  ':',
-  ' ',
-  '\t',
-  '=?utf-8?B?',
-  '=?utf-8?Q?',
-  '=?',
-  '?=',
-  '--',
-  '"',
-  '<',
-  '>',
-  '@',
-  ',',
-  ';',
-  '(',
-  ')',
-  '\\',
-  '\r\n\r\n',
-  '\r\n ',
-  'boundary=',
-  'boundary="x"',
-  '--x\r\n',
-  '--x--\r\n',
-  'Content-Type: multipart/mixed; boundary=x\r\n',
-  'Content-Type: message/rfc822\r\n',
-  'Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n',
-  'Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; a@b.c\r\nAction: failed\r\n',
-  'Content-Transfer-Encoding: base64\r\n',
-  'Content-Transfer-Encoding: quoted-printable\r\n',
-  '=\r\n',
-  '=ZZ',
-  'From: ',
-  'Reply-To: ',
-  'To: ',
-  'Cc: ',
-  'Subject: ',
-  'Message-ID: <',
-  'References: ',
-  'In-Reply-To: ',
-  'MAILER-DAEMON@amazonses.com',
-  'noreply@x.test',
-  'alice@example.com',
-  'Auto-Submitted: no\r\n',
-  'X-SES-Worker-Processed: x\r\n',
-  'List-Unsubscribe: <mailto:u@x>\r\n',
-  '\xff',
-  '\x80',
-  '\xc3\xa9',
-  '\xe2\x80\xae',
-  '\xf0\x9f\x92\xa9',
-  'charset=utf-7',
-  'charset=x-unknown',
-  '%',
-  '.',
-  '\r\n.\r\n',
-];
-
-function pick<T>(random: () => number, list: readonly T[]): T {
-  return list[Math.floor(random() * list.length)] as T;
-}
-
-function int(random: () => number, max: number): number {
-  return Math.floor(random() * max);
-}
-
-function randomBytes(random: () => number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  for (let i = 0; i < length; i++) out[i] = int(random, 256);
-  return out;
-}
-
-function randomMessage(random: () => number): Buffer {
-  const names = [
-    'From',
-    'To',
-    'Cc',
-    'Reply-To',
-    'Subject',
-    'Message-ID',
-    'References',
-    'In-Reply-To',
-    'Content-Type',
-    'Content-Transfer-Encoding',
-    'Auto-Submitted',
-    'Precedence',
-    'X-Auto-Response-Suppress',
-    'Date',
-    'List-Id',
-    'X-Any',
-  ];
-  const lines: Buffer[] = [];
-  const fields = int(random, 12);
-  for (let i = 0; i < fields; i++) {
-    const value: Buffer[] = [];
-    const parts = int(random, 6);
-    for (let j = 0; j < parts; j++)
-      value.push(random() < 0.6 ? b(pick(random, TOKENS)) : randomBytes(random, int(random, 12)));
-    lines.push(
-      b(`${pick(random, names)}:${random() < 0.8 ? ' ' : ''}`),
-      ...value,
-      b(random() < 0.9 ? '\r\n' : '\n'),
-    );
-  }
-  if (random() < 0.8) lines.push(b('\r\n'));
-  const body = int(random, 6);
-  for (let i = 0; i < body; i++)
-    lines.push(random() < 0.5 ? b(pick(random, TOKENS)) : randomBytes(random, int(random, 40)));
-  return Buffer.concat(lines);
-}
-
-function mutate(random: () => number, input: Buffer, seeds: readonly Buffer[]): Buffer {
-  let data = input;
-  const rounds = 1 + int(random, 4);
-  for (let r = 0; r < rounds; r++) {
-    const at = int(random, data.length + 1);
-    switch (int(random, 9)) {
-      case 0: {
-        if (data.length === 0) break;
-        const copy = Buffer.from(data);
-        copy[Math.min(at, copy.length - 1)] = int(random, 256);
-        data = copy;
-        break;
-      }
-      case 1:
-        data = Buffer.concat([data.subarray(0, at), b(pick(random, TOKENS)), data.subarray(at)]);
-        break;
-      case 2:
-        data = Buffer.concat([
-          data.subarray(0, at),
-          data.subarray(Math.min(data.length, at + 1 + int(random, 64))),
-        ]);
-        break;
-      case 3: {
-        const end = Math.min(data.length, at + 1 + int(random, 200));
-        const chunk = data.subarray(at, end);
-        data = Buffer.concat([
-          data.subarray(0, end),
-          ...Array.from({ length: 1 + int(random, 8) }, () => chunk),
-          data.subarray(end),
-        ]);
-        break;
-      }
-      case 4:
-        data = data.subarray(0, at);
-        break;
-      case 5: {
-        const other = pick(random, seeds);
-        data = Buffer.concat([data.subarray(0, at), other.subarray(int(random, other.length + 1))]);
-        break;
-      }
-      case 6:
-        data = b(data.toString('latin1').replace(/\r\n/g, random() < 0.5 ? '\n' : '\r'));
-        break;
-      case 7:
-        data = Buffer.concat([
-          data.subarray(0, at),
-          randomBytes(random, 1 + int(random, 16)),
-          data.subarray(at),
-        ]);
-        break;
-      default:
-        data = Buffer.concat([
-          data.subarray(0, at),
-          b(pick(random, TOKENS).repeat(1 + int(random, 300))),
-          data.subarray(at),
-        ]);
-    }
-  }
-  return data.length > 64 * 1024 ? data.subarray(0, 64 * 1024) : data;
-}
-
-function nextInput(random: () => number, seeds: readonly Buffer[]): Buffer {
-  const roll = random();
-  if (roll < 0.05) return randomBytes(random, int(random, 2048));
-  if (roll < 0.25) return randomMessage(random);
-  return mutate(random, pick(random, seeds), seeds);
-}
-
-function isInjection(error: unknown): boolean {
-  return error instanceof WorkerError && error.code === 'HEADER_INJECTION';
-}
-
-interface FuzzStats {
-  /** HEADER_INJECTION refusals per function. */
-  injection: Record<string, number>;
-  replies: number;
-  parseErrors: number;
-  dsnReports: number;
-  sesBounces: number;
-}
-
-/** Runs `fn`; a HEADER_INJECTION refusal counts (and yields undefined), anything else thrown fails the case. */
-function allowInjection<T>(what: string, fn: () => T, stats: FuzzStats): T | undefined {
-  try {
-    return fn();
-  } catch (error) {
-    if (isInjection(error)) {
-      stats.injection[what] = (stats.injection[what] ?? 0) + 1;
-      return undefined;
-    }
-    throw error;
-  }
-}
-
-const fieldsNamed = (raw: Buffer, name: string) =>
-  splitMessage(raw).fields.filter((f) => f.name.toLowerCase() === name.toLowerCase());
-
-/** Header rewrites may change fields only: the input's body bytes must end the output, and there is one From. */
-function assertHeaderOnlyRewrite(what: string, input: Buffer, output: Buffer, from: string): void {
-  const rest = splitMessage(input).rest;
-  assert.ok(output.subarray(output.length - rest.length).equals(rest), `${what} changed the body bytes`);
-  const froms = fieldsNamed(output, 'from');
-  assert.equal(froms.length, 1, `${what} produced ${froms.length} From fields`);
-  assert.ok(froms[0]?.value.includes(from), `${what}: From is ${JSON.stringify(froms[0]?.value)}`);
-}
-
-const NOW = new Date('2024-06-01T12:00:00Z');
-const LOOP = { name: 'X-SES-Worker-Processed', value: 'worker-example.com; id=fuzz' };
-const RULE_MESSAGES = [
-  'I am away.',
-  'Back on Monday.\r\nBcc: evil@x.test\r\n',
-  '<html><body><p>Away</p></body></html>',
-  '',
-];
-
-async function checkOne(raw: Buffer, random: () => number, stats: FuzzStats): Promise<void> {
-  // Byte-preserving header scan: serialize(split(x)) is x.
-  assert.ok(serializeMessage(splitMessage(raw)).equals(raw), 'split/serialize round trip changed the bytes');
-
-  const view: MailView = await parseMail(raw, { timeoutMs: 5_000 });
-  if (view.parseError) stats.parseErrors += 1;
-  const envelope =
-    random() < 0.8
-      ? (view.from?.address ?? '')
-      : pick(random, ['', 'MAILER-DAEMON@amazonses.com', '<x@y>', 'a@b']);
-  const sesBounce = isSesBounce(view, envelope);
-  if (sesBounce) stats.sesBounces += 1;
-
-  const dsn = parseDsn(raw);
-  if (dsn.failedRecipients.length > 0) stats.dsnReports += 1;
-  for (const address of dsn.failedRecipients) {
-    assert.ok(
-      isPlainAddress(address) && address === address.toLowerCase(),
-      `DSN recipient ${JSON.stringify(address)}`,
-    );
-  }
-
-  const decision = autoReplyDecision({
-    view,
-    envelopeSender: envelope,
-    recipient: 'alice@example.com',
-    isSesBounce: sesBounce,
-    hasLoopMarker: false,
-    requireAddressed: random() < 0.5,
-  });
-  // Compose for every input (not only when the policy says yes) so hostile names, subjects and bodies get there.
-  const to = decision.reply ? decision.to : { address: 'reply@external.test', name: view.from?.name ?? '' };
-  const contentType = random() < 0.5 ? 'text' : 'html';
-  let reply: Buffer | undefined;
-  try {
-    reply = (
-      await composeAutoReply({
-        recipient: 'alice@example.com',
-        to,
-        original: view,
-        message: pick(random, RULE_MESSAGES),
-        contentType,
-        subjectPrefix: 'Auto: ',
-        loopMarker: LOOP,
-        messageIdDomain: 'example.com',
-        now: NOW,
-      })
-    ).raw;
-  } catch (error) {
-    if (!isInjection(error)) throw error;
-    stats.injection.composeAutoReply = (stats.injection.composeAutoReply ?? 0) + 1;
-  }
-  if (reply) {
-    stats.replies += 1;
-    for (let i = 0; i < reply.length; i++) {
-      if (reply[i] === LF) assert.equal(reply[i - 1], CR, 'auto-reply has a bare LF');
-      if (reply[i] === CR) assert.equal(reply[i + 1], LF, 'auto-reply has a bare CR');
-    }
-    for (const name of ['from', 'to', 'subject', 'message-id']) {
-      assert.equal(
-        fieldsNamed(reply, name).length,
-        1,
-        `auto-reply has ${fieldsNamed(reply, name).length} ${name} fields`,
-      );
-    }
-    assert.equal(fieldsNamed(reply, 'bcc').length, 0, 'auto-reply grew a Bcc');
-    // MailComposer writes a non-ASCII domain as an A-label (its own punycode, not UTS-46): compare the domain
-    // exactly only when it is ASCII.
-    const toValue = fieldsNamed(reply, 'to')[0]?.value ?? '';
-    const expected = /^[\x20-\x7e]*$/.test(to.address)
-      ? to.address
-      : `${to.address.slice(0, to.address.lastIndexOf('@'))}@`;
-    assert.ok(toValue.includes(expected), `auto-reply To ${toValue} is not ${to.address}`);
-  }
-
-  const forwarded = allowInjection(
-    'rewriteForForward',
-    () =>
-      rewriteForForward(raw, {
-        forwardingAddress: 'alice@example.com',
-        originalRecipient: 'alice@example.com',
-        domain: 'example.com',
-        subjectPrefix: 'FWD: ',
-        loopMarker: LOOP,
-        messageIdDomain: 'example.com',
-        now: NOW,
-      }),
-    stats,
-  );
-  if (forwarded) assertHeaderOnlyRewrite('rewriteForForward', raw, forwarded, '<alice@example.com>');
-
-  const source =
-    random() < 0.5 ? (view.from?.address ?? 'pat@external.test') : (view.headers.get('from')?.[0] ?? '');
-  const bounced = allowInjection(
-    'rewriteBounce',
-    () => rewriteBounce(raw, { failedRecipient: 'bob@example.com', originalSource: source }),
-    stats,
-  );
-  if (bounced) assertHeaderOnlyRewrite('rewriteBounce', raw, bounced, '<bob@example.com>');
-}

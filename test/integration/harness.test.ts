@@ -89,12 +89,10 @@ const TRICKY_MIME = Buffer.from(
 );
 
 let stack: TestStack;
-let startupMs = 0;
 
+// How long the stack takes to start is measured in bench/harness.bench.ts, not limited here.
 before(async () => {
-  const t0 = performance.now();
   stack = await startStack({ tables: true, domains: ['example.com'] });
-  startupMs = performance.now() - t0;
 });
 
 after(async () => {
@@ -102,9 +100,7 @@ after(async () => {
 });
 
 describe('stack', () => {
-  test('starts quickly and exposes endpoints and env for a child process', (t) => {
-    t.diagnostic(`stack startup: ${startupMs.toFixed(0)} ms`);
-    assert.ok(startupMs < 3000, `startup took ${startupMs} ms`);
+  test('exposes endpoints and env for a child process', () => {
     for (const endpoint of Object.values(stack.endpoints))
       assert.match(endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(stack.env.AWS_REGION, 'us-east-1');

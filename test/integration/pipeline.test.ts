@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
-import { queueCounts, waitUntil } from '../harness/emulators.ts';
+import { createDomainQueue, queueCounts, waitUntil } from '../harness/emulators.ts';
+import { startFaultProxy } from '../harness/faults.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import {
   buildMime,
@@ -406,25 +407,43 @@ describe('pipeline against emulators and SMTP sinks', () => {
     );
   });
 
-  it('waits for an S3 object that appears late', async () => {
-    const raw = await mail({ subject: 'Late object' });
+  it('waits for an S3 object that appears late', async (t) => {
+    // Its own domain and a rig whose S3 calls go through a counting proxy (no rule): the object is put only once
+    // the worker has asked for it and been told NoSuchKey, so the retry is exercised, not a lucky first read.
+    const domain = 'late.test';
+    const bucket = 'late-test-emails';
+    const queue = await createDomainQueue(rig.stack.sqs, domain, { visibilityTimeout: 30 });
+    const s3 = await startFaultProxy(rig.stack.endpoints.s3);
+    const lateRig = await startRig({
+      stack: rig.stack,
+      domains: [domain],
+      env: { AWS_ENDPOINT_URL_S3: s3.endpoint },
+    });
+    t.after(async () => {
+      await lateRig.stop();
+      await s3.stop();
+    });
+    const raw = await mail({ to: `alice@${domain}`, subject: 'Late object' });
     const id = sesMessageId();
-    const bucket = 'example-com-emails';
+    await rig.stack.s3.send(new CreateBucketCommand({ Bucket: bucket })).catch(() => undefined);
     const notification = sesNotification({
       messageId: id,
       source: 'late@external.test',
-      recipients: [`alice@${DOMAIN}`],
+      recipients: [`alice@${domain}`],
       bucket,
       key: id,
       raw,
     });
     await rig.stack.sqs.send(
       new SendMessageCommand({
-        QueueUrl: rig.stack.queues[DOMAIN]?.queueUrl,
+        QueueUrl: queue.queueUrl,
         MessageBody: snsEnvelope(JSON.stringify(notification)),
       }),
     );
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const getsOfId = () =>
+      s3.requests.filter((r) => r.operation === 'GetObject' && r.path.endsWith(`/${id}`));
+    await waitUntil(() => getsOfId().some((r) => r.status !== undefined), 10_000, 'the first GetObject');
+    assert.equal(getsOfId()[0]?.status, 404, 'the first GetObject found the object already there');
     await rig.stack.s3.send(
       new PutObjectCommand({
         Bucket: bucket,
@@ -434,9 +453,12 @@ describe('pipeline against emulators and SMTP sinks', () => {
         Metadata: { 'ses-rule': 'inbound' },
       }),
     );
-    const outcome = await rig.outcome(id);
+    const outcome = await lateRig.outcome(id);
     assert.equal(outcome.status, 'delivered');
-    assert.ok(rig.mailbox.messages.some((m) => stripVerdicts(m.raw).equals(raw)));
+    assert.equal(outcome.receiveCount, 1, 'found within the first receive, not after a retry');
+    assert.equal(getsOfId().at(-1)?.status, 200);
+    const copies = lateRig.mailbox.messages.filter((m) => stripVerdicts(m.raw).equals(raw));
+    assert.equal(copies.length, 1);
     // The audit update restates what was on the object: content type and earlier metadata survive.
     const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: id }));
     assert.equal(head.ContentType, 'message/rfc822');

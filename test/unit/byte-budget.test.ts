@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { getEventListeners } from 'node:events';
 import { setImmediate as tick } from 'node:timers/promises';
 import { WorkerError } from '../../src/errors.ts';
+import { createPipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
 import { ByteBudget } from '../../src/poller/byte-budget.ts';
 
 /** Lets every pending promise callback run. */
@@ -342,5 +343,37 @@ describe('ByteBudget.tryAcquire', () => {
     assert.equal(budget.inUse, 10);
     release();
     assert.equal(budget.inUse, 0);
+  });
+});
+
+describe('ses_worker_in_flight_bytes_peak', () => {
+  /** The gauge's value for `domain`, read from the registry the way /metrics reads it. */
+  async function gauge(metrics: ReturnType<typeof createPipelineMetrics>, name: string, domain: string) {
+    const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
+    return metric?.values.find((v) => v.labels.domain === domain)?.value;
+  }
+
+  it('keeps the highest bytes in use while the current value goes back down', async () => {
+    // Wired as domain-runtime.ts wires the poller's budget.
+    const metrics = createPipelineMetrics();
+    const budget = new ByteBudget(100, (inUse) => metrics.inFlightBytes('a.test', inUse, 100));
+    const first = await budget.acquire(30);
+    const second = await budget.acquire(60);
+    const third = budget.acquire(50);
+    first();
+    second();
+    (await third)();
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes', 'a.test'), 0);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'a.test'), 90);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_limit', 'a.test'), 100);
+  });
+
+  it('is kept per domain', async () => {
+    const metrics = createPipelineMetrics();
+    metrics.inFlightBytes('a.test', 70, 100);
+    metrics.inFlightBytes('b.test', 20, 100);
+    metrics.inFlightBytes('a.test', 0, 100);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'a.test'), 70);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'b.test'), 20);
   });
 });

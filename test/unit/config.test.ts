@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { buildConfig, loadConfig, queueNameFor, type Config } from '../../src/config/config.ts';
 import { helpText, SETTINGS, type SettingName } from '../../src/config/settings.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { ENV_EXAMPLE_PATH, renderEnvExample } from '../../scripts/gen-env-example.ts';
+import { skipUnlessCi } from '../harness/ci.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DIST_ENTRY = fileURLToPath(new URL('../../dist/unified-worker.js', import.meta.url));
@@ -480,85 +481,88 @@ describe('documentation generated from SETTINGS', () => {
   });
 });
 
-describe(
-  'dist/unified-worker.js with a bad setting',
-  { skip: !existsSync(DIST_ENTRY) && 'dist missing: run npm run build' },
-  () => {
-    /** Runs the built daemon with `env` (and nothing inherited but PATH); every port it could use is `port`. */
-    async function runWorker(
-      env: Record<string, string>,
-      args: string[] = [],
-    ): Promise<{ code: number | null; stdout: string; stderr: string; connections: number }> {
-      let connections = 0;
-      const server = createServer((socket) => {
-        connections += 1;
-        socket.destroy();
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      const port = (server.address() as AddressInfo).port;
-      const endpoint = `http://127.0.0.1:${port}`;
-      try {
-        const child = spawn(process.execPath, [DIST_ENTRY, ...args], {
-          cwd: ROOT,
-          env: {
-            PATH: process.env.PATH ?? '',
-            // Anything the worker might touch points at the counting server.
-            AWS_ENDPOINT_URL: endpoint,
-            AWS_REGION: 'us-east-1',
-            AWS_ACCESS_KEY_ID: 'test',
-            AWS_SECRET_ACCESS_KEY: 'test',
-            SMTP_HOST: '127.0.0.1',
-            SMTP_PORT: String(port),
-            INTERNAL_SMTP_PORT: String(port),
-            LMTP_PORT: String(port),
-            HEALTH_PORT: '0',
-            METRICS_PORT: '0',
-            HTTP_HOST: '127.0.0.1',
-            DOMAINS: 'example.com',
-            ...env,
-          },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-        clearTimeout(timer);
-        // A connection attempt made just before exit would still be in the accept queue: give it a moment.
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        return { code, stdout, stderr, connections };
-      } finally {
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      }
-    }
+const distMissing = existsSync(DIST_ENTRY) ? undefined : `${DIST_ENTRY} missing: run npm run build`;
 
-    const cases: Array<{ setting: string; env: Record<string, string>; args?: string[] }> = [
-      { setting: 'DELIVERY_PROTOCOL', env: { DELIVERY_PROTOCOL: 'smtps' } },
-      { setting: 'SMTP_PORT', env: { SMTP_PORT: '65536' } },
-      { setting: 'DOMAINS', env: { DOMAINS: 'not a domain' } },
-      { setting: 'IN_FLIGHT_BYTES', env: { MAX_MAIL_BYTES: '4096', IN_FLIGHT_BYTES: '2048' } },
-      { setting: 'command line', env: {}, args: ['--no-such-option'] },
-    ];
-    for (const { setting, env, args } of cases) {
-      it(`exits 2 with one stderr line naming ${setting}, before any network connection`, async () => {
-        const result = await runWorker(env, args);
-        assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
-        const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
-        assert.equal(lines.length, 1, `exactly one stderr line, got: ${result.stderr}`);
-        assert.match(lines[0] ?? '', /^unified-worker: invalid configuration: /);
-        assert.ok(lines[0]?.includes(setting), `names ${setting}: ${lines[0]}`);
-        assert.equal(result.stdout, '', 'nothing on stdout (no log line: the daemon never started)');
-        assert.equal(result.connections, 0, 'no connection to AWS endpoints or the mail server');
-      });
-    }
+// `npm test` builds first; run alone without dist/ these skip, but in CI (CI=true) they fail instead.
+describe('dist/unified-worker.js with a bad setting', { skip: skipUnlessCi(distMissing) }, () => {
+  before(() => {
+    assert.equal(distMissing, undefined, `CI is set, so these tests must run, but ${distMissing}`);
+  });
 
-    it('prints the help (every setting) and exits 0 without touching the network', async () => {
-      const result = await runWorker({ SMTP_PORT: 'not-checked-for-help' }, ['--help']);
-      assert.equal(result.code, 0);
-      for (const name of NAMES) assert.ok(result.stdout.includes(name), name);
-      assert.equal(result.connections, 0);
+  /** Runs the built daemon with `env` (and nothing inherited but PATH); every port it could use is `port`. */
+  async function runWorker(
+    env: Record<string, string>,
+    args: string[] = [],
+  ): Promise<{ code: number | null; stdout: string; stderr: string; connections: number }> {
+    let connections = 0;
+    const server = createServer((socket) => {
+      connections += 1;
+      socket.destroy();
     });
-  },
-);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const endpoint = `http://127.0.0.1:${port}`;
+    try {
+      const child = spawn(process.execPath, [DIST_ENTRY, ...args], {
+        cwd: ROOT,
+        env: {
+          PATH: process.env.PATH ?? '',
+          // Anything the worker might touch points at the counting server.
+          AWS_ENDPOINT_URL: endpoint,
+          AWS_REGION: 'us-east-1',
+          AWS_ACCESS_KEY_ID: 'test',
+          AWS_SECRET_ACCESS_KEY: 'test',
+          SMTP_HOST: '127.0.0.1',
+          SMTP_PORT: String(port),
+          INTERNAL_SMTP_PORT: String(port),
+          LMTP_PORT: String(port),
+          HEALTH_PORT: '0',
+          METRICS_PORT: '0',
+          HTTP_HOST: '127.0.0.1',
+          DOMAINS: 'example.com',
+          ...env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+      clearTimeout(timer);
+      // A connection attempt made just before exit would still be in the accept queue: give it a moment.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return { code, stdout, stderr, connections };
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+
+  const cases: Array<{ setting: string; env: Record<string, string>; args?: string[] }> = [
+    { setting: 'DELIVERY_PROTOCOL', env: { DELIVERY_PROTOCOL: 'smtps' } },
+    { setting: 'SMTP_PORT', env: { SMTP_PORT: '65536' } },
+    { setting: 'DOMAINS', env: { DOMAINS: 'not a domain' } },
+    { setting: 'IN_FLIGHT_BYTES', env: { MAX_MAIL_BYTES: '4096', IN_FLIGHT_BYTES: '2048' } },
+    { setting: 'command line', env: {}, args: ['--no-such-option'] },
+  ];
+  for (const { setting, env, args } of cases) {
+    it(`exits 2 with one stderr line naming ${setting}, before any network connection`, async () => {
+      const result = await runWorker(env, args);
+      assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
+      const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+      assert.equal(lines.length, 1, `exactly one stderr line, got: ${result.stderr}`);
+      assert.match(lines[0] ?? '', /^unified-worker: invalid configuration: /);
+      assert.ok(lines[0]?.includes(setting), `names ${setting}: ${lines[0]}`);
+      assert.equal(result.stdout, '', 'nothing on stdout (no log line: the daemon never started)');
+      assert.equal(result.connections, 0, 'no connection to AWS endpoints or the mail server');
+    });
+  }
+
+  it('prints the help (every setting) and exits 0 without touching the network', async () => {
+    const result = await runWorker({ SMTP_PORT: 'not-checked-for-help' }, ['--help']);
+    assert.equal(result.code, 0);
+    for (const name of NAMES) assert.ok(result.stdout.includes(name), name);
+    assert.equal(result.connections, 0);
+  });
+});
