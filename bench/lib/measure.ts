@@ -1,0 +1,244 @@
+/**
+ * One measured run: fresh queues, N preloaded mails, one consumer started, timed from the first to the last
+ * delivery at the sink (start-up excluded), stopped once every queue is empty.
+ */
+import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { createDomainQueue, type TestStack } from '../../test/harness/emulators.ts';
+import { nameFromTemplate } from '../../src/aws/resources.ts';
+import { startConsumer, type ConsumerKind, type Endpoints } from './consumers.ts';
+import { preload } from './preload.ts';
+import { cpuMs, peakRssMb, rssMb } from './proc.ts';
+import { startBenchSink, type BenchSink } from './sink.ts';
+import { percentile, round } from './stats.ts';
+
+export interface ThroughputSpec {
+  kind: ConsumerKind;
+  mails: number;
+  mailBytes: number;
+  recipientsPerMail: number;
+  domains: number;
+  /** Daemon settings (ignored by the yardsticks). */
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  msgs_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  cpu_ms_per_msg: number;
+  peak_rss_mb: number;
+  delivered: number;
+  duplicates: number;
+  sink: BenchSink['kind'];
+}
+
+let runCounter = 0;
+let seqCounter = 0;
+
+export async function measureThroughput(
+  stack: TestStack,
+  endpoints: Endpoints,
+  spec: ThroughputSpec,
+): Promise<RunResult> {
+  const run = ++runCounter;
+  const domains = Array.from({ length: spec.domains }, (_, i) => `r${run}d${i}.bench.test`);
+  const queueUrls: string[] = [];
+  const perDomain = Math.ceil(spec.mails / spec.domains);
+  for (const domain of domains) {
+    const { queueUrl } = await createDomainQueue(stack.sqs, domain);
+    queueUrls.push(queueUrl);
+    await preload(stack, {
+      domain,
+      queueUrl,
+      bucket: nameFromTemplate('{domain}-emails', domain),
+      mails: perDomain,
+      mailBytes: spec.mailBytes,
+      recipientsPerMail: spec.recipientsPerMail,
+      firstSeq: (seqCounter += perDomain) - perDomain,
+    });
+  }
+  const expected = perDomain * spec.domains;
+  const sink = await startBenchSink();
+  const consumer = await startConsumer({
+    kind: spec.kind,
+    domains,
+    queueUrls,
+    endpoints,
+    baseEnv: stack.env,
+    smtpPort: sink.port,
+    ...(spec.env && { env: spec.env }),
+  });
+  try {
+    const { cpuAtFirst, countAtFirst, cpuAtLast } = await waitForDeliveries(sink, consumer.pid, expected);
+    await waitForEmptyQueues(stack, queueUrls);
+    const peak = peakRssMb(consumer.pid);
+    const deliveries = await sink.deliveries();
+    const times = deliveries.map((d) => d.deliveredAt).sort((a, b) => a - b);
+    const first = times[0] ?? 0;
+    const last = times[times.length - 1] ?? 0;
+    const latencies = deliveries.map((d) => d.deliveredAt - Math.max(d.enqueuedAt, consumer.startedAt));
+    const seqs = new Set(deliveries.map((d) => d.seq));
+    return {
+      msgs_per_s: round(((deliveries.length - 1) * 1000) / Math.max(1, last - first)),
+      p50_ms: round(percentile(latencies, 50), 0),
+      p99_ms: round(percentile(latencies, 99), 0),
+      cpu_ms_per_msg: round((cpuAtLast - cpuAtFirst) / Math.max(1, expected - countAtFirst), 2),
+      peak_rss_mb: round(peak, 0),
+      delivered: seqs.size,
+      duplicates: deliveries.length - seqs.size,
+      sink: sink.kind,
+    };
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\n${consumer.describe()}`, { cause: error });
+  } finally {
+    await consumer.kill();
+    await sink.stop();
+  }
+}
+
+async function waitForDeliveries(
+  sink: BenchSink,
+  pid: number,
+  expected: number,
+): Promise<{ cpuAtFirst: number; countAtFirst: number; cpuAtLast: number }> {
+  const deadline = Date.now() + 15 * 60_000;
+  let cpuAtFirst: number | undefined;
+  let countAtFirst = 0;
+  for (;;) {
+    const count = await sink.count();
+    if (cpuAtFirst === undefined && count > 0) {
+      cpuAtFirst = cpuMs(pid);
+      countAtFirst = count;
+    }
+    if (count >= expected) return { cpuAtFirst: cpuAtFirst ?? 0, countAtFirst, cpuAtLast: cpuMs(pid) };
+    if (Date.now() > deadline) throw new Error(`only ${count} of ${expected} mails arrived`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function waitForEmptyQueues(stack: TestStack, queueUrls: readonly string[]): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const counts = await Promise.all(
+      queueUrls.map(async (QueueUrl) => {
+        const { Attributes = {} } = await stack.sqs.send(
+          new GetQueueAttributesCommand({
+            QueueUrl,
+            AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+          }),
+        );
+        return (
+          Number(Attributes.ApproximateNumberOfMessages ?? 0) +
+          Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0)
+        );
+      }),
+    );
+    if (counts.every((c) => c === 0)) return;
+    if (Date.now() > deadline)
+      throw new Error(`queues not empty after the last delivery: ${counts.join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export interface IdleResult {
+  cpu_percent_of_core: number;
+  rss_mb: number;
+  domains: number;
+}
+
+/** CPU and RSS of the daemon long-polling empty queues. */
+export async function measureIdle(
+  stack: TestStack,
+  endpoints: Endpoints,
+  domainCount: number,
+  seconds: number,
+): Promise<IdleResult> {
+  const run = ++runCounter;
+  const domains = Array.from({ length: domainCount }, (_, i) => `idle${run}d${i}.bench.test`);
+  const queueUrls: string[] = [];
+  for (const domain of domains) queueUrls.push((await createDomainQueue(stack.sqs, domain)).queueUrl);
+  const sink = await startBenchSink();
+  const consumer = await startConsumer({
+    kind: 'daemon',
+    domains,
+    queueUrls,
+    endpoints,
+    baseEnv: stack.env,
+    smtpPort: sink.port,
+  });
+  try {
+    // Start-up work (module loading, JIT, the first polls) is not idling.
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    const before = cpuMs(consumer.pid);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const used = cpuMs(consumer.pid) - before;
+    return {
+      cpu_percent_of_core: round((used / (seconds * 1000)) * 100, 2),
+      rss_mb: round(rssMb(consumer.pid), 0),
+      domains: domainCount,
+    };
+  } finally {
+    await consumer.kill();
+    await sink.stop();
+  }
+}
+
+export interface LargeMailResult {
+  mail_mb: number;
+  peak_rss_before_mb: number;
+  peak_rss_growth_mb: number;
+  growth_per_mail_size: number;
+  deliver_ms: number;
+}
+
+/** Peak RSS growth of the daemon for one mail of `bytes` (SES's maximum is 40 MB), after a small warm-up mail. */
+export async function measureLargeMail(
+  stack: TestStack,
+  endpoints: Endpoints,
+  bytes: number,
+): Promise<LargeMailResult> {
+  const run = ++runCounter;
+  const domain = `large${run}.bench.test`;
+  const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 120 });
+  const bucket = nameFromTemplate('{domain}-emails', domain);
+  const sink = await startBenchSink();
+  const consumer = await startConsumer({
+    kind: 'daemon',
+    domains: [domain],
+    queueUrls: [queueUrl],
+    endpoints,
+    baseEnv: stack.env,
+    smtpPort: sink.port,
+  });
+  const put = (size: number) =>
+    preload(stack, {
+      domain,
+      queueUrl,
+      bucket,
+      mails: 1,
+      mailBytes: size,
+      recipientsPerMail: 1,
+      firstSeq: seqCounter++,
+    });
+  try {
+    await put(10_000);
+    await waitForDeliveries(sink, consumer.pid, 1);
+    const before = peakRssMb(consumer.pid);
+    const started = Date.now();
+    await put(bytes);
+    await waitForDeliveries(sink, consumer.pid, 2);
+    const deliverMs = Date.now() - started;
+    const growth = peakRssMb(consumer.pid) - before;
+    const mailMb = bytes / (1024 * 1024);
+    return {
+      mail_mb: round(mailMb, 0),
+      peak_rss_before_mb: round(before, 0),
+      peak_rss_growth_mb: round(growth, 0),
+      growth_per_mail_size: round(growth / mailMb, 2),
+      deliver_ms: deliverMs,
+    };
+  } finally {
+    await consumer.kill();
+    await sink.stop();
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * `npm run bench`: the built daemon against the I/O floor and the one-at-a-time design, in the same run.
+ *
+ * Everything runs on this machine: the emulators of the test suite (fauxqs, dynalite, aws-ses-v2-local) in this
+ * process, a latency proxy in front of each (every consumer goes through them; the preload does not), Postfix's
+ * smtp-sink as the mail server, and each consumer as its own process, so /proc gives its CPU and peak RSS alone.
+ * Variants alternate round by round (daemon, floor, one-at-a-time, daemon, ...) after a warm-up, and ratios are
+ * taken per round, then their median: machine noise hits both sides of a ratio alike.
+ *
+ *   npm run bench                  full set (about 25 minutes on 2 cores)
+ *   npm run bench -- --quick       the five headline variants, 300 mails, 3 rounds (under 4 minutes)
+ *   npm run bench -- --smoke       a handful of mails, one round (the test suite's check that the harness works)
+ *   options: --mails N --runs R --latency-ms 0,20 --only name,name --out file.json
+ *
+ * Raw results: bench/results/<time>.json and bench/results/latest.json (or --out). BENCHMARKS.md quotes them.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startStack, type TestStack } from '../test/harness/emulators.ts';
+import { assertBuilt } from '../test/harness/daemon-process.ts';
+import type { Endpoints } from './lib/consumers.ts';
+import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.ts';
+import {
+  measureIdle,
+  measureLargeMail,
+  measureThroughput,
+  type IdleResult,
+  type LargeMailResult,
+  type RunResult,
+  type ThroughputSpec,
+} from './lib/measure.ts';
+import { median, round } from './lib/stats.ts';
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    smoke: { type: 'boolean', default: false },
+    mails: { type: 'string' },
+    runs: { type: 'string' },
+    'latency-ms': { type: 'string' },
+    only: { type: 'string' },
+    out: { type: 'string' },
+  },
+});
+
+const mode = values.smoke ? 'smoke' : values.quick ? 'quick' : 'full';
+const mails = Number(values.mails ?? { smoke: 20, quick: 300, full: 1000 }[mode]);
+const runs = Number(values.runs ?? { smoke: 1, quick: 3, full: 3 }[mode]);
+const latencies = (values['latency-ms'] ?? (mode === 'smoke' ? '0' : '0,20')).split(',').map(Number);
+const idleSeconds = mode === 'full' ? 60 : 15;
+const LEDGER_OFF = { IDEMPOTENCY_TABLE: '' };
+
+type Spec = Omit<ThroughputSpec, 'mails'>;
+const base: Spec = { kind: 'daemon', mailBytes: 10 * 1024, recipientsPerMail: 1, domains: 1 };
+const THROUGHPUT: Record<string, Spec> = {
+  default: base,
+  io_floor: { ...base, kind: 'io-floor' },
+  one_at_a_time: { ...base, kind: 'one-at-a-time' },
+  no_ledger: { ...base, env: LEDGER_OFF },
+  rcpt10: { ...base, recipientsPerMail: 10 },
+  io_floor_rcpt10: { ...base, kind: 'io-floor', recipientsPerMail: 10 },
+  domains20: { ...base, domains: 20 },
+};
+const HEADLINE = ['default', 'io_floor', 'one_at_a_time'];
+const selected = values.only?.split(',');
+const wanted = (name: string) =>
+  selected ? selected.some((s) => name === s || name.startsWith(`${s}_`)) : true;
+
+interface Summary {
+  msgs_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  cpu_ms_per_msg: number;
+  peak_rss_mb: number;
+  runs: RunResult[];
+}
+
+function summarize(results: RunResult[]): Summary {
+  const pick = (key: keyof RunResult) => median(results.map((r) => Number(r[key])));
+  return {
+    msgs_per_s: round(pick('msgs_per_s')),
+    p50_ms: round(pick('p50_ms'), 0),
+    p99_ms: round(pick('p99_ms'), 0),
+    cpu_ms_per_msg: round(pick('cpu_ms_per_msg'), 2),
+    peak_rss_mb: round(pick('peak_rss_mb'), 0),
+    runs: results,
+  };
+}
+
+async function withProxies<T>(stack: TestStack, latencyMs: number, work: (e: Endpoints) => Promise<T>) {
+  const proxies: LatencyProxy[] = await Promise.all([
+    startLatencyProxy(stack.endpoints.sqs, latencyMs),
+    startLatencyProxy(stack.endpoints.dynamodb, latencyMs),
+    startLatencyProxy(stack.endpoints.ses, latencyMs),
+  ]);
+  const [fauxqs, dynamo, ses] = proxies as [LatencyProxy, LatencyProxy, LatencyProxy];
+  try {
+    return await work({
+      sqs: fauxqs.endpoint,
+      s3: fauxqs.endpoint,
+      dynamodb: dynamo.endpoint,
+      ses: ses.endpoint,
+    });
+  } finally {
+    await Promise.all(proxies.map((p) => p.stop()));
+  }
+}
+
+function log(line: string): void {
+  process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  assertBuilt();
+  const stack = await startStack({ tables: true });
+  const variants: Record<string, Summary | IdleResult | LargeMailResult> = {};
+  const ratios: Record<string, number> = {};
+  let sink = '';
+  try {
+    for (const latencyMs of latencies) {
+      const names = Object.keys(THROUGHPUT).filter(
+        (n) => (mode === 'full' || HEADLINE.includes(n)) && wanted(`${n}_${latencyMs}ms`),
+      );
+      const perRound: Record<string, RunResult[]> = Object.fromEntries(names.map((n) => [n, []]));
+      await withProxies(stack, latencyMs, async (endpoints) => {
+        if (mode !== 'smoke') {
+          log(`${latencyMs} ms: warm-up`);
+          for (const n of names.filter((x) => HEADLINE.includes(x)))
+            await measureThroughput(stack, endpoints, { ...THROUGHPUT[n]!, mails: 100 });
+        }
+        for (let round = 1; round <= runs; round++) {
+          for (const name of names) {
+            const result = await measureThroughput(stack, endpoints, { ...THROUGHPUT[name]!, mails });
+            sink = result.sink;
+            perRound[name]!.push(result);
+            log(
+              `${latencyMs} ms round ${round} ${name}: ${result.msgs_per_s} msg/s, ` +
+                `${result.cpu_ms_per_msg} ms CPU/mail, ${result.peak_rss_mb} MB peak` +
+                (result.duplicates > 0 ? `, ${result.duplicates} DUPLICATES` : ''),
+            );
+          }
+        }
+      });
+      for (const name of names) variants[`${name}_${latencyMs}ms`] = summarize(perRound[name]!);
+      Object.assign(ratios, roundRatios(perRound, latencyMs));
+    }
+    if (mode === 'full') {
+      await withProxies(stack, 0, async (endpoints) => {
+        if (wanted('idle_1_domain'))
+          variants.idle_1_domain = await measureIdle(stack, endpoints, 1, idleSeconds);
+        if (wanted('idle_20_domains'))
+          variants.idle_20_domains = await measureIdle(stack, endpoints, 20, idleSeconds);
+        if (wanted('large_40mb'))
+          variants.large_40mb = await measureLargeMail(stack, endpoints, 40 * 1024 * 1024);
+      });
+      const one = variants.idle_1_domain as IdleResult | undefined;
+      const twenty = variants.idle_20_domains as IdleResult | undefined;
+      if (one && twenty) ratios.idle_rss_mb_per_domain_thread = round((twenty.rss_mb - one.rss_mb) / 19, 1);
+    }
+  } finally {
+    await stack.stop();
+  }
+  await writeResults({ variants, ratios, sink });
+}
+
+/** Ratios of the same round (the machine was in the same state for both sides), then their median. */
+function roundRatios(perRound: Record<string, RunResult[]>, latencyMs: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  const ratio = (a: string, b: string, key: 'msgs_per_s' | 'cpu_ms_per_msg', label: string) => {
+    const left = perRound[a];
+    const right = perRound[b];
+    if (!left?.length || !right?.length) return;
+    const values = left.map((r, i) => r[key] / (right[i]?.[key] ?? NaN)).filter(Number.isFinite);
+    if (values.length > 0) out[`${label}_${latencyMs}ms`] = round(median(values), 2);
+  };
+  ratio('default', 'io_floor', 'msgs_per_s', 'daemon_vs_io_floor');
+  ratio('default', 'one_at_a_time', 'msgs_per_s', 'daemon_vs_one_at_a_time');
+  ratio('default', 'io_floor', 'cpu_ms_per_msg', 'cpu_daemon_vs_io_floor');
+  ratio('no_ledger', 'io_floor', 'cpu_ms_per_msg', 'cpu_no_ledger_vs_io_floor');
+  ratio('no_ledger', 'io_floor', 'msgs_per_s', 'no_ledger_vs_io_floor');
+  ratio('rcpt10', 'io_floor_rcpt10', 'msgs_per_s', 'rcpt10_vs_io_floor_rcpt10');
+  ratio('domains20', 'default', 'msgs_per_s', 'domains20_vs_default');
+  return out;
+}
+
+async function writeResults(body: {
+  variants: Record<string, unknown>;
+  ratios: Record<string, number>;
+  sink: string;
+}): Promise<void> {
+  const machine = {
+    cpus: cpus().length,
+    cpu_model: cpus()[0]?.model ?? 'unknown',
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    sink: body.sink,
+    date: new Date().toISOString(),
+  };
+  const settings = { mode, mails, runs, latencies_ms: latencies, mail_bytes: 10 * 1024 };
+  const json = `${JSON.stringify({ machine, settings, variants: body.variants, ratios: body.ratios }, null, 2)}\n`;
+  const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+  const targets = values.out
+    ? [values.out]
+    : [
+        join(resultsDir, `${machine.date.replaceAll(':', '-')}-${mode}.json`),
+        join(resultsDir, 'latest.json'),
+      ];
+  for (const target of targets) {
+    await mkdir(dirname(target), { recursive: true });
+    await writeFile(target, json);
+  }
+  process.stdout.write(json);
+  log(`results: ${targets.join(', ')}`);
+}
+
+await main();
