@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { DAEMON_PERMISSIONS } from '../../src/aws/resources.ts';
 import { toolGate } from '../harness/required-tool.ts';
 
 const APP = fileURLToPath(new URL('../../deploy/aws', import.meta.url));
@@ -100,5 +101,17 @@ describe('deploy/aws', () => {
     assert.notEqual(synth.status, 0);
     assert.match(synth.output, /unified-worker CDK app: context domains: "not_a_domain" is not valid/);
     assert.doesNotMatch(synth.output, /\n\s+at /, 'no stack trace');
+  });
+});
+
+describe('README', () => {
+  it('its hand-written IAM policy grants exactly DAEMON_PERMISSIONS', () => {
+    const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const section = readme.slice(readme.indexOf('### IAM permissions'));
+    const json = /```json\n([\s\S]*?)\n```/.exec(section)?.[1];
+    assert.ok(json, 'no policy in README "IAM permissions"');
+    const policy = JSON.parse(json) as { Statement: Array<{ Action: string[] }> };
+    const actions = policy.Statement.flatMap((s) => s.Action).sort();
+    assert.deepEqual(actions, DAEMON_PERMISSIONS.map((p) => p.action).sort());
   });
 });
