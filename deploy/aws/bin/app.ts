@@ -1,0 +1,18 @@
+/**
+ * The CDK app: `npx cdk synth` / `npx cdk deploy` in deploy/aws. Options come from cdk.json's context, overridden with
+ * `-c key=value` (see lib/options.ts and the README's AWS walk-through).
+ */
+import { App } from 'aws-cdk-lib';
+import { buildApp } from '../lib/app.ts';
+import { StackOptionsError } from '../lib/options.ts';
+
+const app = new App();
+try {
+  buildApp(app);
+} catch (error) {
+  // A bad context value is the admin's input: one line naming it, not a stack trace.
+  if (!(error instanceof StackOptionsError)) throw error;
+  console.error(`unified-worker CDK app: ${error.message}`);
+  process.exit(2);
+}
+app.synth();

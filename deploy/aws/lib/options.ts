@@ -1,0 +1,217 @@
+/**
+ * What the stack is built from: the domains and the names the daemon uses, read from CDK context (`cdk.json`, or
+ * `-c key=value` on the command line). Every name defaults to the daemon's own default (src/config/settings.ts), so
+ * a worker started with no table or queue settings finds exactly what this stack creates.
+ */
+import { SETTINGS } from '../../../src/config/settings.ts';
+
+export interface EksServiceAccountOptions {
+  /** The cluster's OIDC issuer without `https://`, e.g. `oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE`. */
+  readonly oidcIssuer: string;
+  /** `namespace:name` of the worker's service account. */
+  readonly workerServiceAccount: string;
+  /** `namespace:name` of KEDA's operator, which assumes the same role to read the queue depth (identityOwner: workload). */
+  readonly kedaServiceAccount: string;
+}
+
+export interface WorkerStackOptions {
+  /** The domains SES receives mail for, lower-case. */
+  readonly domains: readonly string[];
+  readonly queueNameTemplate: string;
+  readonly bucketNameTemplate: string;
+  /** Table name per daemon setting (RULES_TABLE, ...). */
+  readonly tableNames: Readonly<Record<TableSetting, string>>;
+  /** The redrive policy's maxReceiveCount: the daemon's MAX_RECEIVES, so it marks a mail failed before the redrive. */
+  readonly maxReceives: number;
+  readonly receiptRuleSetName: string;
+  /** Create the SES domain identities (Easy DKIM); false when they exist already (a second create fails). */
+  readonly createEmailIdentities: boolean;
+  /** Further SES identities the worker may send as or to (in the SES sandbox: the verified recipients). */
+  readonly extraSesIdentities: readonly string[];
+  /** Delete stored mail after this many days; undefined keeps it (the audit trail). */
+  readonly mailRetentionDays: number | undefined;
+  /** Create an IAM role for the worker's Kubernetes service account (IRSA), trusted by KEDA's operator too. */
+  readonly eks: EksServiceAccountOptions | undefined;
+}
+
+export type TableSetting =
+  'RULES_TABLE' | 'BLOCKLIST_TABLE' | 'OUTBOUND_TABLE' | 'OOO_STATE_TABLE' | 'IDEMPOTENCY_TABLE';
+
+/** The context keys the app reads, with the setting each one overrides. */
+export const CONTEXT_KEYS = {
+  domains: 'domains',
+  queueNameTemplate: 'queueNameTemplate',
+  bucketNameTemplate: 'bucketNameTemplate',
+  rulesTable: 'rulesTable',
+  blocklistTable: 'blocklistTable',
+  outboundTable: 'outboundTable',
+  oooStateTable: 'oooStateTable',
+  idempotencyTable: 'idempotencyTable',
+  maxReceives: 'maxReceives',
+  receiptRuleSetName: 'receiptRuleSetName',
+  createEmailIdentities: 'createEmailIdentities',
+  extraSesIdentities: 'extraSesIdentities',
+  mailRetentionDays: 'mailRetentionDays',
+  eksOidcIssuer: 'eksOidcIssuer',
+  workerServiceAccount: 'workerServiceAccount',
+  kedaServiceAccount: 'kedaServiceAccount',
+} as const;
+
+/** The ledger is what makes several replicas and rolling updates safe, so the stack always creates it. */
+export const DEFAULT_IDEMPOTENCY_TABLE = 'email-worker-idempotency';
+
+export class StackOptionsError extends Error {
+  override readonly name = 'StackOptionsError';
+}
+
+/** Reads one context value (`undefined` when unset or empty). */
+export type ContextReader = (key: string) => unknown;
+
+const DOMAIN = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+const BUCKET = /^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+const QUEUE = /^[A-Za-z0-9_-]{1,80}$/;
+const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
+const RULE_SET = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/;
+const ISSUER = /^oidc\.eks\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/id\/[A-Za-z0-9]+$/;
+
+function text(read: ContextReader, key: string): string | undefined {
+  const value = read(key);
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'string') return value.trim();
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  throw new StackOptionsError(`context ${key}: expected a string, got ${JSON.stringify(value)}`);
+}
+
+/** A list from `a,b` (command line) or `["a","b"]` (cdk.json). */
+function list(read: ContextReader, key: string): string[] {
+  const value = read(key);
+  if (value === undefined || value === null || value === '') return [];
+  const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
+  if (!items || items.some((i) => typeof i !== 'string')) {
+    throw new StackOptionsError(
+      `context ${key}: expected "a,b" or a list of strings, got ${JSON.stringify(value)}`,
+    );
+  }
+  return (items as string[]).map((i) => i.trim()).filter((i) => i !== '');
+}
+
+function flag(read: ContextReader, key: string, fallback: boolean): boolean {
+  const value = text(read, key);
+  if (value === undefined) return fallback;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new StackOptionsError(`context ${key}: expected true or false, got ${JSON.stringify(value)}`);
+}
+
+function integer(read: ContextReader, key: string, fallback: string, min: number, max: number): number {
+  const value = text(read, key) ?? fallback;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max) {
+    throw new StackOptionsError(
+      `context ${key}: expected a whole number ${min}..${max}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
+}
+
+function checked(value: string, pattern: RegExp, what: string): string {
+  if (!pattern.test(value)) throw new StackOptionsError(`${what}: ${JSON.stringify(value)} is not valid`);
+  return value;
+}
+
+function template(read: ContextReader, key: string, fallback: string): string {
+  const value = text(read, key) ?? fallback;
+  if (!value.includes('{domain}')) {
+    throw new StackOptionsError(`context ${key}: ${JSON.stringify(value)} must contain {domain}`);
+  }
+  return value;
+}
+
+/** Validated options; throws {@link StackOptionsError} naming the context key for anything unusable. */
+export function readStackOptions(read: ContextReader): WorkerStackOptions {
+  const domains = list(read, CONTEXT_KEYS.domains).map((d) => d.toLowerCase());
+  if (domains.length === 0) {
+    throw new StackOptionsError(
+      'context domains: no domains given (e.g. -c domains=example.com,another.org)',
+    );
+  }
+  for (const domain of domains) checked(domain, DOMAIN, 'context domains');
+  if (new Set(domains).size !== domains.length)
+    throw new StackOptionsError('context domains: a domain is listed twice');
+
+  const tableNames: Record<TableSetting, string> = {
+    RULES_TABLE: text(read, CONTEXT_KEYS.rulesTable) ?? SETTINGS.RULES_TABLE.default,
+    BLOCKLIST_TABLE: text(read, CONTEXT_KEYS.blocklistTable) ?? SETTINGS.BLOCKLIST_TABLE.default,
+    OUTBOUND_TABLE: text(read, CONTEXT_KEYS.outboundTable) ?? SETTINGS.OUTBOUND_TABLE.default,
+    OOO_STATE_TABLE: text(read, CONTEXT_KEYS.oooStateTable) ?? SETTINGS.OOO_STATE_TABLE.default,
+    IDEMPOTENCY_TABLE:
+      text(read, CONTEXT_KEYS.idempotencyTable) ||
+      SETTINGS.IDEMPOTENCY_TABLE.default ||
+      DEFAULT_IDEMPOTENCY_TABLE,
+  };
+  for (const [setting, name] of Object.entries(tableNames)) checked(name, TABLE, `table name for ${setting}`);
+  if (new Set(Object.values(tableNames)).size !== Object.keys(tableNames).length) {
+    throw new StackOptionsError('table names: two tables have the same name');
+  }
+
+  const retention = text(read, CONTEXT_KEYS.mailRetentionDays);
+  const issuer = text(read, CONTEXT_KEYS.eksOidcIssuer)?.replace(/^https:\/\//, '');
+  const options: WorkerStackOptions = {
+    domains,
+    queueNameTemplate: template(read, CONTEXT_KEYS.queueNameTemplate, SETTINGS.QUEUE_NAME_TEMPLATE.default),
+    bucketNameTemplate: template(
+      read,
+      CONTEXT_KEYS.bucketNameTemplate,
+      SETTINGS.BUCKET_NAME_TEMPLATE.default,
+    ),
+    tableNames,
+    maxReceives: integer(read, CONTEXT_KEYS.maxReceives, SETTINGS.MAX_RECEIVES.default, 1, 1000),
+    receiptRuleSetName: checked(
+      text(read, CONTEXT_KEYS.receiptRuleSetName) ?? 'unified-worker',
+      RULE_SET,
+      'context receiptRuleSetName',
+    ),
+    createEmailIdentities: flag(read, CONTEXT_KEYS.createEmailIdentities, true),
+    extraSesIdentities: list(read, CONTEXT_KEYS.extraSesIdentities).map((i) => i.toLowerCase()),
+    mailRetentionDays:
+      retention === undefined
+        ? undefined
+        : integer(read, CONTEXT_KEYS.mailRetentionDays, retention, 1, 36_500),
+    eks:
+      issuer === undefined
+        ? undefined
+        : {
+            oidcIssuer: checked(issuer, ISSUER, 'context eksOidcIssuer'),
+            workerServiceAccount: checked(
+              text(read, CONTEXT_KEYS.workerServiceAccount) ?? 'mail:unified-worker',
+              SERVICE_ACCOUNT,
+              'context workerServiceAccount (namespace:name)',
+            ),
+            kedaServiceAccount: checked(
+              text(read, CONTEXT_KEYS.kedaServiceAccount) ?? 'keda:keda-operator',
+              SERVICE_ACCOUNT,
+              'context kedaServiceAccount (namespace:name)',
+            ),
+          },
+  };
+  for (const identity of options.extraSesIdentities) {
+    if (!DOMAIN.test(identity) && !/^[^@\s]+@[^@\s]+$/.test(identity)) {
+      throw new StackOptionsError(
+        `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
+      );
+    }
+  }
+  return options;
+}
+
+/** `example.com` → `ExampleCom`: construct ids and output names (letters and digits only). */
+export function domainId(domain: string): string {
+  return domain
+    .split(/[.-]/)
+    .filter((p) => p !== '')
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join('');
+}
+
+export { BUCKET as BUCKET_NAME_PATTERN, QUEUE as QUEUE_NAME_PATTERN };

@@ -1,0 +1,113 @@
+/**
+ * deploy/aws from the root suite: the real `cdk synth` runs offline and writes exactly the committed template, with
+ * the AwsSolutions checks passing; the app's own assertion suite (deploy/aws/test, aws-cdk-lib/assertions against
+ * src/aws/resources.ts) passes; a bad option is one line naming it.
+ *
+ * deploy/aws has its own install (`npm ci --prefix deploy/aws`, which .ci/run does), so the daemon's stays lean.
+ * Without it the file is skipped with the reason, except under CI=true, where it fails.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { DAEMON_PERMISSIONS } from '../../src/aws/resources.ts';
+import { toolGate } from '../harness/required-tool.ts';
+
+const APP = fileURLToPath(new URL('../../deploy/aws', import.meta.url));
+const CDK = path.join(APP, 'node_modules/.bin/cdk');
+const gate = toolGate(
+  'the deploy/aws install',
+  existsSync(path.join(APP, 'node_modules/aws-cdk-lib/package.json')) && existsSync(CDK)
+    ? undefined
+    : 'deploy/aws/node_modules is missing',
+  'run `npm ci --prefix deploy/aws`',
+);
+const skip = { skip: gate.skip };
+
+/** The environment of a child that must not think it runs inside this test runner. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, CDK_DISABLE_CLI_TELEMETRY: 'true' };
+  delete env.NODE_OPTIONS;
+  delete env.NODE_TEST_CONTEXT;
+  return env;
+}
+
+function run(command: string, args: string[], timeoutMs = 300_000) {
+  const result = spawnSync(command, args, {
+    cwd: APP,
+    env: childEnv(),
+    encoding: 'utf8',
+    timeout: timeoutMs,
+  });
+  return { status: result.status, output: `${result.stdout}${result.stderr}`, error: result.error };
+}
+
+const outdirs: string[] = [];
+after(() => {
+  for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('deploy/aws', () => {
+  it('`cdk synth` runs and writes the committed template, AwsSolutions checks passing', skip, () => {
+    gate.assertAvailable();
+    const outdir = mkdtempSync(path.join(tmpdir(), 'unified-worker-synth-'));
+    outdirs.push(outdir);
+    const synth = run(CDK, ['synth', '--quiet', '--output', outdir]);
+    assert.equal(synth.status, 0, `cdk synth failed: ${synth.error?.message ?? ''}\n${synth.output}`);
+    const synthesized: unknown = JSON.parse(
+      readFileSync(path.join(outdir, 'UnifiedWorker.template.json'), 'utf8'),
+    );
+    const committed: unknown = JSON.parse(
+      readFileSync(path.join(APP, 'unified-worker.template.json'), 'utf8'),
+    );
+    assert.deepEqual(
+      committed,
+      synthesized,
+      'deploy/aws/unified-worker.template.json is stale: `npm run synth` there',
+    );
+    const report = JSON.parse(readFileSync(path.join(outdir, 'validation-report.json'), 'utf8')) as {
+      pluginReports: Array<{ conclusion: string }>;
+    };
+    assert.deepEqual(
+      report.pluginReports.filter((r) => r.conclusion !== 'success'),
+      [],
+    );
+  });
+
+  it('the CDK app’s assertion suite passes (typecheck + deploy/aws/test)', skip, () => {
+    gate.assertAvailable();
+    const suite = run('npm', ['test', '--silent']);
+    assert.equal(suite.status, 0, suite.output);
+    const pass = Number(/^# pass (\d+)$/m.exec(suite.output)?.[1]);
+    assert.ok(pass > 0, `no test ran:\n${suite.output}`);
+    assert.match(suite.output, /^# fail 0$/m);
+  });
+
+  it('a bad option is refused with one line naming it', skip, () => {
+    gate.assertAvailable();
+    // The app as the CLI runs it (cdk.json's "app", context in CDK_CONTEXT_JSON), without the CLI's start-up cost.
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'bin/app.ts'], {
+      cwd: APP,
+      env: { ...childEnv(), CDK_CONTEXT_JSON: JSON.stringify({ domains: 'example.com,Not_A_Domain' }) },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(result.status, 2, result.stderr);
+    assert.equal(result.stderr, 'unified-worker CDK app: context domains: "not_a_domain" is not valid\n');
+  });
+});
+
+describe('README', () => {
+  it('its hand-written IAM policy grants exactly DAEMON_PERMISSIONS', () => {
+    const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const section = readme.slice(readme.indexOf('### IAM permissions'));
+    const json = /```json\n([\s\S]*?)\n```/.exec(section)?.[1];
+    assert.ok(json, 'no policy in README "IAM permissions"');
+    const policy = JSON.parse(json) as { Statement: Array<{ Action: string[] }> };
+    const actions = policy.Statement.flatMap((s) => s.Action).sort();
+    assert.deepEqual(actions, DAEMON_PERMISSIONS.map((p) => p.action).sort());
+  });
+});
