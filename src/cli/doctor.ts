@@ -286,19 +286,9 @@ async function tableChecks(context: CommandContext): Promise<CheckResult[]> {
         fix: 'run doctor again',
       });
     } else if (!result.ok) {
-      results.push({
-        check,
-        status: 'fail',
-        detail: result.problems.join('; '),
-        fix: fixOf(result.problems),
-      });
+      results.push({ check, status: 'fail', ...splitRemedy(result.problems) });
     } else if (result.warnings.length > 0) {
-      results.push({
-        check,
-        status: 'warn',
-        detail: result.warnings.join('; '),
-        fix: fixOf(result.warnings),
-      });
+      results.push({ check, status: 'warn', ...splitRemedy(result.warnings) });
     } else {
       results.push({
         check,
@@ -310,9 +300,13 @@ async function tableChecks(context: CommandContext): Promise<CheckResult[]> {
   return results;
 }
 
-/** checkTable's messages end with the remedy after a colon; show it on the fix line. */
-function fixOf(messages: readonly string[]): string {
-  return messages.map((m) => m.slice(m.lastIndexOf(': ') + 2)).join('; ');
+/** checkTable's messages end with the remedy after their last colon: the finding goes on the check line, the remedy on the fix line. */
+function splitRemedy(messages: readonly string[]): { detail: string; fix: string } {
+  const cut = (m: string) => m.lastIndexOf(': ');
+  return {
+    detail: messages.map((m) => (cut(m) > 0 ? m.slice(0, cut(m)) : m)).join('; '),
+    fix: messages.map((m) => (cut(m) > 0 ? m.slice(cut(m) + 2) : 'see the message')).join('; '),
+  };
 }
 
 async function sesChecks(context: CommandContext): Promise<CheckResult[]> {
@@ -382,7 +376,7 @@ function sesNotChecked(check: string, operation: string, error: unknown): CheckR
   return {
     check,
     status: 'warn',
-    detail: `not checked: this SES endpoint does not answer ${operation} (${describeError(error).split('\n')[0]})`,
+    detail: `not checked: this SES endpoint does not answer ${operation} (${(describeError(error).split('\n')[0] ?? '').slice(0, 80)})`,
   };
 }
 
