@@ -175,6 +175,8 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
         : await scanBucket(context, bucket, selection);
     notReplayed.push(...missing);
     selected += candidates.length + missing.length;
+    if (out.plainProgress || options.dryRun)
+      for (const item of missing) out.line(describeOutcome(item, false));
     if (more) {
       out.warn(
         `${bucket}: more mail matches; stopped at --limit ${selection.limit} (run replay again for the rest)`,
