@@ -50,8 +50,9 @@ export const MAX_PATTERN_LENGTH = 256;
  * sender address contains.
  */
 export function parsePattern(input: string): string {
-  const pattern = input.trim().toLowerCase();
   const shown = JSON.stringify(input.length > 80 ? `${input.slice(0, 80)}…` : input);
+  if (/[\r\n\0]/.test(input)) throw new UsageError(`pattern ${shown} contains a line break or NUL`);
+  const pattern = input.trim().toLowerCase();
   if (pattern === '') throw new UsageError('a pattern must not be empty');
   if (pattern.length > MAX_PATTERN_LENGTH || pattern.length > FNMATCH_MAX_LENGTH) {
     throw new UsageError(`pattern ${shown} is over ${MAX_PATTERN_LENGTH} characters`);
