@@ -8,7 +8,11 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+
 import { createAwsClients } from '../src/aws/clients.ts';
+import { resolveQueueUrl } from '../src/aws/queue.ts';
+import { nameFromTemplate } from '../src/aws/resources.ts';
 import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
 import { buildMime, type MimeAttachment } from '../src/cli/compose-mail.ts';
 import { injectMail, MAIL_SHAPES, type MailShape } from '../src/cli/inject.ts';
@@ -34,6 +38,8 @@ Options:
       --shape <shape>      sns-s3 (default) | raw-s3 (SNS raw delivery) | sns-inline (SNS action, no S3)
       --mail-dir <dir>     Mail directory of the stack (default: ./${DEFAULT_MAIL_DIR})
       --no-wait            Do not wait for the worker's verdict
+      --malformed          Instead of a mail, put a message on the first domain's queue that is no SES
+                           notification: the worker leaves it for the dead-letter queue (try dlq show)
   -h, --help               Show this help`;
 
 const WAIT_MS = 20_000;
@@ -71,6 +77,26 @@ async function mailFiles(dir: string): Promise<Set<string>> {
   return found;
 }
 
+/** What a misconfigured publisher might put on the queue: the worker cannot read it and leaves it to the DLQ. */
+async function sendMalformed(state: LocalStackState, domain: string): Promise<void> {
+  Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }, state.env);
+  const config = buildConfig(state.env);
+  const clients = createAwsClients(config.aws);
+  try {
+    const url = await resolveQueueUrl(clients.sqs, nameFromTemplate(config.queueNameTemplate, domain));
+    await clients.sqs.send(
+      new SendMessageCommand({ QueueUrl: url, MessageBody: '{"this is": "not an SES notification"}' }),
+    );
+    console.log(
+      `queued a malformed message on ${url}: the worker logs it and leaves it; after MAX_RECEIVES receives ` +
+        `(${config.poll.maxReceives}, ${config.poll.maxReceives === 1 ? 'half a minute' : 'that many visibility timeouts'}) ` +
+        'SQS moves it to the dead-letter queue: node --env-file=local-mail/local-stack.env dist/unified-worker.js dlq show',
+    );
+  } finally {
+    clients.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -90,6 +116,7 @@ async function main(): Promise<void> {
       shape: { type: 'string' },
       'mail-dir': { type: 'string' },
       'no-wait': { type: 'boolean' },
+      malformed: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -101,6 +128,10 @@ async function main(): Promise<void> {
   }
   const state: LocalStackState = await readState(path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR));
   const first = state.domains[0] ?? 'example.com';
+  if (values.malformed) {
+    await sendMalformed(state, first);
+    return;
+  }
   const recipients = list(values.to).map(addressOf);
   if (recipients.length === 0) recipients.push(`alice@${first}`);
   const from = values.from ?? 'Someone <someone@external.test>';

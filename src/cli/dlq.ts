@@ -442,7 +442,12 @@ async function moveByHand(
   max: number | undefined,
 ): Promise<MoveProgress> {
   const { sqs } = context.clients;
-  const waiting = (await createSqsQueue(sqs, queues.dlqUrl).attributes()).visible;
+  const { visible: waiting, inFlight } = await createSqsQueue(sqs, queues.dlqUrl).attributes();
+  if (inFlight > 0) {
+    context.out.warn(
+      `${plural(inFlight, 'message')} of ${queues.dlqName} are being received elsewhere: not moved now`,
+    );
+  }
   const toMove = max === undefined ? waiting : Math.min(max, waiting);
   const progress = context.out.progress(`moving ${queues.dlqName}`, toMove);
   let moved = 0;
