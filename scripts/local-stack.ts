@@ -312,6 +312,8 @@ function daemonEnv(
   return {
     // A stop lets the current long poll end first; a short one keeps Ctrl-C quick on a demo stack.
     WAIT_TIME_SECONDS: '2',
+    // A rule or blocklist change made with the commands applies to the very next mail.
+    RULES_CACHE_SECONDS: '0',
     // Signed loop markers, as production should have them (doctor checks it); random per run.
     LOOP_MARKER_SECRET: randomBytes(24).toString('hex'),
     ...env,

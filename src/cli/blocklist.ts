@@ -15,6 +15,7 @@ import {
   type CliApp,
   type CommandContext,
   type CommonOptions,
+  cacheNote,
 } from './command.ts';
 import { plural } from './output.ts';
 
@@ -144,9 +145,7 @@ async function changePatterns(
   context.out.line(
     `${address} blocks ${plural(now.length, 'pattern')}${now.length > 0 ? `: ${now.join(' ')}` : ''}`,
   );
-  context.out.line(
-    `The daemon applies this within RULES_CACHE_SECONDS (${context.config.rules.cacheSeconds} s).`,
-  );
+  context.out.line(cacheNote(context, 'this'));
   return EXIT_OK;
 }
 

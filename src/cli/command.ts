@@ -118,3 +118,11 @@ export interface CliApp {
     body: (...args: A) => Promise<number>,
   ): (...args: A) => Promise<void>;
 }
+
+/** When the daemon sees a rules or blocklist change: its per-thread cache keeps the old one that long. */
+export function cacheNote(context: CommandContext, what: string): string {
+  const seconds = context.config.rules.cacheSeconds;
+  return seconds === 0
+    ? `The daemon applies ${what} to the next mail.`
+    : `The daemon applies ${what} within RULES_CACHE_SECONDS (${seconds} s).`;
+}

@@ -27,6 +27,7 @@ import {
   type CliApp,
   type CommandContext,
   type CommonOptions,
+  cacheNote,
 } from './command.ts';
 import { plural } from './output.ts';
 
@@ -171,9 +172,7 @@ async function setRule(context: CommandContext, input: string, options: SetOptio
   context.out.result(after);
   context.out.line(`rules of ${address} saved`);
   printRule(context, after);
-  context.out.line(
-    `The daemon applies them within RULES_CACHE_SECONDS (${context.config.rules.cacheSeconds} s).`,
-  );
+  context.out.line(cacheNote(context, 'them'));
   return EXIT_OK;
 }
 
