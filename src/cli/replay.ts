@@ -205,7 +205,7 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
   const verb = options.dryRun ? 'would be replayed' : 'replayed';
   out.line(
     `${plural(selected, 'mail')} selected: ${replayed.length} ${verb}, ${notReplayed.length} not replayed` +
-      (options.force && replayed.length > 0 ? ' (forced: delivered again to every recipient)' : ''),
+      (options.force && replayed.length > 0 ? ' (forced: a new replay generation, delivered again)' : ''),
   );
   if (!out.plainProgress && !options.dryRun) {
     for (const item of notReplayed) out.line(`  not replayed ${item.bucket}/${item.key}: ${item.reason}`);
