@@ -169,6 +169,16 @@ describe('rules', () => {
     assert.equal(await rawItem('email-rules', `ok@${DOMAIN}`), undefined);
   });
 
+  it('an unreachable DynamoDB is one line and exit 1', async () => {
+    const run = await runCommand(['rules', 'show', `away@${DOMAIN}`], {
+      ...env,
+      AWS_ENDPOINT_URL_DYNAMODB: 'http://127.0.0.1:9',
+    });
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /^unified-worker rules show: GetItem email-rules failed: .*ECONNREFUSED/);
+    assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+  });
+
   it('show, list and delete', async () => {
     const show = await cli('rules', 'show', `away@${DOMAIN}`);
     assert.match(show.stdout, /out-of-office: off \(text\)\n {4}\| Back on Monday\.\n {4}\| Urgent things/);

@@ -261,6 +261,24 @@ describe('doctor', () => {
     }
   });
 
+  it('with DELIVERY_PROTOCOL=lmtp asks the LMTP port (LHLO) instead of SMTP', async () => {
+    const lmtp = await startSmtpSink({ lmtp: true });
+    try {
+      const run = await runCommand(['doctor', '--json'], {
+        ...env,
+        DELIVERY_PROTOCOL: 'lmtp',
+        LMTP_PORT: String(lmtp.port),
+      });
+      const report = run.json<DoctorReport>();
+      assert.equal(check(report, `mail server LMTP 127.0.0.1:${lmtp.port}`).status, 'ok');
+      assert.ok(!report.checks.some((c) => c.check === `mail server SMTP 127.0.0.1:${mailbox.port}`));
+      assert.equal(lmtp.connections, 1);
+      assert.equal(lmtp.messages.length, 0);
+    } finally {
+      await lmtp.stop();
+    }
+  });
+
   it('warns about a missing LOOP_MARKER_SECRET and says how to set one', async () => {
     const run = await runCommand(['doctor', '--json'], { ...env, LOOP_MARKER_SECRET: '' });
     const secret = check(run.json<DoctorReport>(), 'LOOP_MARKER_SECRET');
