@@ -43,13 +43,11 @@ const SAMPLE_VISIBILITY_SECONDS = 30;
 /** The fallback hides a batch this long; what could not be sent on is released at once. */
 const MOVE_VISIBILITY_SECONDS = 60;
 const TASK_POLL_MS = 1_000;
-/** Answers of an SQS endpoint that does not have the message-move API. */
-const NO_MOVE_API = new Set([
-  'InvalidAction',
-  'UnsupportedOperation',
-  'AWS.SimpleQueueService.UnsupportedOperation',
-  'UnknownOperationException',
-]);
+/**
+ * Answers of an endpoint that does not know the action at all. SQS's own `UnsupportedOperation` is not among them:
+ * there the API exists and refuses this move (a task already running, a source that is no DLQ), which is reported.
+ */
+const NO_MOVE_API = new Set(['InvalidAction', 'UnknownOperationException']);
 
 interface DomainQueues {
   domain: string;
