@@ -1,32 +1,24 @@
 /**
- * `npm run local:send -- --to alice@example.com --subject Hi`: injects a mail into a running `npm run local`
- * stack the way SES does it (raw MIME into the domain's bucket, SNS-enveloped notification onto the domain's
- * queue), waits for the worker's verdict in the S3 audit metadata and lists the files it produced.
+ * `npm run local:send -- --to alice@example.com --subject Hi`: composes a mail and hands it to a running
+ * `npm run local` stack with `unified-worker inject`'s code (raw MIME into the domain's bucket, SNS-enveloped
+ * notification onto the domain's queue), waits for the worker's verdict in the S3 audit metadata and lists the
+ * files it produced. It reaches the stack through the settings the stack wrote, like any command would.
  */
-import http from 'node:http';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { S3Client } from '@aws-sdk/client-s3';
-import { SQSClient } from '@aws-sdk/client-sqs';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
 
-import { clientConfig } from '../test/harness/emulators.ts';
-import {
-  buildMime,
-  putMail,
-  sesMessageId,
-  type MailShape,
-  type MimeAttachment,
-  type SesVerdictStatus,
-} from '../test/harness/ses-events.ts';
-import {
-  DEFAULT_MAIL_DIR,
-  describeAudit,
-  readState,
-  waitForAudit,
-  type LocalStackState,
-} from './local-stack.ts';
+import { createAwsClients } from '../src/aws/clients.ts';
+import { resolveQueueUrl } from '../src/aws/queue.ts';
+import { nameFromTemplate } from '../src/aws/resources.ts';
+import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
+import { buildMime, type MimeAttachment } from '../src/cli/compose-mail.ts';
+import { injectMail, MAIL_SHAPES, type MailShape } from '../src/cli/inject.ts';
+import { parseVerdictOption, VERDICT_NAMES, VERDICT_VALUES, type Verdicts } from '../src/cli/ses-trace.ts';
+import { buildConfig } from '../src/config/config.ts';
+import { DEFAULT_MAIL_DIR, readState, type LocalStackState } from './local-stack-state.ts';
 
 const USAGE = `Usage: npm run local:send -- --to <address>[,<address>...] [options]
 
@@ -46,12 +38,10 @@ Options:
       --shape <shape>      sns-s3 (default) | raw-s3 (SNS raw delivery) | sns-inline (SNS action, no S3)
       --mail-dir <dir>     Mail directory of the stack (default: ./${DEFAULT_MAIL_DIR})
       --no-wait            Do not wait for the worker's verdict
+      --malformed          Instead of a mail, put a message on the first domain's queue that is no SES
+                           notification: the worker leaves it for the dead-letter queue (try dlq show)
   -h, --help               Show this help`;
 
-const VERDICT_KEYS = ['spam', 'virus', 'spf', 'dkim', 'dmarc'] as const;
-type VerdictKey = (typeof VERDICT_KEYS)[number];
-const VERDICT_VALUES: readonly SesVerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED'];
-const SHAPES: readonly MailShape[] = ['sns-s3', 'raw-s3', 'sns-inline'];
 const WAIT_MS = 20_000;
 
 function list(values: readonly string[] | undefined): string[] {
@@ -87,6 +77,26 @@ async function mailFiles(dir: string): Promise<Set<string>> {
   return found;
 }
 
+/** What a misconfigured publisher might put on the queue: the worker cannot read it and leaves it to the DLQ. */
+async function sendMalformed(state: LocalStackState, domain: string): Promise<void> {
+  Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }, state.env);
+  const config = buildConfig(state.env);
+  const clients = createAwsClients(config.aws);
+  try {
+    const url = await resolveQueueUrl(clients.sqs, nameFromTemplate(config.queueNameTemplate, domain));
+    await clients.sqs.send(
+      new SendMessageCommand({ QueueUrl: url, MessageBody: '{"this is": "not an SES notification"}' }),
+    );
+    console.log(
+      `queued a malformed message on ${url}: the worker logs it and leaves it; after MAX_RECEIVES receives ` +
+        `(${config.poll.maxReceives}, ${config.poll.maxReceives === 1 ? 'half a minute' : 'that many visibility timeouts'}) ` +
+        'SQS moves it to the dead-letter queue: node --env-file=local-mail/local-stack.env dist/unified-worker.js dlq show',
+    );
+  } finally {
+    clients.destroy();
+  }
+}
+
 async function main(): Promise<void> {
   // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -106,6 +116,7 @@ async function main(): Promise<void> {
       shape: { type: 'string' },
       'mail-dir': { type: 'string' },
       'no-wait': { type: 'boolean' },
+      malformed: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -117,25 +128,25 @@ async function main(): Promise<void> {
   }
   const state: LocalStackState = await readState(path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR));
   const first = state.domains[0] ?? 'example.com';
+  if (values.malformed) {
+    await sendMalformed(state, first);
+    return;
+  }
   const recipients = list(values.to).map(addressOf);
   if (recipients.length === 0) recipients.push(`alice@${first}`);
   const from = values.from ?? 'Someone <someone@external.test>';
   const shape = (values.shape ?? 'sns-s3') as MailShape;
-  if (!SHAPES.includes(shape)) throw new Error(`--shape must be one of ${SHAPES.join(', ')}`);
+  if (!MAIL_SHAPES.includes(shape)) throw new Error(`--shape must be one of ${MAIL_SHAPES.join(', ')}`);
 
-  const verdicts: Partial<Record<VerdictKey, SesVerdictStatus>> = {};
+  const verdicts: Partial<Verdicts> = {};
   for (const item of values.verdict ?? []) {
-    const [key = '', value = ''] = item.split('=').map((s) => s.trim());
-    const k = key.toLowerCase() as VerdictKey;
-    const v = value.toUpperCase() as SesVerdictStatus;
-    if (!VERDICT_KEYS.includes(k) || !VERDICT_VALUES.includes(v)) {
-      throw new Error(`--verdict ${item}: expected ${VERDICT_KEYS.join('|')}=${VERDICT_VALUES.join('|')}`);
+    const parsed = parseVerdictOption(item);
+    if (!parsed) {
+      throw new Error(`--verdict ${item}: expected ${VERDICT_NAMES.join('|')}=${VERDICT_VALUES.join('|')}`);
     }
-    verdicts[k] = v;
+    verdicts[parsed[0]] = parsed[1];
   }
 
-  // As with SES receipt rules per domain: each hosted domain's queue gets the recipients of that domain.
-  const byDomain = new Map<string, string[]>();
   for (const recipient of recipients) {
     const domain = domainOf(recipient);
     if (!state.domains.includes(domain)) {
@@ -143,7 +154,6 @@ async function main(): Promise<void> {
         `${recipient}: ${domain} is not served by the stack (domains: ${state.domains.join(', ')})`,
       );
     }
-    byDomain.set(domain, [...(byDomain.get(domain) ?? []), recipient]);
   }
 
   let raw: Buffer;
@@ -174,44 +184,30 @@ async function main(): Promise<void> {
     });
   }
 
-  const agent = new http.Agent({ keepAlive: true });
-  const sqs = new SQSClient({ ...clientConfig(state.endpoints.sqs, agent), credentials: state.credentials });
-  const s3 = new S3Client({
-    ...clientConfig(state.endpoints.s3, agent),
-    credentials: state.credentials,
-    forcePathStyle: true,
-  });
+  // The stack's own settings, as `node --env-file=local-mail/local-stack.env dist/unified-worker.js` gets them.
+  Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }, state.env);
+  const config = buildConfig(state.env);
+  const clients = createAwsClients(config.aws);
   const before = await mailFiles(state.mailDir);
-  const messageId = sesMessageId();
   try {
+    const injected = await injectMail(
+      { config, clients },
+      { raw, recipients, source: addressOf(from), verdicts, shape },
+    );
     const waits: Array<Promise<string>> = [];
-    for (const [domain, domainRecipients] of byDomain) {
-      const put = await putMail(
-        { s3, sqs },
-        {
-          domain,
-          raw,
-          recipients: domainRecipients,
-          source: addressOf(from),
-          shape,
-          messageId,
-          queueUrl: state.queues[domain],
-          bucket: state.buckets[domain],
-          notification: { verdicts, destination: recipients },
-        },
-      );
+    for (const put of injected) {
       const where = put.bucket ? `s3://${put.bucket}/${put.key}` : 'inline in the notification';
-      console.log(`queued SES message ${messageId} for ${domainRecipients.join(', ')} (${where})`);
+      console.log(`queued SES message ${put.sesMessageId} for ${put.recipients.join(', ')} (${where})`);
       if (values['no-wait'] || !put.bucket || !put.key) continue;
       waits.push(
-        waitForAudit(s3, put.bucket, put.key, WAIT_MS).then((r) => `${domain}: ${describeAudit(r, WAIT_MS)}`),
+        waitForAudit(clients.s3, put.bucket, put.key, WAIT_MS).then(
+          (r) => `${put.domain}: ${describeAudit(r, WAIT_MS)}`,
+        ),
       );
     }
     for (const line of await Promise.all(waits)) console.log(line);
   } finally {
-    sqs.destroy();
-    s3.destroy();
-    agent.destroy();
+    clients.destroy();
   }
   if (values['no-wait']) return;
   // Files the stack wrote since we sent (SES copies are collected every 100 ms). Mail other senders injected

@@ -3,66 +3,51 @@
  *
  * It starts the emulators of the integration tests (fauxqs for SQS + S3, dynalite for DynamoDB, aws-ses-v2-local
  * for SES), a local mail server stand-in that writes every mail it receives to `./local-mail/<recipient>/*.eml`,
- * creates the tables and one queue (with a dead-letter queue) per domain, seeds demo rules, starts the built daemon
- * (`node dist/unified-worker.js`) as a child process pointed at all of that, and injects a demo mail the way SES
- * would (raw MIME in S3, SNS-enveloped notification on the domain's queue).
+ * creates the tables, queues and buckets with `unified-worker setup`'s own code, seeds demo rules, starts the built
+ * daemon (`node dist/unified-worker.js`) as a child process pointed at all of that, and injects a demo mail with
+ * `unified-worker inject`'s code (raw MIME in S3, SNS-enveloped notification on the domain's queue).
  *
- * While it runs, `npm run local:send -- --to alice@example.com --subject Hi` injects more mail (see
- * `scripts/local-send.ts`); it finds the emulators through the state file this script writes into the mail
- * directory. Ctrl-C stops the daemon gracefully (SIGTERM, it drains in-flight mail), then the mail sinks and the
- * emulators, and removes the state file.
+ * It writes the settings it gave the daemon to `<mail-dir>/local-stack.env`, so every command runs against the
+ * stack with `node --env-file=local-mail/local-stack.env dist/unified-worker.js <command>`, and
+ * `npm run local:send -- --to alice@example.com --subject Hi` injects more mail (see `scripts/local-send.ts`); both
+ * find the stack through the files it writes into the mail directory. Ctrl-C stops the daemon gracefully
+ * (SIGTERM, it drains in-flight mail), then the mail sinks and the emulators, and removes those files.
  *
  * Everything listens on 127.0.0.1 only. All state is in memory: every run starts with empty queues and tables.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { SMTPServer } from 'smtp-server';
 
-import { buildConfig } from '../src/config/config.ts';
+import type { AwsClients } from '../src/aws/clients.ts';
+import { nameFromTemplate } from '../src/aws/resources.ts';
+import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
+import { buildMime } from '../src/cli/compose-mail.ts';
+import { injectMail } from '../src/cli/inject.ts';
+import { Output } from '../src/cli/output.ts';
+import { runSetup, type SetupItem } from '../src/cli/setup.ts';
+import { buildConfig, type Config } from '../src/config/config.ts';
+import { SETTINGS } from '../src/config/settings.ts';
 import { ConfigError } from '../src/errors.ts';
+import { startStack, type RecordedSesMail, type TestStack } from '../test/harness/emulators.ts';
 import {
-  createDomainQueue,
-  startStack,
-  type RecordedSesMail,
-  type TestStack,
-} from '../test/harness/emulators.ts';
-import { buildMime, putMail } from '../test/harness/ses-events.ts';
+  DEFAULT_MAIL_DIR,
+  ENV_FILE,
+  removeStateFiles,
+  writeStateFiles,
+  type LocalStackState,
+} from './local-stack-state.ts';
 
 /** Repository root (this file lives in `<root>/scripts/`). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-/** Name of the state file inside the mail directory. */
-export const STATE_FILE = '.local-stack.json';
-/** Default mail directory, relative to the current directory. */
-export const DEFAULT_MAIL_DIR = 'local-mail';
-
-/** What `npm run local:send` needs to reach a running stack. */
-export interface LocalStackState {
-  pid: number;
-  startedAt: string;
-  domains: string[];
-  mailDir: string;
-  region: string;
-  credentials: { accessKeyId: string; secretAccessKey: string };
-  endpoints: { sqs: string; s3: string; dynamodb: string; ses: string };
-  /** Queue URL per domain. */
-  queues: Record<string, string>;
-  /** Bucket SES would store each domain's mail in (`example.com` → `example-com-emails`). */
-  buckets: Record<string, string>;
-  tables: Record<string, string>;
-  smtp: { mailboxPort: number; internalPort: number; lmtpPort: number };
-  healthUrl: string;
-  readyUrl: string;
-  metricsUrl: string;
-}
-
 /** How a mail reached the stand-in mail server (or left through the SES emulator). */
 type Route = 'mailbox' | 'lmtp' | 'internal' | 'ses';
 
@@ -244,84 +229,6 @@ function watchSes(
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Shared with local-send
-// ---------------------------------------------------------------------------------------------------------------------
-
-export function stateFilePath(mailDir: string): string {
-  return path.join(mailDir, STATE_FILE);
-}
-
-/** Reads the state file of a running stack, or explains why there is none. */
-export async function readState(mailDir: string): Promise<LocalStackState> {
-  const file = stateFilePath(mailDir);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new Error(`no local stack found (${file} is missing): start one with \`npm run local\` first`);
-  }
-  const state = JSON.parse(text) as LocalStackState;
-  try {
-    process.kill(state.pid, 0);
-  } catch {
-    throw new Error(
-      `the local stack that wrote ${file} (pid ${state.pid}) is not running: start it with \`npm run local\``,
-    );
-  }
-  return state;
-}
-
-/** The audit trail the worker leaves on the S3 object; `undefined` until the message is final. */
-export type AuditResult = { kind: 'final'; metadata: Record<string, string> } | { kind: 'removed' };
-
-/**
- * Waits until the worker recorded its outcome in the object's metadata (`processed` set) or removed the object
- * (all recipients blocked). Returns undefined on timeout, e.g. when delivery was deferred and will be retried.
- */
-export async function waitForAudit(
-  s3: S3Client,
-  bucket: string,
-  key: string,
-  timeoutMs: number,
-): Promise<AuditResult | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
-      if (head.Metadata?.processed !== undefined) return { kind: 'final', metadata: head.Metadata };
-    } catch (error) {
-      const name = error instanceof Error ? error.name : '';
-      if (name === 'NotFound' || name === 'NoSuchKey') return { kind: 'removed' };
-      throw error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return undefined;
-}
-
-/** One line per audit outcome, for the console. */
-export function describeAudit(result: AuditResult | undefined, timeoutMs: number): string {
-  if (!result) {
-    return `no final outcome within ${timeoutMs / 1000} s (deferred and retried later?): see the stack's log`;
-  }
-  if (result.kind === 'removed')
-    return 'status=blocked (every recipient blocks the sender; the S3 object was deleted)';
-  const m = result.metadata;
-  const fields = [
-    'status',
-    'invalid_inboxes',
-    'blocked_sender',
-    'blocked_reason',
-    'failed_effects',
-    'failure_reason',
-  ];
-  return fields
-    .filter((f) => m[f] !== undefined)
-    .map((f) => `${f}=${m[f]}`)
-    .join(' ');
-}
-
-// ---------------------------------------------------------------------------------------------------------------------
 // The stack
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -383,16 +290,19 @@ const STACK_CONTROLLED = [
   'S3_FORCE_PATH_STYLE',
 ];
 
+/** The idempotency table the stack creates (on by default, as in production). */
+const IDEMPOTENCY_TABLE = 'email-worker-idempotency';
+
 /**
- * Child environment: the user's, minus every AWS_* variable (no real credentials, profile or endpoint leaks in;
- * the SDK's own AWS_SDK_JS_* switches stay).
+ * The daemon's environment: the user's, minus every AWS_* variable (no real credentials, profile or endpoint
+ * leaks in; the SDK's own AWS_SDK_JS_* switches stay), plus everything the stack decides.
  */
 function daemonEnv(
   stack: TestStack,
   options: Options,
   ports: LocalStackState['smtp'],
   queueTemplate: string,
-) {
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
     if (value === undefined || STACK_CONTROLLED.includes(name)) continue;
@@ -402,10 +312,19 @@ function daemonEnv(
   return {
     // A stop lets the current long poll end first; a short one keeps Ctrl-C quick on a demo stack.
     WAIT_TIME_SECONDS: '2',
+    // A rule or blocklist change made with the commands applies to the very next mail.
+    RULES_CACHE_SECONDS: '0',
+    // Signed loop markers, as production should have them (doctor checks it); random per run.
+    LOOP_MARKER_SECRET: randomBytes(24).toString('hex'),
     ...env,
     ...stack.env,
     DOMAINS: options.domains.join(','),
     QUEUE_NAME_TEMPLATE: queueTemplate,
+    RULES_TABLE: SETTINGS.RULES_TABLE.default,
+    BLOCKLIST_TABLE: SETTINGS.BLOCKLIST_TABLE.default,
+    OUTBOUND_TABLE: SETTINGS.OUTBOUND_TABLE.default,
+    OOO_STATE_TABLE: SETTINGS.OOO_STATE_TABLE.default,
+    IDEMPOTENCY_TABLE,
     SMTP_HOST: '127.0.0.1',
     SMTP_PORT: String(ports.mailboxPort),
     INTERNAL_SMTP_PORT: String(ports.internalPort),
@@ -414,6 +333,21 @@ function daemonEnv(
     METRICS_PORT: options.metricsPort,
     HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
   };
+}
+
+/** The stack's own clients (dummy credentials), in the shape the commands' code takes. */
+function stackClients(stack: TestStack): AwsClients {
+  return { sqs: stack.sqs, s3: stack.s3, sesv2: stack.sesv2, ddb: stack.ddb, destroy: () => undefined };
+}
+
+/** What setup did, one line per kind of outcome. */
+function printSetup(items: readonly SetupItem[]): void {
+  for (const outcome of ['created', 'updated', 'existed', 'failed'] as const) {
+    const names = items.filter((i) => i.outcome === outcome).map((i) => `${i.kind} ${i.name}`);
+    if (names.length > 0) console.log(`[setup]  ${outcome}: ${names.join(', ')}`);
+  }
+  for (const item of items)
+    for (const warning of item.warnings) console.log(`[setup]  ${item.name}: ${warning}`);
 }
 
 /**
@@ -450,10 +384,9 @@ function printLog(line: string, json: boolean): void {
   console.log(`[worker] ${String(level ?? '').padEnd(5)} ${msg ?? ''}${fields}`);
 }
 
-async function seedDemoRules(stack: TestStack, domain: string): Promise<void> {
-  const tables = stack.tables;
-  if (!tables) throw new Error('stack started without tables');
-  await stack.ddb.send(
+async function seedDemoRules(clients: AwsClients, config: Config, domain: string): Promise<void> {
+  const tables = config.tables;
+  await clients.ddb.send(
     new PutCommand({
       TableName: tables.rules,
       Item: {
@@ -465,7 +398,7 @@ async function seedDemoRules(stack: TestStack, domain: string): Promise<void> {
       },
     }),
   );
-  await stack.ddb.send(
+  await clients.ddb.send(
     new PutCommand({
       TableName: tables.rules,
       Item: {
@@ -475,7 +408,7 @@ async function seedDemoRules(stack: TestStack, domain: string): Promise<void> {
       },
     }),
   );
-  await stack.ddb.send(
+  await clients.ddb.send(
     new PutCommand({
       TableName: tables.blocklist,
       Item: { email_address: `alice@${domain}`, blocked_patterns: ['*@spam.test'] },
@@ -532,7 +465,7 @@ async function main(): Promise<void> {
     );
   };
 
-  const stack = await startStack({ tables: true });
+  const stack = await startStack();
   const sinks = await Promise.all([
     startMailSink('mailbox', mailDir, onLanding),
     startMailSink('internal', mailDir, onLanding),
@@ -542,28 +475,23 @@ async function main(): Promise<void> {
   if (!mailboxSink || !internalSink || !lmtpSink) throw new Error('mail sinks did not start');
   const stopSesWatch = watchSes(stack, mailDir, onLanding);
 
-  const queueTemplate = process.env.QUEUE_NAME_TEMPLATE || '{domain}-queue';
-  const queues: Record<string, string> = {};
-  const buckets: Record<string, string> = {};
-  for (const domain of domains) {
-    // With a dead-letter queue, as the README recommends; maxReceiveCount matches MAX_RECEIVES' default.
-    const queue = await createDomainQueue(stack.sqs, domain, {
-      template: queueTemplate,
-      withDlq: true,
-      maxReceiveCount: 10,
-    });
-    queues[domain] = queue.queueUrl;
-    buckets[domain] = `${domain.replaceAll('.', '-')}-emails`;
-  }
-  await seedDemoRules(stack, first);
-
   const ports = { mailboxPort: mailboxSink.port, internalPort: internalSink.port, lmtpPort: lmtpSink.port };
+  const env = daemonEnv(stack, options, ports, process.env.QUEUE_NAME_TEMPLATE || '{domain}-queue');
+  const config = buildConfig(env);
+  const clients = stackClients(stack);
+  // The tables, queues (with dead-letter queues) and buckets, made by `unified-worker setup`'s own code.
+  const quiet = new Output({ stdout: { write: () => true }, stderr: { write: () => true }, env }, true);
+  const setup = await runSetup({ config, clients, out: quiet });
+  printSetup(setup);
+  if (setup.some((i) => i.outcome === 'failed')) throw new Error('setup failed: see the [setup] lines');
+  await seedDemoRules(clients, config, first);
+
   const child: ChildProcess = spawn(
     process.execPath,
     ['--import', WATCHDOG, daemonEntry, '--domains', domains.join(',')],
     {
       cwd: REPO_ROOT,
-      env: daemonEnv(stack, options, ports, queueTemplate),
+      env,
       // Own process group: Ctrl-C reaches only this script, which then sends the daemon exactly one SIGTERM
       // (a second signal would make the daemon skip its graceful drain).
       detached: true,
@@ -606,7 +534,7 @@ async function main(): Promise<void> {
       await stopSesWatch();
       await Promise.all(sinks.map((s) => s.stop()));
       await stack.stop();
-      await rm(stateFilePath(mailDir), { force: true });
+      await removeStateFiles(mailDir);
       console.log(`[stack]  stopped. The mail stays in ${path.relative(process.cwd(), mailDir) || '.'}/`);
       process.exit(exitCode);
     })());
@@ -645,44 +573,30 @@ async function main(): Promise<void> {
     startedAt: new Date().toISOString(),
     domains,
     mailDir,
-    region: stack.env.AWS_REGION ?? 'us-east-1',
-    credentials: {
-      accessKeyId: stack.env.AWS_ACCESS_KEY_ID ?? 'test',
-      secretAccessKey: stack.env.AWS_SECRET_ACCESS_KEY ?? 'test',
-    },
+    env,
     endpoints: { ...stack.endpoints },
-    queues,
-    buckets,
-    tables: { ...stack.tables },
     smtp: ports,
     healthUrl: `${healthBase}/health`,
     readyUrl: `${healthBase}/ready`,
     metricsUrl: `http://127.0.0.1:${announced.metrics}/metrics`,
   };
 
-  // The state file first, so `npm run local:send` works from here on.
-  await writeFile(stateFilePath(mailDir), `${JSON.stringify(state, null, 2)}\n`);
+  // The state and env files first, so `npm run local:send` and the commands work from here on.
+  await writeStateFiles(state);
 
   let demoLine = '';
   if (options.demo) {
+    const recipients = [`alice@${first}`, `ooo@${first}`, `fwd@${first}`];
     const raw = await buildMime({
       from: 'Demo Sender <sender@external.test>',
-      to: [`alice@${first}`, `ooo@${first}`, `fwd@${first}`],
+      to: recipients,
       subject: 'Hello from the local stack',
       text: 'This mail was stored in (emulated) S3 and announced on SQS, exactly as SES does.\r\n',
     });
-    const put = await putMail(stack, {
-      domain: first,
-      raw,
-      recipients: [`alice@${first}`, `ooo@${first}`, `fwd@${first}`],
-      source: 'sender@external.test',
-      shape: 'sns-s3',
-      queueUrl: queues[first],
-      bucket: buckets[first],
-    });
-    const audit = await waitForAudit(stack.s3, put.bucket ?? '', put.key ?? '', 15_000);
+    const [put] = await injectMail({ config, clients }, { raw, recipients, source: 'sender@external.test' });
+    const audit = await waitForAudit(stack.s3, put?.bucket ?? '', put?.key ?? '', 15_000);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put.bucket}/${put.key})\n`;
+    demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put?.bucket}/${put?.key})\n`;
   }
   if (stopping) return;
   // /ready turns 200 once every domain's first ReceiveMessage returned (at the latest after WAIT_TIME_SECONDS)
@@ -693,10 +607,12 @@ async function main(): Promise<void> {
   console.log(`
 ================================================================================================
   unified-worker local stack is running (up after ${seconds} s)
-  Domains:      ${domains.join(', ')}    (queues ${domains.map((d) => new URL(queues[d] ?? '').pathname.split('/').pop()).join(', ')})
+  Domains:      ${domains.join(', ')}    (queues ${domains.map((d) => nameFromTemplate(config.queueNameTemplate, d)).join(', ')})
 ${demoLine}  Mail lands:   ${rel}/<recipient>/*.eml  (${landings.length} file(s) so far)
   Health:       ${state.healthUrl}   ready: ${state.readyUrl} (${ready ? '200 now' : 'not yet: it turns 200 after the first long poll returns'})
   Metrics:      ${state.metricsUrl}
+  Commands:     node --env-file=${path.join(rel, ENV_FILE)} dist/unified-worker.js doctor
+                (setup, rules, blocklist, inject, replay, dlq: see README "Operating")
   Send more:    npm run local:send -- --to alice@${first} --subject Hi
                 (forward demo: fwd@${first}; out-of-office demo: ooo@${first};
                  blocked sender: --from x@spam.test --to alice@${first}; unknown user: nobody@${first})

@@ -1,37 +1,27 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { loadConfig } from './config/config.ts';
-import { helpText } from './config/settings.ts';
-import { ConfigError } from './errors.ts';
-import { startDaemon } from './daemon/daemon.ts';
+import { runCli } from './cli/program.ts';
 
 /**
- * Entry point. Configuration is read and validated before anything touches the network; a bad setting prints one
- * line naming it and exits 2.
+ * Entry point: the daemon (`unified-worker [run] --domains …`, the default) and the operator commands. Settings
+ * are read and validated before anything touches the network; a bad setting prints one line naming it and
+ * exits 2.
  */
 async function main(): Promise<void> {
-  let request: ReturnType<typeof loadConfig>;
-  try {
-    request = loadConfig(process.argv.slice(2), process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`unified-worker: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
-  if (request.kind === 'help') {
-    process.stdout.write(`${helpText()}\n`);
-    return;
-  }
-  if (request.kind === 'version') {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-      version: string;
-    };
-    process.stdout.write(`${pkg.version}\n`);
-    return;
-  }
-  await startDaemon(request.config);
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  const code = await runCli(process.argv.slice(2), {
+    streams: { stdout: process.stdout, stderr: process.stderr, env: process.env },
+    version: pkg.version,
+    async startDaemon(config) {
+      // Loaded only for the daemon: the operator commands need no worker threads or HTTP servers.
+      const { startDaemon } = await import('./daemon/daemon.ts');
+      await startDaemon(config);
+    },
+  });
+  // The daemon keeps running on its own handles; a command that is done sets the code and lets Node exit.
+  process.exitCode = code;
 }
 
 main().catch((error: unknown) => {

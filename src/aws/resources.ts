@@ -138,4 +138,9 @@ export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   { action: 'dynamodb:CreateTable', resource: 'table', why: 'setup' },
   { action: 'dynamodb:UpdateTimeToLive', resource: 'table', why: 'setup' },
   { action: 'dynamodb:Scan', resource: 'table', why: 'rules list, blocklist list' },
+  {
+    action: 'ses:GetEmailIdentity',
+    resource: 'ses-identity',
+    why: 'doctor: the domains can send forwards and replies',
+  },
 ];

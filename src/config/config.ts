@@ -65,6 +65,11 @@ export interface Config {
 // RFC 1035 labels; at least two labels, so `localhost` or `example` is rejected as a hosted mail domain.
 const DOMAIN_RE =
   /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+/** A hostname of at least two RFC 1035 labels, lower-case: what DOMAINS accepts and what an address may end in. */
+export function isDomainName(value: string): boolean {
+  return DOMAIN_RE.test(value);
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -107,9 +112,17 @@ function parseCli(argv: readonly string[]) {
   });
 }
 
-export function buildConfig(env: Env): Config {
+export interface BuildOptions {
+  /**
+   * The operator commands that work on addresses (rules, blocklist) need no domain list; with this, an unset
+   * DOMAINS is an empty list instead of an error. The daemon always requires one.
+   */
+  domainsOptional?: boolean;
+}
+
+export function buildConfig(env: Env, options: BuildOptions = {}): Config {
   const read = new SettingReader(env);
-  const domains = read.domains();
+  const domains = read.domains(options.domainsOptional ?? false);
   const generic = read.url('AWS_ENDPOINT_URL');
   const config: Config = {
     domains,
@@ -271,13 +284,13 @@ class SettingReader {
     return value as T;
   }
 
-  domains(): string[] {
+  domains(optional: boolean): string[] {
     const value = this.raw('DOMAINS');
     const domains = value
       .split(',')
       .map((d) => d.trim().toLowerCase())
       .filter((d) => d !== '');
-    if (domains.length === 0) {
+    if (domains.length === 0 && !optional) {
       throw new ConfigError('DOMAINS', 'no domain given (use --domains example.com,another.com or DOMAINS)');
     }
     for (const domain of domains) {

@@ -167,10 +167,11 @@ export const SETTINGS = {
 export type SettingName = keyof typeof SETTINGS;
 
 export function helpText(): string {
-  const lines = [
+  return [
     'unified-worker: delivers mail received by Amazon SES into a docker-mailserver (Postfix + Dovecot).',
     '',
-    'Usage: node dist/unified-worker.js --domains example.com,another.com',
+    'Usage: node dist/unified-worker.js [run] --domains example.com,another.com',
+    '       node dist/unified-worker.js <command> --help   (setup, doctor, rules, blocklist, inject, replay, dlq)',
     '',
     'Options:',
     '  -d, --domains <list>   Comma-separated domains to serve (env DOMAINS).',
@@ -178,8 +179,13 @@ export function helpText(): string {
     '  -h, --help             Print this help.',
     '  -v, --version          Print the version.',
     '',
-    'Environment variables (default in brackets):',
-  ];
+    settingsHelp(),
+  ].join('\n');
+}
+
+/** Every setting with its default, grouped: the part of the help the daemon and every command share. */
+export function settingsHelp(): string {
+  const lines = ['Environment variables (default in brackets), read by the daemon and every command:'];
   let group = '';
   for (const [name, spec] of Object.entries(SETTINGS) as Array<[string, SettingSpec]>) {
     if (spec.group !== group) {

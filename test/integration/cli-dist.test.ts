@@ -1,0 +1,149 @@
+/**
+ * The built binary, as an admin runs it (`node dist/unified-worker.js <command>`, child processes, settings in
+ * the environment), against the emulators, smtp-server sinks and the built daemon: exit codes 0, 1 and 2, and one
+ * command of each kind — setup, doctor, rules, blocklist, inject (delivered by the daemon), replay, dlq.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+
+import { assertBuilt, killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
+import { runBuiltCli, type CliResult } from '../harness/cli-runner.ts';
+import { startStack, type TestStack } from '../harness/emulators.ts';
+import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
+
+const DOMAIN = 'dist-cli.test';
+let stack: TestStack;
+let mailbox: SmtpSink;
+let internal: SmtpSink;
+let daemon: DaemonProcess;
+let env: Record<string, string>;
+
+before(async () => {
+  assertBuilt();
+  stack = await startStack();
+  mailbox = await startSmtpSink();
+  internal = await startSmtpSink();
+  env = {
+    ...stack.env,
+    DOMAINS: DOMAIN,
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: String(mailbox.port),
+    INTERNAL_SMTP_PORT: String(internal.port),
+    IDEMPOTENCY_TABLE: 'email-worker-idempotency',
+    LOOP_MARKER_SECRET: 'dist-test-secret-0123456789abcdef',
+    RULES_CACHE_SECONDS: '0',
+  };
+});
+after(async () => {
+  await killAllDaemons();
+  await Promise.all([mailbox.stop(), internal.stop()]);
+  await stack.stop();
+});
+
+function cli(...argv: string[]): Promise<CliResult> {
+  return runBuiltCli(argv, env);
+}
+
+describe('node dist/unified-worker.js', () => {
+  it('--help lists the commands and every setting; bad usage is one line and exit 2', async () => {
+    const help = await cli('--help');
+    assert.equal(help.code, 0);
+    for (const command of ['run', 'setup', 'doctor', 'rules', 'blocklist', 'inject', 'replay', 'dlq']) {
+      assert.match(help.stdout, new RegExp(`^  ${command}\\b`, 'm'), command);
+    }
+    assert.match(help.stdout, /LOOP_MARKER_SECRET/);
+    for (const argv of [['setup', '--bogus'], ['doctr'], ['rules', 'set', 'a@b\nc.test', '--ooo', 'off']]) {
+      const run = await cli(...argv);
+      assert.equal(run.code, 2, `${argv.join(' ')}: ${run.stderr}`);
+      assert.equal(run.stderr.trim().split('\n').length, 1, run.stderr);
+    }
+    const group = await cli('rules');
+    assert.equal(group.code, 2, 'a command group without its subcommand');
+    assert.match(group.stderr, /^Usage: unified-worker rules/);
+    const unknown = await cli('setup', '--bogus');
+    assert.equal(unknown.stderr, "unified-worker: invalid usage: unknown option '--bogus' (see --help)\n");
+    const address = await cli('rules', 'set', 'a@b\nc.test', '--ooo', 'off');
+    assert.equal(
+      address.stderr,
+      'unified-worker rules set: address "a@b\\nc.test" contains a line break or NUL\n',
+    );
+  });
+
+  it('setup (exit 0), then the daemon, and doctor is green (exit 0)', async () => {
+    const setup = await cli('setup');
+    assert.equal(setup.code, 0, setup.stdout + setup.stderr);
+    assert.match(
+      setup.stdout,
+      /queue dist-cli-test-queue +created: redrive to dist-cli-test-queue-dlq after 10 receives/,
+    );
+    daemon = await spawnDaemon({ domains: [DOMAIN], env });
+    const doctor = await cli('doctor');
+    assert.equal(doctor.code, 0, doctor.stdout);
+    assert.match(doctor.stdout, /^All \d+ checks passed/m);
+  });
+
+  it('doctor with the mail server port closed: exit 1 and the fix', async () => {
+    await mailbox.down();
+    try {
+      const doctor = await runBuiltCli(['doctor'], env);
+      assert.equal(doctor.code, 1);
+      assert.match(
+        doctor.stdout,
+        new RegExp(`^\\[FAIL\\] mail server SMTP 127\\.0\\.0\\.1:${mailbox.port} +connect ECONNREFUSED`, 'm'),
+      );
+      assert.match(
+        doctor.stdout,
+        /fix: is the mail server running and reachable from here\? check SMTP_HOST and SMTP_PORT/,
+      );
+    } finally {
+      await mailbox.up();
+    }
+  });
+
+  it('rules and blocklist: set, show --json, test exit 0 / 1', async () => {
+    const set = await cli('rules', 'set', `away@${DOMAIN}`, '--ooo-message', 'Back soon.');
+    assert.equal(set.code, 0, set.stderr);
+    const show = await cli('rules', 'show', `away@${DOMAIN}`, '--json');
+    assert.deepEqual(show.json(), {
+      email_address: `away@${DOMAIN}`,
+      ooo_active: true,
+      ooo_message: 'Back soon.',
+      ooo_content_type: 'text',
+      forwards: [],
+    });
+    assert.equal((await cli('blocklist', 'add', `away@${DOMAIN}`, '*@spam.test')).code, 0);
+    assert.equal((await cli('blocklist', 'test', `away@${DOMAIN}`, 'x@spam.test')).code, 0);
+    assert.equal((await cli('blocklist', 'test', `away@${DOMAIN}`, 'x@ham.test')).code, 1);
+  });
+
+  it('inject --wait: the running daemon delivers it', async () => {
+    const run = await cli(
+      'inject',
+      '--to',
+      `alice@${DOMAIN}`,
+      '--from',
+      'friend@external.test',
+      '--wait',
+      '20',
+    );
+    assert.equal(run.code, 0, run.stdout + run.stderr + daemon.describe());
+    assert.match(
+      run.stdout,
+      /^injected SES message [a-z0-9]+ for alice@dist-cli\.test \(s3:\/\/dist-cli-test-emails\/[a-z0-9]+\)$/m,
+    );
+    assert.match(run.stdout, /^dist-cli\.test: status=delivered$/m);
+    assert.ok(mailbox.messages.some((m) => m.to.includes(`alice@${DOMAIN}`)));
+  });
+
+  it('replay --dry-run and dlq show / redrive', async () => {
+    const replay = await cli('replay', '--status', 'invalid', '--dry-run');
+    assert.equal(replay.code, 0, replay.stderr);
+    assert.match(replay.stdout, /^0 mails selected: 0 would be replayed, 0 not replayed$/m);
+    const show = await cli('dlq', 'show');
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /^dist-cli\.test: 0 messages waiting in dist-cli-test-queue-dlq$/m);
+    const redrive = await cli('dlq', 'redrive');
+    assert.equal(redrive.code, 0, redrive.stderr);
+    assert.match(redrive.stdout, /receive → send → delete/);
+  });
+});
