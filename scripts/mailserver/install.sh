@@ -10,7 +10,7 @@
 # and on machines with a policy-rc.d that forbids it, the packages' postinst scripts start no service.
 set -euo pipefail
 
-PACKAGES=(postfix dovecot-core dovecot-lmtpd)
+PACKAGES=(postfix dovecot-core dovecot-lmtpd dovecot-sieve)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

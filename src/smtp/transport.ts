@@ -1,9 +1,10 @@
 import nodemailer from 'nodemailer';
 import type { Logger } from '../log/logger.ts';
 import {
-  isConnectionError,
+  isRetryableBeforeData,
   outcomesFromError,
   outcomesFromInfo,
+  stageOf,
   type RecipientDelivery,
 } from './classify.ts';
 
@@ -45,7 +46,7 @@ export interface PooledDeliveryOptions {
   maxConnections: number;
   timeoutMs: number;
   logger: Logger;
-  /** Pauses between attempts after a connection-level failure. */
+  /** Pauses between attempts after a connection failure that came before the mail's content was sent. */
   retryDelaysMs?: readonly number[];
 }
 
@@ -106,10 +107,11 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
           return await sendOnce(transport, request);
         } catch (error) {
           const delay = retryDelays[attempt];
-          if (isConnectionError(error) && delay !== undefined) {
+          // Resending after the content went out could deliver twice: only a failure before it is retried here.
+          if (isRetryableBeforeData(error) && delay !== undefined) {
             options.logger.warn(
               { err: describe(error), route: request.route, attempt: attempt + 1 },
-              'mail server connection failed; retrying',
+              'mail server connection failed before the mail was sent; retrying',
             );
             await new Promise((resolve) => setTimeout(resolve, delay));
             continue;
@@ -138,5 +140,5 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
 function describe(error: unknown): Record<string, unknown> {
   if (typeof error !== 'object' || error === null) return { message: String(error) };
   const e = error as { code?: unknown; message?: unknown; responseCode?: unknown };
-  return { code: e.code, message: e.message, responseCode: e.responseCode };
+  return { code: e.code, message: e.message, responseCode: e.responseCode, stage: stageOf(error) };
 }
