@@ -212,6 +212,23 @@ describe('DeleteBatcher', () => {
     ]);
   });
 
+  it('counts every message SQS did not delete, whether it reported them or the call threw', async () => {
+    const queue = new FakeQueue();
+    queue.failHandles.add('handle-3');
+    queue.failHandles.add('handle-12');
+    const counted: number[] = [];
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, {
+      lingerMs: 60_000,
+      onFailed: (count) => counted.push(count),
+    });
+    for (const e of entries(0, 15)) batcher.add(e);
+    await batcher.flush();
+    queue.throwError = new Error('socket hang up');
+    for (const e of entries(20, 4)) batcher.add(e);
+    await batcher.flush();
+    assert.deepEqual(counted, [1, 1, 4]);
+  });
+
   it('logs nothing when every delete succeeds', async () => {
     const queue = new FakeQueue();
     const { logger, lines } = memoryLogger();
