@@ -391,7 +391,9 @@ export class DomainPoller {
         recipient: redact(r.recipient),
         state: r.state,
         ...(r.code !== undefined && { code: r.code }),
-        ...(r.state !== 'delivered' && r.detail !== undefined && { detail: r.detail }),
+        // A delivery now carries the server's 250 (noise); one from an earlier attempt says so.
+        ...((r.state !== 'delivered' || r.code === undefined) &&
+          r.detail !== undefined && { detail: r.detail }),
       })),
       ...(outcome.effects.length > 0 && {
         effects: outcome.effects.map((e) => ({
