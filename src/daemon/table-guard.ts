@@ -33,6 +33,7 @@ export class TableGuard {
   private failing = new Set<string>();
   private readonly warned = new Set<string>();
   private lastCheckAt = 0;
+  private suspicionTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: TableGuardOptions) {}
 
@@ -53,17 +54,27 @@ export class TableGuard {
   }
 
   /**
-   * A table call failed as a missing or misshapen table would: check again, unless a check ran moments ago (a
-   * ValidationException need not be about the table, and every failing mail reports it).
+   * A table call failed as a missing or misshapen table would: check again now, or, when a check ran moments ago,
+   * as soon as the interval has passed (a ValidationException need not be about the table, and every failing mail
+   * reports it, so this bounds the checks to one per interval).
    */
   suspect(): void {
-    if (Date.now() - this.lastCheckAt < (this.options.suspicionIntervalMs ?? 5_000)) return;
-    void this.check();
+    if (this.stopped || this.suspicionTimer) return;
+    const wait = this.lastCheckAt + (this.options.suspicionIntervalMs ?? 5_000) - Date.now();
+    this.suspicionTimer = setTimeout(
+      () => {
+        this.suspicionTimer = undefined;
+        void this.check();
+      },
+      Math.max(0, wait),
+    );
+    this.suspicionTimer.unref();
   }
 
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.suspicionTimer);
   }
 
   private async runChecks(): Promise<readonly string[]> {
