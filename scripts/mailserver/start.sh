@@ -16,8 +16,8 @@
 # The e2e suite (test/e2e) picks free ports itself, so it runs beside a server started with the defaults.
 #
 # Mail setup:
-#   virtual domains example.com and another.com; mailboxes alice@example.com, bob@example.com, tiny@example.com, carol@another.com,
-#   delivered by Postfix over LMTP to Dovecot into <root-dir>/mail/<domain>/<user>/{new,cur,tmp}.
+#   virtual domains example.com and another.com; mailboxes alice@example.com, bob@example.com, tiny@example.com,
+#   carol@another.com, delivered by Postfix over LMTP to Dovecot into <root-dir>/mail/<domain>/<user>/{new,cur,tmp}.
 #   Both Postfix ports check recipients against the mailbox list at RCPT (unknown user: 550 5.1.1), like
 #   docker-mailserver does; Dovecot LMTP checks its userdb (unknown user: 550 5.1.1).
 #   The internal port is configured by the project's own docker/mailserver/user-patches.sh (the production patch of
@@ -28,8 +28,9 @@
 #   (header_checks: 550 5.7.1); Dovecot answers 552 5.2.2 (quota) for every mail over 1 KB to tiny@example.com.
 #   Dovecot runs the Sieve plugin for LMTP with the project's docker/mailserver/before.dovecot.sieve as a global
 #   sieve_before script (compiled with sievec, as docker-mailserver does) and the `plugin` block of
-#   docker/mailserver/dovecot.cf: a second copy of a delivery the worker marked with X-SES-Worker-Delivery-Id is
-#   discarded. Sieve logs every delivery (`sieve: msgid=...: stored mail into mailbox`) and every discard.
+#   docker/mailserver/dovecot.cf (all but its listener): a second copy of a delivery the worker marked with
+#   X-SES-Worker-Delivery-Id is discarded. Sieve logs every delivery (`sieve: msgid=...: stored mail into
+#   mailbox`) and every discard.
 #   Nothing is ever relayed out: other domains get 554 Relay access denied, and every non-virtual transport is
 #   error:. No DNS is used.
 #   Deferred mail is retried every 5 s (defaults: minutes).
@@ -291,8 +292,8 @@ plugin {
   # Quota only as a test hook: tiny@example.com (userdb quota_rule) gets a 5xx after DATA.
   quota = maildir:User quota
 }
-# The plugin block of docker/mailserver/dovecot.cf, as production gets it:
-$(sed -n '/^plugin {/,/^}/p' "$DOVECOT_CF")
+# docker/mailserver/dovecot.cf as production gets it, without its listener (this file has its own):
+$(sed '/^service lmtp {/,/^}/d' "$DOVECOT_CF")
 EOF
 
 # Global Sieve scripts, compiled as docker-mailserver compiles them (the mail user cannot write compiled binaries
