@@ -14,7 +14,7 @@ import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
 import { headerView, withBodies } from './parse.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import type { PipelinePorts } from './ports.ts';
-import { runRules, type EffectResult } from './rules.ts';
+import { runRules, type EffectResult, type RuleInput } from './rules.ts';
 import { detectEol, verdictHeaders } from './verdicts.ts';
 
 /**
@@ -226,7 +226,6 @@ async function processReceipt(
 ): Promise<MessageOutcome> {
   const { receipt, recipients, progress } = attempt;
   const recorded = fetched.head?.Metadata ?? {};
-  const failureRecorded = recorded.processed === 'false' && recorded.status === 'failed';
   // A final verdict in the object's metadata is written only once everything was final: this notification is a
   // redelivery (SNS, a lost delete). A replay asked for the mail to be handled again.
   if (recorded.processed === 'true' && !attempt.replay) {
@@ -239,27 +238,19 @@ async function processReceipt(
   }
 
   const raw = fetched.bytes;
-  let view = headerView(splitMessage(raw));
+  const view = headerView(splitMessage(raw));
   const hasLoopMarker = ports.loopMarker.isTrusted(
     view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
   );
-
   const bounce = hasLoopMarker
     ? { isSesBounce: false, raw, rewritten: false }
     : await applyBounceRewrite(raw, view, receipt.source, ports);
 
   const settings = await ports.rules.settingsFor(recipients);
-  const blockedBy = blockDecisions(receipt, view, recipients, settings);
   const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
+  markBlocked(attempt, blockDecisions(receipt, view, recipients, settings), virusRejected, ports);
 
   const outcomes = progress.recipients;
-  for (const recipient of recipients) {
-    if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
-    else if (blockedBy.has(recipient))
-      outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
-  }
-  if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
-
   const toDeliver = recipients.filter((r) => !outcomes.has(r));
   const delivery =
     toDeliver.length > 0 ? await deliver(attempt, toDeliver, bounce.raw, ports) : emptyDelivery();
@@ -268,36 +259,27 @@ async function processReceipt(
   const withRules = hasLoopMarker
     ? []
     : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
-  if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
-    view = await withBodies(raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
-    if (view.parseError) {
-      ports.logger.warn(
-        { sesMessageId: receipt.sesMessageId, parseError: view.parseError },
-        'MIME parse failed; the auto-reply quotes no body',
-      );
-    }
-  }
-  const ruleInput = { receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker };
-  const effectLists = await Promise.all(
-    withRules.flatMap((recipient) => {
-      const rule = settings.get(recipient)?.rule;
-      if (!rule) return [];
-      return [
-        runRules({ ...ruleInput, recipient, rule, generation: attempt.generation }, ports, attempt.guard),
-      ];
-    }),
+  const { effects, view: ruleView } = await applyRules(
+    attempt,
+    withRules,
+    settings,
+    {
+      receipt,
+      raw,
+      view,
+      isSesBounce: bounce.isSesBounce,
+      hasLoopMarker,
+    },
+    ports,
   );
-  const effects = effectLists.flat();
-  progress.effects.push(...effects);
 
   const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
   if (recipientsFinal && effectsFinal)
-    await recordAudit(receipt, fetched.head, status, results, effects, view, virusRejected, ports);
+    await recordAudit(receipt, fetched.head, status, results, effects, ruleView, virusRejected, ports);
 
-  const fault = delivery.deploymentFault ?? effects.find((e) => e.deploymentFault)?.deploymentFault;
   return {
     ...base,
     recipients: results,
@@ -307,13 +289,73 @@ async function processReceipt(
     disposition: recipientsFinal && effectsFinal ? 'delete' : 'retry',
     status: recipientsFinal && !effectsFinal ? 'deferred' : status,
     waitingOnClaims: onlyClaimsPending(results, effects),
+    ...deploymentFindings(delivery, effects),
+    ...(recorded.processed === 'false' && recorded.status === 'failed' && { failureRecorded: true }),
+  };
+}
+
+/** Recipients who blocked the sender (or all, for a virus under VIRUS_POLICY=reject) are final: blocked. */
+function markBlocked(
+  attempt: Attempt,
+  blockedBy: Map<string, string>,
+  virusRejected: boolean,
+  ports: PipelinePorts,
+): void {
+  const outcomes = attempt.progress.recipients;
+  for (const recipient of attempt.recipients) {
+    if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
+    else if (blockedBy.has(recipient))
+      outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
+  }
+  if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
+}
+
+/**
+ * Stage 6 for every delivered recipient with a rule, all at once. Bodies are decoded only when an auto-reply may
+ * quote them (the one consumer of bodies); the view with bodies is returned for the audit.
+ */
+async function applyRules(
+  attempt: Attempt,
+  withRules: readonly string[],
+  settings: Map<string, RecipientSettings>,
+  input: Omit<RuleInput, 'recipient' | 'rule' | 'generation'>,
+  ports: PipelinePorts,
+): Promise<{ effects: EffectResult[]; view: MailView }> {
+  let view = input.view;
+  if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
+    view = await withBodies(input.raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
+    if (view.parseError) {
+      ports.logger.warn(
+        { sesMessageId: input.receipt.sesMessageId, parseError: view.parseError },
+        'MIME parse failed; the auto-reply quotes no body',
+      );
+    }
+  }
+  const lists = await Promise.all(
+    withRules.flatMap((recipient) => {
+      const rule = settings.get(recipient)?.rule;
+      if (!rule) return [];
+      const ruleInput = { ...input, view, recipient, rule, generation: attempt.generation };
+      return [runRules(ruleInput, ports, attempt.guard)];
+    }),
+  );
+  const effects = lists.flat();
+  attempt.progress.effects.push(...effects);
+  return { effects, view };
+}
+
+/** What this attempt learnt about the deployment: a refusing mail server, a working one, a table to check. */
+function deploymentFindings(
+  delivery: DeliveryResult,
+  effects: EffectResult[],
+): Pick<MessageOutcome, 'reason' | 'error' | 'deploymentFault' | 'serverAccepted' | 'tableFault'> {
+  const fault = delivery.deploymentFault ?? effects.find((e) => e.deploymentFault)?.deploymentFault;
+  const accepted = delivery.accepted || effects.some((e) => e.status === 'sent' && e.route === 'internal');
+  return {
     ...(delivery.error && { reason: delivery.error.message, error: delivery.error.toJSON() }),
     ...(fault !== undefined && { deploymentFault: fault }),
-    ...((delivery.accepted || effects.some((e) => e.status === 'sent' && e.route === 'internal')) && {
-      serverAccepted: true,
-    }),
+    ...(accepted && { serverAccepted: true }),
     ...tableFaultOf([delivery.error?.awsCode, ...effects.map((e) => e.awsCode)]),
-    ...(failureRecorded && { failureRecorded }),
   };
 }
 
