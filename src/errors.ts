@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'DYNAMODB_ERROR'
   | 'SES_ERROR'
   | 'SES_MESSAGE_TOO_LARGE'
+  /** SES may or may not have sent the mail (a 500, a timeout after the request went out): never resent. */
+  | 'SES_OUTCOME_UNKNOWN'
   | 'SMTP_TEMPORARY'
   | 'SMTP_PERMANENT'
   | 'SMTP_CONNECTION'

@@ -1,5 +1,5 @@
 #!/bin/bash
-# unified-worker: the internal SMTP port (2525) of docker-mailserver.
+# unified-worker: the internal SMTP port (2525) of docker-mailserver, and one LMTP delivery per recipient at a time.
 #
 # docker-mailserver runs /tmp/docker-mailserver/user-patches.sh at every container start, right before it starts
 # its daemons (docker-compose.yml mounts this file there). It adds a Postfix smtpd service on port 2525 that the
@@ -45,4 +45,12 @@ if [[ -n "${POSTFIX_CONFIG_DIR:-}" ]]; then postconf_cmd+=(-c "${POSTFIX_CONFIG_
   "${PORT}/inet/smtpd_sasl_auth_enable=no" \
   "${PORT}/inet/smtpd_tls_security_level=none"
 
-echo "unified-worker: Postfix internal smtpd on port ${PORT} configured"
+# One LMTP delivery per recipient at a time (recipient limit 1 turns the per-destination concurrency limit into a
+# per-recipient one): Dovecot 2.3 loses the delivery-id marks of before.dovecot.sieve when two deliveries to the same
+# user commit at once, and then a second copy of a mail the worker handed over twice would not be recognised.
+# Different recipients are still delivered in parallel; a mail to several of them becomes one LMTP transaction each.
+"${postconf_cmd[@]}" -e \
+  "lmtp_destination_recipient_limit=1" \
+  "lmtp_destination_concurrency_limit=1"
+
+echo "unified-worker: Postfix internal smtpd on port ${PORT} and per-recipient LMTP delivery configured"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages of the real mail server the e2e suite runs against (Postfix + Dovecot LMTP, the two
-# components of docker-mailserver the worker talks to). Non-interactive, idempotent: does nothing when every
+# components of docker-mailserver the worker talks to, and Dovecot's Sieve plugin, which runs the shipped
+# docker/mailserver/before.dovecot.sieve as docker-mailserver does). Non-interactive, idempotent: does nothing when every
 # package is already installed. Needs root (apt-get); Debian 12 or later.
 #
 # MS_SKIP_APT_UPDATE=1 skips `apt-get update` (the caller just ran it).
@@ -10,7 +11,7 @@
 # and on machines with a policy-rc.d that forbids it, the packages' postinst scripts start no service.
 set -euo pipefail
 
-PACKAGES=(postfix dovecot-core dovecot-lmtpd)
+PACKAGES=(postfix dovecot-core dovecot-lmtpd dovecot-sieve)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -12,17 +12,25 @@
 #   MS_INTERNAL_PORT  (default 12525)  Postfix smtpd, stands in for the internal port 2525 (INTERNAL_SMTP_PORT)
 #   MS_LMTP_PORT      (default 12024)  Dovecot LMTP, stands in for port 24 (LMTP_PORT)
 #   MS_START_TIMEOUT  (default 30)     seconds to wait for all three ports to accept connections
+#   MS_DEDUP          (default 1)      0 leaves out docker/mailserver/before.dovecot.sieve (to measure what it saves)
 # The e2e suite (test/e2e) picks free ports itself, so it runs beside a server started with the defaults.
 #
 # Mail setup:
-#   virtual domains example.com and another.com; mailboxes alice@example.com, bob@example.com, carol@another.com,
-#   delivered by Postfix over LMTP to Dovecot into <root-dir>/mail/<domain>/<user>/{new,cur,tmp}.
+#   virtual domains example.com and another.com; mailboxes alice@example.com, bob@example.com, tiny@example.com,
+#   carol@another.com, delivered by Postfix over LMTP to Dovecot into <root-dir>/mail/<domain>/<user>/{new,cur,tmp}.
 #   Both Postfix ports check recipients against the mailbox list at RCPT (unknown user: 550 5.1.1), like
 #   docker-mailserver does; Dovecot LMTP checks its userdb (unknown user: 550 5.1.1).
 #   The internal port is configured by the project's own docker/mailserver/user-patches.sh (the production patch of
 #   docker-mailserver), applied to this configuration.
 #   Test hooks on the SMTP port (check_recipient_access): busy@example.com gets 451 4.2.1,
 #   full@example.com 452 4.2.2, gone@example.com 550 5.1.1.
+#   Content rejection hooks, after DATA: Postfix rejects a mail with an `X-E2E-Reject:` header field
+#   (header_checks: 550 5.7.1); Dovecot answers 552 5.2.2 (quota) for every mail over 1 KB to tiny@example.com.
+#   Dovecot runs the Sieve plugin for LMTP with the project's docker/mailserver/before.dovecot.sieve as a global
+#   sieve_before script (compiled with sievec, as docker-mailserver does) and the `plugin` block of
+#   docker/mailserver/dovecot.cf (all but its listener): a second copy of a delivery the worker marked with
+#   X-SES-Worker-Delivery-Id is discarded. Sieve logs every delivery (`sieve: msgid=...: stored mail into
+#   mailbox`) and every discard.
 #   Nothing is ever relayed out: other domains get 554 Relay access denied, and every non-virtual transport is
 #   error:. No DNS is used.
 #   Deferred mail is retried every 5 s (defaults: minutes).
@@ -54,6 +62,9 @@ START_TIMEOUT="${MS_START_TIMEOUT:-30}"
 HOST=127.0.0.1
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 PATCHES="$SCRIPT_DIR/../../docker/mailserver/user-patches.sh"
+DEDUP_SIEVE="$SCRIPT_DIR/../../docker/mailserver/before.dovecot.sieve"
+DOVECOT_CF="$SCRIPT_DIR/../../docker/mailserver/dovecot.cf"
+DEDUP="${MS_DEDUP:-1}"
 
 die() {
   echo "mailserver start: $*" >&2
@@ -67,10 +78,12 @@ done
   die "MS_SMTP_PORT, MS_INTERNAL_PORT and MS_LMTP_PORT must differ"
 [ "$(id -u)" -eq 0 ] || die "must run as root (Postfix's master process needs it)"
 export PATH="$PATH:/usr/sbin:/sbin"
-for bin in postfix postconf dovecot doveadm; do
+for bin in postfix postconf dovecot doveadm sievec; do
   command -v "$bin" >/dev/null 2>&1 || die "$bin not found; run scripts/mailserver/install.sh"
 done
 [ -f "$PATCHES" ] || die "$PATCHES not found (the internal port's configuration)"
+[ -f "$DEDUP_SIEVE" ] && [ -f "$DOVECOT_CF" ] || die "$DEDUP_SIEVE or $DOVECOT_CF not found"
+[ "$DEDUP" = 0 ] || [ "$DEDUP" = 1 ] || die "MS_DEDUP must be 0 or 1"
 
 mkdir -p "$1"
 ROOT="$(cd "$1" && pwd -P)"
@@ -81,6 +94,7 @@ PF_CONF="$ROOT/etc/postfix"
 PF_STAGE="$ROOT/etc/postfix.staging"
 DC_CONF="$ROOT/etc/dovecot"
 DC_PID="$ROOT/run/dovecot/master.pid"
+SIEVE_BEFORE="$ROOT/etc/dovecot/sieve-before"
 
 # --- directories -----------------------------------------------------------------------------------------------------
 chmod 0755 "$ROOT"
@@ -162,6 +176,8 @@ recipient_delimiter = +
 # Not permit_mynetworks: 127.0.0.0/8 is in mynetworks, so loopback clients could relay out.
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions = check_recipient_access texthash:$PF_CONF/rcpt_access
+# Test hook: a content rejection after DATA (what a spam or virus filter answers).
+header_checks = regexp:$PF_CONF/header_checks
 # The worker reaches docker-mailserver from another container, i.e. as a remote client, for which Postfix neither
 # adds missing Date/Message-ID headers nor rewrites header addresses. Treat our loopback client the same way.
 local_header_rewrite_clients =
@@ -207,6 +223,7 @@ EOF
 cat >"$PF_STAGE/vmailbox" <<'EOF'
 alice@example.com OK
 bob@example.com OK
+tiny@example.com OK
 carol@another.com OK
 EOF
 
@@ -216,12 +233,16 @@ full@example.com 452 4.2.2 Mailbox full (simulated)
 gone@example.com 550 5.1.1 Mailbox gone (simulated)
 EOF
 
+cat >"$PF_STAGE/header_checks" <<'EOF'
+/^X-E2E-Reject:/ REJECT 5.7.1 Message content rejected (simulated)
+EOF
+
 # The internal port, exactly as production gets it (syslog name postfix/internal).
 POSTFIX_CONFIG_DIR="$PF_STAGE" WORKER_INTERNAL_SMTP_PORT="$INTERNAL_PORT" \
   bash "$PATCHES" </dev/null >>"$ROOT/log/start.log" 2>&1 ||
   die "$PATCHES failed (see $ROOT/log/start.log)"
 
-for file in main.cf master.cf vmailbox rcpt_access; do
+for file in main.cf master.cf vmailbox rcpt_access header_checks; do
   install_file "$PF_STAGE/$file" "$PF_CONF/$file" CHANGED_POSTFIX
 done
 rm -rf "$PF_STAGE"
@@ -262,12 +283,40 @@ service lmtp {
     port = $LMTP_PORT
   }
 }
+# As in docker-mailserver: the Sieve plugin for every LMTP delivery, global scripts before the user's own.
+protocol lmtp {
+  mail_plugins = \$mail_plugins quota sieve
+}
+plugin {
+  sieve_before = $SIEVE_BEFORE/
+  # Quota only as a test hook: tiny@example.com (userdb quota_rule) gets a 5xx after DATA.
+  quota = maildir:User quota
+}
+# docker/mailserver/dovecot.cf as production gets it, without its listener (this file has its own):
+$(sed '/^service lmtp {/,/^}/d' "$DOVECOT_CF")
 EOF
+
+# Global Sieve scripts, compiled as docker-mailserver compiles them (the mail user cannot write compiled binaries
+# next to them).
+mkdir -p "$SIEVE_BEFORE"
+chmod 0755 "$SIEVE_BEFORE"
+if [ "$DEDUP" = 1 ]; then
+  install -m 0644 "$DEDUP_SIEVE" "$SIEVE_BEFORE/50-before.dovecot.sieve"
+else
+  rm -f "$SIEVE_BEFORE/50-before.dovecot.sieve" "$SIEVE_BEFORE/50-before.dovecot.svbin"
+fi
+for script in "$SIEVE_BEFORE"/*.sieve; do
+  [ -f "$script" ] || continue
+  sievec -c "$DC_CONF/dovecot.conf" "$script" >>"$ROOT/log/start.log" 2>&1 ||
+    die "sievec $script failed (see $ROOT/log/start.log)"
+  chmod 0644 "${script%.sieve}.svbin"
+done
 
 # Dovecot reads the users file on every lookup: a change needs no reload.
 write_file "$DC_CONF/users" _UNUSED <<'EOF'
 alice@example.com:{PLAIN}secret::::::
 bob@example.com:{PLAIN}secret::::::
+tiny@example.com:{PLAIN}secret::::::userdb_quota_rule=*:storage=1K
 carol@another.com:{PLAIN}secret::::::
 EOF
 

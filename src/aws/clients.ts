@@ -37,6 +37,9 @@ export function createAwsClients(config: AwsConfig): AwsClients {
   });
   const sesv2 = new SESv2Client({
     ...common,
+    // A send the SDK repeats after a timeout may be a second mail: aws/ses-sender.ts retries only what provably
+    // did not reach SES.
+    maxAttempts: 1,
     ...(config.endpoints.ses && { endpoint: config.endpoints.ses }),
   });
   const dynamo = new DynamoDBClient({

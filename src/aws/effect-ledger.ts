@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   DeleteCommand,
   GetCommand,
@@ -9,55 +10,49 @@ import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { callDynamo } from './tables.ts';
 
+/** A claim this worker holds: the effect's key and the owner token only this claim attempt knows. */
+export interface Claim {
+  readonly key: string;
+  readonly token: string;
+}
+
 /** `claimed`: go ahead; `done`: a previous attempt completed it; `busy`: another worker holds a live claim. */
-export type ClaimResult = 'claimed' | 'done' | 'busy';
+export type ClaimResult = { state: 'claimed'; claim: Claim } | { state: 'done' } | { state: 'busy' };
+
+/** `lost`: the record is no longer this claim's (its lease ran out and another worker took it over, or it is gone). */
+export type CompleteResult = 'completed' | 'lost';
 
 /**
  * Exactly-once bookkeeping for effects (deliver, forward, auto-reply) keyed by SES message id, recipient and
- * action. Claimed before the effect, completed after it, released when it failed — the AWS Powertools idempotency
- * pattern, so a redelivered message skips what already happened and a crashed claim can be taken over later.
+ * action: claimed before the effect, completed after it, released when it failed — the AWS Powertools idempotency
+ * pattern, so a redelivered message skips what already happened and a crashed claim can be taken over later. Every
+ * claim carries a random owner token; complete, renew and release act only on a record that still holds it, so a
+ * worker whose lease ran out can never overwrite the record of the worker that took over.
  */
 export interface EffectLedger {
   readonly enabled: boolean;
   claim(key: string): Promise<ClaimResult>;
-  complete(key: string): Promise<void>;
-  release(key: string): Promise<void>;
+  complete(claim: Claim): Promise<CompleteResult>;
+  /** Extends the lease of a claim still in progress; false when the claim is no longer ours. */
+  renew(claim: Claim): Promise<boolean>;
+  release(claim: Claim): Promise<void>;
 }
 
 /**
- * Records an effect that has happened. Once the mail server or SES accepted a mail, failing to write that down must
- * not make the effect look undone — a retry would then send it again — so the write is retried, and a final
- * failure is reported but does not undo the effect (the claim's lease then lets a later attempt take over).
+ * The ledger key of an effect. A forced replay (generation N > 0) gets keys of its own, so it does on purpose what
+ * the original attempts already did; generation 0 is the mail as SES delivered it (and a replay without --force).
  */
-export async function completeAfterEffect(
-  ledger: EffectLedger,
-  key: string,
-  sleep: (ms: number) => Promise<void>,
-  onFailure: (error: unknown) => void,
-): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await ledger.complete(key);
-      return;
-    } catch (error) {
-      if (attempt >= 4) {
-        onFailure(error);
-        return;
-      }
-      await sleep(100 * 2 ** attempt);
-    }
-  }
+export function effectKey(sesMessageId: string, recipient: string, action: string, generation = 0): string {
+  const id = generation > 0 ? `${sesMessageId}#${generation}` : sesMessageId;
+  return `${id}|${recipient.toLowerCase()}|${action}`;
 }
 
-export function effectKey(sesMessageId: string, recipient: string, action: string): string {
-  return `${sesMessageId}|${recipient.toLowerCase()}|${action}`;
-}
-
-/** Used when IDEMPOTENCY_TABLE is empty: every claim succeeds, as in the original daemon. */
+/** Used when IDEMPOTENCY_TABLE=none: every claim succeeds, as in the original daemon. */
 export const noLedger: EffectLedger = {
   enabled: false,
-  claim: async () => 'claimed',
-  complete: async () => undefined,
+  claim: async (key) => ({ state: 'claimed', claim: { key, token: '' } }),
+  complete: async () => 'completed',
+  renew: async () => true,
   release: async () => undefined,
 };
 
@@ -66,18 +61,32 @@ export interface DynamoLedgerOptions {
   clock: Clock;
   /** How long a completed record is kept (DynamoDB TTL attribute `expires_at`). Longer than SQS retention. */
   retentionSeconds?: number;
-  /** After this long an unfinished claim is presumed dead (its worker crashed) and may be taken over. */
+  /**
+   * After this long without a renewal an unfinished claim is presumed dead (its worker crashed) and may be taken
+   * over. The visibility heartbeat renews the claims of the message it keeps invisible.
+   */
   leaseSeconds?: number;
 }
+
+const OWNED_IN_PROGRESS = '#s = :inprogress AND #o = :owner';
 
 export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoLedgerOptions): EffectLedger {
   const retention = options.retentionSeconds ?? 15 * 86_400;
   const lease = options.leaseSeconds ?? 120;
   const TableName = options.table;
+  const nowSeconds = () => Math.floor(options.clock.now() / 1000);
+  const owned = (claim: Claim) => ({
+    ExpressionAttributeNames: { '#s': 'status', '#o': 'owner' },
+    ExpressionAttributeValues: { ':inprogress': 'INPROGRESS', ':owner': claim.token },
+  });
+  const conditionFailed = (error: unknown) =>
+    error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException';
+
   return {
     enabled: true,
     async claim(key) {
-      const now = Math.floor(options.clock.now() / 1000);
+      const now = nowSeconds();
+      const token = randomUUID();
       try {
         await callDynamo('PutItem', () =>
           ddb.send(
@@ -86,6 +95,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
               Item: {
                 pk: key,
                 status: 'INPROGRESS',
+                owner: token,
                 in_progress_expiry: now + lease,
                 expires_at: now + retention,
               },
@@ -96,45 +106,77 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
             }),
           ),
         );
-        return 'claimed';
+        return { state: 'claimed', claim: { key, token } };
       } catch (error) {
-        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException'))
-          throw error;
+        if (!conditionFailed(error)) throw error;
         const existing = await callDynamo('GetItem', () =>
           ddb.send(new GetCommand({ TableName, Key: { pk: key }, ConsistentRead: true })),
         );
-        return existing.Item?.status === 'COMPLETED' ? 'done' : 'busy';
+        return existing.Item?.status === 'COMPLETED' ? { state: 'done' } : { state: 'busy' };
       }
     },
-    async complete(key) {
-      const now = Math.floor(options.clock.now() / 1000);
-      await callDynamo('UpdateItem', () =>
-        ddb.send(
-          new UpdateCommand({
-            TableName,
-            Key: { pk: key },
-            UpdateExpression:
-              'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
-            ExpressionAttributeNames: { '#s': 'status' },
-            ExpressionAttributeValues: { ':done': 'COMPLETED', ':now': now, ':exp': now + retention },
-          }),
-        ),
-      );
+    async complete(claim) {
+      const now = nowSeconds();
+      const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
+      try {
+        await callDynamo('UpdateItem', () =>
+          ddb.send(
+            new UpdateCommand({
+              TableName,
+              Key: { pk: claim.key },
+              UpdateExpression:
+                'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
+              ConditionExpression: OWNED_IN_PROGRESS,
+              ExpressionAttributeNames,
+              ExpressionAttributeValues: {
+                ...ExpressionAttributeValues,
+                ':done': 'COMPLETED',
+                ':now': now,
+                ':exp': now + retention,
+              },
+            }),
+          ),
+        );
+        return 'completed';
+      } catch (error) {
+        if (conditionFailed(error)) return 'lost';
+        throw error;
+      }
     },
-    async release(key) {
+    async renew(claim) {
+      const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
+      try {
+        await callDynamo('UpdateItem', () =>
+          ddb.send(
+            new UpdateCommand({
+              TableName,
+              Key: { pk: claim.key },
+              UpdateExpression: 'SET in_progress_expiry = :expiry',
+              ConditionExpression: OWNED_IN_PROGRESS,
+              ExpressionAttributeNames,
+              ExpressionAttributeValues: { ...ExpressionAttributeValues, ':expiry': nowSeconds() + lease },
+            }),
+          ),
+        );
+        return true;
+      } catch (error) {
+        if (conditionFailed(error)) return false;
+        throw error;
+      }
+    },
+    async release(claim) {
       await callDynamo('DeleteItem', () =>
         ddb.send(
           new DeleteCommand({
             TableName,
-            Key: { pk: key },
-            ConditionExpression: '#s = :inprogress',
-            ExpressionAttributeNames: { '#s': 'status' },
-            ExpressionAttributeValues: { ':inprogress': 'INPROGRESS' },
+            Key: { pk: claim.key },
+            ConditionExpression: OWNED_IN_PROGRESS,
+            ...owned(claim),
           }),
         ),
       ).catch((error: unknown) => {
-        if (!(error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException'))
-          throw error;
+        // Not ours any more: whoever holds it now decides what happens to it.
+        if (!conditionFailed(error)) throw error;
       });
     },
   };

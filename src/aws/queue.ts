@@ -5,6 +5,7 @@ import {
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
   ReceiveMessageCommand,
+  type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
@@ -16,6 +17,36 @@ export interface QueueMessage {
   receiveCount: number;
   /** Epoch ms when SQS first handed the message out. */
   firstReceivedAt: number;
+  /** Present when `unified-worker replay` enqueued this notification again (ARCHITECTURE.md, "Replays"). */
+  replay?: ReplayRequest;
+}
+
+/**
+ * The replay contract with the CLI: a re-enqueued notification carries the String attribute `uw-replay` = `true`
+ * (do not take the "already processed" shortcut) and, only with `--force`, the Number attribute
+ * `uw-replay-generation` = N >= 1 (part of every ledger key and delivery id: deliver again, on purpose).
+ */
+export const REPLAY_ATTRIBUTE = 'uw-replay';
+export const REPLAY_GENERATION_ATTRIBUTE = 'uw-replay-generation';
+
+export interface ReplayRequest {
+  /** 0: the ledger still skips what was done; N > 0: a forced replay, whose effects are new. */
+  generation: number;
+  /** The generation attribute as received when it was not an integer >= 1 (the replay then counts as generation 0). */
+  invalidGeneration?: string;
+}
+
+/** Reads the replay attributes of a received message; undefined for a notification from SES. */
+export function replayOf(message: Pick<Message, 'MessageAttributes'>): ReplayRequest | undefined {
+  const attributes = message.MessageAttributes ?? {};
+  const flag = attributes[REPLAY_ATTRIBUTE]?.StringValue;
+  const generation = attributes[REPLAY_GENERATION_ATTRIBUTE]?.StringValue;
+  if (flag !== 'true' && generation === undefined) return undefined;
+  if (generation === undefined) return { generation: 0 };
+  const n = Number(generation);
+  return /^\d+$/.test(generation.trim()) && Number.isSafeInteger(n) && n >= 1
+    ? { generation: n }
+    : { generation: 0, invalidGeneration: generation.slice(0, 64) };
 }
 
 export interface QueueEntry {
@@ -75,21 +106,23 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
             MaxNumberOfMessages: maxMessages,
             WaitTimeSeconds: waitTimeSeconds,
             MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
+            MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
           }),
         );
-        return (result.Messages ?? []).flatMap((m) =>
-          m.MessageId && m.ReceiptHandle
-            ? [
-                {
-                  messageId: m.MessageId,
-                  receiptHandle: m.ReceiptHandle,
-                  body: m.Body,
-                  receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? '1') || 1,
-                  firstReceivedAt: Number(m.Attributes?.ApproximateFirstReceiveTimestamp ?? Date.now()),
-                },
-              ]
-            : [],
-        );
+        return (result.Messages ?? []).flatMap((m): QueueMessage[] => {
+          if (!m.MessageId || !m.ReceiptHandle) return [];
+          const replay = replayOf(m);
+          return [
+            {
+              messageId: m.MessageId,
+              receiptHandle: m.ReceiptHandle,
+              body: m.Body,
+              receiveCount: Number(m.Attributes?.ApproximateReceiveCount ?? '1') || 1,
+              firstReceivedAt: Number(m.Attributes?.ApproximateFirstReceiveTimestamp ?? Date.now()),
+              ...(replay && { replay }),
+            },
+          ];
+        });
       } catch (error) {
         throw sqsError('ReceiveMessage', error);
       }

@@ -32,7 +32,7 @@ export interface Config {
     blocklist: string;
     outbound: string;
     oooState: string;
-    /** Empty when exactly-once effect tracking is disabled. */
+    /** Empty when the exactly-once ledger is disabled (IDEMPOTENCY_TABLE=none). */
     idempotency: string;
   };
   poll: {
@@ -152,7 +152,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       blocklist: read.string('BLOCKLIST_TABLE'),
       outbound: read.string('OUTBOUND_TABLE'),
       oooState: read.string('OOO_STATE_TABLE'),
-      idempotency: read.string('IDEMPOTENCY_TABLE', { allowEmpty: true }),
+      idempotency: read.optionalTable('IDEMPOTENCY_TABLE'),
     },
     poll: {
       waitTimeSeconds: read.int('WAIT_TIME_SECONDS', 0, 20),
@@ -229,6 +229,12 @@ class SettingReader {
     const value = name.endsWith('_PREFIX') ? (this.env[name] ?? SETTINGS[name].default) : this.raw(name);
     if (!options.allowEmpty && value === '') throw new ConfigError(name, 'must not be empty');
     return value;
+  }
+
+  /** A table name whose feature the explicit value `none` switches off (then ''); empty means the default. */
+  optionalTable(name: SettingName): string {
+    const value = this.raw(name);
+    return value.toLowerCase() === 'none' ? '' : value;
   }
 
   url(name: SettingName): string | undefined {

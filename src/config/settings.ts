@@ -85,8 +85,8 @@ export const SETTINGS = {
   },
   IDEMPOTENCY_TABLE: {
     group: 'Tables',
-    default: '',
-    help: 'DynamoDB table for exactly-once effects (key pk, TTL expires_at); empty disables.',
+    default: 'email-worker-idempotency',
+    help: 'DynamoDB table of the exactly-once ledger (key pk, TTL expires_at); "none" disables it (retries may then deliver twice).',
   },
 
   WAIT_TIME_SECONDS: { group: 'Polling', default: '20', help: 'SQS long-poll wait (0..20).' },
@@ -95,7 +95,7 @@ export const SETTINGS = {
   MAX_RECEIVES: {
     group: 'Polling',
     default: '10',
-    help: 'Receive count at which a failing message is marked failed (match the redrive maxReceiveCount).',
+    help: "Receive count at which a failing message is marked failed in S3; the queue's redrive maxReceiveCount wins when it has one.",
   },
 
   MAX_MAIL_BYTES: {

@@ -1,7 +1,7 @@
 import type { AwsClients } from '../aws/clients.ts';
 import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
 import { createS3MailStore } from '../aws/mail-store.ts';
-import { createSqsQueue, resolveQueueUrl, type MailQueue } from '../aws/queue.ts';
+import { createSqsQueue, resolveQueueUrl, type MailQueue, type QueueAttributes } from '../aws/queue.ts';
 import { createSesSender } from '../aws/ses-sender.ts';
 import { createDynamoRulesStore } from '../aws/tables.ts';
 import type { Clock } from '../clock.ts';
@@ -13,6 +13,7 @@ import type { PipelinePorts } from '../pipeline/ports.ts';
 import { ByteBudget } from '../poller/byte-budget.ts';
 import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
+import { TableGuard } from './table-guard.ts';
 
 export interface DomainRuntimeDeps {
   config: Config;
@@ -37,8 +38,9 @@ export interface DomainRuntime {
 export const RETRY_SCHEDULE = [30, 60, 120, 300, 600, 900] as const;
 
 /**
- * Wires one domain: resolves its queue (a missing queue is this domain's error, not the daemon's), checks the
- * redrive policy, builds the pipeline ports and the poller, and keeps the queue-size gauge fresh.
+ * Wires one domain: resolves its queue (a missing queue is this domain's error, not the daemon's), reads its
+ * redrive policy, builds the pipeline ports and the poller, checks the tables before the first receive (and keeps
+ * the domain from receiving while one is wrong), and keeps the queue-size gauge fresh.
  */
 export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<DomainRuntime> {
   const { config, domain, clients, clock } = deps;
@@ -48,12 +50,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
   const queue = createSqsQueue(clients.sqs, queueUrl);
 
   const attributes = await queue.attributes().catch(() => undefined);
-  if (attributes && !attributes.hasRedrivePolicy) {
-    logger.warn(
-      { queue: queueName },
-      'queue has no redrive policy: malformed messages will be retried until they expire instead of moving to a dead-letter queue',
-    );
-  }
+  const maxReceives = agreedMaxReceives(attributes, config.poll.maxReceives, queueName, logger);
   if (attributes) {
     deps.metrics.queueSize(domain, attributes.visible);
     deps.metrics.queueInFlight(domain, attributes.inFlight);
@@ -66,7 +63,8 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
   }
   if (!config.tables.idempotency && domain === config.domains[0]) {
     logger.warn(
-      'IDEMPOTENCY_TABLE is not set: a retried message may deliver again to recipients that already got it',
+      'IDEMPOTENCY_TABLE=none: the exactly-once ledger is off; a retried message may deliver again to recipients ' +
+        'that already got it, and a forward or auto-reply that fails temporarily is recorded failed, not retried',
     );
   }
 
@@ -118,13 +116,25 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       maxMessages: config.poll.maxMessages,
       concurrency: config.poll.messageConcurrency,
       retrySchedule: RETRY_SCHEDULE,
-      maxReceives: config.poll.maxReceives,
+      maxReceives,
+      // Unknown (the attributes could not be read) counts as having one: a policy-less queue is the exception.
+      hasRedrivePolicy: attributes?.hasRedrivePolicy ?? true,
       visibilityTimeoutSeconds: attributes?.visibilityTimeoutSeconds ?? 30,
       // Claims are whole seconds: one more and the lease has surely run out.
       claimedRetrySeconds: leaseSeconds + 1,
+      onTableFault: () => tables.suspect(),
     },
     deps.onStatus,
   );
+  const tables = new TableGuard({
+    ddb: clients.ddb,
+    tables: config.tables,
+    domain,
+    logger,
+    metrics: deps.metrics,
+    onResult: (problems) => poller.hold(problems.length > 0 ? problems.join('; ') : undefined),
+  });
+  await tables.check();
 
   let sizeTimer: NodeJS.Timeout | undefined;
   const refreshSize = async () => {
@@ -144,10 +154,41 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
         await poller.run();
       } finally {
         clearInterval(sizeTimer);
+        tables.stop();
       }
     },
     stop() {
       poller.stop();
     },
   };
+}
+
+/**
+ * The receive count at which the worker gives up: the queue's redrive maxReceiveCount when it has one (the queue
+ * moves the message at that count whatever the worker thinks), else MAX_RECEIVES.
+ */
+function agreedMaxReceives(
+  attributes: QueueAttributes | undefined,
+  configured: number,
+  queueName: string,
+  logger: Logger,
+): number {
+  if (!attributes) return configured;
+  if (!attributes.hasRedrivePolicy) {
+    logger.warn(
+      { queue: queueName, maxReceives: configured },
+      'queue has no redrive policy: malformed messages stay until they expire, and a mail still failing at ' +
+        'MAX_RECEIVES keeps coming back at the longest retry delay instead of moving to a dead-letter queue',
+    );
+    return configured;
+  }
+  const fromQueue = attributes.maxReceiveCount;
+  if (fromQueue === undefined) return configured;
+  if (fromQueue !== configured) {
+    logger.warn(
+      { queue: queueName, maxReceiveCount: fromQueue, MAX_RECEIVES: configured },
+      "the queue's redrive maxReceiveCount differs from MAX_RECEIVES: the queue's value is used",
+    );
+  }
+  return fromQueue;
 }

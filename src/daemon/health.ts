@@ -29,11 +29,13 @@ export interface HealthReport {
     mailServer: 'up' | 'down';
     domains: Array<{
       domain: string;
-      state: DomainStatus['state'] | 'stale';
+      /** `degraded`: the mail server refuses the domain's mail as misconfigured (`degradedReason`: its reply). */
+      state: DomainStatus['state'] | 'stale' | 'degraded';
       lastPollAt: string | null;
       inFlight: number;
       restarts: number;
       pausedReason?: string;
+      degradedReason?: string;
       lastError?: string;
     }>;
   };
@@ -45,21 +47,24 @@ export function staleBoundMs(waitTimeSeconds: number): number {
 }
 
 /**
- * Pure: /health and /ready from the pollers' last reported states. A missing queue (`error`) and a deliberate pause
- * (mail server down) keep the process live — restarting it would fix neither — but not ready.
+ * Pure: /health and /ready from the pollers' last reported states. A missing queue or a wrong table (`error`), a
+ * deliberate pause (mail server down) and a mail server refusing the domain (`degraded`) keep the process live —
+ * restarting it would fix none of them — but not ready.
  */
 export function evaluateHealth(input: HealthInput): HealthReport {
   const domains = input.domains.map(({ domain, status, restarts }) => {
     const lastActive = Math.max(status.lastPollAt ?? 0, status.lastActivityAt ?? 0, input.startedAt);
     const stale =
       ['polling', 'starting'].includes(status.state) && input.now - lastActive > input.staleAfterMs;
+    const degraded = status.degraded !== undefined && ['polling', 'paused'].includes(status.state);
     return {
       domain,
-      state: stale ? ('stale' as const) : status.state,
+      state: stale ? ('stale' as const) : degraded ? ('degraded' as const) : status.state,
       lastPollAt: status.lastPollAt ? new Date(status.lastPollAt).toISOString() : null,
       inFlight: status.inFlight,
       restarts,
       ...(status.pausedReason && { pausedReason: status.pausedReason }),
+      ...(degraded && { degradedReason: status.degraded }),
       ...(status.lastError && { lastError: status.lastError }),
     };
   });

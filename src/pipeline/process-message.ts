@@ -1,4 +1,5 @@
-import { completeAfterEffect, effectKey } from '../aws/effect-ledger.ts';
+import type { Claim } from '../aws/effect-ledger.ts';
+import { effectKey } from '../aws/effect-ledger.ts';
 import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
@@ -7,11 +8,13 @@ import type { MailView } from '../mail/mail-view.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import { applyBounceRewrite } from './bounce-stage.ts';
 import { checkBlocked } from './blocklist.ts';
+import { deliveryId, withDeliveryId } from './delivery-id.ts';
+import { runGuarded, type GuardContext } from './guarded-effect.ts';
 import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
 import { headerView, withBodies } from './parse.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import type { PipelinePorts } from './ports.ts';
-import { runRules, type EffectResult } from './rules.ts';
+import { runRules, type EffectResult, type RuleInput } from './rules.ts';
 import { detectEol, verdictHeaders } from './verdicts.ts';
 
 /**
@@ -20,7 +23,11 @@ import { detectEol, verdictHeaders } from './verdicts.ts';
  */
 export type Disposition = 'delete' | 'retry' | 'dead-letter' | 'release';
 
-export type RecipientState = 'delivered' | 'invalid' | 'blocked' | 'deferred';
+/**
+ * `delivered`; `invalid`: the mail server refused the recipient; `rejected`: it refused the mail's content (spam or
+ * virus filter, size, quota); `blocked`: the recipient blocked the sender; `deferred`: not final yet.
+ */
+export type RecipientState = 'delivered' | 'invalid' | 'rejected' | 'blocked' | 'deferred';
 
 export interface RecipientOutcome {
   recipient: string;
@@ -35,9 +42,11 @@ export type MessageStatus =
   | 'delivered'
   | 'partial'
   | 'invalid'
+  | 'rejected'
   | 'blocked'
   | 'deferred'
   | 'failed'
+  | 'duplicate'
   | 'wrong-domain'
   | 'setup'
   | 'malformed';
@@ -59,6 +68,44 @@ export interface MessageOutcome {
   mailLocation?: MailLocation;
   /** Present when the disposition is `retry` because something temporary failed. */
   error?: ReturnType<WorkerError['toJSON']>;
+  /** A reply of the mail server saying the deployment is wrong (relay denied, client rejected, ...). */
+  deploymentFault?: string;
+  /** The mail server accepted a copy in this attempt: its configuration works for this domain. */
+  serverAccepted?: boolean;
+  /** The AWS error name of a table call that failed as a missing or misshapen table would (re-check the tables). */
+  tableFault?: string;
+  /** The mail's S3 object already records that the worker gave up on it (status=failed, processed=false). */
+  failureRecorded?: boolean;
+}
+
+export interface ProcessOptions {
+  /** Aborts work that has not really started (waiting for memory budget, fetching) when stopping. */
+  signal?: AbortSignal;
+  /** Claims the message holds in the ledger while it is processed; the poller's heartbeat renews their leases. */
+  liveClaims?: Set<Claim>;
+}
+
+/** AWS errors a table that does not exist, or whose key differs from what the daemon writes, produces. */
+const TABLE_FAULTS = new Set(['ResourceNotFoundException', 'ValidationException']);
+
+type OutcomeBase = Omit<MessageOutcome, 'disposition' | 'status'>;
+
+/** What is known so far about a message being processed: a late fault still reports what was really done. */
+interface Progress {
+  recipients: Map<string, RecipientOutcome>;
+  effects: EffectResult[];
+}
+
+/** One attempt at one message, as the stages after parsing the notification see it. */
+interface Attempt {
+  receipt: SesReceipt;
+  /** This poller's recipients of the mail. */
+  recipients: string[];
+  /** The replay generation (0 unless a forced replay): part of every ledger key and delivery id. */
+  generation: number;
+  replay: boolean;
+  guard: GuardContext;
+  progress: Progress;
 }
 
 /**
@@ -68,13 +115,13 @@ export interface MessageOutcome {
 export async function processMessage(
   message: QueueMessage,
   ports: PipelinePorts,
-  signal?: AbortSignal,
+  options: ProcessOptions = {},
 ): Promise<MessageOutcome> {
-  const base = {
+  const base: OutcomeBase = {
     sqsMessageId: message.messageId,
-    recipients: [] as RecipientOutcome[],
-    effects: [] as EffectResult[],
-    ignoredRecipients: [] as string[],
+    recipients: [],
+    effects: [],
+    ignoredRecipients: [],
     bounceRewritten: false,
     loopMarker: false,
   };
@@ -85,7 +132,7 @@ export async function processMessage(
   if (parsed.kind === 'setup') return { ...base, disposition: 'delete', status: 'setup' };
 
   const receipt = parsed.receipt;
-  const withId = {
+  const withId: OutcomeBase = {
     ...base,
     sesMessageId: receipt.sesMessageId,
     ...(receipt.mail.kind === 's3' && {
@@ -101,38 +148,50 @@ export async function processMessage(
     );
   }
   if (mine.length === 0) return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+  if (message.replay?.invalidGeneration !== undefined) {
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, generation: message.replay.invalidGeneration },
+      'replay generation is not an integer >= 1; replaying as generation 0 (the ledger skips what was done)',
+    );
+  }
 
+  const attempt: Attempt = {
+    receipt,
+    recipients: mine,
+    generation: message.replay?.generation ?? 0,
+    replay: message.replay !== undefined,
+    guard: {
+      ledger: ports.ledger,
+      liveClaims: options.liveClaims ?? new Set(),
+      domain: ports.domain,
+      logger: ports.logger,
+      metrics: ports.metrics,
+      sleep: (ms) => ports.clock.sleep(ms),
+    },
+    progress: { recipients: new Map(), effects: [] },
+  };
   let release = () => {};
   try {
-    const fetched = await fetchRaw(receipt, ports, signal);
+    const fetched = await fetchRaw(receipt, ports, options.signal);
     release = fetched.release;
-    return await processReceipt(receipt, fetched, mine, withId, ports);
+    return await processReceipt(attempt, fetched, withId, ports);
   } catch (error) {
     if (error instanceof WorkerError && error.code === 'SHUTTING_DOWN') {
       return { ...withId, disposition: 'release', status: 'deferred', reason: error.message };
     }
-    const workerError =
-      error instanceof WorkerError
-        ? error
-        : new WorkerError(
-            'INTERNAL',
-            `unexpected: ${error instanceof Error ? error.message : String(error)}`,
-            {
-              temporary: true,
-              cause: error,
-            },
-          );
+    const workerError = asWorkerError(error);
     // Only a verdict about the mail itself may end it undelivered. Anything else that is "permanent" here — a
     // missing table, access denied, a bug — is a fault of this deployment that someone will fix: the message is
     // retried and, failing that, marked failed in S3 and redriven to the DLQ. Never deleted.
     if (workerError.code !== 'MAIL_TOO_LARGE') {
       return {
         ...withId,
-        recipients: mine.map((recipient) => ({ recipient, state: 'deferred' as const })),
+        ...lateFaultProgress(attempt),
         disposition: 'retry',
         status: 'deferred',
         reason: workerError.message,
         error: workerError.toJSON(),
+        ...tableFaultOf([workerError.awsCode]),
       };
     }
     // Permanent and not about a recipient (e.g. over MAX_MAIL_BYTES): record it where the mail is and let go.
@@ -149,74 +208,77 @@ export async function processMessage(
   }
 }
 
+/** After an unexpected fault: what was final stays so (a delivered recipient is reported delivered), the rest waits. */
+function lateFaultProgress(attempt: Attempt): Pick<MessageOutcome, 'recipients' | 'effects'> {
+  return {
+    recipients: attempt.recipients.map(
+      (recipient) => attempt.progress.recipients.get(recipient) ?? { recipient, state: 'deferred' as const },
+    ),
+    effects: attempt.progress.effects,
+  };
+}
+
 async function processReceipt(
-  receipt: SesReceipt,
+  attempt: Attempt,
   fetched: FetchedMail,
-  recipients: string[],
-  base: Omit<MessageOutcome, 'disposition' | 'status'>,
+  base: OutcomeBase,
   ports: PipelinePorts,
 ): Promise<MessageOutcome> {
+  const { receipt, recipients, progress } = attempt;
+  const recorded = fetched.head?.Metadata ?? {};
+  // A final verdict in the object's metadata is written only once everything was final: this notification is a
+  // redelivery (SNS, a lost delete). A replay asked for the mail to be handled again.
+  if (recorded.processed === 'true' && !attempt.replay) {
+    return {
+      ...base,
+      disposition: 'delete',
+      status: 'duplicate',
+      reason: `already processed (S3 metadata status=${recorded.status ?? 'unknown'})`,
+    };
+  }
+
   const raw = fetched.bytes;
-  let view = headerView(splitMessage(raw));
+  const view = headerView(splitMessage(raw));
   const hasLoopMarker = ports.loopMarker.isTrusted(
     view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
   );
-
   const bounce = hasLoopMarker
     ? { isSesBounce: false, raw, rewritten: false }
     : await applyBounceRewrite(raw, view, receipt.source, ports);
 
   const settings = await ports.rules.settingsFor(recipients);
-  const blockedBy = blockDecisions(receipt, view, recipients, settings);
   const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
+  markBlocked(attempt, blockDecisions(receipt, view, recipients, settings), virusRejected, ports);
 
-  const outcomes = new Map<string, RecipientOutcome>();
-  for (const recipient of recipients) {
-    if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
-    else if (blockedBy.has(recipient))
-      outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
-  }
-  if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
-
+  const outcomes = progress.recipients;
   const toDeliver = recipients.filter((r) => !outcomes.has(r));
-  if (toDeliver.length > 0) {
-    const payload = ports.settings.addVerdictHeaders
-      ? Buffer.concat([verdictHeaders(receipt.verdicts, detectEol(bounce.raw), bounce.raw), bounce.raw])
-      : bounce.raw;
-    for (const result of await deliver(receipt, toDeliver, payload, raw, ports))
-      outcomes.set(result.recipient, result);
-  }
+  const delivery =
+    toDeliver.length > 0 ? await deliver(attempt, toDeliver, bounce.raw, ports) : emptyDelivery();
+  for (const result of delivery.outcomes) outcomes.set(result.recipient, result);
 
-  const effects: EffectResult[] = [];
   const withRules = hasLoopMarker
     ? []
     : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
-  if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
-    view = await withBodies(raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
-    if (view.parseError) {
-      ports.logger.warn(
-        { sesMessageId: receipt.sesMessageId, parseError: view.parseError },
-        'MIME parse failed; the auto-reply quotes no body',
-      );
-    }
-  }
-  for (const recipient of withRules) {
-    const rule = settings.get(recipient)?.rule;
-    if (!rule) continue;
-    effects.push(
-      ...(await runRules(
-        { receipt, raw, view, isSesBounce: bounce.isSesBounce, hasLoopMarker, recipient, rule },
-        ports,
-      )),
-    );
-  }
+  const { effects, view: ruleView } = await applyRules(
+    attempt,
+    withRules,
+    settings,
+    {
+      receipt,
+      raw,
+      view,
+      isSesBounce: bounce.isSesBounce,
+      hasLoopMarker,
+    },
+    ports,
+  );
 
   const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
   if (recipientsFinal && effectsFinal)
-    await recordAudit(receipt, fetched.head, status, results, effects, view, virusRejected, ports);
+    await recordAudit(receipt, fetched.head, status, results, effects, ruleView, virusRejected, ports);
 
   return {
     ...base,
@@ -227,6 +289,73 @@ async function processReceipt(
     disposition: recipientsFinal && effectsFinal ? 'delete' : 'retry',
     status: recipientsFinal && !effectsFinal ? 'deferred' : status,
     waitingOnClaims: onlyClaimsPending(results, effects),
+    ...deploymentFindings(delivery, effects),
+    ...(recorded.processed === 'false' && recorded.status === 'failed' && { failureRecorded: true }),
+  };
+}
+
+/** Recipients who blocked the sender (or all, for a virus under VIRUS_POLICY=reject) are final: blocked. */
+function markBlocked(
+  attempt: Attempt,
+  blockedBy: Map<string, string>,
+  virusRejected: boolean,
+  ports: PipelinePorts,
+): void {
+  const outcomes = attempt.progress.recipients;
+  for (const recipient of attempt.recipients) {
+    if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
+    else if (blockedBy.has(recipient))
+      outcomes.set(recipient, { recipient, state: 'blocked', detail: blockedBy.get(recipient) });
+  }
+  if (!virusRejected && blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
+}
+
+/**
+ * Stage 6 for every delivered recipient with a rule, all at once. Bodies are decoded only when an auto-reply may
+ * quote them (the one consumer of bodies); the view with bodies is returned for the audit.
+ */
+async function applyRules(
+  attempt: Attempt,
+  withRules: readonly string[],
+  settings: Map<string, RecipientSettings>,
+  input: Omit<RuleInput, 'recipient' | 'rule' | 'generation'>,
+  ports: PipelinePorts,
+): Promise<{ effects: EffectResult[]; view: MailView }> {
+  let view = input.view;
+  if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
+    view = await withBodies(input.raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
+    if (view.parseError) {
+      ports.logger.warn(
+        { sesMessageId: input.receipt.sesMessageId, parseError: view.parseError },
+        'MIME parse failed; the auto-reply quotes no body',
+      );
+    }
+  }
+  const lists = await Promise.all(
+    withRules.flatMap((recipient) => {
+      const rule = settings.get(recipient)?.rule;
+      if (!rule) return [];
+      const ruleInput = { ...input, view, recipient, rule, generation: attempt.generation };
+      return [runRules(ruleInput, ports, attempt.guard)];
+    }),
+  );
+  const effects = lists.flat();
+  attempt.progress.effects.push(...effects);
+  return { effects, view };
+}
+
+/** What this attempt learnt about the deployment: a refusing mail server, a working one, a table to check. */
+function deploymentFindings(
+  delivery: DeliveryResult,
+  effects: EffectResult[],
+): Pick<MessageOutcome, 'reason' | 'error' | 'deploymentFault' | 'serverAccepted' | 'tableFault'> {
+  const fault = delivery.deploymentFault ?? effects.find((e) => e.deploymentFault)?.deploymentFault;
+  const accepted = delivery.accepted || effects.some((e) => e.status === 'sent' && e.route === 'internal');
+  return {
+    ...(delivery.error && { reason: delivery.error.message, error: delivery.error.toJSON() }),
+    ...(fault !== undefined && { deploymentFault: fault }),
+    ...(accepted && { serverAccepted: true }),
+    ...tableFaultOf([delivery.error?.awsCode, ...effects.map((e) => e.awsCode)]),
   };
 }
 
@@ -284,68 +413,110 @@ function blockDecisions(
   return blocked;
 }
 
-/** Stage 7, guarded by the ledger: recipients a previous attempt delivered are not delivered again. */
+interface DeliveryResult {
+  outcomes: RecipientOutcome[];
+  /** The mail server accepted the mail for at least one recipient now. */
+  accepted: boolean;
+  /** The server's reply when it said the deployment is wrong. */
+  deploymentFault?: string;
+  /** A ledger claim failed (DynamoDB): those recipients wait, the message is retried. */
+  error?: WorkerError;
+}
+
+function emptyDelivery(): DeliveryResult {
+  return { outcomes: [], accepted: false };
+}
+
+/**
+ * Stage 7, guarded by the ledger: one transaction to every recipient whose claim this attempt won; recipients an
+ * earlier attempt delivered are not delivered again. The copy carries the delivery id first, then the verdicts.
+ */
 async function deliver(
-  receipt: SesReceipt,
+  attempt: Attempt,
   recipients: string[],
-  payload: Buffer,
   raw: Buffer,
   ports: PipelinePorts,
-): Promise<RecipientOutcome[]> {
-  const outcomes: RecipientOutcome[] = [];
-  const claimed: string[] = [];
-  for (const recipient of recipients) {
-    const claim = await ports.ledger.claim(effectKey(receipt.sesMessageId, recipient, 'deliver'));
-    if (claim === 'claimed') claimed.push(recipient);
-    else if (claim === 'done')
-      outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
-    else
-      outcomes.push({
+): Promise<DeliveryResult> {
+  const { receipt, generation } = attempt;
+  const keyOf = new Map(
+    recipients.map((r) => [effectKey(receipt.sesMessageId, r, 'deliver', generation), r] as const),
+  );
+  const fates = await runGuarded(
+    attempt.guard,
+    [...keyOf.keys()],
+    async (claimed) => {
+      const to = claimed.map((key) => keyOf.get(key) ?? key);
+      const verdicts = ports.settings.addVerdictHeaders
+        ? verdictHeaders(receipt.verdicts, detectEol(raw), raw)
+        : undefined;
+      const payload = withDeliveryId(
+        raw,
+        deliveryId(receipt.sesMessageId, generation, { kind: 'deliver' }),
+        verdicts,
+      );
+      const results = await ports.delivery.deliver({
+        route: 'mailbox',
+        from: receipt.source,
+        to,
+        raw: payload,
+        transfer: true,
+      });
+      const byRecipient = new Map(results.map((r) => [r.recipient.toLowerCase(), r]));
+      return new Map(
+        claimed.flatMap((key) => {
+          const result = byRecipient.get((keyOf.get(key) ?? '').toLowerCase());
+          return result ? [[key, result] as const] : [];
+        }),
+      );
+    },
+    (result: RecipientDelivery) => result.status === 'delivered',
+  );
+
+  const delivery: DeliveryResult = emptyDelivery();
+  for (const [key, recipient] of keyOf) {
+    const fate = fates.get(key);
+    if (fate?.state === 'done-before') {
+      delivery.outcomes.push({ recipient, state: 'delivered', detail: 'delivered by an earlier attempt' });
+    } else if (fate?.state === 'busy') {
+      delivery.outcomes.push({
         recipient,
         state: 'deferred',
         detail: 'being delivered by another worker',
         claimed: true,
       });
-  }
-  if (claimed.length === 0) return outcomes;
-
-  const results: RecipientDelivery[] = await ports.delivery.deliver({
-    route: 'mailbox',
-    from: receipt.source,
-    to: claimed,
-    raw: payload,
-    transfer: payload !== raw,
-  });
-  for (const result of results) {
-    const key = effectKey(receipt.sesMessageId, result.recipient, 'deliver');
-    if (result.status === 'delivered') {
-      await completeAfterEffect(
-        ports.ledger,
-        key,
-        (ms) => ports.clock.sleep(ms),
-        (error) =>
-          ports.logger.error({ key, err: String(error) }, 'delivered but not recorded in the ledger'),
-      );
+    } else if (fate?.state === 'ran') {
+      const result = fate.result;
+      if (result.status === 'delivered') delivery.accepted = true;
+      if (result.deploymentFault) delivery.deploymentFault ??= result.response ?? `reply ${result.code}`;
+      delivery.outcomes.push(recipientOutcome(recipient, result));
     } else {
-      await ports.ledger.release(key).catch(() => undefined);
+      delivery.error ??= fate?.error;
+      delivery.outcomes.push({ recipient, state: 'deferred', detail: fate?.error.message ?? 'not claimed' });
     }
-    outcomes.push({
-      recipient: result.recipient,
-      state:
-        result.status === 'delivered' ? 'delivered' : result.status === 'rejected' ? 'invalid' : 'deferred',
-      ...(result.code !== undefined && { code: result.code }),
-      ...(result.response !== undefined && { detail: result.response }),
-    });
   }
-  return outcomes;
+  return delivery;
+}
+
+function recipientOutcome(recipient: string, result: RecipientDelivery): RecipientOutcome {
+  const state: RecipientState = result.status;
+  const detail =
+    result.deploymentFault && result.response !== undefined
+      ? `the mail server's configuration refuses this domain: ${result.response}`
+      : result.response;
+  return {
+    recipient,
+    state,
+    ...(result.code !== undefined && { code: result.code }),
+    ...(detail !== undefined && { detail }),
+  };
 }
 
 function finalStatus(results: RecipientOutcome[]): MessageStatus {
   const count = (state: RecipientState) => results.filter((r) => r.state === state).length;
   if (count('blocked') === results.length) return 'blocked';
   if (count('delivered') === results.length) return 'delivered';
-  if (count('delivered') === 0) return 'invalid';
-  return 'partial';
+  if (count('delivered') > 0) return 'partial';
+  return count('rejected') > 0 ? 'rejected' : 'invalid';
 }
 
 /** Stage 8: the audit trail in the S3 object's metadata. A failure here is logged; the mail is delivered already. */
@@ -362,6 +533,7 @@ async function recordAudit(
   if (receipt.mail.kind !== 's3') return;
   const location: MailLocation = receipt.mail;
   const invalid = results.filter((r) => r.state === 'invalid').map((r) => r.recipient);
+  const rejected = results.filter((r) => r.state === 'rejected');
   const blocked = results.filter((r) => r.state === 'blocked');
   const failedEffects = effects.filter((e) => e.status === 'failed');
   const metadata: Record<string, string> = {
@@ -370,6 +542,9 @@ async function recordAudit(
     processed_by: `worker-${ports.domain}`,
     status,
     ...(invalid.length > 0 && { invalid_inboxes: invalid.join(',') }),
+    ...(rejected.length > 0 && {
+      content_rejected: rejected.map((r) => `${r.recipient}: ${r.detail ?? r.code ?? ''}`).join(' | '),
+    }),
     ...(blocked.length > 0 &&
       !virusRejected && { blocked_sender: blocked[0]?.detail ?? view.from?.address ?? receipt.source }),
     ...(virusRejected && { blocked_reason: 'virus', virus_verdict: receipt.verdicts.virus }),
@@ -407,4 +582,18 @@ async function recordFailure(receipt: SesReceipt, error: WorkerError, ports: Pip
       'could not record the failure in S3',
     );
   }
+}
+
+function tableFaultOf(awsCodes: ReadonlyArray<string | undefined>): Pick<MessageOutcome, 'tableFault'> {
+  const code = awsCodes.find((c) => c !== undefined && TABLE_FAULTS.has(c));
+  return code === undefined ? {} : { tableFault: code };
+}
+
+function asWorkerError(error: unknown): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError(
+    'INTERNAL',
+    `unexpected: ${error instanceof Error ? error.message : String(error)}`,
+    { temporary: true, cause: error },
+  );
 }

@@ -1,4 +1,4 @@
-import { completeAfterEffect, effectKey } from '../aws/effect-ledger.ts';
+import { effectKey } from '../aws/effect-ledger.ts';
 import type { RecipientRule } from '../aws/tables.ts';
 import { WorkerError } from '../errors.ts';
 import { composeAutoReply } from '../mail/autoreply-compose.ts';
@@ -6,6 +6,8 @@ import { autoReplyDecision } from '../mail/autoreply-policy.ts';
 import { rewriteForForward } from '../mail/forward.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { ForwardRoute } from '../metrics/pipeline-metrics.ts';
+import { deliveryId, withDeliveryId, type DeliveryEffect } from './delivery-id.ts';
+import { runGuarded, type GuardContext } from './guarded-effect.ts';
 import { domainOf, type SesReceipt } from './notification.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -13,7 +15,8 @@ export type EffectKind = 'autoreply' | 'forward';
 
 /**
  * `sent`: done now; `done-before`: an earlier attempt did it (ledger); `suppressed`: a rule said no (with reason);
- * `failed`: permanent failure of this effect only; `deferred`: temporary failure, worth retrying the message.
+ * `failed`: permanent failure of this effect only, or a send whose outcome is unknown (never repeated);
+ * `deferred`: temporary failure, worth retrying the message.
  */
 export interface EffectResult {
   kind: EffectKind;
@@ -24,6 +27,10 @@ export interface EffectResult {
   reason?: string;
   /** Deferred only because another worker holds a live claim on this effect. */
   claimed?: boolean;
+  /** The AWS error name behind a failure (a missing table shows here), not logged. */
+  awsCode?: string;
+  /** The internal port's reply when it said the deployment is wrong. */
+  deploymentFault?: string;
 }
 
 export interface RuleInput {
@@ -34,29 +41,73 @@ export interface RuleInput {
   hasLoopMarker: boolean;
   recipient: string;
   rule: RecipientRule;
+  /** Replay generation: part of the ledger key and the delivery id of every effect. */
+  generation: number;
 }
 
 /**
- * Stage 6: the effects of one delivered recipient's rules. Each effect is a separate, ledger-guarded step, so a
- * retried message repeats none that already happened.
+ * Stage 6: the effects of one delivered recipient's rules, all at once. Each effect is a separate, ledger-guarded
+ * step, so a retried message repeats none that already happened. Never throws: a failure is the effect's result.
  */
-export async function runRules(input: RuleInput, ports: PipelinePorts): Promise<EffectResult[]> {
-  const results: EffectResult[] = [];
-  if (input.rule.oooActive) results.push(await autoReply(input, ports));
-  const seen = new Set<string>();
-  for (const target of input.rule.forwards) {
-    if (seen.has(target)) continue;
-    seen.add(target);
-    results.push(await forward(input, target, ports));
-  }
-  return results;
+export async function runRules(
+  input: RuleInput,
+  ports: PipelinePorts,
+  guard: GuardContext,
+): Promise<EffectResult[]> {
+  const effects: Array<Promise<EffectResult>> = [];
+  if (input.rule.oooActive) effects.push(autoReply(input, ports, guard));
+  for (const target of new Set(input.rule.forwards)) effects.push(forward(input, target, ports, guard));
+  return Promise.all(effects);
 }
 
 function routeFor(target: string, ports: PipelinePorts): ForwardRoute {
   return ports.hostedDomains.includes(domainOf(target)) ? 'internal' : 'ses';
 }
 
-async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<EffectResult> {
+type EffectBase = Omit<EffectResult, 'status'>;
+
+/** What an effect's body reports: its result, and whether the ledger must remember it as done. */
+interface Ran {
+  result: EffectResult;
+  record: boolean;
+}
+
+/** Claims `key`, runs `body` if the claim is won, records or releases the claim: the one guarded-effect path. */
+async function guarded(
+  key: string,
+  base: EffectBase,
+  guard: GuardContext,
+  ports: PipelinePorts,
+  body: () => Promise<Ran>,
+): Promise<EffectResult> {
+  const fates = await runGuarded(
+    guard,
+    [key],
+    async () => {
+      let ran: Ran;
+      try {
+        ran = await body();
+      } catch (error) {
+        ran = failure(base, error, ports);
+      }
+      return new Map([[key, ran]]);
+    },
+    (ran) => ran.record,
+  );
+  const fate = fates.get(key);
+  switch (fate?.state) {
+    case 'ran':
+      return fate.result.result;
+    case 'done-before':
+      return { ...base, status: 'done-before' };
+    case 'busy':
+      return { ...base, status: 'deferred', reason: 'claimed by another worker', claimed: true };
+    default:
+      return failure(base, fate?.error, ports).result;
+  }
+}
+
+async function autoReply(input: RuleInput, ports: PipelinePorts, guard: GuardContext): Promise<EffectResult> {
   const { recipient, view, receipt } = input;
   const decision = autoReplyDecision({
     view,
@@ -80,55 +131,61 @@ async function autoReply(input: RuleInput, ports: PipelinePorts): Promise<Effect
   }
   const now = ports.clock.now();
   const intervalMs = ports.settings.oooReplyIntervalDays * 86_400_000;
+  const key = effectKey(receipt.sesMessageId, recipient, 'autoreply', input.generation);
+  const effect: DeliveryEffect = { kind: 'autoreply', recipient };
 
-  const key = effectKey(receipt.sesMessageId, recipient, 'autoreply');
-  const claim = await ports.ledger.claim(key);
-  if (claim === 'done') return { ...base, status: 'done-before' };
-  if (claim === 'busy')
-    return { ...base, status: 'deferred', reason: 'claimed by another worker', claimed: true };
-
-  let won = false;
-  try {
-    won = await ports.rules.claimAutoReply(recipient, target, now, intervalMs);
-    if (!won) {
-      await ports.ledger.complete(key);
-      return { ...base, status: 'suppressed', reason: 'already-replied-within-interval' };
+  const result = await guarded(key, base, guard, ports, async () => {
+    if (!(await ports.rules.claimAutoReply(recipient, target, now, intervalMs))) {
+      return {
+        result: { ...base, status: 'suppressed', reason: 'already-replied-within-interval' },
+        record: true,
+      };
     }
-    const reply = await composeAutoReply({
-      recipient,
-      to: decision.to,
-      original: view,
-      message: input.rule.oooMessage,
-      contentType: input.rule.oooContentType,
-      subjectPrefix: ports.settings.autoReplySubjectPrefix,
-      loopMarker: { name: ports.loopMarker.name, value: ports.loopMarker.valueFor(receipt.sesMessageId) },
-      messageIdDomain: ports.domain,
-      now: new Date(now),
-    });
-    // RFC 3834 §3.3: auto-replies go out with a null envelope sender so they can never bounce back into a loop.
-    await send(route, { from: recipient, envelopeFrom: '', to: target, raw: reply.raw }, ports);
-  } catch (error) {
-    if (won) await ports.rules.releaseAutoReply(recipient, target, now).catch(() => undefined);
-    await ports.ledger.release(key).catch(() => undefined);
-    return failure(base, error, ports);
-  }
-  await recordDone(key, ports);
-  ports.metrics.autoReplySent(ports.domain);
-  return { ...base, status: 'sent' };
+    let ran: Ran;
+    try {
+      const reply = await composeAutoReply({
+        recipient,
+        to: decision.to,
+        original: view,
+        message: input.rule.oooMessage,
+        contentType: input.rule.oooContentType,
+        subjectPrefix: ports.settings.autoReplySubjectPrefix,
+        loopMarker: { name: ports.loopMarker.name, value: ports.loopMarker.valueFor(receipt.sesMessageId) },
+        messageIdDomain: ports.domain,
+        now: new Date(now),
+      });
+      // RFC 3834 §3.3: auto-replies go out with a null envelope sender so they can never bounce back into a loop.
+      ran = await send(
+        route,
+        { from: recipient, envelopeFrom: '', to: target, raw: reply.raw, id: delivery(input, effect) },
+        base,
+        ports,
+      );
+    } catch (error) {
+      ran = failure(base, error, ports);
+    }
+    // A reply that was not sent must not block the next mail's reply for the whole interval.
+    if (ran.result.status !== 'sent' && !ran.record)
+      await ports.rules.releaseAutoReply(recipient, target, now).catch(() => undefined);
+    return ran;
+  });
+  if (result.status === 'sent') ports.metrics.autoReplySent(ports.domain);
+  return result;
 }
 
-async function forward(input: RuleInput, target: string, ports: PipelinePorts): Promise<EffectResult> {
+async function forward(
+  input: RuleInput,
+  target: string,
+  ports: PipelinePorts,
+  guard: GuardContext,
+): Promise<EffectResult> {
   const { recipient, receipt } = input;
   const route = routeFor(target, ports);
   const base = { kind: 'forward' as const, recipient, target, route };
   if (target === recipient) return { ...base, status: 'suppressed', reason: 'forward-to-self' };
 
-  const key = effectKey(receipt.sesMessageId, recipient, `forward:${target}`);
-  const claim = await ports.ledger.claim(key);
-  if (claim === 'done') return { ...base, status: 'done-before' };
-  if (claim === 'busy')
-    return { ...base, status: 'deferred', reason: 'claimed by another worker', claimed: true };
-  try {
+  const key = effectKey(receipt.sesMessageId, recipient, `forward:${target}`, input.generation);
+  const result = await guarded(key, base, guard, ports, async () => {
     const raw = rewriteForForward(input.raw, {
       forwardingAddress: recipient,
       originalRecipient: recipient,
@@ -138,23 +195,15 @@ async function forward(input: RuleInput, target: string, ports: PipelinePorts): 
       messageIdDomain: ports.domain,
       now: new Date(ports.clock.now()),
     });
-    await send(route, { from: recipient, envelopeFrom: recipient, to: target, raw }, ports);
-  } catch (error) {
-    await ports.ledger.release(key).catch(() => undefined);
-    return failure(base, error, ports);
-  }
-  await recordDone(key, ports);
-  ports.metrics.forwardSent(ports.domain, route);
-  return { ...base, status: 'sent' };
+    const id = delivery(input, { kind: 'forward', recipient, target });
+    return send(route, { from: recipient, envelopeFrom: recipient, to: target, raw, id }, base, ports);
+  });
+  if (result.status === 'sent') ports.metrics.forwardSent(ports.domain, route);
+  return result;
 }
 
-function recordDone(key: string, ports: PipelinePorts): Promise<void> {
-  return completeAfterEffect(
-    ports.ledger,
-    key,
-    (ms) => ports.clock.sleep(ms),
-    (error) => ports.logger.error({ key, err: String(error) }, 'effect done but not recorded in the ledger'),
-  );
+function delivery(input: RuleInput, effect: DeliveryEffect): string {
+  return deliveryId(input.receipt.sesMessageId, input.generation, effect);
 }
 
 /**
@@ -177,35 +226,58 @@ interface Outgoing {
   envelopeFrom: string;
   to: string;
   raw: Buffer;
+  /** Delivery id of the copy handed to our own mail server (the internal route). */
+  id: string;
 }
 
-async function send(route: ForwardRoute, mail: Outgoing, ports: PipelinePorts): Promise<void> {
+async function send(
+  route: ForwardRoute,
+  mail: Outgoing,
+  base: EffectBase,
+  ports: PipelinePorts,
+): Promise<Ran> {
   if (route === 'ses') {
     await ports.ses.send({ from: mail.from, destinations: [mail.to], raw: mail.raw });
-    return;
+    return { result: { ...base, status: 'sent' }, record: true };
   }
   const [result] = await ports.delivery.deliver({
     route: 'internal',
     from: mail.envelopeFrom,
     to: [mail.to],
-    raw: mail.raw,
+    raw: withDeliveryId(mail.raw, mail.id),
+    transfer: true,
   });
-  if (!result || result.status === 'delivered') return;
-  throw new WorkerError(
-    result.status === 'rejected' ? 'SMTP_PERMANENT' : 'SMTP_TEMPORARY',
-    `internal delivery to ${mail.to} failed: ${result.response ?? 'no reply'}`,
+  if (result?.status === 'delivered') return { result: { ...base, status: 'sent' }, record: true };
+  const reply = result?.response ?? 'no reply';
+  const error = new WorkerError(
+    result?.status === 'deferred' || result === undefined ? 'SMTP_TEMPORARY' : 'SMTP_PERMANENT',
+    `internal delivery to ${mail.to} failed: ${reply}`,
     {
-      temporary: result.status === 'deferred',
-      ...(result.code !== undefined && { responseCode: result.code }),
+      temporary: result?.status === 'deferred' || result === undefined,
+      ...(result?.code !== undefined && { responseCode: result.code }),
     },
   );
+  const ran = failure(base, error, ports);
+  return result?.deploymentFault ? { ...ran, result: { ...ran.result, deploymentFault: reply } } : ran;
 }
 
-function failure(base: Omit<EffectResult, 'status'>, error: unknown, ports: PipelinePorts): EffectResult {
-  const temporary = error instanceof WorkerError ? error.temporary : true;
-  const reason = error instanceof WorkerError ? `${error.code}: ${error.message}` : String(error);
-  // Without the ledger a retried message would deliver the local copies again; a temporary failure is then
-  // recorded as failed instead of retried (logged at error), and the mail itself is still delivered.
-  const status = temporary && ports.ledger.enabled ? 'deferred' : 'failed';
-  return { ...base, status, reason };
+/**
+ * A failed effect. Deployment faults (DynamoDB, a 5xx that says the mail server is set up wrong) and temporary
+ * failures are retried with the message while the ledger is on; without it a retry would deliver the local copies
+ * again, so they are recorded as failed (logged at error) and the mail itself is still delivered. A send whose
+ * outcome is unknown is recorded as done, so no retry repeats it.
+ */
+function failure(base: EffectBase, error: unknown, ports: PipelinePorts): Ran {
+  const workerError =
+    error instanceof WorkerError
+      ? error
+      : new WorkerError('INTERNAL', String(error), { temporary: true, cause: error });
+  const reason = `${workerError.code}: ${workerError.message}`;
+  const awsCode = workerError.awsCode !== undefined ? { awsCode: workerError.awsCode } : {};
+  if (workerError.code === 'SES_OUTCOME_UNKNOWN') {
+    return { result: { ...base, status: 'failed', reason, ...awsCode }, record: true };
+  }
+  const retry = workerError.temporary || workerError.code === 'DYNAMODB_ERROR';
+  const status = retry && ports.ledger.enabled ? 'deferred' : 'failed';
+  return { result: { ...base, status, reason, ...awsCode }, record: false };
 }

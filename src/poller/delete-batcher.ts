@@ -10,11 +10,21 @@ export class DeleteBatcher {
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
 
+  private readonly lingerMs: number;
+  private readonly onFailed: (count: number) => void;
+
   constructor(
     private readonly queue: MailQueue,
     private readonly logger: Logger,
-    private readonly lingerMs = 25,
-  ) {}
+    options: {
+      lingerMs?: number;
+      /** Counts messages SQS did not delete (the metric), besides the error log. */
+      onFailed?: (count: number) => void;
+    } = {},
+  ) {
+    this.lingerMs = options.lingerMs ?? 25;
+    this.onFailed = options.onFailed ?? (() => undefined);
+  }
 
   add(entry: QueueEntry): void {
     this.pending.push(entry);
@@ -41,6 +51,7 @@ export class DeleteBatcher {
           failed = batch;
         }
         if (failed.length > 0) {
+          this.onFailed(failed.length);
           // Not lost: an undeleted message reappears and the ledger (or S3 metadata) shows it was handled.
           this.logger.error(
             { failed: failed.map((f) => f.messageId) },

@@ -1,4 +1,5 @@
 import { backoffMs } from '../clock.ts';
+import type { Claim } from '../aws/effect-ledger.ts';
 import type { MailQueue, QueueMessage } from '../aws/queue.ts';
 import { processMessage, type MessageOutcome } from '../pipeline/process-message.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
@@ -11,8 +12,16 @@ export interface PollerOptions {
   concurrency: number;
   /** Visibility (seconds) given to a message after a temporary failure, by receive count (last entry repeats). */
   retrySchedule: readonly number[];
-  /** At this receive count a still-failing message is marked failed in S3 before the redrive takes it. */
+  /**
+   * At this receive count a still-failing message is marked failed in S3 (once) before the redrive takes it: the
+   * queue's maxReceiveCount when it has a redrive policy, else MAX_RECEIVES.
+   */
   maxReceives: number;
+  /**
+   * Whether the queue moves a message to a dead-letter queue after maxReceives. Without that, a message past it
+   * keeps coming back: at the longest retry delay, not every visibility timeout.
+   */
+  hasRedrivePolicy?: boolean;
   /** The queue's visibility timeout; messages still being processed get it renewed every third of it. */
   visibilityTimeoutSeconds: number;
   /**
@@ -20,9 +29,12 @@ export interface PollerOptions {
    * worker's claim can be taken over (the regular schedule would wait longer than needed).
    */
   claimedRetrySeconds?: number;
+  /** A table call failed as a missing or misshapen table would: the tables should be checked again now. */
+  onTableFault?: (awsCode: string) => void;
 }
 
-export type PollerState = 'starting' | 'polling' | 'paused' | 'stopping' | 'stopped';
+/** `error`: held by a failed deployment check (a table); the domain receives nothing until it passes. */
+export type PollerState = 'starting' | 'polling' | 'paused' | 'error' | 'stopping' | 'stopped';
 
 export interface PollerStatus {
   domain: string;
@@ -32,8 +44,13 @@ export interface PollerStatus {
   /** Epoch ms when a message last finished: a poller busy with slow mail is alive though it is not polling. */
   lastActivityAt?: number;
   inFlight: number;
-  /** Set while polling is paused because the mail server is unreachable. */
+  /** Set while polling is paused because the mail server is unreachable or refuses the domain. */
   pausedReason?: string;
+  /**
+   * The mail server's reply while it says this deployment is wrong (relay denied, client rejected): mail is retried,
+   * not ended, until a delivery gets through again.
+   */
+  degraded?: string;
   lastError?: string;
 }
 
@@ -52,6 +69,9 @@ export class DomainPoller {
   private pauseUntil = 0;
   private pauseLevel = 0;
   private slotFreed: (() => void) | undefined;
+  /** Why the domain must not receive (a failed table check), and the wake-up for when that ends. */
+  private holdReason: string | undefined;
+  private holdLifted: (() => void) | undefined;
 
   constructor(
     private readonly queue: MailQueue,
@@ -59,7 +79,9 @@ export class DomainPoller {
     private readonly options: PollerOptions,
     private readonly onStatus: (status: PollerStatus) => void = () => undefined,
   ) {
-    this.batcher = new DeleteBatcher(queue, ports.logger);
+    this.batcher = new DeleteBatcher(queue, ports.logger, {
+      onFailed: (count) => ports.metrics.deleteFailed(ports.domain, count),
+    });
     this.status = { domain: ports.domain, state: 'starting', inFlight: 0 };
   }
 
@@ -75,6 +97,11 @@ export class DomainPoller {
     while (!this.stopping) {
       await this.waitForSlot();
       if (this.stopping) break;
+      if (this.holdReason !== undefined) {
+        this.update({ state: 'error', lastError: this.holdReason });
+        await new Promise<void>((resolve) => (this.holdLifted = resolve));
+        continue;
+      }
       const now = this.ports.clock.now();
       if (now < this.pauseUntil) {
         this.update({ state: 'paused' });
@@ -120,6 +147,26 @@ export class DomainPoller {
     this.update({ state: 'stopping' });
     this.stopAbort.abort();
     this.slotFreed?.();
+    this.holdLifted?.();
+  }
+
+  /**
+   * Stops receiving because the deployment is wrong (`reason` names the table and the problem), or, with
+   * `undefined`, receives again. Messages in flight finish; the rest wait in SQS.
+   */
+  hold(reason: string | undefined): void {
+    const wasHeld = this.holdReason !== undefined;
+    this.holdReason = reason;
+    if (reason !== undefined) {
+      this.update({ state: 'error', lastError: reason });
+      return;
+    }
+    if (wasHeld) {
+      delete this.status.lastError;
+      this.update({ state: 'polling' });
+    }
+    this.holdLifted?.();
+    this.holdLifted = undefined;
   }
 
   /** Received while stopping: make them visible again at once for another consumer. */
@@ -157,18 +204,19 @@ export class DomainPoller {
     const { ports } = this;
     const started = ports.clock.now();
     ports.metrics.inFlight(ports.domain, 1);
-    const stopHeartbeat = this.heartbeat(message);
+    const liveClaims = new Set<Claim>();
+    const stopHeartbeat = this.heartbeat(message, liveClaims);
     let outcome: MessageOutcome;
     try {
-      outcome = await processMessage(message, ports, this.stopAbort.signal);
+      outcome = await processMessage(message, ports, { signal: this.stopAbort.signal, liveClaims });
     } finally {
       await stopHeartbeat();
       ports.metrics.inFlight(ports.domain, -1);
     }
     const durationMs = ports.clock.now() - started;
-    ports.metrics.processed(ports.domain, outcome.status);
-    ports.metrics.processingSeconds(ports.domain, durationMs / 1000);
+    this.count(outcome, durationMs);
     this.log(message, outcome, durationMs);
+    this.noteDeployment(outcome);
     try {
       await this.settle(message, outcome);
     } catch (error) {
@@ -192,23 +240,14 @@ export class DomainPoller {
       return;
     }
     if (mailServerUnreachable(outcome)) this.pause('mail server unreachable');
+    const schedule = this.options.retrySchedule;
     if (message.receiveCount >= this.options.maxReceives) {
-      this.ports.logger.error(
-        { sesMessageId: outcome.sesMessageId, receiveCount: message.receiveCount, reason: outcome.reason },
-        'message reached MAX_RECEIVES; the queue will redrive it to the dead-letter queue',
-      );
-      if (outcome.mailLocation) {
-        await this.ports.mailStore.updateMetadata(outcome.mailLocation, {
-          processed: 'false',
-          processed_at: String(Math.floor(this.ports.clock.now() / 1000)),
-          processed_by: `worker-${this.ports.domain}`,
-          status: 'failed',
-          failure_reason: `gave up after ${message.receiveCount} receives: ${outcome.reason ?? outcome.status}`,
-        });
-      }
+      await this.giveUp(message, outcome);
+      // With a redrive policy the queue moves the message to the dead-letter queue at its next receive.
+      if (this.options.hasRedrivePolicy !== false) return;
+      await this.queue.changeVisibility(entry, schedule[schedule.length - 1] ?? 900);
       return;
     }
-    const schedule = this.options.retrySchedule;
     let seconds = schedule[Math.min(message.receiveCount - 1, schedule.length - 1)] ?? 30;
     if (outcome.waitingOnClaims && this.options.claimedRetrySeconds !== undefined) {
       seconds = Math.min(seconds, this.options.claimedRetrySeconds);
@@ -216,28 +255,104 @@ export class DomainPoller {
     await this.queue.changeVisibility(entry, seconds);
   }
 
+  /** Marks the mail failed in S3 the first time it reaches maxReceives (not again on every later receive). */
+  private async giveUp(message: QueueMessage, outcome: MessageOutcome): Promise<void> {
+    const { ports } = this;
+    if (outcome.failureRecorded) return;
+    ports.logger.error(
+      { sesMessageId: outcome.sesMessageId, receiveCount: message.receiveCount, reason: outcome.reason },
+      this.options.hasRedrivePolicy === false
+        ? 'message reached MAX_RECEIVES; the queue has no redrive policy, so it keeps coming back at the longest retry delay'
+        : 'message reached MAX_RECEIVES; the queue will redrive it to the dead-letter queue',
+    );
+    if (!outcome.mailLocation) return;
+    await ports.mailStore.updateMetadata(outcome.mailLocation, {
+      processed: 'false',
+      processed_at: String(Math.floor(ports.clock.now() / 1000)),
+      processed_by: `worker-${ports.domain}`,
+      status: 'failed',
+      failure_reason: `gave up after ${message.receiveCount} receives: ${outcome.reason ?? outcome.status}`,
+    });
+  }
+
   /**
    * Keeps a slow message (a large mail, a slow mail server) invisible while it is processed, so no second consumer
-   * starts it; SQS would otherwise hand it out again when the visibility timeout runs out mid-delivery.
+   * starts it; SQS would otherwise hand it out again when the visibility timeout runs out mid-delivery. Each beat
+   * also renews the lease of the message's live ledger claims, so a slow delivery is never taken over either.
    */
-  private heartbeat(message: QueueMessage): () => Promise<void> {
+  private heartbeat(message: QueueMessage, liveClaims: ReadonlySet<Claim>): () => Promise<void> {
     const timeout = this.options.visibilityTimeoutSeconds;
     const everyMs = Math.max(1000, Math.floor((timeout * 1000) / 3));
     const entry = { messageId: message.messageId, receiptHandle: message.receiptHandle };
-    let beat: Promise<void> = Promise.resolve();
+    let beat: Promise<unknown> = Promise.resolve();
     const timer = setInterval(() => {
-      beat = this.queue.changeVisibility(entry, timeout).catch((error: unknown) => {
+      const visibility = this.queue.changeVisibility(entry, timeout).catch((error: unknown) => {
+        this.ports.metrics.heartbeatFailed(this.ports.domain);
         this.ports.logger.warn(
           { sqsMessageId: message.messageId, err: error instanceof Error ? error.message : String(error) },
           'visibility heartbeat failed',
         );
       });
+      beat = Promise.all([visibility, ...[...liveClaims].map((claim) => this.renew(claim))]);
     }, everyMs);
     // A beat still on its way must land before settle() sets the retry visibility, not after it.
     return async () => {
       clearInterval(timer);
       await beat;
     };
+  }
+
+  private async renew(claim: Claim): Promise<void> {
+    const { ports } = this;
+    try {
+      if (await ports.ledger.renew(claim)) return;
+      ports.metrics.ledgerError(ports.domain, 'renew');
+      ports.logger.error(
+        { key: claim.key },
+        'ledger claim lost while its effect is in progress (the lease ran out and another worker took over)',
+      );
+    } catch (error) {
+      ports.metrics.ledgerError(ports.domain, 'renew');
+      ports.logger.warn(
+        { key: claim.key, err: error instanceof Error ? error.message : String(error) },
+        'could not renew a ledger claim',
+      );
+    }
+  }
+
+  private count(outcome: MessageOutcome, durationMs: number): void {
+    const { metrics, domain } = this.ports;
+    metrics.processed(domain, outcome.status);
+    metrics.processingSeconds(domain, durationMs / 1000);
+    for (const r of outcome.recipients) metrics.recipientOutcome(domain, r.state);
+    for (const e of outcome.effects) metrics.effect(domain, e.kind, e.status);
+  }
+
+  /**
+   * A reply saying the deployment is wrong degrades the domain (shown by /health, /ready 503, a metric) and pauses
+   * polling like an unreachable server: every further mail would only get the same answer. A delivery that gets
+   * through ends it. A table fault asks for the table checks to run again.
+   */
+  private noteDeployment(outcome: MessageOutcome): void {
+    const { ports } = this;
+    if (outcome.tableFault !== undefined) this.options.onTableFault?.(outcome.tableFault);
+    if (outcome.deploymentFault !== undefined) {
+      ports.metrics.deploymentFault(ports.domain, 'smtp');
+      ports.metrics.deploymentCheck(ports.domain, 'smtp', true);
+      if (this.status.degraded === undefined) {
+        ports.logger.error(
+          { sesMessageId: outcome.sesMessageId, reply: outcome.deploymentFault },
+          "the mail server refuses this domain's mail as misconfigured; mail is kept and retried until it accepts it",
+        );
+      }
+      this.update({ degraded: outcome.deploymentFault });
+      this.pause('mail server refuses the domain');
+    } else if (outcome.serverAccepted && this.status.degraded !== undefined) {
+      ports.metrics.deploymentCheck(ports.domain, 'smtp', false);
+      ports.logger.info('the mail server accepts mail for this domain again');
+      delete this.status.degraded;
+      this.update({});
+    }
   }
 
   private pause(reason: string): void {
@@ -276,7 +391,9 @@ export class DomainPoller {
         recipient: redact(r.recipient),
         state: r.state,
         ...(r.code !== undefined && { code: r.code }),
-        ...(r.state !== 'delivered' && r.detail !== undefined && { detail: r.detail }),
+        // A delivery now carries the server's 250 (noise); one from an earlier attempt says so.
+        ...((r.state !== 'delivered' || r.code === undefined) &&
+          r.detail !== undefined && { detail: r.detail }),
       })),
       ...(outcome.effects.length > 0 && {
         effects: outcome.effects.map((e) => ({

@@ -1,11 +1,13 @@
 import nodemailer from 'nodemailer';
 import type { Logger } from '../log/logger.ts';
 import {
-  isConnectionError,
+  isRetryableBeforeData,
   outcomesFromError,
   outcomesFromInfo,
+  stageOf,
   type RecipientDelivery,
 } from './classify.ts';
+import { MailboxLocks } from './mailbox-locks.ts';
 
 /** `mailbox`: normal delivery (SMTP_PORT, or Dovecot LMTP); `internal`: forwards/auto-replies via INTERNAL_SMTP_PORT. */
 export type DeliveryRoute = 'mailbox' | 'internal';
@@ -45,7 +47,10 @@ export interface PooledDeliveryOptions {
   maxConnections: number;
   timeoutMs: number;
   logger: Logger;
-  /** Pauses between attempts after a connection-level failure. */
+  /**
+   * Pauses between attempts after a failure that came before the mail's content was sent (for the transaction: a
+   * connection failure; for a recipient: a 4xx at RCPT). Such a retry cannot deliver twice.
+   */
   retryDelaysMs?: readonly number[];
 }
 
@@ -54,7 +59,9 @@ type Transport = ReturnType<typeof nodemailer.createTransport>;
 /**
  * One pooled nodemailer transport per route. Pool settings follow what was measured here: `maxMessages: Infinity`
  * (the default 100 recycles a connection every 100 mails and pays a new greeting), and the total bound is split
- * so mailbox + internal connections never exceed SMTP_MAX_CONNECTIONS.
+ * so mailbox + internal connections never exceed SMTP_MAX_CONNECTIONS. Over LMTP (straight into Dovecot) the
+ * transactions to one mailbox run one at a time (mailbox-locks.ts); behind Postfix its own per-recipient
+ * concurrency limit does that (docker/mailserver/user-patches.sh).
  */
 export function createPooledDelivery(options: PooledDeliveryOptions): MailDelivery {
   const mailboxConnections = Math.max(1, options.maxConnections - 1);
@@ -82,6 +89,7 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
     maxConnections: 1,
   });
   const retryDelays = options.retryDelaysMs ?? [250, 1000];
+  const locks = options.protocol === 'lmtp' ? new MailboxLocks() : undefined;
   const active: Record<DeliveryRoute, number> = { mailbox: 0, internal: 0 };
   const limit: Record<DeliveryRoute, number> = { mailbox: mailboxConnections, internal: 1 };
 
@@ -98,25 +106,46 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
     }
   }
 
+  /** One transaction; a connection failure before the content went out is retried on a fresh connection. */
+  async function transaction(transport: Transport, request: DeliveryRequest): Promise<RecipientDelivery[]> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await sendOnce(transport, request);
+      } catch (error) {
+        const delay = retryDelays[attempt];
+        // Resending after the content went out could deliver twice: only a failure before it is retried here.
+        if (isRetryableBeforeData(error) && delay !== undefined) {
+          options.logger.warn(
+            { err: describe(error), route: request.route, attempt: attempt + 1 },
+            'mail server connection failed before the mail was sent; retrying',
+          );
+          await sleep(delay);
+          continue;
+        }
+        return outcomesFromError(request.to, error);
+      }
+    }
+  }
+
   return {
     async deliver(request) {
       const transport = request.route === 'internal' ? internal : mailbox;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await sendOnce(transport, request);
-        } catch (error) {
-          const delay = retryDelays[attempt];
-          if (isConnectionError(error) && delay !== undefined) {
-            options.logger.warn(
-              { err: describe(error), route: request.route, attempt: attempt + 1 },
-              'mail server connection failed; retrying',
-            );
-            await new Promise((resolve) => setTimeout(resolve, delay));
-            continue;
-          }
-          return outcomesFromError(request.to, error);
-        }
+      const run = (r: DeliveryRequest) =>
+        locks && r.route === 'mailbox'
+          ? locks.run(r.to, () => transaction(transport, r))
+          : transaction(transport, r);
+      const results = await run(request);
+      // Recipients refused with a 4xx at RCPT were sent nothing: ask again shortly for just them (another delivery
+      // to the mailbox may have held it: Dovecot's lmtp_user_concurrency_limit) rather than wait for the retry.
+      for (const delay of retryDelays) {
+        const again = results.filter(refusedBeforeContent);
+        if (again.length === 0) break;
+        await sleep(delay);
+        const retried = await run({ ...request, to: again.map((r) => r.recipient) });
+        for (const result of retried)
+          results[results.findIndex((r) => r.recipient === result.recipient)] = result;
       }
+      return results;
     },
     async verify() {
       // Forwards and replies need the internal port as much as delivery needs the mailbox port.
@@ -127,7 +156,9 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
     connectionsInUse: () =>
       Math.min(active.mailbox, limit.mailbox) + Math.min(active.internal, limit.internal),
     sendsWaiting: () =>
-      Math.max(0, active.mailbox - limit.mailbox) + Math.max(0, active.internal - limit.internal),
+      Math.max(0, active.mailbox - limit.mailbox) +
+      Math.max(0, active.internal - limit.internal) +
+      (locks?.waiting ?? 0),
     async close() {
       mailbox.close();
       internal.close();
@@ -135,8 +166,16 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
   };
 }
 
+function refusedBeforeContent(result: RecipientDelivery): boolean {
+  return result.status === 'deferred' && result.stage === 'rcpt' && result.code !== undefined;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function describe(error: unknown): Record<string, unknown> {
   if (typeof error !== 'object' || error === null) return { message: String(error) };
   const e = error as { code?: unknown; message?: unknown; responseCode?: unknown };
-  return { code: e.code, message: e.message, responseCode: e.responseCode };
+  return { code: e.code, message: e.message, responseCode: e.responseCode, stage: stageOf(error) };
 }

@@ -2,241 +2,55 @@
  * End to end against a real mail server: the pipeline (test/harness/pipeline-rig.ts, wired like the daemon) reads
  * from the emulators (SQS, S3, DynamoDB, SES) and delivers into a real Postfix + Dovecot started from the Debian
  * packages by scripts/mailserver/start.sh, on free loopback ports, with its root under a temporary directory.
- * Assertions read the Maildir files Dovecot writes.
+ * Assertions read the Maildir files Dovecot writes, counting copies per Message-ID, and Dovecot's log of what the
+ * shipped Sieve script (docker/mailserver/before.dovecot.sieve) stored and discarded. The real mail server's answers
+ * are checked here against the classifier: an unconfigured domain, an unknown mailbox, a content rejection.
+ * The kill -9 proofs against the same real server are in exactly-once.test.ts.
  *
  * Needs root and the packages of scripts/mailserver/install.sh. Without them the whole file is skipped, unless CI
  * is set: then it fails, so a CI machine that lost the packages cannot go green by skipping.
  * E2E_KEEP_MAILSERVER=1 leaves the mail server's directory (configs, logs, Maildirs) in place and prints its path.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import nodemailer from 'nodemailer';
 
 import { createDomainQueue, startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
-import {
-  startRig,
-  type LogLine,
-  type MailServerRig,
-  type MailServerTarget,
-} from '../harness/pipeline-rig.ts';
+import { startRig, type LogLine, type MailServerRig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail, type MimeInput, type PutMailResult } from '../harness/ses-events.ts';
 import { stripVerdicts } from '../harness/verdict-lines.ts';
+import {
+  acceptedBy,
+  bodyOf,
+  copiesByMessageId,
+  headerBlock,
+  inCi,
+  maildirMessages,
+  postfixQueueId,
+  sieveActions,
+  splitTrace,
+  startMailServer,
+  stopMailServer,
+  unavailableReason,
+  waitForMaildir,
+  waitUntilPostfixIdle,
+  type MailServer,
+} from './real-mailserver.ts';
 
 const DOMAIN = 'example.com';
 const OTHER = 'another.com';
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const START_SCRIPT = join(REPO, 'scripts/mailserver/start.sh');
-const STOP_SCRIPT = join(REPO, 'scripts/mailserver/stop.sh');
-/** Postfix queues and delivers asynchronously; a delivery normally lands within a few hundred milliseconds. */
-const MAILDIR_TIMEOUT_MS = 20_000;
+/** Served by the worker, unknown to Postfix and Dovecot: a domain not (yet) configured in docker-mailserver. */
+const UNCONFIGURED = 'unconfigured.test';
 /** Queue names of the LMTP rig, so it never sees the SMTP rig's messages. */
 const LMTP_QUEUE_TEMPLATE = '{domain}-lmtp-queue';
 
-const inCi = process.env.CI !== undefined && !['', '0', 'false'].includes(process.env.CI.toLowerCase());
-
-/** Why the real mail server cannot run here, or undefined when it can. */
-function unavailableReason(): string | undefined {
-  const missing = ['/usr/sbin/postfix', '/usr/sbin/postconf', '/usr/sbin/dovecot', '/usr/bin/doveadm'].filter(
-    (bin) => !existsSync(bin),
-  );
-  if (missing.length > 0)
-    return `${missing.join(', ')} not installed (run: sudo bash scripts/mailserver/install.sh)`;
-  if (process.getuid?.() !== 0) return 'Postfix and the Maildir files (uid 8, mode 0600) need root';
-  return undefined;
-}
-
 const unavailable = unavailableReason();
 const skip = unavailable !== undefined && !inCi ? `real mail server unavailable: ${unavailable}` : false;
-
-// ---------------------------------------------------------------------------------------------------------------------
-// Mail server process and Maildir helpers
-// ---------------------------------------------------------------------------------------------------------------------
-
-function run(file: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    execFile(file, args, { env, timeout: timeoutMs }, (error, stdout, stderr) => {
-      if (error)
-        reject(new Error(`${file} ${args.join(' ')} failed: ${error.message}\n${stdout}\n${stderr}`));
-      else resolvePromise(stdout);
-    });
-  });
-}
-
-/** Ports nothing listens on right now (the kernel's choice for port 0, released again). */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolvePromise, reject) => {
-          const server = createServer();
-          server.once('error', reject);
-          server.listen(0, '127.0.0.1', () => resolvePromise(server));
-        }),
-    ),
-  );
-  const ports = servers.map((server) => {
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('no TCP port');
-    return address.port;
-  });
-  await Promise.all(servers.map((server) => new Promise((done) => server.close(done))));
-  return ports;
-}
-
-interface MailServer extends MailServerTarget {
-  root: string;
-  startMs: number;
-}
-
-async function startMailServer(): Promise<MailServer> {
-  // The free ports could be taken by another process before Postfix binds them: try again with new ones then.
-  for (let attempt = 1; ; attempt++) {
-    const root = await mkdtemp(join(tmpdir(), 'uew-e2e-mailserver-'));
-    const [smtpPort, internalPort, lmtpPort] = (await freePorts(3)) as [number, number, number];
-    const started = Date.now();
-    try {
-      const stdout = await run(
-        'bash',
-        [START_SCRIPT, root],
-        {
-          ...process.env,
-          MS_SMTP_PORT: String(smtpPort),
-          MS_INTERNAL_PORT: String(internalPort),
-          MS_LMTP_PORT: String(lmtpPort),
-        },
-        60_000,
-      );
-      const startMs = Date.now() - started;
-      assert.match(stdout, new RegExp(`^MS_SMTP_PORT=${smtpPort}$`, 'm'), stdout);
-      return { root, host: '127.0.0.1', smtpPort, internalPort, lmtpPort, startMs };
-    } catch (error) {
-      // Whatever did start (Dovecot before a Postfix failure) must not outlive the test.
-      await run('bash', [STOP_SCRIPT, root], process.env, 60_000).catch(() => undefined);
-      await rm(root, { recursive: true, force: true });
-      if (attempt >= 3 || !/already in use/.test((error as Error).message)) throw error;
-    }
-  }
-}
-
-async function stopMailServer(server: MailServer): Promise<void> {
-  await run('bash', [STOP_SCRIPT, server.root], process.env, 60_000);
-  if (process.env.E2E_KEEP_MAILSERVER) console.log(`mail server directory kept: ${server.root}`);
-  else await rm(server.root, { recursive: true, force: true });
-}
-
-async function logTail(server: MailServer, name: string, lines = 25): Promise<string> {
-  try {
-    const text = await readFile(join(server.root, 'log', name), 'utf8');
-    return `--- ${name}\n${text.split('\n').slice(-lines).join('\n')}`;
-  } catch {
-    return `--- ${name}: none`;
-  }
-}
-
-async function logs(server: MailServer): Promise<string> {
-  return `${await logTail(server, 'postfix.log')}\n${await logTail(server, 'dovecot.log')}`;
-}
-
-interface MaildirMessage {
-  path: string;
-  content: Buffer;
-}
-
-/** Messages in a mailbox's `new/` and `cur/` (Dovecot writes to `new/`). */
-async function maildirMessages(server: MailServer, address: string): Promise<MaildirMessage[]> {
-  const [user, domain] = address.split('@') as [string, string];
-  const messages: MaildirMessage[] = [];
-  for (const sub of ['new', 'cur']) {
-    const dir = join(server.root, 'mail', domain, user, sub);
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      const path = join(dir, name);
-      messages.push({ path, content: await readFile(path) });
-    }
-  }
-  return messages;
-}
-
-/** Polls a mailbox until a message containing `marker` is there. */
-async function waitForMaildir(server: MailServer, address: string, marker: string): Promise<MaildirMessage> {
-  const needle = Buffer.from(marker);
-  let found: MaildirMessage | undefined;
-  try {
-    await waitUntil(
-      async () => {
-        found = (await maildirMessages(server, address)).find((m) => m.content.includes(needle));
-        return found !== undefined;
-      },
-      MAILDIR_TIMEOUT_MS,
-      `a message with "${marker}" in ${address}'s Maildir`,
-      50,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${await logs(server)}`, { cause: error });
-  }
-  return found as MaildirMessage;
-}
-
-/** The header fields the mail server puts on top of what it was given. */
-const TRACE_HEADERS = new Set(['return-path', 'delivered-to', 'received']);
-
-/** Splits the trace header fields Postfix/Dovecot prepended off a stored message. */
-function splitTrace(content: Buffer): { trace: string[]; rest: Buffer } {
-  const trace: string[] = [];
-  let offset = 0;
-  for (;;) {
-    const end = content.indexOf('\r\n', offset);
-    if (end < 0) break;
-    const line = content.subarray(offset, end).toString('latin1');
-    const name = /^([^:\s]+):/.exec(line)?.[1]?.toLowerCase();
-    if (name !== undefined && TRACE_HEADERS.has(name)) trace.push(line);
-    else if (/^[ \t]/.test(line) && trace.length > 0) trace[trace.length - 1] += `\r\n${line}`;
-    else break;
-    offset = end + 2;
-  }
-  return { trace, rest: content.subarray(offset) };
-}
-
-function headerBlock(raw: Buffer): string {
-  return raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('utf8');
-}
-
-function bodyOf(raw: Buffer): Buffer {
-  return raw.subarray(raw.indexOf('\r\n\r\n'));
-}
-
-/** Postfix's queue id from its `Received: ... (Postfix) with ESMTP id <QID>` trace header. */
-function postfixQueueId(trace: string[]): string {
-  const received = trace.find((line) => /\(Postfix\) with E?SMTP id/.test(line));
-  const id = received && /with E?SMTP id ([0-9A-Za-z]+)/.exec(received)?.[1];
-  assert.ok(id, `a Postfix Received header in:\n${trace.join('\n')}`);
-  return id;
-}
-
-/**
- * The syslog name of the Postfix listener that accepted a queued message: `smtp-<port>` for the SMTP port
- * (start.sh), `internal` for the internal port (docker/mailserver/user-patches.sh).
- */
-async function acceptedBy(server: MailServer, queueId: string): Promise<string | undefined> {
-  const log = await readFile(join(server.root, 'log', 'postfix.log'), 'utf8');
-  return new RegExp(`postfix/([a-z]+(?:-\\d+)?)/smtpd\\[\\d+\\]: ${queueId}: client=`).exec(log)?.[1];
-}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Pipeline helpers
@@ -312,13 +126,17 @@ else
       }
       const [startedServer, startedStack] = await Promise.allSettled([
         startMailServer(),
-        startStack({ tables: true, domains: [DOMAIN, OTHER], queueOptions: { visibilityTimeout: 30 } }),
+        startStack({
+          tables: true,
+          domains: [DOMAIN, OTHER, UNCONFIGURED],
+          queueOptions: { visibilityTimeout: 30 },
+        }),
       ]);
       if (startedServer.status === 'fulfilled') server = startedServer.value;
       if (startedStack.status === 'fulfilled') stack = startedStack.value;
       if (startedServer.status === 'rejected') throw startedServer.reason;
       if (startedStack.status === 'rejected') throw startedStack.reason;
-      for (const domain of [DOMAIN, OTHER]) {
+      for (const domain of [DOMAIN, OTHER, UNCONFIGURED]) {
         const queue = await createDomainQueue(emulators().sqs, domain, {
           template: LMTP_QUEUE_TEMPLATE,
           visibilityTimeout: 30,
@@ -343,7 +161,11 @@ else
       };
 
       before(async () => {
-        rig = await startRig({ domains: [DOMAIN, OTHER], stack: emulators(), mailServer: mailServer() });
+        rig = await startRig({
+          domains: [DOMAIN, OTHER, UNCONFIGURED],
+          stack: emulators(),
+          mailServer: mailServer(),
+        });
       });
       after(async () => {
         await rig?.stop();
@@ -454,6 +276,107 @@ else
         assert.equal(metadata.processed, undefined, 'no final verdict in S3');
       });
 
+      it('a domain Postfix is not configured for (554 5.7.1 Relay access denied): retried, the domain degraded, not invalid', async () => {
+        const to = `someone@${UNCONFIGURED}`;
+        const put = await putMail(emulators(), {
+          domain: UNCONFIGURED,
+          raw: await mail({ subject: uniqueSubject('unconfigured'), to }),
+          recipients: [to],
+          source: 'sender@external.test',
+          shape: 'sns-s3',
+        });
+        const outcome = await smtpRig().outcome(put.messageId);
+        assert.equal(outcome.disposition, 'retry');
+        assert.equal(outcome.status, 'deferred');
+        assert.equal(outcome.recipients?.[0]?.state, 'deferred');
+        assert.equal(outcome.recipients?.[0]?.code, 554);
+        assert.match(
+          String(outcome.recipients?.[0]?.detail),
+          /554 5\.7\.1 <someone@unconfigured\.test>: Relay access denied/,
+        );
+        const status = smtpRig().runtimes.get(UNCONFIGURED)?.poller.getStatus();
+        assert.match(status?.degraded ?? '', /Relay access denied/, 'the domain is degraded with the reply');
+        assert.equal(
+          smtpRig().runtimes.get(DOMAIN)?.poller.getStatus().degraded,
+          undefined,
+          'only that domain',
+        );
+        assert.ok(inQueue(emulators(), put), 'the SQS message is still there');
+        assert.equal((await metadataOf(emulators(), put)).status, undefined, 'no verdict in S3');
+      });
+
+      it('a content rejection after DATA (Postfix header_checks REJECT) is final for the mail and recorded in S3', async () => {
+        const subject = uniqueSubject('rejected');
+        const recipients = [`alice@${DOMAIN}`, `bob@${DOMAIN}`];
+        const put = await putMail(emulators(), {
+          domain: DOMAIN,
+          raw: await mail({ subject, to: recipients, headers: { 'X-E2E-Reject': 'yes' } }),
+          recipients,
+          source: 'sender@external.test',
+          shape: 'sns-s3',
+        });
+        const outcome = await smtpRig().outcome(put.messageId);
+        assert.equal(outcome.disposition, 'delete');
+        assert.equal(outcome.status, 'rejected');
+        assert.deepEqual(states(outcome), { [`alice@${DOMAIN}`]: 'rejected', [`bob@${DOMAIN}`]: 'rejected' });
+        const metadata = await metadataOf(emulators(), put);
+        assert.equal(metadata.status, 'rejected');
+        assert.equal(
+          metadata.content_rejected,
+          recipients.map((r) => `${r}: 550 5.7.1 Message content rejected (simulated)`).join(' | '),
+        );
+        await waitUntil(() => !inQueue(emulators(), put), 5000, 'the SQS message to be deleted');
+        for (const r of recipients) {
+          const stored = await maildirMessages(mailServer(), r);
+          assert.ok(!stored.some((m) => m.content.includes(Buffer.from(subject))), `no copy for ${r}`);
+        }
+      });
+
+      it('the shipped Sieve script keeps one copy per delivery id, on both Postfix ports, and ignores forged copies below ours', async () => {
+        const id = `deliver.${randomUUID().replaceAll('-', '')}`;
+        const copy = (messageId: string, forged?: string) =>
+          Buffer.from(
+            `X-SES-Worker-Delivery-Id: ${id}\r\nFrom: sender@external.test\r\nTo: bob@${DOMAIN}\r\n` +
+              `Subject: sieve ${messageId}\r\nMessage-ID: <${messageId}@e2e.test>\r\n` +
+              (forged ? `X-SES-Worker-Delivery-Id: ${forged}\r\n` : '') +
+              '\r\nbody\r\n',
+          );
+        const send = async (port: number, raw: Buffer) => {
+          const transport = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true });
+          try {
+            await transport.sendMail({
+              envelope: { from: 'sender@external.test', to: [`bob@${DOMAIN}`] },
+              raw,
+            });
+          } finally {
+            transport.close();
+          }
+        };
+        const first = `sieve-first-${randomUUID()}`;
+        const again = `sieve-again-${randomUUID()}`;
+        const forgedBelow = `sieve-forged-${randomUUID()}`;
+        await send(mailServer().smtpPort, copy(first));
+        await send(mailServer().internalPort, copy(again));
+        await send(mailServer().smtpPort, copy(again));
+        // A sender's own copy of the field, below ours, naming the id above: not looked at.
+        const otherId = `deliver.${randomUUID().replaceAll('-', '')}`;
+        await send(
+          mailServer().smtpPort,
+          Buffer.from(copy(forgedBelow, id).toString('latin1').replace(id, otherId), 'latin1'),
+        );
+        await waitUntilPostfixIdle(mailServer());
+        const counts = await copiesByMessageId(mailServer(), `bob@${DOMAIN}`);
+        assert.equal(counts.get(`${first}@e2e.test`), 1, 'the first copy is kept');
+        assert.equal(
+          counts.get(`${again}@e2e.test`),
+          undefined,
+          'copies with an id already seen are discarded',
+        );
+        assert.equal(counts.get(`${forgedBelow}@e2e.test`), 1, 'a forged field below ours changes nothing');
+        const actions = await sieveActions(mailServer(), `bob@${DOMAIN}`, /^sieve-/);
+        assert.deepEqual(actions, { stored: 2, discarded: 2 });
+      });
+
       it('forwards to carol@another.com through the internal port into her Maildir', async () => {
         await emulators().ddb.send(
           new PutCommand({
@@ -487,6 +410,10 @@ else
           assert.equal(trace[0], `Return-Path: <bob@${DOMAIN}>`);
           assert.equal(trace[1], `Delivered-To: carol@${OTHER}`);
           assert.equal(await acceptedBy(mailServer(), postfixQueueId(trace)), 'internal');
+          assert.match(
+            rest.toString('latin1', 0, 100),
+            /^X-SES-Worker-Delivery-Id: forward\.[0-9a-f]{32}\r\n/,
+          );
           assert.match(headerBlock(rest), new RegExp(`^Subject: FWD: ${subject}$`, 'm'));
           assert.ok(bodyOf(rest).equals(bodyOf(raw)), 'body bytes preserved');
         } finally {
@@ -531,6 +458,10 @@ else
           assert.equal(trace[0], 'Return-Path: <>', 'auto-replies use the null envelope sender');
           assert.equal(trace[1], `Delivered-To: bob@${DOMAIN}`);
           assert.equal(await acceptedBy(mailServer(), postfixQueueId(trace)), 'internal');
+          assert.match(
+            rest.toString('latin1', 0, 100),
+            /^X-SES-Worker-Delivery-Id: autoreply\.[0-9a-f]{32}\r\n/,
+          );
           const headers = headerBlock(rest);
           assert.match(headers, /^Auto-Submitted: auto-replied$/m);
           assert.match(headers, new RegExp(`^Subject: Auto: ${subject}$`, 'm'));
@@ -555,7 +486,7 @@ else
 
       before(async () => {
         rig = await startRig({
-          domains: [DOMAIN, OTHER],
+          domains: [DOMAIN, OTHER, UNCONFIGURED],
           stack: emulators(),
           mailServer: mailServer(),
           lmtp: true,
@@ -605,6 +536,52 @@ else
           assert.ok(stripVerdicts(rest).equals(raw), `the original bytes, unchanged, for ${recipient}`);
         }
         await waitUntil(() => !inQueue(emulators(), put), 5000, 'the SQS message to be deleted');
+      });
+
+      it('over LMTP a domain Dovecot does not serve looks like an unknown mailbox: 550 5.1.1, invalid', async () => {
+        const to = `someone@${UNCONFIGURED}`;
+        const put = await putMail(emulators(), {
+          domain: UNCONFIGURED,
+          raw: await mail({ subject: uniqueSubject('lmtp-unconfigured'), to }),
+          recipients: [to],
+          source: 'sender@external.test',
+          shape: 'sns-s3',
+          queueUrl: lmtpQueueUrl(UNCONFIGURED),
+        });
+        const outcome = await lmtpRig().outcome(put.messageId);
+        assert.equal(outcome.status, 'invalid');
+        assert.equal(outcome.disposition, 'delete');
+        assert.equal(outcome.recipients?.[0]?.code, 550);
+        assert.match(String(outcome.recipients?.[0]?.detail), /550 5\.1\.1 .*User doesn't exist/);
+        assert.equal((await metadataOf(emulators(), put)).invalid_inboxes, to);
+      });
+
+      it('a per-recipient 5xx after DATA (Dovecot quota, 552 5.2.2) rejects that recipient only, recorded in S3', async () => {
+        const subject = uniqueSubject('lmtp-quota');
+        const recipients = [`alice@${DOMAIN}`, `tiny@${DOMAIN}`];
+        const put = await putMail(emulators(), {
+          domain: DOMAIN,
+          raw: await mail({ subject, to: recipients, text: 'q'.repeat(4000) }),
+          recipients,
+          source: 'sender@external.test',
+          shape: 'sns-s3',
+          queueUrl: lmtpQueueUrl(DOMAIN),
+        });
+        const outcome = await lmtpRig().outcome(put.messageId);
+        assert.equal(outcome.status, 'partial');
+        assert.equal(outcome.disposition, 'delete');
+        assert.deepEqual(states(outcome), {
+          [`alice@${DOMAIN}`]: 'delivered',
+          [`tiny@${DOMAIN}`]: 'rejected',
+        });
+        assert.equal(codes(outcome)[`tiny@${DOMAIN}`], 552);
+        const metadata = await metadataOf(emulators(), put);
+        assert.match(
+          metadata.content_rejected ?? '',
+          /^tiny@example\.com: 552 5\.2\.2 <tiny@example\.com> Quota exceeded/,
+        );
+        assert.equal(metadata.invalid_inboxes, undefined);
+        await waitForMaildir(mailServer(), `alice@${DOMAIN}`, subject);
       });
 
       it('records a user Dovecot does not know (550) as invalid and deletes the message', async () => {

@@ -96,9 +96,10 @@ function copies(sink: SmtpSink, seq: string): number {
   return countBySeq(sink.messages).get(seq) ?? 0;
 }
 
-/** The delivered bytes without the five X-SES-*-Verdict lines the worker prepends. */
+/** The delivered bytes without the delivery id and the five X-SES-*-Verdict lines the worker prepends. */
 function withoutVerdicts(raw: Buffer): Buffer {
-  let offset = 0;
+  assert.match(raw.toString('latin1', 0, 100), /^X-SES-Worker-Delivery-Id: /);
+  let offset = raw.indexOf('\r\n') + 2;
   for (let i = 0; i < 5; i++) {
     const end = raw.indexOf('\r\n', offset);
     assert.match(raw.toString('latin1', offset, end), /^X-SES-[A-Za-z]+-Verdict: /);

@@ -31,7 +31,7 @@ describe('mail is never dropped for a fault of the deployment', () => {
     await stack?.stop();
   });
 
-  it('keeps the message when the rules table does not exist (a permanent AWS error is not a verdict on the mail)', async () => {
+  it('keeps the message when the rules table does not exist: the domain waits in state error, naming the table', async () => {
     const put = await putMail(stack, {
       domain: BROKEN,
       raw: await buildMime({ from: 'a@external.test', to: `x@${BROKEN}`, subject: 's', text: 'x' }),
@@ -39,12 +39,16 @@ describe('mail is never dropped for a fault of the deployment', () => {
       source: 'a@external.test',
       shape: 'sns-s3',
     });
-    const outcome = await broken.outcome(put.messageId);
-    assert.equal(outcome.disposition, 'retry');
-    assert.match(outcome.reason ?? '', /BatchGetItem failed: Requested resource not found/);
+    const poller = broken.runtimes.get(BROKEN)?.poller;
+    assert.ok(poller);
+    // The start-up table check found it: the domain does not receive at all (src/daemon/table-guard.ts).
+    assert.equal(poller.getStatus().state, 'error');
+    assert.match(poller.getStatus().lastError ?? '', /table no-such-table \(rules\): table does not exist/);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.deepEqual(broken.outcomes(put.messageId), [], 'never received');
     assert.equal(broken.mailbox.messages.length, 0);
     const counts = await queueCounts(stack.sqs, put.queueUrl);
-    assert.equal(counts.visible + counts.inFlight, 1, 'still in the queue');
+    assert.equal(counts.visible, 1, 'still in the queue, visible');
     const head = await stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
     assert.equal(head.Metadata?.status, undefined, 'no verdict written');
   });

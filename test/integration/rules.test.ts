@@ -160,10 +160,14 @@ describe('mail behaviour through the pipeline', () => {
     await rig.outcome(put.messageId);
     const delivered = rig.mailbox.messages.find((m) => m.raw.subarray(m.raw.length - raw.length).equals(raw));
     assert.ok(delivered);
-    assert.equal(
+    // The delivery id comes first (before.dovecot.sieve reads the first occurrence), then the verdicts.
+    assert.match(
       delivered.raw.subarray(0, delivered.raw.length - raw.length).toString('latin1'),
-      'X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nX-SES-SPF-Verdict: PASS\r\n' +
-        'X-SES-DKIM-Verdict: GRAY\r\nX-SES-DMARC-Verdict: FAIL\r\n',
+      new RegExp(
+        '^X-SES-Worker-Delivery-Id: deliver\\.[0-9a-f]{32}\r\n' +
+          'X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nX-SES-SPF-Verdict: PASS\r\n' +
+          'X-SES-DKIM-Verdict: GRAY\r\nX-SES-DMARC-Verdict: FAIL\r\n$',
+      ),
     );
   });
 

@@ -66,7 +66,7 @@ describe('buildConfig defaults', () => {
       blocklist: SETTINGS.BLOCKLIST_TABLE.default,
       outbound: SETTINGS.OUTBOUND_TABLE.default,
       oooState: SETTINGS.OOO_STATE_TABLE.default,
-      idempotency: '',
+      idempotency: SETTINGS.IDEMPOTENCY_TABLE.default,
     });
     assert.deepEqual(config.poll, {
       waitTimeSeconds: int('WAIT_TIME_SECONDS'),

@@ -78,7 +78,7 @@ describe('DeleteBatcher', () => {
   it('sends 25 entries as batches of 10, 10 and 5, in order', async () => {
     const queue = new FakeQueue();
     const { logger, lines } = memoryLogger();
-    const batcher = new DeleteBatcher(queue, logger, 60_000);
+    const batcher = new DeleteBatcher(queue, logger, { lingerMs: 60_000 });
     for (const e of entries(0, 25)) batcher.add(e);
     await batcher.flush();
     assert.deepEqual(queue.deleteCalls, [entries(0, 10), entries(10, 10), entries(20, 5)]);
@@ -87,7 +87,7 @@ describe('DeleteBatcher', () => {
 
   it('sends a full batch of 10 as soon as it is complete, without waiting for the linger', async () => {
     const queue = new FakeQueue();
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 60_000);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 60_000 });
     for (const e of entries(0, 9)) batcher.add(e);
     await tick();
     assert.equal(queue.deleteCalls.length, 0);
@@ -101,7 +101,7 @@ describe('DeleteBatcher', () => {
   it('sends a partial batch when the linger timer fires', async () => {
     mock.timers.enable({ apis: ['setTimeout'] });
     const queue = new FakeQueue();
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 25);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 25 });
     batcher.add(entry(1));
     mock.timers.tick(10);
     batcher.add(entry(2));
@@ -129,7 +129,7 @@ describe('DeleteBatcher', () => {
 
   it('sends a partial batch with real timers after the linger', async () => {
     const queue = new FakeQueue();
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 5);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 5 });
     batcher.add(entry(1));
     batcher.add(entry(2));
     const deadline = Date.now() + 2_000;
@@ -141,7 +141,7 @@ describe('DeleteBatcher', () => {
   it('starts a new linger for entries added after a flush', async () => {
     mock.timers.enable({ apis: ['setTimeout'] });
     const queue = new FakeQueue();
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 25);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 25 });
     batcher.add(entry(1));
     await batcher.flush();
     assert.deepEqual(queue.deleteCalls, [[entry(1)]]);
@@ -168,7 +168,7 @@ describe('DeleteBatcher', () => {
     queue.gate = new Promise<void>((resolve) => {
       open = resolve;
     });
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 60_000);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 60_000 });
     for (const e of entries(0, 10)) batcher.add(e); // sent at once, then held at the gate
     let flushed = false;
     const flushing = batcher.flush().then(() => {
@@ -187,7 +187,7 @@ describe('DeleteBatcher', () => {
     queue.gate = new Promise<void>((resolve) => {
       open = resolve;
     });
-    const batcher = new DeleteBatcher(queue, memoryLogger().logger, 60_000);
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 60_000 });
     for (const e of entries(0, 20)) batcher.add(e);
     await tick();
     assert.deepEqual(queue.deleteCalls, [entries(0, 10)], 'the second batch waits for the first');
@@ -202,7 +202,7 @@ describe('DeleteBatcher', () => {
     queue.failHandles.add('handle-12');
     queue.failHandles.add('handle-13');
     const { logger, lines } = memoryLogger();
-    const batcher = new DeleteBatcher(queue, logger, 60_000);
+    const batcher = new DeleteBatcher(queue, logger, { lingerMs: 60_000 });
     for (const e of entries(0, 15)) batcher.add(e);
     await batcher.flush();
     const logged = lines().map(({ level, msg, failed }) => ({ level, msg, failed }));
@@ -210,6 +210,23 @@ describe('DeleteBatcher', () => {
       { level: 'error', msg: 'SQS delete failed; messages will reappear', failed: ['msg-3'] },
       { level: 'error', msg: 'SQS delete failed; messages will reappear', failed: ['msg-12', 'msg-13'] },
     ]);
+  });
+
+  it('counts every message SQS did not delete, whether it reported them or the call threw', async () => {
+    const queue = new FakeQueue();
+    queue.failHandles.add('handle-3');
+    queue.failHandles.add('handle-12');
+    const counted: number[] = [];
+    const batcher = new DeleteBatcher(queue, memoryLogger().logger, {
+      lingerMs: 60_000,
+      onFailed: (count) => counted.push(count),
+    });
+    for (const e of entries(0, 15)) batcher.add(e);
+    await batcher.flush();
+    queue.throwError = new Error('socket hang up');
+    for (const e of entries(20, 4)) batcher.add(e);
+    await batcher.flush();
+    assert.deepEqual(counted, [1, 1, 4]);
   });
 
   it('logs nothing when every delete succeeds', async () => {
@@ -225,7 +242,7 @@ describe('DeleteBatcher', () => {
   it('keeps deleting later batches after one deleteBatch call threw', async () => {
     const queue = new FakeQueue();
     const { logger } = memoryLogger();
-    const batcher = new DeleteBatcher(queue, logger, 60_000);
+    const batcher = new DeleteBatcher(queue, logger, { lingerMs: 60_000 });
     queue.throwError = new Error('socket hang up');
     batcher.add(entry(1));
     await batcher.flush().catch(() => undefined);

@@ -110,6 +110,40 @@ describe('evaluateHealth', () => {
     assert.equal(down.body.mailServer, 'down');
   });
 
+  it('shows a domain whose mail server refuses it as degraded with the reply: live, not ready', () => {
+    const reply = '554 5.7.1 <x@a.test>: Relay access denied';
+    for (const state of ['polling', 'paused'] as const) {
+      const degraded: DomainHealthInput = {
+        domain: 'a.test',
+        status: { domain: 'a.test', state, inFlight: 0, degraded: reply, lastPollAt: T0 + 9_000 },
+        restarts: 0,
+      };
+      const report = evaluateHealth(input([degraded, polling('b.test')]));
+      assert.equal(report.healthy, true, state);
+      assert.equal(report.ready, false, state);
+      assert.equal(report.body.status, 'ok');
+      assert.equal(report.body.domains[0]?.state, 'degraded');
+      assert.equal(report.body.domains[0]?.degradedReason, reply);
+      assert.equal(report.body.domains[1]?.state, 'polling');
+    }
+  });
+
+  it('shows a domain held by a failed table check in state error naming the table: live, not ready', () => {
+    const problem = 'table email-rules (rules): key schema is id (HASH); the daemon needs ...';
+    const held: DomainHealthInput = {
+      domain: 'a.test',
+      status: { domain: 'a.test', state: 'error', inFlight: 0, lastError: problem },
+      restarts: 0,
+    };
+    const report = evaluateHealth(input([held]));
+    assert.equal(report.healthy, true);
+    assert.equal(report.ready, false);
+    assert.deepEqual(
+      { state: report.body.domains[0]?.state, lastError: report.body.domains[0]?.lastError },
+      { state: 'error', lastError: problem },
+    );
+  });
+
   it('is not ready while draining', () => {
     const report = evaluateHealth(input([polling('a.test')], { draining: true }));
     assert.equal(report.ready, false);

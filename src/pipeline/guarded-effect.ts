@@ -1,0 +1,137 @@
+import type { Claim, EffectLedger } from '../aws/effect-ledger.ts';
+import { WorkerError } from '../errors.ts';
+import type { Logger } from '../log/logger.ts';
+import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+
+/** What running ledger-guarded effects needs: the ledger, and the claims the current message holds. */
+export interface GuardContext {
+  ledger: EffectLedger;
+  /** Claims of the message being processed that are in progress; the visibility heartbeat renews their leases. */
+  liveClaims: Set<Claim>;
+  domain: string;
+  logger: Logger;
+  metrics: PipelineMetrics;
+  sleep: (ms: number) => Promise<void>;
+}
+
+/**
+ * One key's fate: `done-before` (an earlier attempt did it), `busy` (another worker holds a live claim), `unclaimed`
+ * (the claim itself failed, e.g. DynamoDB throttled: nothing happened, retry later), or `ran` with the effect's
+ * result.
+ */
+export type Guarded<R> =
+  | { state: 'done-before' }
+  | { state: 'busy' }
+  | { state: 'unclaimed'; error: WorkerError }
+  | { state: 'ran'; result: R };
+
+/**
+ * The one way to run ledger-guarded effects: claims every key at once, runs `effect` once for the keys won, then
+ * records those that `happened` and releases the others, again all at once — so the DynamoDB round trips per mail
+ * do not grow with its recipients. Once an effect happened, failing to record it never makes it look undone.
+ */
+export async function runGuarded<R>(
+  ctx: GuardContext,
+  keys: readonly string[],
+  effect: (claimed: readonly string[]) => Promise<ReadonlyMap<string, R>>,
+  happened: (result: R) => boolean,
+): Promise<Map<string, Guarded<R>>> {
+  const fates = new Map<string, Guarded<R>>();
+  const claims = new Map<string, Claim>();
+  await Promise.all(
+    keys.map(async (key) => {
+      try {
+        const result = await ctx.ledger.claim(key);
+        if (result.state === 'claimed') {
+          claims.set(key, result.claim);
+          ctx.liveClaims.add(result.claim);
+        } else fates.set(key, { state: result.state === 'done' ? 'done-before' : 'busy' });
+      } catch (error) {
+        ctx.metrics.ledgerError(ctx.domain, 'claim');
+        fates.set(key, { state: 'unclaimed', error: asWorkerError(error, 'ledger claim') });
+      }
+    }),
+  );
+  if (claims.size === 0) return fates;
+
+  let results: ReadonlyMap<string, R>;
+  try {
+    results = await effect([...claims.keys()]);
+  } catch (error) {
+    await Promise.all([...claims.values()].map((claim) => release(ctx, claim)));
+    throw error;
+  }
+  await Promise.all(
+    [...claims].map(async ([key, claim]) => {
+      const result = results.get(key);
+      if (result === undefined) {
+        await release(ctx, claim);
+        fates.set(key, {
+          state: 'unclaimed',
+          error: new WorkerError('INTERNAL', `no result for effect ${key}`, { temporary: true }),
+        });
+        return;
+      }
+      await (happened(result) ? record(ctx, claim) : release(ctx, claim));
+      fates.set(key, { state: 'ran', result });
+    }),
+  );
+  return fates;
+}
+
+/** Attempts at recording an effect that happened, with backoff, before giving up (logged and counted). */
+const RECORD_ATTEMPTS = 5;
+
+/**
+ * Once the mail server or SES accepted a mail, failing to write that down must not make the effect look undone — a
+ * retry would send it again — so the write is retried, and a final failure is reported but does not undo the
+ * effect (the claim's lease then lets a later attempt take over; the mailbox's duplicate check catches a copy).
+ */
+async function record(ctx: GuardContext, claim: Claim): Promise<void> {
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if ((await ctx.ledger.complete(claim)) === 'lost') {
+          ctx.metrics.ledgerError(ctx.domain, 'complete');
+          ctx.logger.error(
+            { key: claim.key },
+            'effect done, but its ledger claim is no longer ours (the lease ran out and another worker took over): it may happen twice',
+          );
+        }
+        return;
+      } catch (error) {
+        if (attempt >= RECORD_ATTEMPTS || (error instanceof WorkerError && !error.temporary)) {
+          ctx.metrics.ledgerError(ctx.domain, 'complete');
+          ctx.logger.error(
+            { key: claim.key, err: describe(error) },
+            'effect done but not recorded in the ledger',
+          );
+          return;
+        }
+        await ctx.sleep(100 * 2 ** (attempt - 1));
+      }
+    }
+  } finally {
+    ctx.liveClaims.delete(claim);
+  }
+}
+
+async function release(ctx: GuardContext, claim: Claim): Promise<void> {
+  ctx.liveClaims.delete(claim);
+  try {
+    await ctx.ledger.release(claim);
+  } catch (error) {
+    // The claim then blocks the effect until its lease runs out, which delays a retry but never duplicates.
+    ctx.metrics.ledgerError(ctx.domain, 'release');
+    ctx.logger.warn({ key: claim.key, err: describe(error) }, 'could not release a ledger claim');
+  }
+}
+
+function asWorkerError(error: unknown, what: string): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError('INTERNAL', `${what}: ${describe(error)}`, { temporary: true, cause: error });
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
