@@ -39,13 +39,11 @@ import {
   type CommandContext,
   type CommonOptions,
 } from './command.ts';
+import { REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE } from '../aws/queue.ts';
 import { enqueueReceipt } from './inject.ts';
 import { plural } from './output.ts';
 import { readSesTrace } from './ses-trace.ts';
 
-/** SQS message attributes of a replayed notification (shared with the daemon). */
-export const REPLAY_ATTRIBUTE = 'uw-replay';
-export const REPLAY_GENERATION_ATTRIBUTE = 'uw-replay-generation';
 /** Object metadata key holding the last forced replay's generation. */
 export const REPLAY_GENERATION_METADATA = 'replay_generation';
 

@@ -327,20 +327,16 @@ describe('replay', () => {
     }
   });
 
-  it(
-    '--force delivers again, on purpose, once per generation',
-    { todo: 'needs issue 9: replay generation (the daemon puts uw-replay-generation into ledger keys)' },
-    async () => {
-      const dora = `dora@${LIVE}`;
-      const injected = await inject('--to', dora);
-      assert.equal((await rig.outcome(injected.sesMessageId)).status, 'delivered');
-      const before = copiesFor(dora);
-      const run = await cli('replay', '--domains', LIVE, '--key', injected.key, '--to', dora, '--force');
-      assert.equal(run.code, 0, run.stderr);
-      await waitUntil(() => rig.outcomes(injected.sesMessageId).length === 2, 10_000, 'the forced outcome');
-      assert.equal(copiesFor(dora), before + 1, 'one more copy');
-    },
-  );
+  it('--force delivers again, on purpose, once per generation', async () => {
+    const dora = `dora@${LIVE}`;
+    const injected = await inject('--to', dora);
+    assert.equal((await rig.outcome(injected.sesMessageId)).status, 'delivered');
+    const before = copiesFor(dora);
+    const run = await cli('replay', '--domains', LIVE, '--key', injected.key, '--to', dora, '--force');
+    assert.equal(run.code, 0, run.stderr);
+    await waitUntil(() => rig.outcomes(injected.sesMessageId).length === 2, 10_000, 'the forced outcome');
+    assert.equal(copiesFor(dora), before + 1, 'one more copy');
+  });
 
   it('says why a mail cannot be replayed, and how, with exit 1', async () => {
     const injected = await inject('--to', `x@${PARKED}`);
