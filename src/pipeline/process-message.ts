@@ -3,11 +3,12 @@ import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
 import { WorkerError } from '../errors.ts';
+import { headersIncomplete, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import { applyBounceRewrite } from './bounce-stage.ts';
 import { checkBlocked } from './blocklist.ts';
-import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
+import { domainOf, parseSqsBody, unusableRecipientsOf, type SesReceipt } from './notification.ts';
 import { headerView, withBodies } from './parse.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import type { PipelinePorts } from './ports.ts';
@@ -59,6 +60,8 @@ export interface MessageOutcome {
   mailLocation?: MailLocation;
   /** Present when the disposition is `retry` because something temporary failed. */
   error?: ReturnType<WorkerError['toJSON']>;
+  /** Mail-controlled sizes past their bound (the mail was delivered, the feature needing them skipped). */
+  limits?: MailLimit[];
 }
 
 /**
@@ -78,7 +81,7 @@ export async function processMessage(
     bounceRewritten: false,
     loopMarker: false,
   };
-  const parsed = parseSqsBody(message.body);
+  const parsed = parseSqsBody(message.body, ports.settings.notificationSources);
   if (parsed.kind === 'invalid') {
     return { ...base, disposition: 'dead-letter', status: 'malformed', reason: parsed.reason };
   }
@@ -93,14 +96,21 @@ export async function processMessage(
     }),
   };
   const mine = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
-  withId.ignoredRecipients = receipt.recipients.filter((r) => domainOf(r) !== ports.domain);
+  const unusable = receipt.invalidRecipients.map((r) => r.address);
+  withId.ignoredRecipients = [...receipt.recipients, ...unusable].filter((r) => domainOf(r) !== ports.domain);
   if (withId.ignoredRecipients.length > 0) {
     ports.logger.warn(
       { sesMessageId: receipt.sesMessageId, ignored: withId.ignoredRecipients.map(ports.redact) },
       'Security: ignored message for wrong domain',
     );
   }
-  if (mine.length === 0) return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+  if (mine.length === 0 && unusableRecipientsOf(receipt, ports.domain).length === 0)
+    return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+  if (receipt.invalidSource)
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, source: receipt.invalidSource },
+      'unusable envelope sender: delivering with the null sender',
+    );
 
   let release = () => {};
   try {
@@ -160,17 +170,20 @@ async function processReceipt(
   let view = headerView(splitMessage(raw));
   const hasLoopMarker = ports.loopMarker.isTrusted(
     view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
+    recipients,
   );
 
   const bounce = hasLoopMarker
     ? { isSesBounce: false, raw, rewritten: false }
-    : await applyBounceRewrite(raw, view, receipt.source, ports);
+    : await applyBounceRewrite(raw, view, receipt, ports);
 
   const settings = await ports.rules.settingsFor(recipients);
   const blockedBy = blockDecisions(receipt, view, recipients, settings);
   const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
 
   const outcomes = new Map<string, RecipientOutcome>();
+  for (const { address, reason } of unusableRecipientsOf(receipt, ports.domain))
+    outcomes.set(address, { recipient: address, state: 'invalid', detail: `unusable address: ${reason}` });
   for (const recipient of recipients) {
     if (virusRejected) outcomes.set(recipient, { recipient, state: 'blocked', detail: 'virus' });
     else if (blockedBy.has(recipient))
@@ -188,9 +201,10 @@ async function processReceipt(
   }
 
   const effects: EffectResult[] = [];
-  const withRules = hasLoopMarker
-    ? []
-    : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
+  const withRules =
+    hasLoopMarker || headersIncomplete(view.limits)
+      ? []
+      : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
   if (withRules.some((r) => settings.get(r)?.rule?.oooActive)) {
     view = await withBodies(raw, view, { timeoutMs: ports.settings.parseTimeoutMs });
     if (view.parseError) {
@@ -211,7 +225,11 @@ async function processReceipt(
     );
   }
 
-  const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
+  const results = [...new Set([...recipients, ...outcomes.keys()])].map(
+    (r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const },
+  );
+  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? [])])];
+  for (const limit of limits) ports.metrics.mailLimitHit(ports.domain, limit);
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
@@ -227,6 +245,7 @@ async function processReceipt(
     disposition: recipientsFinal && effectsFinal ? 'delete' : 'retry',
     status: recipientsFinal && !effectsFinal ? 'deferred' : status,
     waitingOnClaims: onlyClaimsPending(results, effects),
+    ...(limits.length > 0 && { limits }),
   };
 }
 
@@ -373,6 +392,7 @@ async function recordAudit(
     ...(blocked.length > 0 &&
       !virusRejected && { blocked_sender: blocked[0]?.detail ?? view.from?.address ?? receipt.source }),
     ...(virusRejected && { blocked_reason: 'virus', virus_verdict: receipt.verdicts.virus }),
+    ...(receipt.invalidSource && { invalid_source: receipt.invalidSource.address }),
     ...(failedEffects.length > 0 && {
       failed_effects: failedEffects.map((e) => `${e.kind}:${e.target}`).join(','),
     }),

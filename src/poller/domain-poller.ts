@@ -290,6 +290,7 @@ export class DomainPoller {
       }),
       ...(outcome.bounceRewritten && { bounceRewritten: true }),
       ...(outcome.loopMarker && { loopMarker: true }),
+      ...(outcome.limits && { limits: outcome.limits }),
       ...(outcome.reason !== undefined && { reason: outcome.reason }),
       durationMs,
     };
