@@ -60,6 +60,15 @@ const VERDICTS: readonly VerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_
 const MAX_KEY_BYTES = 1024;
 
 export function parseSqsBody(body: string | undefined, sources?: NotificationSources): ParsedBody {
+  try {
+    return parseBody(body, sources);
+  } catch (error) {
+    // Nothing in a notification may throw out of stage 1 (an escaped error would end the poller thread).
+    return invalid(`notification could not be read (${error instanceof Error ? error.message : 'error'})`);
+  }
+}
+
+function parseBody(body: string | undefined, sources: NotificationSources | undefined): ParsedBody {
   if (body === undefined || body.trim() === '') return invalid('empty body');
   let outer: unknown;
   try {
@@ -93,7 +102,7 @@ export function parseSqsBody(body: string | undefined, sources?: NotificationSou
   }
   if (notification.notificationType !== 'Received') {
     return invalid(
-      `not an SES receipt notification (notificationType=${JSON.stringify(notification.notificationType)?.slice(0, 200)})`,
+      `not an SES receipt notification (notificationType=${quoted(notification.notificationType)})`,
     );
   }
   const parsed = parseReceived(notification);
@@ -163,9 +172,7 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
       return invalid('action.objectKey is over 1024 bytes or contains control characters');
     source = { kind: 's3', bucket: action.bucketName, key: action.objectKey };
   } else {
-    return invalid(
-      `receipt action ${JSON.stringify(action.type)} carries no mail (no S3 object, no content)`,
-    );
+    return invalid(`receipt action ${quoted(action.type)} carries no mail (no S3 object, no content)`);
   }
 
   const addresses = (recipients as string[]).map((r) => r.trim().toLowerCase()).filter((r) => r !== '');
@@ -208,10 +215,19 @@ function unusable(address: string, reason: string): UnusableAddress {
   return { address: address.length > 320 ? `${address.slice(0, 320)}…` : address, reason };
 }
 
-/** A value from the notification, short enough for a log line. */
+/**
+ * A value from the notification, short enough for a log line. Never JSON.stringify: a value nested 100,000 deep
+ * (JSON.parse takes it) would overflow the stack.
+ */
 function describe(value: unknown): string {
-  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value));
-  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+  if (typeof value === 'string') return value.length > 200 ? `${value.slice(0, 200)}…` : value;
+  if (typeof value === 'object' && value !== null)
+    return Array.isArray(value) ? 'a JSON array' : 'a JSON object';
+  return String(value);
+}
+
+function quoted(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(describe(value)) : describe(value);
 }
 
 function verdict(value: unknown): VerdictStatus {
@@ -223,7 +239,7 @@ function verdict(value: unknown): VerdictStatus {
 }
 
 function invalid(reason: string): ParsedBody {
-  return { kind: 'invalid', reason };
+  return { kind: 'invalid', reason: reason.length > 500 ? `${reason.slice(0, 500)}…` : reason };
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

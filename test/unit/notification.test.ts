@@ -679,6 +679,31 @@ describe('parseSqsBody checks envelope addresses before any SMTP command is buil
   });
 });
 
+describe('parseSqsBody never throws', () => {
+  const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+
+  it('reads values nested 100,000 deep as what they are, with a short reason', () => {
+    for (const body of [
+      `{"Type":${deep}}`,
+      `{"notificationType":${deep}}`,
+      JSON.stringify({
+        ...s3Notification(),
+        receipt: { ...s3Notification().receipt, action: { type: 'x' } },
+      }).replace('"type":"x"', `"type":${deep}`),
+    ]) {
+      const reason = reasonOf(parseSqsBody(body));
+      assert.ok(reason.length <= 501, `${reason.length} characters`);
+      assert.match(reason, /a JSON array/);
+    }
+  });
+
+  it('cuts every reason to a log-sized length', () => {
+    const n = editable(s3Notification());
+    n.receipt.action = { type: 'x'.repeat(300_000) };
+    assert.ok(reasonOf(parseSqsBody(JSON.stringify(n))).length <= 501);
+  });
+});
+
 describe('parseSqsBody confines notifications to the expected topics and buckets', () => {
   const TOPIC = 'arn:aws:sns:us-east-1:123456789012:example-com-inbound';
   const sources = { topicArns: [TOPIC], buckets: ['example-com-emails'] };
