@@ -206,9 +206,12 @@ describe('notifications fuzzed', () => {
         if (parsed.kind === 'receipt' && parsed.receipt.invalidRecipients.length > 0)
           kinds.unusableRecipients! += 1;
       } catch (error) {
-        throw new Error(`notification fuzz case ${i} (FUZZ_SEED=${seed}): ${String(error)}; body ${body.slice(0, 300)}`, {
-          cause: error,
-        });
+        throw new Error(
+          `notification fuzz case ${i} (FUZZ_SEED=${seed}): ${String(error)}; body ${body.slice(0, 300)}`,
+          {
+            cause: error,
+          },
+        );
       }
     }
     t.diagnostic(`${count} mutated notifications (seed ${seed}): ${JSON.stringify(kinds)}`);
