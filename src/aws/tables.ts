@@ -19,6 +19,8 @@ export interface RecipientRule {
 export interface RecipientSettings {
   rule?: RecipientRule;
   blockedPatterns: string[];
+  /** Bounds the recipient's items went past (the data was cut to them); absent when none. */
+  limits?: MailLimit[];
 }
 
 /** A record of mail we sent out through SES (table `ses-outbound-messages`). */
@@ -60,7 +62,7 @@ export interface DynamoRulesStoreOptions {
   clock: Clock;
   /** Per-thread cache lifetime for rules/blocklists; 0 disables. */
   cacheSeconds: number;
-  /** Told when a recipient's rules or blocklist item is over a bound (MAIL_LIMITS) and was cut to it. */
+  /** Told when a recipient's item is read over a bound (MAIL_LIMITS) and cut to it, for the log. */
   onLimit?: (recipient: string, limit: MailLimit) => void;
 }
 
@@ -103,6 +105,11 @@ export function createDynamoRulesStore(
     return items;
   }
 
+  function noteCut(recipient: string, entry: RecipientSettings, limit: MailLimit): void {
+    (entry.limits ??= []).push(limit);
+    options.onLimit?.(recipient, limit);
+  }
+
   async function batchRead(recipients: readonly string[]): Promise<Map<string, RecipientSettings>> {
     const result = new Map<string, RecipientSettings>();
     for (const r of recipients) result.set(r, { blockedPatterns: [] });
@@ -113,18 +120,15 @@ export function createDynamoRulesStore(
       for (const item of items[tables.rules] ?? []) {
         const key = String(item.email_address ?? '').toLowerCase();
         const entry = result.get(key);
-        if (entry) entry.rule = toRule(item, (limit) => options.onLimit?.(key, limit));
+        if (entry) entry.rule = toRule(item, (limit) => noteCut(key, entry, limit));
       }
       for (const item of items[tables.blocklist] ?? []) {
         const key = String(item.email_address ?? '').toLowerCase();
         const entry = result.get(key);
-        if (entry) {
-          entry.blockedPatterns = bounded(
-            stringList(item.blocked_patterns),
-            MAIL_LIMITS.blockedPatterns,
-            () => options.onLimit?.(key, 'blocked-patterns'),
-          );
-        }
+        if (!entry) continue;
+        entry.blockedPatterns = bounded(stringList(item.blocked_patterns), MAIL_LIMITS.blockedPatterns, () =>
+          noteCut(key, entry, 'blocked-patterns'),
+        );
       }
     }
     return result;

@@ -82,7 +82,6 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       clock,
       cacheSeconds: config.rules.cacheSeconds,
       onLimit: (recipient, limit) => {
-        deps.metrics.mailLimitHit(domain, limit);
         logger.warn(
           { recipient: redact(recipient), limit },
           'rules data over its bound: only the first part is used',

@@ -228,7 +228,8 @@ async function processReceipt(
   const results = [...new Set([...recipients, ...outcomes.keys()])].map(
     (r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const },
   );
-  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? [])])];
+  const fromRules = [...settings.values()].flatMap((s) => s.limits ?? []);
+  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...fromRules])];
   for (const limit of limits) ports.metrics.mailLimitHit(ports.domain, limit);
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
