@@ -507,7 +507,11 @@ describe('hostile input against the built daemon', () => {
     );
     assert.equal(early.status, 'blocked', 'a pattern within the bound still blocks');
     assert.equal(late.status, 'delivered', 'a pattern past the bound is not used');
-    assert.deepEqual([...(late.limits ?? [])].sort(), ['blocked-patterns', 'forwards', 'ooo-message']);
+    assert.deepEqual([...((late.limits as string[] | undefined) ?? [])].sort(), [
+      'blocked-patterns',
+      'forwards',
+      'ooo-message',
+    ]);
     assert.equal(late.effects?.filter((e) => e.kind === 'forward').length, 20, 'forwards cut to the bound');
     const warned = daemon.logs
       .filter((l) => l.msg.startsWith('rules data over its bound'))
