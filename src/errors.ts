@@ -18,6 +18,8 @@ export type ErrorCode =
   | 'SMTP_CONNECTION'
   | 'MAIL_TOO_LARGE'
   | 'HEADER_INJECTION'
+  /** A mail-controlled size past its bound (src/mail/mail-limits.ts): the feature that needed it is skipped. */
+  | 'MAIL_LIMIT'
   | 'SHUTTING_DOWN'
   /** A bug: something threw that should have returned an outcome. */
   | 'INTERNAL';

@@ -18,6 +18,11 @@ export interface Config {
   queueNameTemplate: string;
   /** The bucket of a domain's mail, for the operator commands; the daemon follows each notification instead. */
   bucketNameTemplate: string;
+  /**
+   * Where a domain's notifications may come from, as name templates (`{domain}`); empty lists allow anything.
+   * Expanded per domain with {@link notificationSourcesFor}.
+   */
+  allowedSources: { topicArns: readonly string[]; buckets: readonly string[] };
   smtp: {
     host: string;
     port: number;
@@ -51,6 +56,7 @@ export interface Config {
     oooReplyIntervalDays: number;
     oooRequireAddressed: boolean;
     oooRequireAuthenticated: boolean;
+    bounceRequireAuthenticated: boolean;
     autoReplySubjectPrefix: string;
     forwardSubjectPrefix: string;
     virusPolicy: VirusPolicy;
@@ -138,6 +144,10 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     },
     queueNameTemplate: read.queueTemplate(),
     bucketNameTemplate: read.bucketTemplate(),
+    allowedSources: {
+      topicArns: read.list('ALLOWED_TOPIC_ARNS'),
+      buckets: read.list('ALLOWED_MAIL_BUCKETS'),
+    },
     smtp: {
       host: read.string('SMTP_HOST'),
       port: read.port('SMTP_PORT'),
@@ -170,6 +180,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       oooReplyIntervalDays: read.number('OOO_REPLY_INTERVAL_DAYS', 0, 365),
       oooRequireAddressed: read.bool('OOO_REQUIRE_ADDRESSED'),
       oooRequireAuthenticated: read.bool('OOO_REQUIRE_AUTHENTICATED'),
+      bounceRequireAuthenticated: read.bool('BOUNCE_REQUIRE_AUTHENTICATED'),
       autoReplySubjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
       forwardSubjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }),
       virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),
@@ -201,6 +212,18 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
     if (bucket.length < 3 || bucket.length > 63)
       throw new ConfigError('BUCKET_NAME_TEMPLATE', `bucket name "${bucket}" is not 3..63 characters`);
+    const sources = notificationSourcesFor(config, domain);
+    for (const arn of sources.topicArns) {
+      if (!TOPIC_ARN_RE.test(arn))
+        throw new ConfigError(
+          'ALLOWED_TOPIC_ARNS',
+          `"${arn}" is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)`,
+        );
+    }
+    for (const name of sources.buckets) {
+      if (!BUCKET_RE.test(name))
+        throw new ConfigError('ALLOWED_MAIL_BUCKETS', `"${name}" is not an S3 bucket name`);
+    }
   }
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
     throw new ConfigError(
@@ -209,6 +232,21 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     );
   }
   return deepFreeze(config);
+}
+
+const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
+/** Current S3 rules, plus the capitals and underscores of legacy us-east-1 buckets. */
+export const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$/;
+
+/** A domain's allowlists of notification sources, `{domain}` expanded (empty lists: any source). */
+export function notificationSourcesFor(
+  config: Pick<Config, 'allowedSources'>,
+  domain: string,
+): { topicArns: string[]; buckets: string[] } {
+  return {
+    topicArns: config.allowedSources.topicArns.map((t) => nameFromTemplate(t, domain)),
+    buckets: config.allowedSources.buckets.map((t) => nameFromTemplate(t, domain)),
+  };
 }
 
 /** The queue name of a domain: `{domain}` is the domain with dots replaced by dashes (`example-com-queue`). */
@@ -250,6 +288,14 @@ class SettingReader {
       throw new ConfigError(name, `"${value}" must be an http:// or https:// URL`);
     }
     return value.replace(/\/+$/, '');
+  }
+
+  /** A comma-separated list; blanks dropped. */
+  list(name: SettingName): string[] {
+    return this.raw(name)
+      .split(',')
+      .map((item) => item.trim())
+      .filter((item) => item !== '');
   }
 
   bool(name: SettingName): boolean {

@@ -42,6 +42,16 @@ export const SETTINGS = {
     default: '{domain}-emails',
     help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the daemon reads each mail's bucket from its notification.",
   },
+  ALLOWED_TOPIC_ARNS: {
+    group: 'AWS',
+    default: '',
+    help: "Comma-separated SNS topic ARNs a domain's notifications may come from ({domain} allowed); others go to the dead-letter queue. Empty = any.",
+  },
+  ALLOWED_MAIL_BUCKETS: {
+    group: 'AWS',
+    default: '',
+    help: "Comma-separated S3 buckets a domain's notifications may name ({domain} allowed); others go to the dead-letter queue. Empty = any.",
+  },
 
   SMTP_HOST: {
     group: 'Mail server',
@@ -129,6 +139,11 @@ export const SETTINGS = {
     group: 'Rules',
     default: 'true',
     help: 'Only auto-reply to an external address that SES authenticated (SPF, DKIM or DMARC PASS for its domain).',
+  },
+  BOUNCE_REQUIRE_AUTHENTICATED: {
+    group: 'Rules',
+    default: 'true',
+    help: 'Only rewrite a bounce from MAILER-DAEMON@amazonses.com that SES authenticated (DMARC PASS, or SPF PASS for an amazonses.com envelope sender).',
   },
   AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
   FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },

@@ -5,7 +5,7 @@ import { createSqsQueue, resolveQueueUrl, type MailQueue, type QueueAttributes }
 import { createSesSender } from '../aws/ses-sender.ts';
 import { createDynamoRulesStore } from '../aws/tables.ts';
 import type { Clock } from '../clock.ts';
-import { queueNameFor, type Config } from '../config/config.ts';
+import { notificationSourcesFor, queueNameFor, type Config } from '../config/config.ts';
 import { addressRedactor, type Logger } from '../log/logger.ts';
 import { createLoopMarker } from '../mail/loop-marker.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
@@ -70,6 +70,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
 
   // A claim outlives its worker by at most one visibility timeout: that is when SQS hands the message out again.
   const leaseSeconds = Math.max(5, attributes?.visibilityTimeoutSeconds ?? 30);
+  const redact = addressRedactor(config.log.redactAddresses);
   const ports: PipelinePorts = {
     domain,
     hostedDomains: config.domains,
@@ -78,6 +79,12 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       tables: config.tables,
       clock,
       cacheSeconds: config.rules.cacheSeconds,
+      onLimit: (recipient, limit) => {
+        logger.warn(
+          { recipient: redact(recipient), limit },
+          'rules data over its bound: only the first part is used',
+        );
+      },
     }),
     ses: createSesSender(clients.sesv2, { clock }),
     delivery: deps.delivery,
@@ -91,16 +98,18 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
           leaseSeconds,
         })
       : noLedger,
-    loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret),
+    loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret, clock),
     clock,
     logger,
     metrics: deps.metrics,
-    redact: addressRedactor(config.log.redactAddresses),
+    redact,
     settings: {
       maxMailBytes: config.limits.maxMailBytes,
       oooReplyIntervalDays: config.rules.oooReplyIntervalDays,
       oooRequireAddressed: config.rules.oooRequireAddressed,
       oooRequireAuthenticated: config.rules.oooRequireAuthenticated,
+      bounceRequireAuthenticated: config.rules.bounceRequireAuthenticated,
+      notificationSources: notificationSourcesFor(config, domain),
       autoReplySubjectPrefix: config.rules.autoReplySubjectPrefix,
       forwardSubjectPrefix: config.rules.forwardSubjectPrefix,
       virusPolicy: config.rules.virusPolicy,

@@ -48,7 +48,11 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
       case 'crash':
         // Thrown outside any promise chain, exactly like an unexpected bug, so the thread really dies.
         setImmediate(() => {
-          throw new Error('poller thread crashed on request (UNSAFE_TEST_HOOKS)');
+          const error = new Error(
+            `poller thread crashed on request (UNSAFE_TEST_HOOKS, ${message.how ?? 'exception'})`,
+          );
+          if (message.how === 'rejection') void Promise.reject(error);
+          else throw error;
         });
         break;
     }

@@ -42,5 +42,5 @@ export type CoordinatorMessage =
   | { type: 'delivered'; id: number; results: RecipientDelivery[] }
   | { type: 'collect-metrics'; id: number }
   | { type: 'stop' }
-  /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would. */
-  | { type: 'crash' };
+  /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would (thrown, or a rejection nobody handles). */
+  | { type: 'crash'; how?: 'exception' | 'rejection' };

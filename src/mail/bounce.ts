@@ -24,14 +24,7 @@ export const BOUNCE_DISPLAY_NAME = 'Delivery failure';
 const MAX_INFO_VALUE = 900;
 
 function isSesDaemon(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return (
-    address
-      .trim()
-      .replace(/^<(.*)>$/, '$1')
-      .trim()
-      .toLowerCase() === SES_MAILER_DAEMON
-  );
+  return address !== undefined && bareAddress(address).toLowerCase() === SES_MAILER_DAEMON;
 }
 
 function firstAddress(value: string | undefined): string | undefined {
@@ -40,18 +33,57 @@ function firstAddress(value: string | undefined): string | undefined {
 }
 
 /**
- * Only SES's own mailer-daemon counts. Rewriting means looking the bounced message up in our outbound records,
- * and those exist only for mail we sent through SES; a DSN from any other MTA concerns mail we have no record
- * of (or is a backscatter/spoofing attempt), so it is delivered as it is. The From header can be forged too —
- * callers must still confirm the bounced Message-ID in the outbound table before trusting the report.
- *
- * A `multipart/report` from that address is covered by the From test; the content type adds no extra case.
+ * Whether the mail says it comes from SES's own mailer-daemon (From, or the envelope sender). Rewriting means
+ * looking the bounced message up in our outbound records, and those exist only for mail we sent through SES; a DSN
+ * from any other MTA concerns mail we have no record of. Anyone can write this From, though: whether SES vouched
+ * for it is {@link sesBounceCheck}'s question.
  */
 export function isSesBounce(view: MailView, envelopeSender?: string): boolean {
+  return fromIsSesDaemon(view) || isSesDaemon(envelopeSender);
+}
+
+function fromIsSesDaemon(view: MailView): boolean {
   if (isSesDaemon(view.from?.address)) return true;
-  // The view holds headers only when the full parse failed; the raw From still tells.
-  if (!view.from?.address && isSesDaemon(firstAddress(view.headers.get('from')?.[0]))) return true;
-  return isSesDaemon(envelopeSender);
+  // The view holds no parsed From when the address did not parse; the raw From still tells.
+  return !view.from?.address && isSesDaemon(firstAddress(view.headers.get('from')?.[0]));
+}
+
+/** SES's SPF and DMARC verdicts for the mail (receipt.spfVerdict / dmarcVerdict). */
+export interface AuthVerdicts {
+  spf: string;
+  dmarc: string;
+}
+
+export type SesBounceCheck = 'authenticated' | 'unauthenticated' | 'not-a-bounce';
+
+/**
+ * An SES bounce is only trusted when SES authenticated the sender it names: DMARC passed for the From
+ * MAILER-DAEMON@amazonses.com (DMARC always judges the From domain), or SPF passed for an envelope sender in
+ * amazonses.com or a subdomain. SES's DKIM verdict alone is not enough: it says a signature verified, not whose
+ * domain signed. Everything else that merely claims to be an SES bounce is ordinary mail.
+ */
+export function sesBounceCheck(
+  view: MailView,
+  envelopeSender: string,
+  verdicts: AuthVerdicts,
+): SesBounceCheck {
+  const fromDaemon = fromIsSesDaemon(view);
+  if (!fromDaemon && !isSesDaemon(envelopeSender)) return 'not-a-bounce';
+  if (fromDaemon && verdicts.dmarc === 'PASS') return 'authenticated';
+  const envelopeDomain = bareAddress(envelopeSender).split('@').at(-1)?.toLowerCase() ?? '';
+  const sesEnvelope =
+    bareAddress(envelopeSender).includes('@') &&
+    (envelopeDomain === SES_DOMAIN || envelopeDomain.endsWith(`.${SES_DOMAIN}`));
+  return sesEnvelope && verdicts.spf === 'PASS' ? 'authenticated' : 'unauthenticated';
+}
+
+const SES_DOMAIN = 'amazonses.com';
+
+function bareAddress(address: string): string {
+  return address
+    .trim()
+    .replace(/^<(.*)>$/, '$1')
+    .trim();
 }
 
 function injection(message: string): WorkerError {

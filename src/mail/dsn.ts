@@ -11,6 +11,7 @@
 import { Buffer } from 'node:buffer';
 import libmime from 'libmime';
 import { getHeader, getHeaders, isPlainAddress, rawValueToText, splitMessage } from './header-block.ts';
+import { MAIL_LIMITS, noteLimit, type MailLimit } from './mail-limits.ts';
 
 export interface DsnInfo {
   /** Lower-cased addresses whose per-recipient block says `Action: failed`, in report order, deduplicated. */
@@ -19,6 +20,8 @@ export interface DsnInfo {
   originalMessageIds: string[];
   /** Host name from `Reporting-MTA: dns; host`. */
   reportingMta?: string;
+  /** Bounds the report went past (absent when none): `dsn-ids`, `references`, `mime-depth`, `header-*`. */
+  limits?: MailLimit[];
 }
 
 const MAX_DEPTH = 8;
@@ -27,8 +30,9 @@ const MAX_IDS = 50;
 const MAX_ID_LENGTH = 998;
 
 interface WalkState {
-  failed: string[];
-  ids: string[];
+  failed: Set<string>;
+  ids: Set<string>;
+  limits: MailLimit[];
   reportingMta?: string;
   parts: number;
   sawReport: boolean;
@@ -37,28 +41,36 @@ interface WalkState {
 const LF = 0x0a;
 const CR = 0x0d;
 
-function pushUnique(list: string[], value: string): void {
-  if (!list.includes(value)) list.push(value);
+/** Adds `value` unless the set is full; false when it was full (and the value new), so the caller can note it. */
+function addBounded(set: Set<string>, value: string, max: number): boolean {
+  if (set.has(value)) return true;
+  if (set.size >= max) return false;
+  set.add(value);
+  return true;
+}
+
+function addId(state: WalkState, id: string): void {
+  if (!addBounded(state.ids, id, MAIL_LIMITS.dsnIds)) noteLimit(state.limits, 'dsn-ids');
 }
 
 /** Angle-bracketed ids in a header value; a lone bare token counts too (some MTAs drop the brackets). */
 export function extractMessageIds(value: string): string[] {
-  const ids: string[] = [];
+  const ids = new Set<string>();
   let pos = 0;
-  while (ids.length < MAX_IDS) {
+  while (ids.size < MAX_IDS) {
     const open = value.indexOf('<', pos);
     if (open === -1) break;
     const close = value.indexOf('>', open + 1);
     if (close === -1) break;
     const inner = value.slice(open + 1, close).trim();
-    if (inner !== '' && !/[\s<]/.test(inner) && inner.length <= MAX_ID_LENGTH) pushUnique(ids, `<${inner}>`);
+    if (inner !== '' && !/[\s<]/.test(inner) && inner.length <= MAX_ID_LENGTH) ids.add(`<${inner}>`);
     pos = close + 1;
   }
-  if (ids.length === 0) {
+  if (ids.size === 0) {
     const bare = value.trim();
-    if (bare !== '' && bare.length <= MAX_ID_LENGTH && !/[\s<>]/.test(bare)) ids.push(bare);
+    if (bare !== '' && bare.length <= MAX_ID_LENGTH && !/[\s<>]/.test(bare)) ids.add(bare);
   }
-  return ids;
+  return [...ids];
 }
 
 function decodeQuotedPrintable(input: Buffer): Buffer {
@@ -227,22 +239,32 @@ function readDeliveryStatus(text: string, state: WalkState): void {
     const failed = action === 'failed' || (action === '' && /^5\.\d{1,3}\.\d{1,3}/.test(status));
     if (!failed) continue;
     const address = rawValueToText(typedValue(recipient)).toLowerCase();
-    if (isPlainAddress(address)) pushUnique(state.failed, address);
+    // Only the first failed recipient is used; the cap keeps a report of thousands of blocks cheap.
+    if (isPlainAddress(address)) addBounded(state.failed, address, MAIL_LIMITS.dsnRecipients);
   }
 }
 
 function readReturnedHeaders(part: Buffer, state: WalkState): void {
   const returned = splitMessage(part);
+  if (returned.truncated) noteLimit(state.limits, returned.truncated);
   const messageId = getHeader(returned, 'Message-ID');
   if (messageId === undefined) return;
   const first = extractMessageIds(messageId)[0];
-  if (first !== undefined) pushUnique(state.ids, first);
+  if (first !== undefined) addId(state, first);
 }
 
 function walk(entity: Buffer, depth: number, state: WalkState, defaultType: string, inReport: boolean): void {
-  if (depth > MAX_DEPTH || state.parts >= MAX_PARTS) return;
+  if (depth > MAX_DEPTH || state.parts >= MAX_PARTS) {
+    noteLimit(state.limits, 'mime-depth');
+    return;
+  }
   state.parts++;
   const msg = splitMessage(entity);
+  if (msg.truncated) {
+    // Without the whole header block the part's type and body start are unknown.
+    noteLimit(state.limits, msg.truncated);
+    return;
+  }
   const { type, params } = contentType(getHeader(msg, 'Content-Type'), defaultType);
   const body = bodyAfterSeparator(msg.rest);
   const encoding = getHeader(msg, 'Content-Transfer-Encoding');
@@ -258,7 +280,8 @@ function walk(entity: Buffer, depth: number, state: WalkState, defaultType: stri
   }
   if (type === 'message/delivery-status' || type === 'message/global-delivery-status') {
     state.sawReport = true;
-    readDeliveryStatus(decodeTransfer(body, encoding).toString('latin1'), state);
+    const status = decodeTransfer(body.subarray(0, MAIL_LIMITS.dsnStatusBytes * 2), encoding);
+    readDeliveryStatus(status.toString('latin1', 0, MAIL_LIMITS.dsnStatusBytes), state);
     return;
   }
   // Returned content is only trusted as "the original" inside a report; an attached message elsewhere is not
@@ -272,7 +295,7 @@ function walk(entity: Buffer, depth: number, state: WalkState, defaultType: stri
 }
 
 export function parseDsn(raw: Buffer): DsnInfo {
-  const state: WalkState = { failed: [], ids: [], parts: 0, sawReport: false };
+  const state: WalkState = { failed: new Set(), ids: new Set(), limits: [], parts: 0, sawReport: false };
   let top = splitMessage(Buffer.alloc(0));
   try {
     top = splitMessage(raw);
@@ -280,18 +303,28 @@ export function parseDsn(raw: Buffer): DsnInfo {
   } catch {
     // Best effort by contract: whatever was collected before an unexpected failure is still returned.
   }
-  if (state.ids.length === 0 && state.sawReport) {
-    // The DSN's own threading headers point at the bounced message when the report returned no headers.
-    for (const value of getHeaders(top, 'In-Reply-To'))
-      for (const id of extractMessageIds(value)) pushUnique(state.ids, id);
-    const references = getHeaders(top, 'References').flatMap((v) => extractMessageIds(v));
-    for (const id of references.reverse()) pushUnique(state.ids, id);
+  if (state.ids.size === 0 && state.sawReport) {
+    // The DSN's own threading headers point at the bounced message when the report returned no headers; the
+    // last References entry is the closest, so they are read backwards.
+    for (const value of threadValues(top, 'In-Reply-To', state))
+      for (const id of extractMessageIds(value)) addId(state, id);
+    for (const value of threadValues(top, 'References', state).reverse())
+      for (const id of extractMessageIds(value).reverse()) addId(state, id);
   }
   return {
-    failedRecipients: state.failed,
-    originalMessageIds: state.ids,
+    failedRecipients: [...state.failed],
+    originalMessageIds: [...state.ids],
     ...(state.reportingMta !== undefined && { reportingMta: state.reportingMta }),
+    ...(state.limits.length > 0 && { limits: state.limits }),
   };
+}
+
+function threadValues(top: ReturnType<typeof splitMessage>, name: string, state: WalkState): string[] {
+  return getHeaders(top, name).filter((value) => {
+    if (value.length <= MAIL_LIMITS.threadHeaderBytes) return true;
+    noteLimit(state.limits, 'references');
+    return false;
+  });
 }
 
 /**
@@ -301,17 +334,17 @@ export function parseDsn(raw: Buffer): DsnInfo {
  */
 const SES_MESSAGE_ID = /^<?([^<>@\s]+)@(?:email|[a-z]{2}(?:-[a-z]+)+-\d+)\.amazonses\.com>?$/i;
 
-export function outboundLookupKeys(messageIds: string[]): string[] {
-  const keys: string[] = [];
+export function outboundLookupKeys(messageIds: readonly string[]): string[] {
+  const keys = new Set<string>();
   for (const id of messageIds) {
     const value = id.trim();
     if (value === '' || value.length > MAX_ID_LENGTH) continue;
     const bare = value.replace(/^<(.*)>$/, '$1').trim();
     if (bare === '') continue;
     const ses = SES_MESSAGE_ID.exec(value);
-    if (ses?.[1] !== undefined) pushUnique(keys, ses[1]);
-    pushUnique(keys, `<${bare}>`);
-    pushUnique(keys, bare);
+    if (ses?.[1] !== undefined) keys.add(ses[1]);
+    keys.add(`<${bare}>`);
+    keys.add(bare);
   }
-  return keys;
+  return [...keys];
 }

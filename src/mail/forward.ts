@@ -31,7 +31,11 @@ export interface ForwardOptions {
   domain: string;
   /** Default `'FWD: '` (see DEFAULT_SUBJECT_PREFIX). */
   subjectPrefix: string;
-  loopMarker: { name: string; value: string };
+  /**
+   * Every incoming marker is removed; `carried` (our own still-valid markers of earlier hops, see
+   * LoopMarker.carried) go back in before `value`, ours.
+   */
+  loopMarker: { name: string; value: string; carried?: readonly string[] };
   messageIdDomain: string;
   /** Used for the `Date` field when the original has none (RFC 5322 requires one and SES may refuse mail without). */
   now: Date;
@@ -182,6 +186,7 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
   append.push(['X-Original-To', opts.originalRecipient]);
   const originalMessageId = sanitizeText(rawValueToText(oldMessageId ?? ''), MAX_INFO_VALUE);
   if (originalMessageId !== '') append.push(['X-Original-Message-ID', originalMessageId]);
+  for (const earlier of opts.loopMarker.carried ?? []) append.push([opts.loopMarker.name, earlier]);
   append.push([opts.loopMarker.name, opts.loopMarker.value]);
 
   return serializeMessage(editHeaders(msg, { remove, set, append }));

@@ -9,6 +9,7 @@
 import { Buffer, isUtf8 } from 'node:buffer';
 import libmime from 'libmime';
 import { WorkerError } from '../errors.ts';
+import { MAIL_LIMITS } from './mail-limits.ts';
 
 export interface HeaderField {
   readonly name: string;
@@ -23,6 +24,17 @@ export interface SplitMessage {
   /** bytes from the blank separator line on, untouched */
   readonly rest: Buffer;
   readonly eol: '\r\n' | '\n';
+  /**
+   * Set when the header block went past a bound: `fields` holds the fields before it and `rest` everything from
+   * there on (so serializing still gives the input back), but the header is incomplete and must not be edited.
+   */
+  readonly truncated?: 'header-fields' | 'header-bytes';
+}
+
+/** Bounds of one scan; the defaults are MAIL_LIMITS, so a hostile block of millions of fields costs nothing. */
+export interface SplitLimits {
+  maxFields?: number;
+  maxBytes?: number;
 }
 
 export interface HeaderEdits {
@@ -101,12 +113,16 @@ function unfoldValue(raw: Buffer, start: number, end: number): string {
 
 /**
  * Headers end at the first empty line, or at the first line that is not a header field (a message that starts
- * with such a line is all body). A message without a blank line is all headers; `rest` is then empty.
+ * with such a line is all body). A message without a blank line is all headers; `rest` is then empty. The scan
+ * stops at `limits` (see SplitMessage.truncated) before it materialises a field past them.
  */
-export function splitMessage(raw: Buffer): SplitMessage {
+export function splitMessage(raw: Buffer, limits: SplitLimits = {}): SplitMessage {
+  const maxFields = limits.maxFields ?? MAIL_LIMITS.headerFields;
+  const maxBytes = limits.maxBytes ?? MAIL_LIMITS.headerBytes;
   const firstLf = raw.indexOf(LF);
   const eol: '\r\n' | '\n' = firstLf > 0 && raw[firstLf - 1] === CR ? '\r\n' : firstLf === -1 ? '\r\n' : '\n';
   const fields: HeaderField[] = [];
+  let truncated: SplitMessage['truncated'];
   let pos = 0;
   while (pos < raw.length) {
     const first = raw[pos];
@@ -114,10 +130,14 @@ export function splitMessage(raw: Buffer): SplitMessage {
     const lineEnd = lineEndAt(raw, pos);
     const bounds = fieldNameBounds(raw, pos, lineEnd);
     if (bounds === undefined) break;
-    let end = lineEnd < raw.length ? lineEnd + 1 : raw.length;
-    while (end < raw.length && isWsp(raw[end])) {
-      const contEnd = lineEndAt(raw, end);
-      end = contEnd < raw.length ? contEnd + 1 : raw.length;
+    if (fields.length >= maxFields) {
+      truncated = 'header-fields';
+      break;
+    }
+    const end = fieldEnd(raw, lineEnd, maxBytes);
+    if (end > maxBytes) {
+      truncated = 'header-bytes';
+      break;
     }
     fields.push({
       name: raw.toString('latin1', pos, bounds[0]),
@@ -126,7 +146,17 @@ export function splitMessage(raw: Buffer): SplitMessage {
     });
     pos = end;
   }
-  return { fields, rest: raw.subarray(pos), eol };
+  return { fields, rest: raw.subarray(pos), eol, ...(truncated && { truncated }) };
+}
+
+/** End of the field whose first line ends at `lineEnd`: after its continuation lines, or just past `maxBytes`. */
+function fieldEnd(raw: Buffer, lineEnd: number, maxBytes: number): number {
+  let end = lineEnd < raw.length ? lineEnd + 1 : raw.length;
+  while (end < raw.length && end <= maxBytes && isWsp(raw[end])) {
+    const contEnd = lineEndAt(raw, end);
+    end = contEnd < raw.length ? contEnd + 1 : raw.length;
+  }
+  return end;
 }
 
 export function getHeader(msg: SplitMessage, name: string): string | undefined {
@@ -258,6 +288,12 @@ function endsWithLf(raw: Buffer): boolean {
 }
 
 export function editHeaders(msg: SplitMessage, edits: HeaderEdits): SplitMessage {
+  if (msg.truncated) {
+    // Fields past the bound would survive a removal and duplicate a field we set (two From, two Message-ID).
+    throw new WorkerError('MAIL_LIMIT', `header block past its bound (${msg.truncated}): not edited`, {
+      temporary: false,
+    });
+  }
   // Build (and so validate) every new field before touching anything: a refused value must not leave a
   // half-edited message behind.
   const setFields = (edits.set ?? []).map(([n, v]) => buildField(n, v, msg.eol));

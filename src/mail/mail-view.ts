@@ -1,3 +1,5 @@
+import type { MailLimit } from './mail-limits.ts';
+
 /**
  * What the pipeline knows about a message after parsing. Built by `pipeline/parse.ts` from mailparser when it
  * succeeds, and from a byte-level header scan when it does not — so every field must be optional or defaultable.
@@ -33,4 +35,6 @@ export interface MailView {
   contentType: string;
   /** Why the full MIME parse failed or was skipped; the view then holds headers only. */
   parseError?: string;
+  /** Bounds this mail went past while the view was built (absent when none); see mail-limits.ts. */
+  limits?: readonly MailLimit[];
 }

@@ -1,8 +1,12 @@
 /**
  * Stage 1: turn an SQS body into a typed SES receipt. Three shapes reach a queue: an SNS envelope around the SES
  * notification, the bare notification (SNS raw message delivery), and a notification whose SES action is SNS
- * with the mail inline in `content`. Anything else is reported, never thrown.
+ * with the mail inline in `content`. Anything else is reported, never thrown. Every field that later shapes an
+ * SMTP command or an AWS call is checked here: envelope addresses (RFC 5321), bucket and key, and, when the
+ * deployment confines them, the topic and bucket the notification names.
  */
+import { BUCKET_RE } from '../config/config.ts';
+import { envelopeAddressProblem } from '../mail/envelope-address.ts';
 
 export type VerdictStatus = 'PASS' | 'FAIL' | 'GRAY' | 'PROCESSING_FAILED' | 'DISABLED' | 'UNKNOWN';
 
@@ -16,12 +20,23 @@ export interface SesVerdicts {
 
 export type MailSource = { kind: 's3'; bucket: string; key: string } | { kind: 'inline'; data: Buffer };
 
+/** An envelope address from the notification that cannot be used, and why. */
+export interface UnusableAddress {
+  /** As the notification gave it (trimmed, lower-cased for recipients), at most 320 characters. */
+  address: string;
+  reason: string;
+}
+
 export interface SesReceipt {
   sesMessageId: string;
-  /** Envelope sender (MAIL FROM); '' for a null sender. */
+  /** Envelope sender (MAIL FROM); '' for a null sender, and for an unusable one (see `invalidSource`). */
   source: string;
-  /** Envelope recipients SES accepted (`receipt.recipients`), lower-cased. */
+  /** Envelope recipients SES accepted (`receipt.recipients`), lower-cased, each a usable RFC 5321 mailbox. */
   recipients: string[];
+  /** Recipients that are not usable mailboxes: a final verdict (`invalid`) for each, never an SMTP command. */
+  invalidRecipients: UnusableAddress[];
+  /** The notification's `mail.source` when it was not a usable mailbox; the mail goes on with the null sender. */
+  invalidSource?: UnusableAddress;
   timestamp: string;
   verdicts: SesVerdicts;
   mail: MailSource;
@@ -30,9 +45,30 @@ export interface SesReceipt {
 export type ParsedBody =
   { kind: 'receipt'; receipt: SesReceipt } | { kind: 'setup' } | { kind: 'invalid'; reason: string };
 
-const VERDICTS: readonly VerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED'];
+/**
+ * Where a domain's notifications may come from (ALLOWED_TOPIC_ARNS, ALLOWED_MAIL_BUCKETS, expanded); an empty list
+ * allows any. A notification from elsewhere is `invalid`: left for the dead-letter queue, never deleted, so a wrong
+ * allowlist cannot lose mail.
+ */
+export interface NotificationSources {
+  topicArns: readonly string[];
+  buckets: readonly string[];
+}
 
-export function parseSqsBody(body: string | undefined): ParsedBody {
+const VERDICTS: readonly VerdictStatus[] = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED'];
+/** S3 object keys are at most 1024 bytes of UTF-8. */
+const MAX_KEY_BYTES = 1024;
+
+export function parseSqsBody(body: string | undefined, sources?: NotificationSources): ParsedBody {
+  try {
+    return parseBody(body, sources);
+  } catch (error) {
+    // Nothing in a notification may throw out of stage 1 (an escaped error would end the poller thread).
+    return invalid(`notification could not be read (${error instanceof Error ? error.message : 'error'})`);
+  }
+}
+
+function parseBody(body: string | undefined, sources: NotificationSources | undefined): ParsedBody {
   if (body === undefined || body.trim() === '') return invalid('empty body');
   let outer: unknown;
   try {
@@ -45,7 +81,7 @@ export function parseSqsBody(body: string | undefined): ParsedBody {
   let notification: unknown = outer;
   if (outer.Type !== undefined) {
     if (outer.Type !== 'Notification')
-      return invalid(`SNS message of type ${String(outer.Type)} is not a notification`);
+      return invalid(`SNS message of type ${describe(outer.Type)} is not a notification`);
     if (typeof outer.Message !== 'string') return invalid('SNS envelope has no Message string');
     // SES validates an SNS topic with a plain-text message when it is first attached to an event destination.
     if (outer.Message.startsWith('Successfully validated SNS topic')) return { kind: 'setup' };
@@ -66,10 +102,45 @@ export function parseSqsBody(body: string | undefined): ParsedBody {
   }
   if (notification.notificationType !== 'Received') {
     return invalid(
-      `not an SES receipt notification (notificationType=${JSON.stringify(notification.notificationType)})`,
+      `not an SES receipt notification (notificationType=${quoted(notification.notificationType)})`,
     );
   }
-  return parseReceived(notification);
+  const parsed = parseReceived(notification);
+  if (parsed.kind !== 'receipt' || !sources) return parsed;
+  const refused = refusedSource(parsed.receipt, topicArnsOf(outer, notification), sources);
+  return refused === undefined ? parsed : invalid(refused);
+}
+
+/**
+ * The topics a notification names: the SNS envelope's TopicArn (set by SNS) and the SES action's topicArn. With raw
+ * message delivery there is no envelope, so only the action's topicArn is there to check.
+ */
+function topicArnsOf(outer: Record<string, unknown>, notification: Record<string, unknown>): string[] {
+  const arns: string[] = [];
+  if (outer !== notification && typeof outer.TopicArn === 'string') arns.push(outer.TopicArn);
+  const receipt = notification.receipt;
+  if (isRecord(receipt) && isRecord(receipt.action) && typeof receipt.action.topicArn === 'string')
+    arns.push(receipt.action.topicArn);
+  return [...new Set(arns)];
+}
+
+function refusedSource(
+  receipt: SesReceipt,
+  topicArns: string[],
+  sources: NotificationSources,
+): string | undefined {
+  if (sources.topicArns.length > 0) {
+    if (topicArns.length === 0) return 'notification names no SNS topic to check against ALLOWED_TOPIC_ARNS';
+    const foreign = topicArns.find((arn) => !sources.topicArns.includes(arn));
+    if (foreign !== undefined) return `SNS topic ${describe(foreign)} is not in ALLOWED_TOPIC_ARNS`;
+  }
+  if (
+    sources.buckets.length > 0 &&
+    receipt.mail.kind === 's3' &&
+    !sources.buckets.includes(receipt.mail.bucket)
+  )
+    return `S3 bucket ${describe(receipt.mail.bucket)} is not in ALLOWED_MAIL_BUCKETS`;
+  return undefined;
 }
 
 function parseReceived(n: Record<string, unknown>): ParsedBody {
@@ -94,22 +165,31 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
   } else if (action.type === 'S3') {
     if (typeof action.bucketName !== 'string' || action.bucketName === '')
       return invalid('action.bucketName missing');
+    if (!BUCKET_RE.test(action.bucketName)) return invalid('action.bucketName is not an S3 bucket name');
     if (typeof action.objectKey !== 'string' || action.objectKey === '')
       return invalid('action.objectKey missing');
+    if (Buffer.byteLength(action.objectKey, 'utf8') > MAX_KEY_BYTES || /\p{Cc}/u.test(action.objectKey))
+      return invalid('action.objectKey is over 1024 bytes or contains control characters');
     source = { kind: 's3', bucket: action.bucketName, key: action.objectKey };
   } else {
-    return invalid(
-      `receipt action ${JSON.stringify(action.type)} carries no mail (no S3 object, no content)`,
-    );
+    return invalid(`receipt action ${quoted(action.type)} carries no mail (no S3 object, no content)`);
   }
 
+  const addresses = (recipients as string[]).map((r) => r.trim().toLowerCase()).filter((r) => r !== '');
+  const invalidRecipients = addresses
+    .map((address) => ({ address, problem: envelopeAddressProblem(address) }))
+    .filter((r): r is { address: string; problem: string } => r.problem !== undefined)
+    .map((r) => unusable(r.address, r.problem));
+  const envelopeSource = senderOf(mail.source);
   return {
     kind: 'receipt',
     receipt: {
       sesMessageId: mail.messageId,
-      source: typeof mail.source === 'string' ? mail.source.trim() : '',
-      recipients: (recipients as string[]).map((r) => r.trim().toLowerCase()).filter((r) => r !== ''),
-      timestamp: typeof mail.timestamp === 'string' ? mail.timestamp : '',
+      source: envelopeSource.source,
+      recipients: addresses.filter((address) => envelopeAddressProblem(address) === undefined),
+      invalidRecipients,
+      ...(envelopeSource.invalid && { invalidSource: envelopeSource.invalid }),
+      timestamp: typeof mail.timestamp === 'string' && mail.timestamp.length <= 64 ? mail.timestamp : '',
       verdicts: {
         spam: verdict(receipt.spamVerdict),
         virus: verdict(receipt.virusVerdict),
@@ -122,6 +202,34 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
   };
 }
 
+/** `<>` and '' are the null sender; an unusable sender becomes it too, so the mail is still delivered. */
+function senderOf(value: unknown): { source: string; invalid?: UnusableAddress } {
+  if (typeof value !== 'string') return { source: '' };
+  const source = value.trim();
+  if (source === '' || source === '<>') return { source: '' };
+  const problem = envelopeAddressProblem(source);
+  return problem === undefined ? { source } : { source: '', invalid: unusable(source, problem) };
+}
+
+function unusable(address: string, reason: string): UnusableAddress {
+  return { address: address.length > 320 ? `${address.slice(0, 320)}…` : address, reason };
+}
+
+/**
+ * A value from the notification, short enough for a log line. Never JSON.stringify: a value nested 100,000 deep
+ * (JSON.parse takes it) would overflow the stack.
+ */
+function describe(value: unknown): string {
+  if (typeof value === 'string') return value.length > 200 ? `${value.slice(0, 200)}…` : value;
+  if (typeof value === 'object' && value !== null)
+    return Array.isArray(value) ? 'a JSON array' : 'a JSON object';
+  return String(value);
+}
+
+function quoted(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(describe(value)) : describe(value);
+}
+
 function verdict(value: unknown): VerdictStatus {
   if (isRecord(value) && typeof value.status === 'string') {
     const status = value.status.toUpperCase() as VerdictStatus;
@@ -131,11 +239,19 @@ function verdict(value: unknown): VerdictStatus {
 }
 
 function invalid(reason: string): ParsedBody {
-  return { kind: 'invalid', reason };
+  return { kind: 'invalid', reason: reason.length > 500 ? `${reason.slice(0, 500)}…` : reason };
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** The receipt's unusable recipients that belong to `domain` (final `invalid` verdicts for its poller). */
+export function unusableRecipientsOf(receipt: SesReceipt, domain: string): UnusableAddress[] {
+  const seen = new Set<string>();
+  return receipt.invalidRecipients.filter(
+    (r) => domainOf(r.address) === domain && !seen.has(r.address) && seen.add(r.address),
+  );
 }
 
 /** The domain part of an address, lower-cased; '' when there is none. */

@@ -3,6 +3,7 @@ import libmime from 'libmime';
 import { MailParser, type AttachmentStream, type MessageText } from 'mailparser';
 import addressparser from 'nodemailer/lib/addressparser';
 import { rawValueToText, splitMessage, type SplitMessage } from '../mail/header-block.ts';
+import { MAIL_LIMITS, headersIncomplete, noteLimit, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailAddress, MailView } from '../mail/mail-view.ts';
 
 export interface ParseOptions {
@@ -28,11 +29,22 @@ export async function parseMail(raw: Buffer, options: ParseOptions = {}): Promis
 
 /**
  * Adds the decoded bodies to a header view. Only an auto-reply quotes them, so the pipeline calls this just for
- * mail that may get one: the MIME walk is the costliest step of the view and most mail never needs it.
+ * mail that may get one: the MIME walk is the costliest step of the view and most mail never needs it. It is not
+ * started on an incomplete header block or on more multipart containers than MAIL_LIMITS allows (`mime-depth`).
  */
 export async function withBodies(raw: Buffer, view: MailView, options: ParseOptions = {}): Promise<MailView> {
+  if (headersIncomplete(view.limits)) {
+    return { ...view, parseError: 'header block past its bound: MIME body walk skipped' };
+  }
+  const input = raw.subarray(0, options.maxParseBytes ?? 4 * 1024 * 1024);
+  if (multipartContainers(input, MAIL_LIMITS.mimeContainers) > MAIL_LIMITS.mimeContainers) {
+    return {
+      ...view,
+      limits: noteLimit([...(view.limits ?? [])], 'mime-depth'),
+      parseError: `more than ${MAIL_LIMITS.mimeContainers} multipart containers (mime-depth): MIME body walk skipped`,
+    };
+  }
   try {
-    const input = raw.subarray(0, options.maxParseBytes ?? 4 * 1024 * 1024);
     const bodies = await extractBodies(input, options.timeoutMs ?? 10_000, options.maxBodyChars ?? 1_000_000);
     return { ...view, ...bodies };
   } catch (error) {
@@ -40,8 +52,24 @@ export async function withBodies(raw: Buffer, view: MailView, options: ParseOpti
   }
 }
 
-/** The header half of the view; exported for callers that already hold a split message. */
+/**
+ * Every multipart container declares one boundary, and the nesting depth cannot exceed the number of containers,
+ * so counting `boundary=` bounds the depth without a MIME parse. Counting stops one past `max`.
+ */
+function multipartContainers(raw: Buffer, max: number): number {
+  const text = raw.toString('latin1');
+  const pattern = /boundary\s*=/gi;
+  let count = 0;
+  while (count <= max && pattern.exec(text) !== null) count++;
+  return count;
+}
+
+/**
+ * The header half of the view; exported for callers that already hold a split message. Every value it parses is
+ * bounded (MAIL_LIMITS): address fields, the number of To/Cc addresses, References and In-Reply-To.
+ */
 export function headerView(split: SplitMessage): MailView {
+  const limits: MailLimit[] = split.truncated ? [split.truncated] : [];
   const headers = new Map<string, string[]>();
   for (const field of split.fields) {
     const name = field.name.toLowerCase();
@@ -50,24 +78,68 @@ export function headerView(split: SplitMessage): MailView {
     else headers.set(name, [field.value]);
   }
   const first = (name: string): string | undefined => headers.get(name)?.[0];
-  const from = parseAddresses(first('from'))[0];
+  const from = addressField(first('from'), limits)[0];
   const messageId = firstMessageId(first('message-id'));
-  const inReplyTo = firstMessageId(first('in-reply-to'));
+  const inReplyTo = firstMessageId(threadHeader(first('in-reply-to'), limits));
   const contentType =
     (first('content-type') ?? 'text/plain').split(';')[0]?.trim().toLowerCase() || 'text/plain';
+  const recipients = recipientLists(headers, limits);
   return {
     headers,
-    // Header bytes are held as latin1; RFC 6532 allows raw UTF-8, which rawValueToText recovers.
-    subject: decodeWords(rawValueToText(first('subject') ?? '')).trim(),
+    // Header bytes are held as latin1; RFC 6532 allows raw UTF-8, which rawValueToText recovers. The subject is
+    // cut before decoding: the view only feeds a reply's subject, which is cut to 250 characters anyway.
+    subject: decodeWords(rawValueToText((first('subject') ?? '').slice(0, 16 * 1024))).trim(),
     ...(from && { from }),
-    replyTo: parseAddresses(first('reply-to')),
-    to: (headers.get('to') ?? []).flatMap(parseAddresses),
-    cc: (headers.get('cc') ?? []).flatMap(parseAddresses),
+    replyTo: addressField(first('reply-to'), limits),
+    to: recipients.to,
+    cc: recipients.cc,
     ...(messageId && { messageId }),
     ...(inReplyTo && { inReplyTo }),
-    references: messageIds(first('references') ?? ''),
+    references: messageIds(threadHeader(first('references'), limits) ?? ''),
     contentType,
+    ...(limits.length > 0 && { limits }),
   };
+}
+
+/** An address field over its bound is not parsed at all: a prefix could name a different first mailbox. */
+function addressField(value: string | undefined, limits: MailLimit[]): MailAddress[] {
+  if (value === undefined) return [];
+  if (value.length > MAIL_LIMITS.addressFieldBytes) {
+    noteLimit(limits, 'address-list');
+    return [];
+  }
+  return parseAddresses(value);
+}
+
+/** To and Cc share one budget of addresses; fields after it is spent are not parsed. */
+function recipientLists(
+  headers: ReadonlyMap<string, readonly string[]>,
+  limits: MailLimit[],
+): { to: MailAddress[]; cc: MailAddress[] } {
+  let budget: number = MAIL_LIMITS.addresses;
+  const read = (name: 'to' | 'cc'): MailAddress[] => {
+    const out: MailAddress[] = [];
+    for (const value of headers.get(name) ?? []) {
+      if (budget === 0) {
+        noteLimit(limits, 'address-list');
+        break;
+      }
+      const parsed = addressField(value, limits);
+      if (parsed.length > budget) noteLimit(limits, 'address-list');
+      const taken = parsed.slice(0, budget);
+      out.push(...taken);
+      budget -= taken.length;
+    }
+    return out;
+  };
+  return { to: read('to'), cc: read('cc') };
+}
+
+/** References/In-Reply-To over the bound are ignored: the reply is not threaded, the bounce not matched by them. */
+function threadHeader(value: string | undefined, limits: MailLimit[]): string | undefined {
+  if (value === undefined || value.length <= MAIL_LIMITS.threadHeaderBytes) return value;
+  noteLimit(limits, 'references');
+  return undefined;
 }
 
 export function parseAddresses(value: string | undefined): MailAddress[] {
@@ -125,13 +197,16 @@ async function extractBodies(
         // Drain, don't buffer: forwards reuse the original bytes, so attachment content is never needed here.
         data.content.on('data', () => undefined);
         data.content.on('end', () => data.release?.());
+        data.content.on('error', () => undefined);
         return;
       }
       if (typeof data.text === 'string') result.text = data.text.slice(0, maxChars);
       if (typeof data.html === 'string') result.html = data.html.slice(0, maxChars);
     });
     parser.once('end', resolve);
-    parser.once('error', reject);
+    // `on`, not `once`: mailparser can emit more than one error (and one after destroy()); an unheard one would
+    // crash the thread. Rejecting a settled promise is a no-op.
+    parser.on('error', reject);
     timer = setTimeout(() => reject(new Error(`MIME parse exceeded ${timeoutMs} ms`)), timeoutMs);
   });
   Readable.from([raw]).pipe(parser);

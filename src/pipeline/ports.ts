@@ -8,6 +8,7 @@ import type { LoopMarker } from '../mail/loop-marker.ts';
 import type { ByteBudget } from '../poller/byte-budget.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
+import type { NotificationSources } from './notification.ts';
 
 /** Settings the per-message pipeline reads; a slice of Config, so tests can build one by hand. */
 export interface PipelineSettings {
@@ -16,6 +17,10 @@ export interface PipelineSettings {
   oooRequireAddressed: boolean;
   /** Auto-reply to external addresses only when SES authenticated their domain (no backscatter to forged senders). */
   oooRequireAuthenticated: boolean;
+  /** Rewrite only SES bounces SES authenticated (DMARC/SPF for amazonses.com). */
+  bounceRequireAuthenticated: boolean;
+  /** Topics and buckets this domain's notifications may name; absent or empty lists: any. */
+  notificationSources?: NotificationSources;
   autoReplySubjectPrefix: string;
   forwardSubjectPrefix: string;
   virusPolicy: 'tag' | 'reject';

@@ -4,13 +4,14 @@ import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
 import { WorkerError } from '../errors.ts';
+import { headersIncomplete, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import { applyBounceRewrite } from './bounce-stage.ts';
 import { checkBlocked } from './blocklist.ts';
 import { deliveryId, withDeliveryId } from './delivery-id.ts';
 import { runGuarded, type GuardContext } from './guarded-effect.ts';
-import { domainOf, parseSqsBody, type SesReceipt } from './notification.ts';
+import { domainOf, parseSqsBody, unusableRecipientsOf, type SesReceipt } from './notification.ts';
 import { headerView, withBodies } from './parse.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import type { PipelinePorts } from './ports.ts';
@@ -76,6 +77,8 @@ export interface MessageOutcome {
   tableFault?: string;
   /** The mail's S3 object already records that the worker gave up on it (status=failed, processed=false). */
   failureRecorded?: boolean;
+  /** Mail-controlled sizes past their bound (the mail was delivered, the feature needing them skipped). */
+  limits?: MailLimit[];
 }
 
 export interface ProcessOptions {
@@ -125,7 +128,7 @@ export async function processMessage(
     bounceRewritten: false,
     loopMarker: false,
   };
-  const parsed = parseSqsBody(message.body);
+  const parsed = parseSqsBody(message.body, ports.settings.notificationSources);
   if (parsed.kind === 'invalid') {
     return { ...base, disposition: 'dead-letter', status: 'malformed', reason: parsed.reason };
   }
@@ -140,14 +143,21 @@ export async function processMessage(
     }),
   };
   const mine = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
-  withId.ignoredRecipients = receipt.recipients.filter((r) => domainOf(r) !== ports.domain);
+  const unusable = receipt.invalidRecipients.map((r) => r.address);
+  withId.ignoredRecipients = [...receipt.recipients, ...unusable].filter((r) => domainOf(r) !== ports.domain);
   if (withId.ignoredRecipients.length > 0) {
     ports.logger.warn(
       { sesMessageId: receipt.sesMessageId, ignored: withId.ignoredRecipients.map(ports.redact) },
       'Security: ignored message for wrong domain',
     );
   }
-  if (mine.length === 0) return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+  if (mine.length === 0 && unusableRecipientsOf(receipt, ports.domain).length === 0)
+    return { ...withId, disposition: 'delete', status: 'wrong-domain' };
+  if (receipt.invalidSource)
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, source: receipt.invalidSource },
+      'unusable envelope sender: delivering with the null sender',
+    );
   if (message.replay?.invalidGeneration !== undefined) {
     ports.logger.warn(
       { sesMessageId: receipt.sesMessageId, generation: message.replay.invalidGeneration },
@@ -241,24 +251,28 @@ async function processReceipt(
   const view = headerView(splitMessage(raw));
   const hasLoopMarker = ports.loopMarker.isTrusted(
     view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [],
+    recipients,
   );
   const bounce = hasLoopMarker
     ? { isSesBounce: false, raw, rewritten: false }
-    : await applyBounceRewrite(raw, view, receipt.source, ports);
+    : await applyBounceRewrite(raw, view, receipt, ports);
 
   const settings = await ports.rules.settingsFor(recipients);
   const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
   markBlocked(attempt, blockDecisions(receipt, view, recipients, settings), virusRejected, ports);
 
   const outcomes = progress.recipients;
+  for (const { address, reason } of unusableRecipientsOf(receipt, ports.domain))
+    outcomes.set(address, { recipient: address, state: 'invalid', detail: `unusable address: ${reason}` });
   const toDeliver = recipients.filter((r) => !outcomes.has(r));
   const delivery =
     toDeliver.length > 0 ? await deliver(attempt, toDeliver, bounce.raw, ports) : emptyDelivery();
   for (const result of delivery.outcomes) outcomes.set(result.recipient, result);
 
-  const withRules = hasLoopMarker
-    ? []
-    : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
+  const withRules =
+    hasLoopMarker || headersIncomplete(view.limits)
+      ? []
+      : recipients.filter((r) => settings.get(r)?.rule && outcomes.get(r)?.state === 'delivered');
   const { effects, view: ruleView } = await applyRules(
     attempt,
     withRules,
@@ -273,7 +287,12 @@ async function processReceipt(
     ports,
   );
 
-  const results = recipients.map((r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const });
+  const results = [...new Set([...recipients, ...outcomes.keys()])].map(
+    (r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const },
+  );
+  const fromRules = [...settings.values()].flatMap((s) => s.limits ?? []);
+  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...fromRules])];
+  for (const limit of limits) ports.metrics.mailLimitHit(ports.domain, limit);
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');
   const status = recipientsFinal ? finalStatus(results) : 'deferred';
@@ -291,6 +310,7 @@ async function processReceipt(
     waitingOnClaims: onlyClaimsPending(results, effects),
     ...deploymentFindings(delivery, effects),
     ...(recorded.processed === 'false' && recorded.status === 'failed' && { failureRecorded: true }),
+    ...(limits.length > 0 && { limits }),
   };
 }
 
@@ -542,6 +562,7 @@ async function recordAudit(
     processed_by: `worker-${ports.domain}`,
     status,
     ...(invalid.length > 0 && { invalid_inboxes: invalid.join(',') }),
+    ...(receipt.invalidSource && { invalid_source: receipt.invalidSource.address }),
     ...(rejected.length > 0 && {
       content_rejected: rejected.map((r) => `${r.recipient}: ${r.detail ?? r.code ?? ''}`).join(' | '),
     }),

@@ -150,7 +150,15 @@ async function autoReply(input: RuleInput, ports: PipelinePorts, guard: GuardCon
         message: input.rule.oooMessage,
         contentType: input.rule.oooContentType,
         subjectPrefix: ports.settings.autoReplySubjectPrefix,
-        loopMarker: { name: ports.loopMarker.name, value: ports.loopMarker.valueFor(receipt.sesMessageId) },
+        loopMarker: {
+          name: ports.loopMarker.name,
+          value: ports.loopMarker.valueFor({
+            kind: 'auto-reply',
+            sesMessageId: receipt.sesMessageId,
+            origin: recipient,
+            target,
+          }),
+        },
         messageIdDomain: ports.domain,
         now: new Date(now),
       });
@@ -191,7 +199,16 @@ async function forward(
       originalRecipient: recipient,
       domain: ports.domain,
       subjectPrefix: ports.settings.forwardSubjectPrefix,
-      loopMarker: { name: ports.loopMarker.name, value: ports.loopMarker.valueFor(receipt.sesMessageId) },
+      loopMarker: {
+        name: ports.loopMarker.name,
+        value: ports.loopMarker.valueFor({
+          kind: 'forward',
+          sesMessageId: receipt.sesMessageId,
+          origin: recipient,
+          target,
+        }),
+        carried: ports.loopMarker.carried(input.view.headers.get(ports.loopMarker.name.toLowerCase()) ?? []),
+      },
       messageIdDomain: ports.domain,
       now: new Date(ports.clock.now()),
     });

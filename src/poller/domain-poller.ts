@@ -407,6 +407,7 @@ export class DomainPoller {
       }),
       ...(outcome.bounceRewritten && { bounceRewritten: true }),
       ...(outcome.loopMarker && { loopMarker: true }),
+      ...(outcome.limits && { limits: outcome.limits }),
       ...(outcome.reason !== undefined && { reason: outcome.reason }),
       durationMs,
     };

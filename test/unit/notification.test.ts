@@ -1,6 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { domainOf, parseSqsBody, type ParsedBody, type SesReceipt } from '../../src/pipeline/notification.ts';
+import {
+  domainOf,
+  parseSqsBody,
+  unusableRecipientsOf,
+  type ParsedBody,
+  type SesReceipt,
+} from '../../src/pipeline/notification.ts';
 import {
   DEFAULT_TOPIC_ARN,
   sesNotification,
@@ -66,6 +72,7 @@ describe('parseSqsBody with an S3 action', () => {
         sesMessageId: MESSAGE_ID,
         source: 'alice@sender.test',
         recipients: ['bob@example.com'],
+        invalidRecipients: [],
         timestamp: '2024-05-01T12:34:56.789Z',
         verdicts: ALL_PASS,
         mail: { kind: 's3', bucket: 'example-com-emails', key: `inbound/${MESSAGE_ID}` },
@@ -127,6 +134,7 @@ describe('parseSqsBody with an S3 action', () => {
       sesMessageId: 'd6iitobk75ur44p8kdnnp7g2n800',
       source: '61967230-7A45-4A9D-BEC9-87CBCF2211C9@example.com',
       recipients: ['recipient@example.com'],
+      invalidRecipients: [],
       timestamp: '2015-09-11T20:32:33.936Z',
       verdicts: ALL_PASS,
       mail: { kind: 's3', bucket: 'my-S3-bucket', key: 'email/d6iitobk75ur44p8kdnnp7g2n800' },
@@ -582,6 +590,162 @@ describe('parseSqsBody verdicts', () => {
     const n = editable(s3Notification());
     n.receipt.spamVerdict = [{ status: 'PASS' }];
     assert.equal(receiptOf(parseSqsBody(JSON.stringify(n))).verdicts.spam, 'UNKNOWN');
+  });
+});
+
+describe('parseSqsBody checks envelope addresses before any SMTP command is built from them', () => {
+  const hostile = [
+    'x>@example.com',
+    '<bob@example.com>',
+    'a\r\nRCPT TO:<evil@attacker.test>@example.com',
+    'bob\n@example.com',
+    'b\u0000ob@example.com',
+    'b ob@example.com',
+    'bob@exa mple.com',
+    `${'l'.repeat(65)}@example.com`,
+    `bob@${'d'.repeat(64)}.example.com`,
+    'nobody',
+    '@example.com',
+    'b..ob@example.com',
+    'bob\u202e@example.com',
+  ];
+
+  it('keeps usable recipients and lists every unusable one with a reason', () => {
+    const n = s3Notification({ recipients: ['bob@example.com', ...hostile] });
+    const receipt = receiptOf(parseSqsBody(JSON.stringify(n)));
+    assert.deepEqual(receipt.recipients, ['bob@example.com']);
+    assert.deepEqual(
+      receipt.invalidRecipients.map((r) => r.address),
+      hostile.map((h) => h.trim().toLowerCase()),
+    );
+    for (const r of receipt.invalidRecipients) assert.ok(r.reason.length > 0, JSON.stringify(r));
+  });
+
+  it('accepts RFC 5321 mailboxes that look unusual: tags, SRS, quoted local parts, UTF-8, address literals', () => {
+    const unusual = [
+      'bob+tag@example.com',
+      'srs0=hhh=tt=other.test=bob@example.com',
+      '"bob.smith"@example.com',
+      'jürgen@example.com',
+      'bob@[192.0.2.1]',
+      `${'l'.repeat(64)}@example.com`,
+    ];
+    const receipt = receiptOf(parseSqsBody(JSON.stringify(s3Notification({ recipients: unusual }))));
+    assert.deepEqual(receipt.recipients, unusual);
+    assert.deepEqual(receipt.invalidRecipients, []);
+  });
+
+  it('gives each domain only its own unusable recipients, once', () => {
+    const n = s3Notification({ recipients: ['x>@example.com', 'x>@example.com', 'y>@other.test'] });
+    const receipt = receiptOf(parseSqsBody(JSON.stringify(n)));
+    assert.deepEqual(
+      unusableRecipientsOf(receipt, 'example.com').map((r) => r.address),
+      ['x>@example.com'],
+    );
+  });
+
+  it('turns an unusable envelope sender into the null sender and keeps the original', () => {
+    for (const source of ['evil>@x.test', 'a\r\nRCPT TO:<b@c>', 'a b@x.test', `${'l'.repeat(300)}@x.test`]) {
+      const receipt = receiptOf(parseSqsBody(JSON.stringify(s3Notification({ source }))));
+      assert.equal(receipt.source, '', JSON.stringify(source));
+      assert.equal(receipt.invalidSource?.address.startsWith(source.trim().slice(0, 100)), true);
+      assert.ok(receipt.invalidSource.reason.length > 0);
+      assert.ok(receipt.invalidSource.address.length <= 321, 'cut for the log');
+    }
+  });
+
+  it('reads <> as the null sender without calling it unusable', () => {
+    const receipt = receiptOf(parseSqsBody(JSON.stringify(s3Notification({ source: '<>' }))));
+    assert.equal(receipt.source, '');
+    assert.equal(receipt.invalidSource, undefined);
+  });
+
+  it('refuses a bucket name or object key that no S3 action writes', () => {
+    for (const [field, value] of [
+      ['bucketName', 'bucket\r\nx'],
+      ['bucketName', '../etc'],
+      ['bucketName', 'a'],
+      ['objectKey', 'key\r\nHost: evil'],
+      ['objectKey', 'k'.repeat(1025)],
+    ] as const) {
+      const n = editable(s3Notification());
+      n.receipt.action[field] = value;
+      assert.match(
+        reasonOf(parseSqsBody(JSON.stringify(n))),
+        new RegExp(field),
+        `${field}=${JSON.stringify(value)}`,
+      );
+    }
+  });
+});
+
+describe('parseSqsBody never throws', () => {
+  const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+
+  it('reads values nested 100,000 deep as what they are, with a short reason', () => {
+    for (const body of [
+      `{"Type":${deep}}`,
+      `{"notificationType":${deep}}`,
+      JSON.stringify({
+        ...s3Notification(),
+        receipt: { ...s3Notification().receipt, action: { type: 'x' } },
+      }).replace('"type":"x"', `"type":${deep}`),
+    ]) {
+      const reason = reasonOf(parseSqsBody(body));
+      assert.ok(reason.length <= 501, `${reason.length} characters`);
+      assert.match(reason, /a JSON array/);
+    }
+  });
+
+  it('cuts every reason to a log-sized length', () => {
+    const n = editable(s3Notification());
+    n.receipt.action = { type: 'x'.repeat(300_000) };
+    assert.ok(reasonOf(parseSqsBody(JSON.stringify(n))).length <= 501);
+  });
+});
+
+describe('parseSqsBody confines notifications to the expected topics and buckets', () => {
+  const TOPIC = 'arn:aws:sns:us-east-1:123456789012:example-com-inbound';
+  const sources = { topicArns: [TOPIC], buckets: ['example-com-emails'] };
+  const withTopic = (topicArn: string, bucket = 'example-com-emails') => s3Notification({ topicArn, bucket });
+
+  it('accepts a notification from an allowed topic naming an allowed bucket, enveloped or raw', () => {
+    const n = withTopic(TOPIC);
+    assert.equal(parseSqsBody(snsEnvelope(JSON.stringify(n), TOPIC), sources).kind, 'receipt');
+    assert.equal(parseSqsBody(JSON.stringify(n), sources).kind, 'receipt');
+  });
+
+  it('refuses another topic, in the SNS envelope or in the SES action, and names the setting', () => {
+    const other = 'arn:aws:sns:us-east-1:999999999999:attacker';
+    assert.match(
+      reasonOf(parseSqsBody(snsEnvelope(JSON.stringify(withTopic(TOPIC)), other), sources)),
+      /attacker.*ALLOWED_TOPIC_ARNS/,
+    );
+    assert.match(reasonOf(parseSqsBody(JSON.stringify(withTopic(other)), sources)), /ALLOWED_TOPIC_ARNS/);
+  });
+
+  it('refuses a raw notification that names no topic at all when topics are confined', () => {
+    const n = editable(withTopic(TOPIC));
+    delete n.receipt.action.topicArn;
+    assert.match(reasonOf(parseSqsBody(JSON.stringify(n), sources)), /no SNS topic/);
+  });
+
+  it('refuses another bucket and names the setting', () => {
+    assert.match(
+      reasonOf(parseSqsBody(JSON.stringify(withTopic(TOPIC, 'someone-elses-bucket')), sources)),
+      /someone-elses-bucket.*ALLOWED_MAIL_BUCKETS/,
+    );
+  });
+
+  it('allows anything when the lists are empty', () => {
+    const n = withTopic('arn:aws:sns:us-east-1:999999999999:any', 'any-bucket');
+    assert.equal(parseSqsBody(JSON.stringify(n), { topicArns: [], buckets: [] }).kind, 'receipt');
+  });
+
+  it('still deletes setup notifications from anywhere (they carry no mail)', () => {
+    assert.deepEqual(parseSqsBody(sesSetupNotification({ topicArn: 'arn:aws:sns:x:1:y' }), sources), {
+      kind: 'setup',
+    });
   });
 });
 
