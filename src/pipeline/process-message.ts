@@ -291,7 +291,7 @@ async function processReceipt(
     (r) => outcomes.get(r) ?? { recipient: r, state: 'deferred' as const },
   );
   const fromRules = [...settings.values()].flatMap((s) => s.limits ?? []);
-  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...fromRules])];
+  const limits = [...new Set([...(ruleView.limits ?? []), ...(bounce.limits ?? []), ...fromRules])];
   for (const limit of limits) ports.metrics.mailLimitHit(ports.domain, limit);
   const recipientsFinal = results.every((r) => r.state !== 'deferred');
   const effectsFinal = effects.every((e) => e.status !== 'deferred');

@@ -427,7 +427,7 @@ describe('hostile input against the built daemon', () => {
     const verdictCase = outcomes.find((c) => c.name === 'verdict #0');
     assert.match(
       deliveriesTo(verdictCase?.recipient ?? '')[0]?.raw.toString('latin1') ?? '',
-      /^X-SES-Spam-Verdict: UNKNOWN\r\n/,
+      /^X-SES-Worker-Delivery-Id: deliver\.[0-9a-f]{32}\r\nX-SES-Spam-Verdict: UNKNOWN\r\n/,
     );
   });
 
