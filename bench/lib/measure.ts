@@ -14,6 +14,11 @@ import { percentile, round } from './stats.ts';
 export interface ThroughputSpec {
   kind: ConsumerKind;
   mails: number;
+  /**
+   * Mails delivered before the measurement starts, by the same process: a fresh process compiles its hot code
+   * and grows its heap during its first few hundred mails, which is start-up, not the cost of a mail.
+   */
+  warmupMails: number;
   mailBytes: number;
   recipientsPerMail: number;
   domains: number;
@@ -43,7 +48,7 @@ export async function measureThroughput(
   const run = ++runCounter;
   const domains = Array.from({ length: spec.domains }, (_, i) => `r${run}d${i}.bench.test`);
   const queueUrls: string[] = [];
-  const perDomain = Math.ceil(spec.mails / spec.domains);
+  const perDomain = Math.ceil((spec.mails + spec.warmupMails) / spec.domains);
   for (const domain of domains) {
     const { queueUrl } = await createDomainQueue(stack.sqs, domain);
     queueUrls.push(queueUrl);
@@ -58,6 +63,7 @@ export async function measureThroughput(
     });
   }
   const expected = perDomain * spec.domains;
+  const warmup = Math.min(spec.warmupMails, expected - 2);
   const sink = await startBenchSink();
   const consumer = await startConsumer({
     kind: spec.kind,
@@ -69,20 +75,26 @@ export async function measureThroughput(
     ...(spec.env && { env: spec.env }),
   });
   try {
-    const { cpuAtFirst, countAtFirst, cpuAtLast } = await waitForDeliveries(sink, consumer.pid, expected);
+    const { cpuAtStart, countAtStart, cpuAtLast } = await waitForDeliveries(
+      sink,
+      consumer.pid,
+      Math.max(1, warmup),
+      expected,
+    );
     await waitForEmptyQueues(stack, queueUrls);
     const peak = peakRssMb(consumer.pid);
-    const deliveries = await sink.deliveries();
-    const times = deliveries.map((d) => d.deliveredAt).sort((a, b) => a - b);
-    const first = times[0] ?? 0;
-    const last = times[times.length - 1] ?? 0;
-    const latencies = deliveries.map((d) => d.deliveredAt - Math.max(d.enqueuedAt, consumer.startedAt));
+    const deliveries = (await sink.deliveries()).sort((a, b) => a.deliveredAt - b.deliveredAt);
+    const measured = deliveries.slice(Math.max(0, warmup - 1));
+    const first = measured[0]?.deliveredAt ?? 0;
+    const last = measured[measured.length - 1]?.deliveredAt ?? 0;
+    const measuredSince = warmup > 0 ? first : consumer.startedAt;
+    const latencies = measured.map((d) => d.deliveredAt - Math.max(d.enqueuedAt, measuredSince));
     const seqs = new Set(deliveries.map((d) => d.seq));
     return {
-      msgs_per_s: round(((deliveries.length - 1) * 1000) / Math.max(1, last - first)),
+      msgs_per_s: round(((measured.length - 1) * 1000) / Math.max(1, last - first)),
       p50_ms: round(percentile(latencies, 50), 0),
       p99_ms: round(percentile(latencies, 99), 0),
-      cpu_ms_per_msg: round((cpuAtLast - cpuAtFirst) / Math.max(1, expected - countAtFirst), 2),
+      cpu_ms_per_msg: round((cpuAtLast - cpuAtStart) / Math.max(1, expected - countAtStart), 2),
       peak_rss_mb: round(peak, 0),
       delivered: seqs.size,
       duplicates: deliveries.length - seqs.size,
@@ -96,21 +108,23 @@ export async function measureThroughput(
   }
 }
 
+/** Samples the consumer's CPU when `start` mails have arrived and when all `expected` have. */
 async function waitForDeliveries(
   sink: BenchSink,
   pid: number,
+  start: number,
   expected: number,
-): Promise<{ cpuAtFirst: number; countAtFirst: number; cpuAtLast: number }> {
+): Promise<{ cpuAtStart: number; countAtStart: number; cpuAtLast: number }> {
   const deadline = Date.now() + 15 * 60_000;
-  let cpuAtFirst: number | undefined;
-  let countAtFirst = 0;
+  let cpuAtStart: number | undefined;
+  let countAtStart = 0;
   for (;;) {
     const count = await sink.count();
-    if (cpuAtFirst === undefined && count > 0) {
-      cpuAtFirst = cpuMs(pid);
-      countAtFirst = count;
+    if (cpuAtStart === undefined && count >= start) {
+      cpuAtStart = cpuMs(pid);
+      countAtStart = count;
     }
-    if (count >= expected) return { cpuAtFirst: cpuAtFirst ?? 0, countAtFirst, cpuAtLast: cpuMs(pid) };
+    if (count >= expected) return { cpuAtStart: cpuAtStart ?? 0, countAtStart, cpuAtLast: cpuMs(pid) };
     if (Date.now() > deadline) throw new Error(`only ${count} of ${expected} mails arrived`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -222,11 +236,11 @@ export async function measureLargeMail(
     });
   try {
     await put(10_000);
-    await waitForDeliveries(sink, consumer.pid, 1);
+    await waitForDeliveries(sink, consumer.pid, 1, 1);
     const before = peakRssMb(consumer.pid);
     const started = Date.now();
     await put(bytes);
-    await waitForDeliveries(sink, consumer.pid, 2);
+    await waitForDeliveries(sink, consumer.pid, 2, 2);
     const deliverMs = Date.now() - started;
     const growth = peakRssMb(consumer.pid) - before;
     const mailMb = bytes / (1024 * 1024);

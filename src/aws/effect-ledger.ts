@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import {
+  BatchGetCommand,
+  BatchWriteCommand,
   DeleteCommand,
   GetCommand,
   PutCommand,
@@ -66,7 +68,13 @@ export interface DynamoLedgerOptions {
    * over. The visibility heartbeat renews the claims of the message it keeps invisible.
    */
   leaseSeconds?: number;
+  /** How long a complete waits for others to share its batch (0: one UpdateItem each, no batching). */
+  completeLingerMs?: number;
 }
+
+/** BatchWriteItem takes 25 items; fewer than this many completes go out one UpdateItem each, which is cheaper. */
+const COMPLETE_BATCH = 25;
+const BATCH_MIN = 3;
 
 const OWNED_IN_PROGRESS = '#s = :inprogress AND #o = :owner';
 
@@ -81,6 +89,110 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
   });
   const conditionFailed = (error: unknown) =>
     error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException';
+
+  async function completeOne(claim: Claim): Promise<CompleteResult> {
+    const now = nowSeconds();
+    const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
+    try {
+      await callDynamo('UpdateItem', () =>
+        ddb.send(
+          new UpdateCommand({
+            TableName,
+            Key: { pk: claim.key },
+            UpdateExpression:
+              'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
+            ConditionExpression: OWNED_IN_PROGRESS,
+            ExpressionAttributeNames,
+            ExpressionAttributeValues: {
+              ...ExpressionAttributeValues,
+              ':done': 'COMPLETED',
+              ':now': now,
+              ':exp': now + retention,
+            },
+          }),
+        ),
+      );
+      return 'completed';
+    } catch (error) {
+      if (conditionFailed(error)) return 'lost';
+      throw error;
+    }
+  }
+
+  /**
+   * Completes of many messages in two calls instead of one each: a consistent BatchGetItem finds the claims still
+   * ours, a BatchWriteItem marks those done. BatchWriteItem takes no condition, so ownership is read just before
+   * the write; a takeover in between needs the lease (renewed by the heartbeat) to run out in those milliseconds,
+   * and would then mean both workers did the effect, which the mailbox's duplicate check catches.
+   */
+  async function completeMany(claims: readonly Claim[]): Promise<CompleteResult[]> {
+    const now = nowSeconds();
+    const found = await batchRead(claims.map((c) => c.key));
+    const ours = claims.filter((c) => {
+      const item = found.get(c.key);
+      return item?.status === 'INPROGRESS' && item.owner === c.token;
+    });
+    await batchWrite(
+      ours.map((c) => ({
+        pk: c.key,
+        status: 'COMPLETED',
+        completed_at: now,
+        expires_at: now + retention,
+      })),
+    );
+    const done = new Set(ours);
+    return claims.map((c) => (done.has(c) ? 'completed' : 'lost'));
+  }
+
+  async function batchRead(keys: readonly string[]): Promise<Map<string, Record<string, unknown>>> {
+    const found = new Map<string, Record<string, unknown>>();
+    let request: Record<string, unknown>[] = keys.map((pk) => ({ pk }));
+    for (let attempt = 0; request.length > 0; attempt++) {
+      if (attempt > 0) await unprocessedPause(attempt, 'BatchGetItem');
+      const response = await callDynamo('BatchGetItem', () =>
+        ddb.send(
+          new BatchGetCommand({
+            RequestItems: {
+              [TableName]: {
+                Keys: request,
+                ConsistentRead: true,
+                ProjectionExpression: 'pk, #s, #o',
+                ExpressionAttributeNames: { '#s': 'status', '#o': 'owner' },
+              },
+            },
+          }),
+        ),
+      );
+      for (const item of response.Responses?.[TableName] ?? []) found.set(String(item.pk), item);
+      request = (response.UnprocessedKeys?.[TableName]?.Keys ?? []) as Record<string, unknown>[];
+    }
+    return found;
+  }
+
+  async function batchWrite(items: readonly Record<string, unknown>[]): Promise<void> {
+    let request = items.map((Item) => ({ PutRequest: { Item } }));
+    for (let attempt = 0; request.length > 0; attempt++) {
+      if (attempt > 0) await unprocessedPause(attempt, 'BatchWriteItem');
+      const response = await callDynamo('BatchWriteItem', () =>
+        ddb.send(new BatchWriteCommand({ RequestItems: { [TableName]: request } })),
+      );
+      request = (response.UnprocessedItems?.[TableName] ?? []) as typeof request;
+    }
+  }
+
+  /** DynamoDB hands back unprocessed keys when throttled: wait, and give up (temporarily) after a few rounds. */
+  async function unprocessedPause(attempt: number, operation: string): Promise<void> {
+    if (attempt > 5) {
+      throw new WorkerError('DYNAMODB_ERROR', `${operation} left items unprocessed after 5 retries`, {
+        temporary: true,
+      });
+    }
+    await options.clock.sleep(50 * 2 ** (attempt - 1));
+  }
+
+  const completer = batcher<Claim, CompleteResult>(options.completeLingerMs ?? 20, COMPLETE_BATCH, (batch) =>
+    batch.length < BATCH_MIN ? Promise.all(batch.map(completeOne)) : completeMany(batch),
+  );
 
   return {
     enabled: true,
@@ -115,34 +227,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
         return existing.Item?.status === 'COMPLETED' ? { state: 'done' } : { state: 'busy' };
       }
     },
-    async complete(claim) {
-      const now = nowSeconds();
-      const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
-      try {
-        await callDynamo('UpdateItem', () =>
-          ddb.send(
-            new UpdateCommand({
-              TableName,
-              Key: { pk: claim.key },
-              UpdateExpression:
-                'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
-              ConditionExpression: OWNED_IN_PROGRESS,
-              ExpressionAttributeNames,
-              ExpressionAttributeValues: {
-                ...ExpressionAttributeValues,
-                ':done': 'COMPLETED',
-                ':now': now,
-                ':exp': now + retention,
-              },
-            }),
-          ),
-        );
-        return 'completed';
-      } catch (error) {
-        if (conditionFailed(error)) return 'lost';
-        throw error;
-      }
-    },
+    complete: (claim) => completer.complete(claim),
     async renew(claim) {
       const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
       try {
@@ -177,6 +262,38 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
       ).catch((error: unknown) => {
         // Not ours any more: whoever holds it now decides what happens to it.
         if (!conditionFailed(error)) throw error;
+      });
+    },
+  };
+}
+
+/**
+ * Collects calls for up to `lingerMs` (or until `max` are waiting) and hands them to `run` together; each caller
+ * gets its own result, or the batch's error.
+ */
+function batcher<T, R>(
+  lingerMs: number,
+  max: number,
+  run: (batch: T[]) => Promise<R[]>,
+): { complete(item: T): Promise<R> } {
+  let pending: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    const batch = pending;
+    pending = [];
+    run(batch.map((p) => p.item)).then(
+      (results) => batch.forEach((p, i) => p.resolve(results[i] as R)),
+      (error: unknown) => batch.forEach((p) => p.reject(error)),
+    );
+  };
+  return {
+    complete(item) {
+      return new Promise<R>((resolve, reject) => {
+        pending.push({ item, resolve, reject });
+        if (pending.length >= max || lingerMs === 0) flush();
+        else timer ??= setTimeout(flush, lingerMs);
       });
     },
   };

@@ -118,6 +118,7 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
   { action: 'dynamodb:GetItem', resource: 'table', why: 'ledger and auto-reply state reads' },
   { action: 'dynamodb:PutItem', resource: 'table', why: 'ledger claims, auto-reply claims' },
   { action: 'dynamodb:UpdateItem', resource: 'table', why: 'ledger completes and lease renewals' },
+  { action: 'dynamodb:BatchWriteItem', resource: 'table', why: 'ledger completes of many messages at once' },
   { action: 'dynamodb:DeleteItem', resource: 'table', why: 'release failed claims' },
   { action: 'dynamodb:DescribeTable', resource: 'table', why: 'start-up check of key schemas' },
   { action: 'dynamodb:DescribeTimeToLive', resource: 'table', why: 'start-up check of TTL attributes' },

@@ -25,6 +25,51 @@ export type Guarded<R> =
   | { state: 'unclaimed'; error: WorkerError }
   | { state: 'ran'; result: R };
 
+/** The claims of one step, taken before its effect: won keys with their claims, and the fates of the rest. */
+export interface ClaimSet {
+  readonly claims: Map<string, Claim>;
+  readonly fates: Map<string, Guarded<never>>;
+}
+
+/**
+ * Claims every key at once. Kept apart from running the effect so a message can claim its deliveries while its mail
+ * is still being fetched: both need only the notification.
+ */
+export async function claimAll(ctx: GuardContext, keys: readonly string[]): Promise<ClaimSet> {
+  const set: ClaimSet = { claims: new Map(), fates: new Map() };
+  await Promise.all(
+    keys.map(async (key) => {
+      try {
+        const result = await ctx.ledger.claim(key);
+        if (result.state === 'claimed') {
+          set.claims.set(key, result.claim);
+          ctx.liveClaims.add(result.claim);
+        } else set.fates.set(key, { state: result.state === 'done' ? 'done-before' : 'busy' });
+      } catch (error) {
+        ctx.metrics.ledgerError(ctx.domain, 'claim');
+        set.fates.set(key, { state: 'unclaimed', error: asWorkerError(error, 'ledger claim') });
+      }
+    }),
+  );
+  return set;
+}
+
+/** Gives back claims whose effect will not run (the recipient blocked the sender, the mail is a redelivery). */
+export async function releaseClaims(
+  ctx: GuardContext,
+  set: ClaimSet,
+  keys?: Iterable<string>,
+): Promise<void> {
+  const chosen = keys ? [...keys].filter((k) => set.claims.has(k)) : [...set.claims.keys()];
+  await Promise.all(
+    chosen.map((key) => {
+      const claim = set.claims.get(key)!;
+      set.claims.delete(key);
+      return release(ctx, claim);
+    }),
+  );
+}
+
 /**
  * The one way to run ledger-guarded effects: claims every key at once, runs `effect` once for the keys won, then
  * records those that `happened` and releases the others, again all at once — so the DynamoDB round trips per mail
@@ -32,39 +77,27 @@ export type Guarded<R> =
  */
 export async function runGuarded<R>(
   ctx: GuardContext,
-  keys: readonly string[],
+  keys: readonly string[] | ClaimSet,
   effect: (claimed: readonly string[]) => Promise<ReadonlyMap<string, R>>,
   happened: (result: R) => boolean,
 ): Promise<Map<string, Guarded<R>>> {
-  const fates = new Map<string, Guarded<R>>();
-  const claims = new Map<string, Claim>();
-  await Promise.all(
-    keys.map(async (key) => {
-      try {
-        const result = await ctx.ledger.claim(key);
-        if (result.state === 'claimed') {
-          claims.set(key, result.claim);
-          ctx.liveClaims.add(result.claim);
-        } else fates.set(key, { state: result.state === 'done' ? 'done-before' : 'busy' });
-      } catch (error) {
-        ctx.metrics.ledgerError(ctx.domain, 'claim');
-        fates.set(key, { state: 'unclaimed', error: asWorkerError(error, 'ledger claim') });
-      }
-    }),
-  );
+  const set = 'claims' in keys ? keys : await claimAll(ctx, keys);
+  const fates = new Map<string, Guarded<R>>(set.fates);
+  const claims = set.claims;
   if (claims.size === 0) return fates;
 
   let results: ReadonlyMap<string, R>;
   try {
     results = await effect([...claims.keys()]);
   } catch (error) {
-    await Promise.all([...claims.values()].map((claim) => release(ctx, claim)));
+    await releaseClaims(ctx, set);
     throw error;
   }
   await Promise.all(
     [...claims].map(async ([key, claim]) => {
       const result = results.get(key);
       if (result === undefined) {
+        claims.delete(key);
         await release(ctx, claim);
         fates.set(key, {
           state: 'unclaimed',
@@ -73,6 +106,7 @@ export async function runGuarded<R>(
         return;
       }
       await (happened(result) ? record(ctx, claim) : release(ctx, claim));
+      claims.delete(key);
       fates.set(key, { state: 'ran', result });
     }),
   );

@@ -10,7 +10,7 @@ import type { RecipientDelivery } from '../smtp/classify.ts';
 import { applyBounceRewrite } from './bounce-stage.ts';
 import { checkBlocked } from './blocklist.ts';
 import { deliveryId, withDeliveryId } from './delivery-id.ts';
-import { runGuarded, type GuardContext } from './guarded-effect.ts';
+import { claimAll, releaseClaims, runGuarded, type ClaimSet, type GuardContext } from './guarded-effect.ts';
 import { domainOf, parseSqsBody, unusableRecipientsOf, type SesReceipt } from './notification.ts';
 import { headerView, withBodies } from './parse.ts';
 import { splitMessage } from '../mail/header-block.ts';
@@ -109,6 +109,11 @@ interface Attempt {
   replay: boolean;
   guard: GuardContext;
   progress: Progress;
+  /**
+   * Started together with the fetch, since they need only the notification: the recipients' rules and blocklists,
+   * and the claims of their deliveries (released again for those that turn out blocked).
+   */
+  early: { settings: Promise<Map<string, RecipientSettings>>; claims: Promise<ClaimSet> };
 }
 
 /**
@@ -165,20 +170,22 @@ export async function processMessage(
     );
   }
 
+  const guard: GuardContext = {
+    ledger: ports.ledger,
+    liveClaims: options.liveClaims ?? new Set(),
+    domain: ports.domain,
+    logger: ports.logger,
+    metrics: ports.metrics,
+    sleep: (ms) => ports.clock.sleep(ms),
+  };
   const attempt: Attempt = {
     receipt,
     recipients: mine,
     generation: message.replay?.generation ?? 0,
     replay: message.replay !== undefined,
-    guard: {
-      ledger: ports.ledger,
-      liveClaims: options.liveClaims ?? new Set(),
-      domain: ports.domain,
-      logger: ports.logger,
-      metrics: ports.metrics,
-      sleep: (ms) => ports.clock.sleep(ms),
-    },
+    guard,
     progress: { recipients: new Map(), effects: [] },
+    early: startEarly(receipt, mine, message.replay?.generation ?? 0, guard, ports),
   };
   let release = () => {};
   try {
@@ -186,6 +193,7 @@ export async function processMessage(
     release = fetched.release;
     return await processReceipt(attempt, fetched, withId, ports);
   } catch (error) {
+    await releaseClaims(guard, await attempt.early.claims);
     if (error instanceof WorkerError && error.code === 'SHUTTING_DOWN') {
       return { ...withId, disposition: 'release', status: 'deferred', reason: error.message };
     }
@@ -239,6 +247,7 @@ async function processReceipt(
   // A final verdict in the object's metadata is written only once everything was final: this notification is a
   // redelivery (SNS, a lost delete). A replay asked for the mail to be handled again.
   if (recorded.processed === 'true' && !attempt.replay) {
+    await releaseClaims(attempt.guard, await attempt.early.claims);
     return {
       ...base,
       disposition: 'delete',
@@ -257,7 +266,7 @@ async function processReceipt(
     ? { isSesBounce: false, raw, rewritten: false }
     : await applyBounceRewrite(raw, view, receipt, ports);
 
-  const settings = await ports.rules.settingsFor(recipients);
+  const settings = await attempt.early.settings;
   const virusRejected = ports.settings.virusPolicy === 'reject' && receipt.verdicts.virus === 'FAIL';
   markBlocked(attempt, blockDecisions(receipt, view, recipients, settings), virusRejected, ports);
 
@@ -265,8 +274,9 @@ async function processReceipt(
   for (const { address, reason } of unusableRecipientsOf(receipt, ports.domain))
     outcomes.set(address, { recipient: address, state: 'invalid', detail: `unusable address: ${reason}` });
   const toDeliver = recipients.filter((r) => !outcomes.has(r));
+  const claims = await claimsFor(attempt, toDeliver);
   const delivery =
-    toDeliver.length > 0 ? await deliver(attempt, toDeliver, bounce.raw, ports) : emptyDelivery();
+    toDeliver.length > 0 ? await deliver(attempt, toDeliver, claims, bounce.raw, ports) : emptyDelivery();
   for (const result of delivery.outcomes) outcomes.set(result.recipient, result);
 
   const withRules =
@@ -388,6 +398,42 @@ function onlyClaimsPending(results: RecipientOutcome[], effects: EffectResult[])
   return pending.length > 0 && pending.every((p) => p.claimed === true);
 }
 
+function deliverKey(receipt: SesReceipt, recipient: string, generation: number): string {
+  return effectKey(receipt.sesMessageId, recipient, 'deliver', generation);
+}
+
+function startEarly(
+  receipt: SesReceipt,
+  recipients: readonly string[],
+  generation: number,
+  guard: GuardContext,
+  ports: PipelinePorts,
+): Attempt['early'] {
+  const settings = ports.rules.settingsFor(recipients);
+  // Awaited later, or never when the fetch fails first: that must not count as an unhandled rejection.
+  settings.catch(() => undefined);
+  const claims = claimAll(
+    guard,
+    recipients.map((r) => deliverKey(receipt, r, generation)),
+  );
+  return { settings, claims };
+}
+
+/** The early claims of the recipients to deliver to now; those of the others (blocked) are given back. */
+async function claimsFor(attempt: Attempt, toDeliver: readonly string[]): Promise<ClaimSet> {
+  const all = await attempt.early.claims;
+  const wanted = new Set(toDeliver.map((r) => deliverKey(attempt.receipt, r, attempt.generation)));
+  await releaseClaims(
+    attempt.guard,
+    all,
+    [...all.claims.keys()].filter((key) => !wanted.has(key)),
+  );
+  return {
+    claims: all.claims,
+    fates: new Map([...all.fates].filter(([key]) => wanted.has(key))),
+  };
+}
+
 async function fetchRaw(
   receipt: SesReceipt,
   ports: PipelinePorts,
@@ -454,16 +500,15 @@ function emptyDelivery(): DeliveryResult {
 async function deliver(
   attempt: Attempt,
   recipients: string[],
+  claims: ClaimSet,
   raw: Buffer,
   ports: PipelinePorts,
 ): Promise<DeliveryResult> {
   const { receipt, generation } = attempt;
-  const keyOf = new Map(
-    recipients.map((r) => [effectKey(receipt.sesMessageId, r, 'deliver', generation), r] as const),
-  );
+  const keyOf = new Map(recipients.map((r) => [deliverKey(receipt, r, generation), r] as const));
   const fates = await runGuarded(
     attempt.guard,
-    [...keyOf.keys()],
+    claims,
     async (claimed) => {
       const to = claimed.map((key) => keyOf.get(key) ?? key);
       const verdicts = ports.settings.addVerdictHeaders

@@ -10,6 +10,12 @@ export interface PollerOptions {
   maxMessages: number;
   /** Messages processed at once. */
   concurrency: number;
+  /**
+   * Long polls at once. One receive returns at most `maxMessages` after a round trip, so a single poll in flight
+   * caps the intake at maxMessages per round trip however large `concurrency` is; each further receiver only
+   * polls while there is room for a full batch. Default: one per `4 × maxMessages` of concurrency, at least 1.
+   */
+  receivers?: number;
   /** Visibility (seconds) given to a message after a temporary failure, by receive count (last entry repeats). */
   retrySchedule: readonly number[];
   /**
@@ -68,10 +74,13 @@ export class DomainPoller {
   private status: PollerStatus;
   private pauseUntil = 0;
   private pauseLevel = 0;
-  private slotFreed: (() => void) | undefined;
+  /** Wakes every receiver waiting for room. */
+  private readonly slotWaiters = new Set<() => void>();
+  /** Slots promised to receives in flight, so two receivers never over-fill `concurrency`. */
+  private reserved = 0;
   /** Why the domain must not receive (a failed table check), and the wake-up for when that ends. */
   private holdReason: string | undefined;
-  private holdLifted: (() => void) | undefined;
+  private readonly holdWaiters = new Set<() => void>();
 
   constructor(
     private readonly queue: MailQueue,
@@ -91,15 +100,26 @@ export class DomainPoller {
 
   /** Runs until `stop()`; resolves once in-flight work has finished (or the grace deadline passed). */
   async run(): Promise<void> {
-    let failures = 0;
     // The queue is resolved by now; waiting for the first long poll to return would keep /ready at 503 for 20 s.
     this.update({ state: 'polling' });
+    const receivers =
+      this.options.receivers ??
+      Math.max(1, Math.floor(this.options.concurrency / (4 * this.options.maxMessages)));
+    await Promise.all(Array.from({ length: receivers }, (_, i) => this.receiveLoop(i === 0)));
+    await Promise.allSettled([...this.inFlight]);
+    await this.batcher.flush();
+    this.update({ state: 'stopped' });
+  }
+
+  /** One receiver; all but the first poll only when a whole batch fits, so they never starve each other. */
+  private async receiveLoop(first: boolean): Promise<void> {
+    let failures = 0;
     while (!this.stopping) {
-      await this.waitForSlot();
+      await this.waitForSlot(first ? 1 : this.options.maxMessages);
       if (this.stopping) break;
       if (this.holdReason !== undefined) {
         this.update({ state: 'error', lastError: this.holdReason });
-        await new Promise<void>((resolve) => (this.holdLifted = resolve));
+        await new Promise<void>((resolve) => this.holdWaiters.add(resolve));
         continue;
       }
       const now = this.ports.clock.now();
@@ -108,13 +128,16 @@ export class DomainPoller {
         await this.sleep(this.pauseUntil - now);
         continue;
       }
+      const room = Math.min(this.options.maxMessages, this.freeSlots());
+      if (room <= 0) continue;
+      this.reserved += room;
       let messages: QueueMessage[];
       try {
         // Never aborted: SQS keeps serving a long poll whose client went away, and hides whatever it hands to
         // it until the visibility timeout (measured on fauxqs). Letting the poll end costs at most
         // WAIT_TIME_SECONDS on shutdown; what it returns is released at once.
         messages = await this.queue.receive({
-          maxMessages: Math.min(this.options.maxMessages, this.options.concurrency - this.inFlight.size),
+          maxMessages: room,
           waitTimeSeconds: this.options.waitTimeSeconds,
         });
         if (this.stopping) {
@@ -132,12 +155,11 @@ export class DomainPoller {
         this.ports.logger.error({ err: message, attempt: failures }, 'ReceiveMessage failed');
         await this.sleep(backoffMs(failures - 1, 500, 30_000));
         continue;
+      } finally {
+        this.reserved -= room;
       }
       for (const message of messages) this.track(this.handle(message));
     }
-    await Promise.allSettled([...this.inFlight]);
-    await this.batcher.flush();
-    this.update({ state: 'stopped' });
   }
 
   /** Stops receiving; in-flight messages finish. Call `run()`'s promise to wait for the drain. */
@@ -146,8 +168,8 @@ export class DomainPoller {
     this.stopping = true;
     this.update({ state: 'stopping' });
     this.stopAbort.abort();
-    this.slotFreed?.();
-    this.holdLifted?.();
+    this.wakeReceivers();
+    this.liftHold();
   }
 
   /**
@@ -165,8 +187,7 @@ export class DomainPoller {
       delete this.status.lastError;
       this.update({ state: 'polling' });
     }
-    this.holdLifted?.();
-    this.holdLifted = undefined;
+    this.liftHold();
   }
 
   /** Received while stopping: make them visible again at once for another consumer. */
@@ -189,15 +210,30 @@ export class DomainPoller {
     void work.finally(() => {
       this.inFlight.delete(work);
       this.update({ lastActivityAt: this.ports.clock.now() });
-      this.slotFreed?.();
+      this.wakeReceivers();
     });
   }
 
-  private async waitForSlot(): Promise<void> {
-    while (!this.stopping && this.inFlight.size >= this.options.concurrency) {
-      await new Promise<void>((resolve) => (this.slotFreed = resolve));
-      this.slotFreed = undefined;
+  private freeSlots(): number {
+    return this.options.concurrency - this.inFlight.size - this.reserved;
+  }
+
+  private async waitForSlot(needed: number): Promise<void> {
+    while (!this.stopping && this.freeSlots() < needed) {
+      await new Promise<void>((resolve) => this.slotWaiters.add(resolve));
     }
+  }
+
+  private liftHold(): void {
+    const waiters = [...this.holdWaiters];
+    this.holdWaiters.clear();
+    for (const wake of waiters) wake();
+  }
+
+  private wakeReceivers(): void {
+    const waiters = [...this.slotWaiters];
+    this.slotWaiters.clear();
+    for (const wake of waiters) wake();
   }
 
   private async handle(message: QueueMessage): Promise<void> {

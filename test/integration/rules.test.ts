@@ -245,10 +245,15 @@ describe('mail behaviour through the pipeline', () => {
       });
       return cacheRig.outcome(put.messageId);
     };
-    const before = dynamoProxy.count('BatchGetItem');
+    // The ledger batches its completes with BatchGetItem too (on its own table): count the rules reads only.
+    const rulesReads = () =>
+      dynamoProxy.count('BatchGetItem', (r) => r.body?.includes('"email-rules"') === true);
+    const before = rulesReads();
     assert.equal((await send()).status, 'delivered');
-    assert.equal(dynamoProxy.count('BatchGetItem') - before, 1, 'one BatchGetItem for five recipients');
-    const batch = dynamoProxy.requests.filter((r) => r.operation === 'BatchGetItem').at(-1);
+    assert.equal(rulesReads() - before, 1, 'one BatchGetItem for five recipients');
+    const batch = dynamoProxy.requests
+      .filter((r) => r.operation === 'BatchGetItem' && r.body?.includes('"email-rules"'))
+      .at(-1);
     const tables = Object.keys(
       (JSON.parse(batch?.body ?? '{}') as { RequestItems?: object }).RequestItems ?? {},
     );
@@ -256,7 +261,7 @@ describe('mail behaviour through the pipeline', () => {
     assert.equal(dynamoProxy.count('GetItem'), 0);
 
     assert.equal((await send()).status, 'delivered');
-    assert.equal(dynamoProxy.count('BatchGetItem') - before, 1, 'the second mail was served from the cache');
+    assert.equal(rulesReads() - before, 1, 'the second mail was served from the cache');
   });
 
   it('records a forward over the SES limit as failed and still delivers the local copy', async () => {
