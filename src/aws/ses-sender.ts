@@ -1,6 +1,7 @@
 import { SendEmailCommand, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
+import { unpaced, type PermitOptions, type SendPacer } from './send-pacer.ts';
 
 /**
  * SES v2's raw send takes 40 MB — what SES accepts inbound — where v1 SendRawEmail stops at 10 MB; every mail SES
@@ -13,6 +14,8 @@ export interface SesSendRequest {
   from: string;
   destinations: readonly string[];
   raw: Buffer;
+  /** Waiting for a pacing permit: told when it starts and ends; aborted by the signal (shutdown). */
+  permit?: PermitOptions;
 }
 
 export interface MailSender {
@@ -25,8 +28,15 @@ export interface MailSender {
 
 export interface SesSenderOptions {
   clock: Clock;
-  /** Attempts while SES answers that it did not take the mail (throttling, 503, no connection). */
+  /** Attempts while SES answers that it did not take the mail (503, no connection). */
   attempts?: number;
+  /** The process-wide pacer of SES sends; default none. */
+  pacer?: SendPacer;
+  /**
+   * How long a send keeps backing off while SES throttles its rate (the pacer slows down meanwhile) before it
+   * counts as a temporary failure of the effect, retried with the message.
+   */
+  throttleBudgetMs?: number;
 }
 
 const PERMANENT = new Set([
@@ -46,6 +56,17 @@ const THROTTLED = new Set([
   'ServiceUnavailable',
   'ServiceUnavailableException',
 ]);
+
+/**
+ * "Maximum sending rate exceeded" passes in a second; "Daily message quota exceeded" (or a LimitExceeded) does not
+ * pass until SES's 24-hour window moves, so it is not waited out inside one attempt.
+ */
+function rateThrottled(error: unknown): boolean {
+  const name = awsErrorName(error) ?? '';
+  const message = error instanceof Error ? error.message : '';
+  if (name === 'LimitExceededException' || /daily|quota/i.test(message)) return false;
+  return ['ThrottlingException', 'Throttling', 'TooManyRequestsException'].includes(name);
+}
 
 /** The connection was never made, so the request never reached SES. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
@@ -82,8 +103,10 @@ export function sesFailureKind(error: unknown): SesFailure {
  */
 export function createSesSender(ses: SESv2Client, options: SesSenderOptions): MailSender {
   const attempts = options.attempts ?? 3;
+  const pacer = options.pacer ?? unpaced;
+  const throttleBudgetMs = options.throttleBudgetMs ?? 120_000;
   return {
-    async send({ from, destinations, raw }) {
+    async send({ from, destinations, raw, permit }) {
       // SES measures the limit after base64 encoding of the request.
       const encoded = Math.ceil(raw.length / 3) * 4;
       if (encoded > SES_MAX_RAW_BYTES) {
@@ -93,7 +116,10 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
           { temporary: false },
         );
       }
+      const started = options.clock.now();
+      let failures = 0;
       for (let attempt = 0; ; attempt++) {
+        await pacer.acquire(permit);
         try {
           const result = await ses.send(
             new SendEmailCommand({
@@ -105,8 +131,15 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
           return result.MessageId ?? '';
         } catch (error) {
           const kind = sesFailureKind(error);
-          if (kind === 'not-sent' && attempt + 1 < attempts) {
-            await options.clock.sleep(backoffMs(attempt, 200, 5_000));
+          if (kind === 'not-sent' && rateThrottled(error)) {
+            // Throttled although paced: slow the pacer down for everyone and wait for a later permit.
+            pacer.throttled();
+            if (options.clock.now() - started < throttleBudgetMs) {
+              await options.clock.sleep(backoffMs(Math.min(attempt, 5), 200, 5_000));
+              continue;
+            }
+          } else if (kind === 'not-sent' && ++failures < attempts) {
+            await options.clock.sleep(backoffMs(failures - 1, 200, 5_000));
             continue;
           }
           if (kind === 'unknown') {

@@ -62,6 +62,8 @@ export interface Config {
     virusPolicy: VirusPolicy;
     addVerdictHeaders: boolean;
     loopMarkerSecret: string;
+    /** SES sends per second for the whole process; 0 = the account's MaxSendRate. */
+    sesMaxSendRate: number;
   };
   http: { healthPort: number; metricsPort: number; host: string };
   shutdownGraceSeconds: number;
@@ -167,7 +169,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     poll: {
       waitTimeSeconds: read.int('WAIT_TIME_SECONDS', 0, 20),
       maxMessages: read.int('MAX_MESSAGES_PER_RECEIVE', 1, 10),
-      messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 100),
+      messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 1000),
       maxReceives: read.int('MAX_RECEIVES', 1, 1000),
     },
     limits: {
@@ -186,6 +188,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),
       addVerdictHeaders: read.bool('ADD_VERDICT_HEADERS'),
       loopMarkerSecret: read.string('LOOP_MARKER_SECRET', { allowEmpty: true }),
+      sesMaxSendRate: read.number('SES_MAX_SEND_RATE', 0, 100_000),
     },
     http: {
       healthPort: read.port('HEALTH_PORT', { allowZero: true }),

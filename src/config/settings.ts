@@ -101,7 +101,7 @@ export const SETTINGS = {
 
   WAIT_TIME_SECONDS: { group: 'Polling', default: '20', help: 'SQS long-poll wait (0..20).' },
   MAX_MESSAGES_PER_RECEIVE: { group: 'Polling', default: '10', help: 'Messages per ReceiveMessage (1..10).' },
-  MESSAGE_CONCURRENCY: { group: 'Polling', default: '10', help: 'Messages processed at once per domain.' },
+  MESSAGE_CONCURRENCY: { group: 'Polling', default: '100', help: 'Messages processed at once per domain.' },
   MAX_RECEIVES: {
     group: 'Polling',
     default: '10',
@@ -147,6 +147,11 @@ export const SETTINGS = {
   },
   AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
   FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
+  SES_MAX_SEND_RATE: {
+    group: 'Rules',
+    default: '0',
+    help: "Forwards and auto-replies sent through SES per second, for the whole process; 0 = the account's MaxSendRate from SES GetAccount (14 when it cannot be read).",
+  },
   VIRUS_POLICY: { group: 'Rules', default: 'tag', help: 'tag | reject: what to do with an SES virus FAIL.' },
   ADD_VERDICT_HEADERS: {
     group: 'Rules',

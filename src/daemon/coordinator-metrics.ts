@@ -9,6 +9,9 @@ export interface CoordinatorMetrics {
   /** A request the health or metrics server could not serve normally (bad request, handler exception, timeout). */
   httpError(server: 'health' | 'metrics', reason: string): void;
   mailServerUp(up: boolean): void;
+  /** Reads the SES pacer's state at each scrape. */
+  sesPacer(read: () => { rate: number; waiting: number }): void;
+  sesThrottled(): void;
   /** The main registry merged with the threads' snapshots: counters and histograms summed per label set. */
   render(threadSnapshots: readonly MetricsSnapshot[]): Promise<string>;
 }
@@ -53,6 +56,28 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
     registers: [registry],
   });
   mailServer.set(0);
+  let pacer: () => { rate: number; waiting: number } = () => ({ rate: 0, waiting: 0 });
+  new Gauge({
+    name: 'ses_worker_ses_send_rate',
+    help: 'SES sends per second the process-wide pacer allows now (the account quota, lower after throttling).',
+    registers: [registry],
+    collect() {
+      this.set(pacer().rate);
+    },
+  });
+  new Gauge({
+    name: 'ses_worker_ses_sends_waiting',
+    help: 'Forwards and auto-replies waiting for an SES send permit.',
+    registers: [registry],
+    collect() {
+      this.set(pacer().waiting);
+    },
+  });
+  const throttles = new Counter({
+    name: 'ses_worker_ses_throttled_total',
+    help: 'SES sends throttled although paced (another sender shares the account quota); the pacer slowed down.',
+    registers: [registry],
+  });
   new Gauge({
     name: 'ses_worker_smtp_connections_in_use',
     help: 'Connections of the shared SMTP/LMTP pool busy with a transaction.',
@@ -83,6 +108,10 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
     pollerUp: (domain, isUp) => up.set({ domain }, isUp ? 1 : 0),
     httpError: (server, reason) => httpErrors.inc({ server, reason }),
     mailServerUp: (isUp) => mailServer.set(isUp ? 1 : 0),
+    sesPacer: (read) => {
+      pacer = read;
+    },
+    sesThrottled: () => throttles.inc(),
     async render(threadSnapshots) {
       const all = [await registry.getMetricsAsJSON(), ...threadSnapshots];
       return AggregatorRegistry.aggregate(

@@ -7,6 +7,7 @@ import { healthRoute, metricsRoute, type DebugHooks } from './http-routes.ts';
 import { startHttpServer, type Route, type RunningServer } from './http-servers.ts';
 import { MailServerMonitor } from './mail-server-monitor.ts';
 import { PollerSupervisor } from './poller-supervisor.ts';
+import { SendPacerRelay } from './send-pacer-relay.ts';
 import { installShutdownHandlers } from './shutdown.ts';
 import { ThreadMetricsCollector } from './thread-metrics.ts';
 
@@ -41,8 +42,18 @@ export async function startDaemon(
     metrics.mailServerUp(ok),
   );
   const threadMetrics = new ThreadMetricsCollector();
-  const pollers = new PollerSupervisor({ config, logger, delivery, mailServer, metrics, threadMetrics });
+  const sesPacer = new SendPacerRelay(config, logger, metrics);
+  const pollers = new PollerSupervisor({
+    config,
+    logger,
+    delivery,
+    mailServer,
+    metrics,
+    threadMetrics,
+    sesPacer,
+  });
   mailServer.start();
+  sesPacer.start();
 
   const staleAfterMs = staleBoundMs(config.poll.waitTimeSeconds);
   const health = (): HealthReport =>
@@ -72,6 +83,7 @@ export async function startDaemon(
     };
   } catch (error) {
     mailServer.stop();
+    sesPacer.stop();
     await pollers.destroy();
     await delivery.close();
     throw error;
@@ -88,6 +100,7 @@ export async function startDaemon(
       );
       await pollers.stop(config.shutdownGraceSeconds);
       mailServer.stop();
+      sesPacer.stop();
       await delivery.close();
       await Promise.all([servers.health.close(), servers.metrics.close()]);
       logger.info('stopped');

@@ -2,6 +2,7 @@ import type { AwsClients } from '../aws/clients.ts';
 import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
 import { createS3MailStore } from '../aws/mail-store.ts';
 import { createSqsQueue, resolveQueueUrl, type MailQueue, type QueueAttributes } from '../aws/queue.ts';
+import type { SendPacer } from '../aws/send-pacer.ts';
 import { createSesSender } from '../aws/ses-sender.ts';
 import { createDynamoRulesStore } from '../aws/tables.ts';
 import type { Clock } from '../clock.ts';
@@ -20,6 +21,8 @@ export interface DomainRuntimeDeps {
   domain: string;
   clients: AwsClients;
   delivery: MailDelivery;
+  /** The process-wide SES pacer (default: none, for a runtime outside the daemon). */
+  sesPacer?: SendPacer;
   clock: Clock;
   logger: Logger;
   metrics: PipelineMetrics;
@@ -86,7 +89,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
         );
       },
     }),
-    ses: createSesSender(clients.sesv2, { clock }),
+    ses: createSesSender(clients.sesv2, { clock, ...(deps.sesPacer && { pacer: deps.sesPacer }) }),
     delivery: deps.delivery,
     budget: new ByteBudget(config.limits.inFlightBytes, (inUse) =>
       deps.metrics.inFlightBytes(domain, inUse, config.limits.inFlightBytes),

@@ -9,6 +9,7 @@ import type { CoordinatorMetrics } from './coordinator-metrics.ts';
 import type { DomainHealthInput } from './health.ts';
 import type { MailServerMonitor } from './mail-server-monitor.ts';
 import type { CoordinatorMessage, DomainStatus, PollerTask, ThreadMessage } from './protocol.ts';
+import type { SendPacerRelay } from './send-pacer-relay.ts';
 import type { ThreadMetricsCollector } from './thread-metrics.ts';
 
 interface DomainSlot {
@@ -27,6 +28,7 @@ export interface SupervisorDeps {
   mailServer: MailServerMonitor;
   metrics: CoordinatorMetrics;
   threadMetrics: ThreadMetricsCollector;
+  sesPacer: SendPacerRelay;
 }
 
 /** A thread that ran this long before dying starts the restart backoff afresh. */
@@ -165,6 +167,11 @@ export class PollerSupervisor {
         break;
       case 'metrics':
         this.deps.threadMetrics.answer(message.id, message.metrics);
+        break;
+      case 'ses-permit':
+      case 'ses-permit-cancel':
+      case 'ses-throttled':
+        this.deps.sesPacer.handle(port, slot.domain, message);
         break;
     }
   }

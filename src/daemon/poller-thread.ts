@@ -8,6 +8,7 @@ import { systemClock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { createLogger } from '../log/logger.ts';
 import { createPipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import { permitAborted, type SendPacer } from '../aws/send-pacer.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { DeliveryRequest, MailDelivery } from '../smtp/transport.ts';
 import { startDomainRuntime, type DomainRuntime } from './domain-runtime.ts';
@@ -23,6 +24,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   const metrics = createPipelineMetrics();
   const clients = createAwsClients(config.aws);
   const delivery = createDeliveryProxy(port);
+  const sesPacer = createPacerProxy(port);
   const post = (message: ThreadMessage) => port.postMessage(message);
   const postStatus = (status: DomainStatus) => post({ type: 'status', status });
 
@@ -34,6 +36,9 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
     switch (message.type) {
       case 'delivered':
         delivery.settle(message.id, message.results);
+        break;
+      case 'ses-permit':
+        sesPacer.grant(message.id);
         break;
       case 'collect-metrics':
         void metrics.registry
@@ -66,6 +71,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
           domain,
           clients,
           delivery,
+          sesPacer,
           clock: systemClock,
           logger: rootLogger,
           metrics,
@@ -95,6 +101,52 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     port.close();
   }
+}
+
+interface PacerProxy extends SendPacer {
+  grant(id: number): void;
+}
+
+/** A permit wait this short is no wait: only a longer one frees the message's slot in the poller. */
+const PERMIT_WAIT_NOTICE_MS = 20;
+
+/** The coordinator's SES pacer (send-pacer-relay.ts), asked over the thread's port. */
+function createPacerProxy(port: MessagePort): PacerProxy {
+  let nextId = 1;
+  const pending = new Map<number, () => void>();
+  const post = (message: ThreadMessage) => port.postMessage(message);
+  return {
+    acquire({ signal, onWait } = {}) {
+      if (signal?.aborted) return Promise.reject(permitAborted());
+      const id = nextId++;
+      let waited = false;
+      const notice = setTimeout(() => {
+        waited = true;
+        onWait?.(true);
+      }, PERMIT_WAIT_NOTICE_MS);
+      return new Promise<void>((resolve, reject) => {
+        const finish = () => {
+          clearTimeout(notice);
+          signal?.removeEventListener('abort', onAbort);
+          pending.delete(id);
+          if (waited) onWait?.(false);
+        };
+        const onAbort = () => {
+          finish();
+          post({ type: 'ses-permit-cancel', id });
+          reject(permitAborted());
+        };
+        pending.set(id, () => {
+          finish();
+          resolve();
+        });
+        signal?.addEventListener('abort', onAbort, { once: true });
+        post({ type: 'ses-permit', id });
+      });
+    },
+    throttled: () => post({ type: 'ses-throttled' }),
+    grant: (id) => pending.get(id)?.(),
+  };
 }
 
 interface DeliveryProxy extends MailDelivery {

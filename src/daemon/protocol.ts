@@ -35,12 +35,18 @@ export type ThreadMessage =
       to: string[];
       raw: ArrayBuffer;
     }
-  | { type: 'metrics'; id: number; metrics: MetricsSnapshot };
+  | { type: 'metrics'; id: number; metrics: MetricsSnapshot }
+  /** May this thread send one mail through SES now? Answered with `ses-permit` when the pacer allows it. */
+  | { type: 'ses-permit'; id: number }
+  | { type: 'ses-permit-cancel'; id: number }
+  /** SES throttled a send although paced: the pacer slows down for every thread. */
+  | { type: 'ses-throttled' };
 
 /** Coordinator → poller thread. */
 export type CoordinatorMessage =
   | { type: 'delivered'; id: number; results: RecipientDelivery[] }
   | { type: 'collect-metrics'; id: number }
+  | { type: 'ses-permit'; id: number }
   | { type: 'stop' }
   /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would (thrown, or a rejection nobody handles). */
   | { type: 'crash'; how?: 'exception' | 'rejection' };

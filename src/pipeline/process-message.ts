@@ -1,4 +1,5 @@
 import type { Claim } from '../aws/effect-ledger.ts';
+import type { PermitOptions } from '../aws/send-pacer.ts';
 import { effectKey } from '../aws/effect-ledger.ts';
 import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import type { QueueMessage } from '../aws/queue.ts';
@@ -86,6 +87,11 @@ export interface ProcessOptions {
   signal?: AbortSignal;
   /** Claims the message holds in the ledger while it is processed; the poller's heartbeat renews their leases. */
   liveClaims?: Set<Claim>;
+  /**
+   * Told when the message starts and stops waiting for an SES send permit: meanwhile it needs no processing slot,
+   * so the poller lets other mail in (local deliveries are not held up by forwards waiting for SES).
+   */
+  onWait?: (waiting: boolean) => void;
 }
 
 /** AWS errors a table that does not exist, or whose key differs from what the daemon writes, produces. */
@@ -108,6 +114,7 @@ interface Attempt {
   generation: number;
   replay: boolean;
   guard: GuardContext;
+  permit: PermitOptions;
   progress: Progress;
   /**
    * Started together with the fetch, since they need only the notification: the recipients' rules and blocklists,
@@ -184,6 +191,10 @@ export async function processMessage(
     generation: message.replay?.generation ?? 0,
     replay: message.replay !== undefined,
     guard,
+    permit: {
+      ...(options.signal && { signal: options.signal }),
+      ...(options.onWait && { onWait: options.onWait }),
+    },
     progress: { recipients: new Map(), effects: [] },
     early: startEarly(receipt, mine, message.replay?.generation ?? 0, guard, ports),
   };
@@ -348,7 +359,7 @@ async function applyRules(
   attempt: Attempt,
   withRules: readonly string[],
   settings: Map<string, RecipientSettings>,
-  input: Omit<RuleInput, 'recipient' | 'rule' | 'generation'>,
+  input: Omit<RuleInput, 'recipient' | 'rule' | 'generation' | 'permit'>,
   ports: PipelinePorts,
 ): Promise<{ effects: EffectResult[]; view: MailView }> {
   let view = input.view;
@@ -365,7 +376,14 @@ async function applyRules(
     withRules.flatMap((recipient) => {
       const rule = settings.get(recipient)?.rule;
       if (!rule) return [];
-      const ruleInput = { ...input, view, recipient, rule, generation: attempt.generation };
+      const ruleInput = {
+        ...input,
+        view,
+        recipient,
+        rule,
+        generation: attempt.generation,
+        permit: attempt.permit,
+      };
       return [runRules(ruleInput, ports, attempt.guard)];
     }),
   );

@@ -8,6 +8,7 @@ import type { MailView } from '../mail/mail-view.ts';
 import type { ForwardRoute } from '../metrics/pipeline-metrics.ts';
 import { deliveryId, withDeliveryId, type DeliveryEffect } from './delivery-id.ts';
 import { runGuarded, type GuardContext } from './guarded-effect.ts';
+import type { PermitOptions } from '../aws/send-pacer.ts';
 import { domainOf, type SesReceipt } from './notification.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -43,6 +44,8 @@ export interface RuleInput {
   rule: RecipientRule;
   /** Replay generation: part of the ledger key and the delivery id of every effect. */
   generation: number;
+  /** Waiting for an SES send permit: the signal that ends the wait (shutdown), the notice that it is waiting. */
+  permit?: PermitOptions;
 }
 
 /**
@@ -165,7 +168,14 @@ async function autoReply(input: RuleInput, ports: PipelinePorts, guard: GuardCon
       // RFC 3834 §3.3: auto-replies go out with a null envelope sender so they can never bounce back into a loop.
       ran = await send(
         route,
-        { from: recipient, envelopeFrom: '', to: target, raw: reply.raw, id: delivery(input, effect) },
+        {
+          from: recipient,
+          envelopeFrom: '',
+          to: target,
+          raw: reply.raw,
+          id: delivery(input, effect),
+          ...(input.permit && { permit: input.permit }),
+        },
         base,
         ports,
       );
@@ -213,7 +223,8 @@ async function forward(
       now: new Date(ports.clock.now()),
     });
     const id = delivery(input, { kind: 'forward', recipient, target });
-    return send(route, { from: recipient, envelopeFrom: recipient, to: target, raw, id }, base, ports);
+    const mail = { from: recipient, envelopeFrom: recipient, to: target, raw, id };
+    return send(route, { ...mail, ...(input.permit && { permit: input.permit }) }, base, ports);
   });
   if (result.status === 'sent') ports.metrics.forwardSent(ports.domain, route);
   return result;
@@ -245,6 +256,7 @@ interface Outgoing {
   raw: Buffer;
   /** Delivery id of the copy handed to our own mail server (the internal route). */
   id: string;
+  permit?: PermitOptions;
 }
 
 async function send(
@@ -254,7 +266,12 @@ async function send(
   ports: PipelinePorts,
 ): Promise<Ran> {
   if (route === 'ses') {
-    await ports.ses.send({ from: mail.from, destinations: [mail.to], raw: mail.raw });
+    await ports.ses.send({
+      from: mail.from,
+      destinations: [mail.to],
+      raw: mail.raw,
+      ...(mail.permit && { permit: mail.permit }),
+    });
     return { result: { ...base, status: 'sent' }, record: true };
   }
   const [result] = await ports.delivery.deliver({

@@ -1,9 +1,13 @@
+import { setMaxListeners } from 'node:events';
 import { backoffMs } from '../clock.ts';
 import type { Claim } from '../aws/effect-ledger.ts';
 import type { MailQueue, QueueMessage } from '../aws/queue.ts';
 import { processMessage, type MessageOutcome } from '../pipeline/process-message.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
 import { DeleteBatcher } from './delete-batcher.ts';
+
+/** How many messages waiting for SES may stand in for one processing slot. */
+const PARKED_PER_SLOT = 10;
 
 export interface PollerOptions {
   waitTimeSeconds: number;
@@ -78,6 +82,8 @@ export class DomainPoller {
   private readonly slotWaiters = new Set<() => void>();
   /** Slots promised to receives in flight, so two receivers never over-fill `concurrency`. */
   private reserved = 0;
+  /** Messages waiting for an SES send permit: they hold no slot, up to PARKED_PER_SLOT per slot. */
+  private parked = 0;
   /** Why the domain must not receive (a failed table check), and the wake-up for when that ends. */
   private holdReason: string | undefined;
   private readonly holdWaiters = new Set<() => void>();
@@ -92,6 +98,8 @@ export class DomainPoller {
       onFailed: (count) => ports.metrics.deleteFailed(ports.domain, count),
     });
     this.status = { domain: ports.domain, state: 'starting', inFlight: 0 };
+    // Every message in flight (and every one waiting for SES) listens for the stop: hundreds, by design.
+    setMaxListeners(0, this.stopAbort.signal);
   }
 
   getStatus(): PollerStatus {
@@ -215,7 +223,18 @@ export class DomainPoller {
   }
 
   private freeSlots(): number {
-    return this.options.concurrency - this.inFlight.size - this.reserved;
+    const parked = Math.min(this.parked, PARKED_PER_SLOT * this.options.concurrency);
+    return this.options.concurrency - (this.inFlight.size - parked) - this.reserved;
+  }
+
+  /**
+   * A message waiting for SES (a burst of forwards beyond the account's rate) only waits: its slot goes to the
+   * next message, whose local delivery need not wait for someone else's forward. The byte budget still bounds the
+   * memory parked messages hold.
+   */
+  private park(waiting: boolean): void {
+    this.parked += waiting ? 1 : -1;
+    if (waiting) this.wakeReceivers();
   }
 
   private async waitForSlot(needed: number): Promise<void> {
@@ -244,7 +263,11 @@ export class DomainPoller {
     const stopHeartbeat = this.heartbeat(message, liveClaims);
     let outcome: MessageOutcome;
     try {
-      outcome = await processMessage(message, ports, { signal: this.stopAbort.signal, liveClaims });
+      outcome = await processMessage(message, ports, {
+        signal: this.stopAbort.signal,
+        liveClaims,
+        onWait: (waiting) => this.park(waiting),
+      });
     } finally {
       await stopHeartbeat();
       ports.metrics.inFlight(ports.domain, -1);
