@@ -29,9 +29,11 @@ import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.ts';
 import {
   measureIdle,
   measureLargeMail,
+  measureSesBurst,
   measureThroughput,
   type IdleResult,
   type LargeMailResult,
+  type SesBurstResult,
   type RunResult,
   type ThroughputSpec,
 } from './lib/measure.ts';
@@ -121,7 +123,7 @@ function log(line: string): void {
 async function main(): Promise<void> {
   assertBuilt();
   const stack = await startStack({ tables: true });
-  const variants: Record<string, Summary | IdleResult | LargeMailResult> = {};
+  const variants: Record<string, Summary | IdleResult | LargeMailResult | SesBurstResult> = {};
   const ratios: Record<string, number> = {};
   let sink = '';
   try {
@@ -164,6 +166,7 @@ async function main(): Promise<void> {
           variants.idle_20_domains = await measureIdle(stack, endpoints, 20, idleSeconds);
         if (wanted('large_40mb'))
           variants.large_40mb = await measureLargeMail(stack, endpoints, 40 * 1024 * 1024);
+        if (wanted('ses_burst')) variants.ses_burst = await measureSesBurst(stack, endpoints, 500, 14);
       });
       const one = variants.idle_1_domain as IdleResult | undefined;
       const twenty = variants.idle_20_domains as IdleResult | undefined;

@@ -15,6 +15,8 @@ export interface RunningConsumer {
   readonly startedAt: number;
   /** SIGKILL: the measurement is over, nothing needs draining. */
   kill(): Promise<void>;
+  /** The daemon's JSON log lines (empty for the yardsticks). */
+  logs(): ReadonlyArray<Record<string, unknown>>;
   describe(): string;
 }
 
@@ -72,6 +74,7 @@ export async function startConsumer(input: ConsumerInput): Promise<RunningConsum
       await exited;
     },
     describe: () => `${input.kind} pid ${child.pid ?? '?'}: ${stderr}`,
+    logs: () => [],
   };
 }
 
@@ -104,5 +107,6 @@ function wrapDaemon(daemon: DaemonProcess, startedAt: number): RunningConsumer {
       await daemon.stop();
     },
     describe: () => daemon.describe(10),
+    logs: () => daemon.logs,
   };
 }

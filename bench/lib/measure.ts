@@ -3,7 +3,9 @@
  * delivery at the sink (start-up excluded), stopped once every queue is empty.
  */
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createDomainQueue, type TestStack } from '../../test/harness/emulators.ts';
+import { startSesQuota } from '../../test/harness/ses-quota.ts';
 import { nameFromTemplate } from '../../src/aws/resources.ts';
 import { startConsumer, type ConsumerKind, type Endpoints } from './consumers.ts';
 import { preload } from './preload.ts';
@@ -254,5 +256,87 @@ export async function measureLargeMail(
   } finally {
     await consumer.kill();
     await sink.stop();
+  }
+}
+
+export interface SesBurstResult {
+  forwards: number;
+  ses_quota_per_s: number;
+  ses_sends_per_s: number;
+  throttled_by_ses: number;
+  /** Forwards whose outcome was not `sent` (failed or deferred): what the pacing must keep at 0. */
+  effects_not_sent: number;
+  local_msgs_per_s: number;
+  /** From the first local delivery: when the last local copy and the last forward went out. */
+  local_done_ms: number;
+  forwards_done_ms: number;
+}
+
+/**
+ * A burst of mail to an address that forwards outside (through SES) against an SES account with a sending quota
+ * (test/harness/ses-quota.ts): the forwards go out at the quota, none fails, and the local copies are not slowed
+ * down by the forwards waiting for their turn.
+ */
+export async function measureSesBurst(
+  stack: TestStack,
+  endpoints: Endpoints,
+  mails: number,
+  quotaPerSecond: number,
+): Promise<SesBurstResult> {
+  const run = ++runCounter;
+  const domain = `burst${run}.bench.test`;
+  const { queueUrl } = await createDomainQueue(stack.sqs, domain);
+  await stack.ddb.send(
+    new PutCommand({
+      TableName: 'email-rules',
+      Item: { email_address: `user0@${domain}`, ooo_active: false, forwards: ['friend@elsewhere.test'] },
+    }),
+  );
+  await preload(stack, {
+    domain,
+    queueUrl,
+    bucket: nameFromTemplate('{domain}-emails', domain),
+    mails,
+    mailBytes: 10 * 1024,
+    recipientsPerMail: 1,
+    firstSeq: (seqCounter += mails) - mails,
+  });
+  const quota = await startSesQuota(endpoints.ses, quotaPerSecond);
+  const sink = await startBenchSink();
+  const consumer = await startConsumer({
+    kind: 'daemon',
+    domains: [domain],
+    queueUrls: [queueUrl],
+    endpoints: { ...endpoints, ses: quota.endpoint },
+    baseEnv: stack.env,
+    smtpPort: sink.port,
+  });
+  try {
+    const deadline = Date.now() + 10 * 60_000;
+    while ((await sink.count()) < mails || quota.accepted.length < mails) {
+      if (Date.now() > deadline) throw new Error(`burst: ${quota.accepted.length} of ${mails} forwards sent`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await waitForEmptyQueues(stack, [queueUrl]);
+    const local = (await sink.deliveries()).map((d) => d.deliveredAt).sort((a, b) => a - b);
+    const sends = [...quota.accepted].sort((a, b) => a - b);
+    const first = local[0] ?? 0;
+    const effects = consumer
+      .logs()
+      .flatMap((line) => (Array.isArray(line.effects) ? (line.effects as Array<{ status: string }>) : []));
+    return {
+      forwards: sends.length,
+      ses_quota_per_s: quotaPerSecond,
+      ses_sends_per_s: round(((sends.length - 1) * 1000) / Math.max(1, sends.at(-1)! - sends[0]!)),
+      throttled_by_ses: quota.throttled,
+      effects_not_sent: effects.filter((e) => e.status !== 'sent').length,
+      local_msgs_per_s: round(((local.length - 1) * 1000) / Math.max(1, local.at(-1)! - first)),
+      local_done_ms: Math.round(local.at(-1)! - first),
+      forwards_done_ms: Math.round(sends.at(-1)! - first),
+    };
+  } finally {
+    await consumer.kill();
+    await sink.stop();
+    await quota.stop();
   }
 }

@@ -58,14 +58,18 @@ const THROTTLED = new Set([
 ]);
 
 /**
- * "Maximum sending rate exceeded" passes in a second; "Daily message quota exceeded" (or a LimitExceeded) does not
- * pass until SES's 24-hour window moves, so it is not waited out inside one attempt.
+ * "Maximum sending rate exceeded" passes in a second: waited out here. "Daily message quota exceeded" (or a
+ * LimitExceeded) does not pass until SES's 24-hour window moves: the effect is deferred with the message.
  */
-function rateThrottled(error: unknown): boolean {
-  const name = awsErrorName(error) ?? '';
+function quotaExceeded(error: unknown): boolean {
   const message = error instanceof Error ? error.message : '';
-  if (name === 'LimitExceededException' || /daily|quota/i.test(message)) return false;
-  return ['ThrottlingException', 'Throttling', 'TooManyRequestsException'].includes(name);
+  return awsErrorName(error) === 'LimitExceededException' || /daily|quota/i.test(message);
+}
+
+function rateThrottled(error: unknown): boolean {
+  return ['ThrottlingException', 'Throttling', 'TooManyRequestsException'].includes(
+    awsErrorName(error) ?? '',
+  );
 }
 
 /** The connection was never made, so the request never reached SES. */
@@ -131,16 +135,18 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
           return result.MessageId ?? '';
         } catch (error) {
           const kind = sesFailureKind(error);
-          if (kind === 'not-sent' && rateThrottled(error)) {
-            // Throttled although paced: slow the pacer down for everyone and wait for a later permit.
-            pacer.throttled();
-            if (options.clock.now() - started < throttleBudgetMs) {
-              await options.clock.sleep(backoffMs(Math.min(attempt, 5), 200, 5_000));
+          if (kind === 'not-sent' && !quotaExceeded(error)) {
+            if (rateThrottled(error)) {
+              // Throttled although paced: slow the pacer down for everyone and wait for a later permit.
+              pacer.throttled();
+              if (options.clock.now() - started < throttleBudgetMs) {
+                await options.clock.sleep(backoffMs(Math.min(attempt, 5), 200, 5_000));
+                continue;
+              }
+            } else if (++failures < attempts) {
+              await options.clock.sleep(backoffMs(failures - 1, 200, 5_000));
               continue;
             }
-          } else if (kind === 'not-sent' && ++failures < attempts) {
-            await options.clock.sleep(backoffMs(failures - 1, 200, 5_000));
-            continue;
           }
           if (kind === 'unknown') {
             throw new WorkerError(

@@ -522,7 +522,8 @@ describe('the built daemon as a child process', () => {
     try {
       daemon = await spawnDaemon({
         domains: [A, B],
-        env: daemonEnv({ SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS) }),
+        // Fewer slots than mails, so the stop comes while some are still queued and some in flight.
+        env: daemonEnv({ SHUTDOWN_GRACE_SECONDS: String(GRACE_SECONDS), MESSAGE_CONCURRENCY: '5' }),
       });
       const ids = [...(await putMails(A, 15)), ...(await putMails(B, 15))];
       await waitUntil(() => deliveryCounts(ids).size >= 5, 15_000, 'the first deliveries', 20);

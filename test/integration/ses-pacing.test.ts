@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { assertBuilt, killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
-import { createDomainQueue, startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
+import { startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
 import { outcomeLines, rawMail } from '../harness/faults.ts';
 import { startSesQuota, type SesQuotaProxy } from '../harness/ses-quota.ts';
 import { putMail } from '../harness/ses-events.ts';

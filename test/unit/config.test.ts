@@ -266,7 +266,7 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
       ['MAX_MESSAGES_PER_RECEIVE', '0'],
       ['MAX_MESSAGES_PER_RECEIVE', '11'],
       ['MESSAGE_CONCURRENCY', '0'],
-      ['MESSAGE_CONCURRENCY', '101'],
+      ['MESSAGE_CONCURRENCY', '1001'],
       ['MAX_RECEIVES', '0'],
       ['SMTP_MAX_CONNECTIONS', '0'],
       ['SMTP_MAX_CONNECTIONS', '101'],

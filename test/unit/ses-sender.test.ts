@@ -92,15 +92,39 @@ describe('createSesSender: a send is repeated only when SES provably did not tak
     assert.equal(ses.calls(), 3);
   });
 
-  it('gives up on throttling after its attempts as a temporary failure', async () => {
-    const ses = scriptedSes(Array.from({ length: 5 }, () => serviceError('TooManyRequestsException', 429)));
-    const error = await createSesSender(ses.client, { clock: noWait, attempts: 3 })
+  it('keeps backing off while SES throttles its rate, slowing the pacer, then counts as a temporary failure', async () => {
+    let now = 0;
+    const clock: Clock = { now: () => now, sleep: async (ms) => void (now += ms) };
+    const ses = scriptedSes(Array.from({ length: 200 }, () => serviceError('TooManyRequestsException', 429)));
+    let throttles = 0;
+    let permits = 0;
+    const pacer = {
+      acquire: async () => void permits++,
+      throttled: () => void throttles++,
+    };
+    const error = await createSesSender(ses.client, { clock, attempts: 3, pacer, throttleBudgetMs: 30_000 })
       .send(request)
       .catch((e: unknown) => e);
     assert.ok(error instanceof WorkerError);
     assert.equal(error.code, 'SES_ERROR');
     assert.equal(error.temporary, true);
-    assert.equal(ses.calls(), 3);
+    assert.ok(ses.calls() > 3, `more tries than the 3 attempts for other failures: ${ses.calls()}`);
+    assert.ok(now >= 30_000, 'until the throttle budget ran out');
+    assert.equal(throttles, ses.calls(), 'the pacer heard every throttle');
+    assert.equal(permits, ses.calls(), 'every try waited for a permit');
+  });
+
+  it('does not wait out a daily quota inside one attempt: temporary at once', async () => {
+    const quota = Object.assign(serviceError('TooManyRequestsException', 429), {
+      message: 'Daily message quota exceeded.',
+    });
+    const ses = scriptedSes([quota, 'never']);
+    const error = await createSesSender(ses.client, { clock: noWait })
+      .send(request)
+      .catch((e: unknown) => e);
+    assert.ok(error instanceof WorkerError);
+    assert.equal(error.temporary, true);
+    assert.equal(ses.calls(), 1);
   });
 
   for (const [what, failure] of [
