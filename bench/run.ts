@@ -29,10 +29,12 @@ import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.ts';
 import {
   measureIdle,
   measureLargeMail,
+  measureSerialLatency,
   measureSesBurst,
   measureThroughput,
   type IdleResult,
   type LargeMailResult,
+  type SerialLatencyResult,
   type SesBurstResult,
   type RunResult,
   type ThroughputSpec,
@@ -116,6 +118,18 @@ async function withProxies<T>(stack: TestStack, latencyMs: number, work: (e: End
   }
 }
 
+/** One variant that fails is reported in the results and the log, and the others still run. */
+async function guarded<T>(name: string, measure: () => Promise<T>): Promise<T | { error: string }> {
+  try {
+    const result = await measure();
+    log(`${name}: ${JSON.stringify(result)}`);
+    return result;
+  } catch (error) {
+    log(`${name} FAILED: ${error instanceof Error ? error.message : String(error)}`);
+    return { error: error instanceof Error ? error.message : String(error) };
+  }
+}
+
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
 }
@@ -123,7 +137,10 @@ function log(line: string): void {
 async function main(): Promise<void> {
   assertBuilt();
   const stack = await startStack({ tables: true });
-  const variants: Record<string, Summary | IdleResult | LargeMailResult | SesBurstResult> = {};
+  const variants: Record<
+    string,
+    Summary | IdleResult | LargeMailResult | SesBurstResult | SerialLatencyResult | { error: string }
+  > = {};
   const ratios: Record<string, number> = {};
   let sink = '';
   try {
@@ -161,16 +178,33 @@ async function main(): Promise<void> {
     if (mode === 'full') {
       await withProxies(stack, 0, async (endpoints) => {
         if (wanted('idle_1_domain'))
-          variants.idle_1_domain = await measureIdle(stack, endpoints, 1, idleSeconds);
+          variants.idle_1_domain = await guarded('idle_1_domain', () =>
+            measureIdle(stack, endpoints, 1, idleSeconds),
+          );
         if (wanted('idle_20_domains'))
-          variants.idle_20_domains = await measureIdle(stack, endpoints, 20, idleSeconds);
+          variants.idle_20_domains = await guarded('idle_20_domains', () =>
+            measureIdle(stack, endpoints, 20, idleSeconds),
+          );
         if (wanted('large_40mb'))
-          variants.large_40mb = await measureLargeMail(stack, endpoints, 40 * 1024 * 1024);
-        if (wanted('ses_burst')) variants.ses_burst = await measureSesBurst(stack, endpoints, 500, 14);
+          variants.large_40mb = await guarded('large_40mb', () =>
+            measureLargeMail(stack, endpoints, 40 * 1024 * 1024),
+          );
+        if (wanted('ses_burst'))
+          variants.ses_burst = await guarded('ses_burst', () => measureSesBurst(stack, endpoints, 500, 14));
       });
-      const one = variants.idle_1_domain as IdleResult | undefined;
-      const twenty = variants.idle_20_domains as IdleResult | undefined;
-      if (one && twenty) ratios.idle_rss_mb_per_domain_thread = round((twenty.rss_mb - one.rss_mb) / 19, 1);
+      await withProxies(stack, 20, async (endpoints) => {
+        for (const recipients of [1, 10]) {
+          const name = `serial_rcpt${recipients}_20ms`;
+          if (wanted(name))
+            variants[name] = await guarded(name, () =>
+              measureSerialLatency(stack, endpoints, 20, recipients, 40),
+            );
+        }
+      });
+      const one = variants.idle_1_domain;
+      const twenty = variants.idle_20_domains;
+      if (one && twenty && 'rss_mb' in one && 'rss_mb' in twenty)
+        ratios.idle_rss_mb_per_domain_thread = round((twenty.rss_mb - one.rss_mb) / 19, 1);
     }
   } finally {
     await stack.stop();

@@ -5,6 +5,7 @@
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createDomainQueue, type TestStack } from '../../test/harness/emulators.ts';
+import { bigMail, putLargeMail } from '../../test/harness/faults.ts';
 import { startSesQuota } from '../../test/harness/ses-quota.ts';
 import { nameFromTemplate } from '../../src/aws/resources.ts';
 import { startConsumer, type ConsumerKind, type Endpoints } from './consumers.ts';
@@ -241,7 +242,13 @@ export async function measureLargeMail(
     await waitForDeliveries(sink, consumer.pid, 1, 1);
     const before = peakRssMb(consumer.pid);
     const started = Date.now();
-    await put(bytes);
+    // Over fauxqs's single-request body limit: uploaded in parts, as SES's own writes of large mail are.
+    await putLargeMail(stack, {
+      domain,
+      raw: bigMail(`large-${run}`, `user0@${domain}`, bytes),
+      recipients: [`user0@${domain}`],
+      source: 'bench-sender@external.test',
+    });
     await waitForDeliveries(sink, consumer.pid, 2, 2);
     const deliverMs = Date.now() - started;
     const growth = peakRssMb(consumer.pid) - before;
@@ -338,5 +345,70 @@ export async function measureSesBurst(
     await consumer.kill();
     await sink.stop();
     await quota.stop();
+  }
+}
+
+export interface SerialLatencyResult {
+  recipients_per_mail: number;
+  mails: number;
+  /** Median time a message spends in the daemon (receive to outcome), one message at a time. */
+  p50_processing_ms: number;
+  /** The same divided by the proxies' latency per AWS call: sequential round trips per mail, roughly. */
+  round_trips_per_mail: number;
+}
+
+/**
+ * One message at a time (MESSAGE_CONCURRENCY=1) behind the latency proxies: the time a message spends in the
+ * pipeline is then its sequential round trips, so 1 and 10 recipients per mail show whether claims and completes
+ * add round trips per recipient.
+ */
+export async function measureSerialLatency(
+  stack: TestStack,
+  endpoints: Endpoints,
+  latencyMs: number,
+  recipientsPerMail: number,
+  mails: number,
+): Promise<SerialLatencyResult> {
+  const run = ++runCounter;
+  const domain = `serial${run}.bench.test`;
+  const { queueUrl } = await createDomainQueue(stack.sqs, domain);
+  await preload(stack, {
+    domain,
+    queueUrl,
+    bucket: nameFromTemplate('{domain}-emails', domain),
+    mails,
+    mailBytes: 10 * 1024,
+    recipientsPerMail,
+    firstSeq: (seqCounter += mails) - mails,
+  });
+  const sink = await startBenchSink();
+  const consumer = await startConsumer({
+    kind: 'daemon',
+    domains: [domain],
+    queueUrls: [queueUrl],
+    endpoints,
+    baseEnv: stack.env,
+    smtpPort: sink.port,
+    env: { MESSAGE_CONCURRENCY: '1', RULES_CACHE_SECONDS: '0' },
+  });
+  try {
+    await waitForDeliveries(sink, consumer.pid, 1, mails);
+    await waitForEmptyQueues(stack, [queueUrl]);
+    const durations = consumer
+      .logs()
+      .filter((line) => line.msg === 'message processed' && typeof line.durationMs === 'number')
+      .map((line) => line.durationMs as number)
+      // The first mails pay for connections and JIT.
+      .slice(5);
+    const p50 = percentile(durations, 50);
+    return {
+      recipients_per_mail: recipientsPerMail,
+      mails,
+      p50_processing_ms: round(p50, 0),
+      round_trips_per_mail: round(p50 / Math.max(1, latencyMs), 1),
+    };
+  } finally {
+    await consumer.kill();
+    await sink.stop();
   }
 }

@@ -72,9 +72,20 @@ export interface DynamoLedgerOptions {
   completeLingerMs?: number;
 }
 
-/** BatchWriteItem takes 25 items; fewer than this many completes go out one UpdateItem each, which is cheaper. */
+/** BatchWriteItem takes 25 items. */
 const COMPLETE_BATCH = 25;
 const BATCH_MIN = 3;
+
+/**
+ * A batch read-then-write is two round trips where concurrent UpdateItems are one; it pays off only when the
+ * completes of several messages share it (a busy domain), not for one message's recipients, whose mail would then
+ * take one round trip more with ten recipients than with one.
+ */
+function worthBatching(claims: readonly Claim[]): boolean {
+  if (claims.length < BATCH_MIN) return false;
+  const messages = new Set(claims.map((c) => c.key.slice(0, c.key.indexOf('|'))));
+  return messages.size >= 2;
+}
 
 const OWNED_IN_PROGRESS = '#s = :inprogress AND #o = :owner';
 
@@ -191,7 +202,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
   }
 
   const completer = batcher<Claim, CompleteResult>(options.completeLingerMs ?? 20, COMPLETE_BATCH, (batch) =>
-    batch.length < BATCH_MIN ? Promise.all(batch.map(completeOne)) : completeMany(batch),
+    worthBatching(batch) ? completeMany(batch) : Promise.all(batch.map(completeOne)),
   );
 
   return {

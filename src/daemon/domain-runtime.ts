@@ -37,6 +37,12 @@ export interface DomainRuntime {
   stop(): void;
 }
 
+/**
+ * The queue gauges need not be fresher: the alerts look at 10-minute windows, and KEDA reads the queues itself.
+ * Each refresh is a GetQueueAttributes per domain, which was half of an idle daemon's CPU at 15 s.
+ */
+const QUEUE_SIZE_REFRESH_MS = 60_000;
+
 /** Retry visibility (seconds) by receive count: quick first retries, then up to 15 minutes. */
 export const RETRY_SCHEDULE = [30, 60, 120, 300, 600, 900] as const;
 
@@ -160,7 +166,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     poller,
     queue,
     async run() {
-      sizeTimer = setInterval(() => void refreshSize(), 15_000);
+      sizeTimer = setInterval(() => void refreshSize(), QUEUE_SIZE_REFRESH_MS);
       sizeTimer.unref();
       try {
         await poller.run();

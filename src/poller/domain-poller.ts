@@ -82,6 +82,9 @@ export class DomainPoller {
   private readonly slotWaiters = new Set<() => void>();
   /** Slots promised to receives in flight, so two receivers never over-fill `concurrency`. */
   private reserved = 0;
+  /** The last receive came back full: more is waiting, so the further receivers poll too. */
+  private backlog = false;
+  private readonly backlogWaiters = new Set<() => void>();
   /** Messages waiting for an SES send permit: they hold no slot, up to PARKED_PER_SLOT per slot. */
   private parked = 0;
   /** Why the domain must not receive (a failed table check), and the wake-up for when that ends. */
@@ -119,10 +122,17 @@ export class DomainPoller {
     this.update({ state: 'stopped' });
   }
 
-  /** One receiver; all but the first poll only when a whole batch fits, so they never starve each other. */
+  /**
+   * One receiver. All but the first poll only while the queue has a backlog (the last receive came back full) and a
+   * whole batch fits: an idle domain keeps a single long poll open, a busy one several.
+   */
   private async receiveLoop(first: boolean): Promise<void> {
     let failures = 0;
     while (!this.stopping) {
+      if (!first && !this.backlog) {
+        await new Promise<void>((resolve) => this.backlogWaiters.add(resolve));
+        continue;
+      }
       await this.waitForSlot(first ? 1 : this.options.maxMessages);
       if (this.stopping) break;
       if (this.holdReason !== undefined) {
@@ -153,6 +163,7 @@ export class DomainPoller {
           break;
         }
         failures = 0;
+        this.noteBacklog(messages.length >= room);
         this.update({ state: 'polling', lastPollAt: this.ports.clock.now() });
         delete this.status.lastError;
       } catch (error) {
@@ -178,6 +189,7 @@ export class DomainPoller {
     this.stopAbort.abort();
     this.wakeReceivers();
     this.liftHold();
+    this.noteBacklog(true);
   }
 
   /**
@@ -241,6 +253,14 @@ export class DomainPoller {
     while (!this.stopping && this.freeSlots() < needed) {
       await new Promise<void>((resolve) => this.slotWaiters.add(resolve));
     }
+  }
+
+  private noteBacklog(full: boolean): void {
+    this.backlog = full;
+    if (!full) return;
+    const waiters = [...this.backlogWaiters];
+    this.backlogWaiters.clear();
+    for (const wake of waiters) wake();
   }
 
   private liftHold(): void {

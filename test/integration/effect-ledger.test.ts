@@ -36,10 +36,15 @@ describe('DynamoDB effect ledger', () => {
     await stack.stop();
   });
 
-  async function claimFresh(count: number): Promise<Claim[]> {
+  /** Claims of `count` different messages, or of one message's `count` recipients. */
+  async function claimFresh(count: number, sameMessage = false): Promise<Claim[]> {
     const claims: Claim[] = [];
+    const message = ++keyCounter;
     for (let i = 0; i < count; i++) {
-      const result = await ledger.claim(`ses-${++keyCounter}|user@example.com|deliver`);
+      const key = sameMessage
+        ? `ses-${message}|user${i}@example.com|deliver`
+        : `ses-${++keyCounter}|user@example.com|deliver`;
+      const result = await ledger.claim(key);
       assert.equal(result.state, 'claimed');
       if (result.state === 'claimed') claims.push(result.claim);
     }
@@ -77,6 +82,17 @@ describe('DynamoDB effect ledger', () => {
     for (const [i, claim] of claims.entries()) {
       assert.equal(await statusOf(claim.key), i === 7 ? 'INPROGRESS' : 'COMPLETED', claim.key);
     }
+  });
+
+  it('completes the recipients of one message with concurrent UpdateItems: one round trip, not two', async () => {
+    const claims = await claimFresh(10, true);
+    const before = proxy.requests.length;
+    const results = await Promise.all(claims.map((c) => ledger.complete(c)));
+    assert.deepEqual(results, Array(10).fill('completed'));
+    assert.deepEqual(
+      proxy.requests.slice(before).map((r) => r.operation),
+      Array(10).fill('UpdateItem'),
+    );
   });
 
   it('completes a lone claim with one conditional UpdateItem', async () => {
