@@ -11,6 +11,7 @@
  *   npm run bench -- --quick       the five headline variants, 300 mails, 3 rounds (under 4 minutes)
  *   npm run bench -- --smoke       a handful of mails, one round (the test suite's check that the harness works)
  *   options: --mails N --warmup N --runs R --latency-ms 0,20 --only name,name --out file.json
+ *            --cpu-prof DIR   V8 CPU profiles of every daemon thread per run (summarise: bench/profile-summary.ts)
  *
  * Each measured run first lets its consumer process deliver --warmup mails (JIT compilation and heap growth of a
  * fresh process are start-up, not the cost of a mail), then measures the next --mails.
@@ -51,6 +52,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     warmup: { type: 'string' },
+    'cpu-prof': { type: 'string' },
   },
 });
 
@@ -161,6 +163,9 @@ async function main(): Promise<void> {
               ...THROUGHPUT[name]!,
               mails,
               warmupMails,
+              ...(values['cpu-prof'] !== undefined && {
+                cpuProfileDir: join(values['cpu-prof'], `${name}_${latencyMs}ms_${round}`),
+              }),
             });
             sink = result.sink;
             perRound[name]!.push(result);

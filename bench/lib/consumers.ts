@@ -37,13 +37,16 @@ export interface ConsumerInput {
   smtpPort: number;
   /** Daemon settings of the variant. */
   env?: Record<string, string>;
+  /** Write a V8 CPU profile of every thread into this directory (the daemon then stops with SIGTERM, not -9). */
+  cpuProfileDir?: string;
 }
 
 const FLOOR_SCRIPT = fileURLToPath(new URL('../consumers/io-floor.ts', import.meta.url));
 
 export async function startConsumer(input: ConsumerInput): Promise<RunningConsumer> {
   const startedAt = Date.now();
-  if (input.kind === 'daemon') return wrapDaemon(await spawnBenchDaemon(input), startedAt);
+  if (input.kind === 'daemon')
+    return wrapDaemon(await spawnBenchDaemon(input), startedAt, input.cpuProfileDir !== undefined);
   const config: FloorConfig = {
     queueUrls: input.queueUrls,
     region: input.baseEnv.AWS_REGION ?? 'us-east-1',
@@ -82,6 +85,9 @@ function spawnBenchDaemon(input: ConsumerInput): Promise<DaemonProcess> {
   return spawnDaemon({
     domains: input.domains,
     startTimeoutMs: 60_000,
+    ...(input.cpuProfileDir !== undefined && {
+      execArgv: ['--cpu-prof', `--cpu-prof-dir=${input.cpuProfileDir}`],
+    }),
     env: {
       ...input.baseEnv,
       AWS_ENDPOINT_URL_SQS: input.endpoints.sqs,
@@ -99,11 +105,16 @@ function spawnBenchDaemon(input: ConsumerInput): Promise<DaemonProcess> {
   });
 }
 
-function wrapDaemon(daemon: DaemonProcess, startedAt: number): RunningConsumer {
+function wrapDaemon(daemon: DaemonProcess, startedAt: number, profiling: boolean): RunningConsumer {
   return {
     pid: daemon.pid,
     startedAt,
     kill: async () => {
+      // A profile is written at exit, which SIGKILL never reaches.
+      if (profiling) {
+        daemon.kill('SIGTERM');
+        await daemon.exited;
+      }
       await daemon.stop();
     },
     describe: () => daemon.describe(10),

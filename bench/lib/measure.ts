@@ -27,6 +27,7 @@ export interface ThroughputSpec {
   domains: number;
   /** Daemon settings (ignored by the yardsticks). */
   env?: Record<string, string>;
+  cpuProfileDir?: string;
 }
 
 export interface RunResult {
@@ -76,6 +77,7 @@ export async function measureThroughput(
     baseEnv: stack.env,
     smtpPort: sink.port,
     ...(spec.env && { env: spec.env }),
+    ...(spec.cpuProfileDir !== undefined && { cpuProfileDir: spec.cpuProfileDir }),
   });
   try {
     const { cpuAtStart, countAtStart, cpuAtLast } = await waitForDeliveries(

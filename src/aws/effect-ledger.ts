@@ -101,8 +101,12 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
   const conditionFailed = (error: unknown) =>
     error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException';
 
-  async function completeOne(claim: Claim): Promise<CompleteResult> {
-    const now = nowSeconds();
+  /** An UpdateItem on a claim that is still ours and in progress; false when it no longer is. */
+  async function updateOwned(
+    claim: Claim,
+    UpdateExpression: string,
+    values: Record<string, unknown>,
+  ): Promise<boolean> {
     const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
     try {
       await callDynamo('UpdateItem', () =>
@@ -110,24 +114,28 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
           new UpdateCommand({
             TableName,
             Key: { pk: claim.key },
-            UpdateExpression:
-              'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
+            UpdateExpression,
             ConditionExpression: OWNED_IN_PROGRESS,
             ExpressionAttributeNames,
-            ExpressionAttributeValues: {
-              ...ExpressionAttributeValues,
-              ':done': 'COMPLETED',
-              ':now': now,
-              ':exp': now + retention,
-            },
+            ExpressionAttributeValues: { ...ExpressionAttributeValues, ...values },
           }),
         ),
       );
-      return 'completed';
+      return true;
     } catch (error) {
-      if (conditionFailed(error)) return 'lost';
+      if (conditionFailed(error)) return false;
       throw error;
     }
+  }
+
+  async function completeOne(claim: Claim): Promise<CompleteResult> {
+    const now = nowSeconds();
+    const done = await updateOwned(
+      claim,
+      'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
+      { ':done': 'COMPLETED', ':now': now, ':exp': now + retention },
+    );
+    return done ? 'completed' : 'lost';
   }
 
   /**
@@ -239,27 +247,8 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
       }
     },
     complete: (claim) => completer.complete(claim),
-    async renew(claim) {
-      const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
-      try {
-        await callDynamo('UpdateItem', () =>
-          ddb.send(
-            new UpdateCommand({
-              TableName,
-              Key: { pk: claim.key },
-              UpdateExpression: 'SET in_progress_expiry = :expiry',
-              ConditionExpression: OWNED_IN_PROGRESS,
-              ExpressionAttributeNames,
-              ExpressionAttributeValues: { ...ExpressionAttributeValues, ':expiry': nowSeconds() + lease },
-            }),
-          ),
-        );
-        return true;
-      } catch (error) {
-        if (conditionFailed(error)) return false;
-        throw error;
-      }
-    },
+    renew: (claim) =>
+      updateOwned(claim, 'SET in_progress_expiry = :expiry', { ':expiry': nowSeconds() + lease }),
     async release(claim) {
       await callDynamo('DeleteItem', () =>
         ddb.send(

@@ -49,6 +49,8 @@ export interface DaemonOptions {
   startTimeoutMs?: number;
   /** Another build of the entry point (benchmark experiments); default `dist/unified-worker.js`. */
   entry?: string;
+  /** Node options for the child, e.g. `--cpu-prof` for a benchmark profile. */
+  execArgv?: readonly string[];
 }
 
 export interface DaemonProcess {
@@ -151,10 +153,14 @@ export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess
   // The test runner's own flags (--import tsx, --test ...) must not leak into the child.
   delete env.NODE_OPTIONS;
   delete env.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, [entry, '--domains', options.domains.join(',')], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...(options.execArgv ?? []), entry, '--domains', options.domains.join(',')],
+    {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const logs: DaemonLogLine[] = [];
   const otherOutput: string[] = [];
   const listeners = new Set<() => void>();
