@@ -69,7 +69,11 @@ export const SETTINGS = {
     default: '24',
     help: 'Dovecot LMTP port (used when DELIVERY_PROTOCOL=lmtp).',
   },
-  DELIVERY_PROTOCOL: { group: 'Mail server', default: 'smtp', help: 'smtp | lmtp.' },
+  DELIVERY_PROTOCOL: {
+    group: 'Mail server',
+    default: 'smtp',
+    help: 'smtp (through Postfix) | lmtp (straight into Dovecot; with one worker process only: README, "Exactly once").',
+  },
   SMTP_MAX_CONNECTIONS: {
     group: 'Mail server',
     default: '5',

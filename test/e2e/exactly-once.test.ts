@@ -1,7 +1,7 @@
 /**
  * Exactly once at the mailbox, proven against the real Postfix + Dovecot (real-mailserver.ts) with the BUILT daemon
  * (`dist/`, a child process): kill -9 in the middle of 200 mails, restart, drain — once over LMTP straight into
- * Dovecot, once over SMTP through Postfix — and two daemons on one queue with a kill -9 of one. Every Message-ID
+ * Dovecot, once over SMTP through Postfix — and two daemons on one queue (through Postfix) with a kill -9 of one. Every Message-ID
  * must be in the Maildir exactly once. The worker's ledger cannot close the window between the mail server's 250
  * and its own record of it; docker/mailserver/before.dovecot.sieve closes it where the mail lands. So each run also
  * reads Dovecot's log: Sieve handled every stored copy (the script was active), and how many copies it discarded.
@@ -196,11 +196,19 @@ else
       );
     }
 
-    async function killMidRun(scenario: Scenario, daemon: DaemonProcess): Promise<number> {
-      // Past a quarter of the batch, so the kill falls among mails in flight; the exact count is reported.
-      await waitForDelivered(scenario, MAILS / 4, 60_000);
+    /** Kills `daemon` once the daemons in `watched` report a quarter of the batch done; returns how many were. */
+    async function killMidRun(
+      scenario: Scenario,
+      daemon: DaemonProcess,
+      watched: readonly DaemonProcess[] = [daemon],
+    ): Promise<number> {
+      // Counted from the daemons' outcome lines, not the Maildir: through Postfix the Maildir lags behind what the
+      // daemons handed over, and two daemons would be nearly done before a quarter of it arrived there.
+      const done = () =>
+        watched.reduce((n, d) => n + outcomeLines(d.logs).filter((l) => l.status === 'delivered').length, 0);
+      await waitUntil(() => done() >= MAILS / 4, 60_000, `${MAILS / 4} of ${scenario.name}'s mails done`, 20);
       await daemon.kill9();
-      return (await settledCopies(scenario)).size;
+      return done();
     }
 
     for (const scenario of [
@@ -222,11 +230,14 @@ else
     }
 
     it(`two daemons on one queue, kill -9 of one mid-batch of ${MAILS}: every Message-ID exactly once`, async (t) => {
+      // Through Postfix, as the README asks for more than one replica: Dovecot's per-user LMTP limit does not keep
+      // two workers' connections from delivering to one mailbox at once, and then Dovecot can lose a delivery-id
+      // mark (over LMTP, one CI run stored a Message-ID twice).
       const scenario: Scenario = {
-        name: 'pair-lmtp',
+        name: 'pair-smtp',
         domain: 'another.com',
         mailbox: 'carol@another.com',
-        protocol: 'lmtp',
+        protocol: 'smtp',
       };
       const queueUrl = await enqueue(scenario);
       const env = daemonEnv(scenario);
@@ -235,7 +246,7 @@ else
         spawnDaemon({ domains: [scenario.domain], env }),
       ]);
       t.after(() => b.stop());
-      const deliveredAtKill = await killMidRun(scenario, a);
+      const deliveredAtKill = await killMidRun(scenario, a, [a, b]);
       const byA = outcomeLines(a.logs).filter((l) => l.status === 'delivered').length;
       await assertExactlyOnce(t, scenario, queueUrl, deliveredAtKill, '');
       const byB = outcomeLines(b.logs).filter((l) => l.status === 'delivered').length;

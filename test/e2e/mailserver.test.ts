@@ -377,6 +377,57 @@ else
         assert.deepEqual(actions, { stored: 2, discarded: 2 });
       });
 
+      it('keeps every delivery-id mark while several senders deliver to one mailbox at once (as replicas do)', async () => {
+        // Dovecot loses marks when two deliveries to one user overlap, and its lmtp_user_concurrency_limit check is
+        // racy across connections; Postfix (user-patches.sh: one LMTP delivery per recipient) is what serialises.
+        // Three connections in lockstep, each mail twice: every second copy must be discarded.
+        const SENDERS = 3;
+        const ROUNDS = 40;
+        const mailbox = `alice@${DOMAIN}`;
+        const prefix = `lockstep-${randomUUID()}`;
+        const transports = Array.from({ length: SENDERS }, () =>
+          nodemailer.createTransport({
+            host: '127.0.0.1',
+            port: mailServer().smtpPort,
+            ignoreTLS: true,
+            pool: true,
+            maxConnections: 1,
+          }),
+        );
+        const copy = (n: number) =>
+          Buffer.from(
+            `X-SES-Worker-Delivery-Id: deliver.${prefix}-${n}\r\nFrom: sender@external.test\r\nTo: ${mailbox}\r\n` +
+              `Subject: lockstep ${n}\r\nMessage-ID: <${prefix}-${n}@e2e.test>\r\n\r\nbody\r\n`,
+          );
+        try {
+          for (const pass of [1, 2]) {
+            for (let round = 0; round < ROUNDS; round += 1) {
+              await Promise.all(
+                transports.map((transport, sender) =>
+                  transport.sendMail({
+                    envelope: { from: 'sender@external.test', to: [mailbox] },
+                    raw: copy(round * SENDERS + sender),
+                  }),
+                ),
+              );
+            }
+            if (pass === 1) await waitUntilPostfixIdle(mailServer());
+          }
+        } finally {
+          for (const transport of transports) transport.close();
+        }
+        await waitUntilPostfixIdle(mailServer());
+        const counts = [...(await copiesByMessageId(mailServer(), mailbox))].filter(([id]) =>
+          id.startsWith(prefix),
+        );
+        const twice = counts.filter(([, n]) => n > 1).map(([id]) => id);
+        assert.equal(counts.length, SENDERS * ROUNDS, 'every mail stored');
+        assert.deepEqual(twice, [], 'mails stored twice: a delivery-id mark was lost');
+        const escaped = prefix.replaceAll('-', '\\-');
+        const actions = await sieveActions(mailServer(), mailbox, new RegExp(`^${escaped}-`));
+        assert.deepEqual(actions, { stored: SENDERS * ROUNDS, discarded: SENDERS * ROUNDS });
+      });
+
       it('forwards to carol@another.com through the internal port into her Maildir', async () => {
         await emulators().ddb.send(
           new PutCommand({

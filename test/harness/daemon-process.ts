@@ -138,6 +138,19 @@ export function httpRequest(
   });
 }
 
+/** WAIT_TIME_SECONDS of every spawned daemon (unless a test sets its own): how long a long poll stays open. */
+export const LONG_POLL_SECONDS = 1;
+
+/**
+ * Waits until the last long poll of a thread that crashed at `crashedAt` has surely ended. SQS keeps serving a poll
+ * whose client is gone and hands a mail arriving meanwhile to it, hidden for the visibility timeout (not lost, late);
+ * a test that wants the restarted thread to get its next mail waits this out first.
+ */
+export async function outlastDeadPoll(crashedAt: number): Promise<void> {
+  const endsAt = crashedAt + LONG_POLL_SECONDS * 1000 + 500;
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, endsAt - Date.now())));
+}
+
 /** Spawns `node dist/unified-worker.js --domains ...` and resolves once it logged its ports. */
 export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess> {
   const entry = options.entry ?? DAEMON_ENTRY;
@@ -147,7 +160,7 @@ export async function spawnDaemon(options: DaemonOptions): Promise<DaemonProcess
     HEALTH_PORT: '0',
     METRICS_PORT: '0',
     HTTP_HOST: '127.0.0.1',
-    WAIT_TIME_SECONDS: '1',
+    WAIT_TIME_SECONDS: String(LONG_POLL_SECONDS),
     ...options.env,
   };
   // The test runner's own flags (--import tsx, --test ...) must not leak into the child.

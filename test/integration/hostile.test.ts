@@ -13,7 +13,12 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { mulberry32 } from '../fixtures/broken-mime/corpus.ts';
-import { killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
+import {
+  killAllDaemons,
+  outlastDeadPoll,
+  spawnDaemon,
+  type DaemonProcess,
+} from '../harness/daemon-process.ts';
 import {
   createDomainQueue,
   queueCounts,
@@ -599,6 +604,7 @@ describe('unexpected errors in the built daemon', () => {
     sink.setDataDelay(0);
     const daemon = await spawn();
     assert.equal((await daemon.request('POST', `/debug/crash?domain=${D}&how=rejection`)).status, 202);
+    const crashedAt = Date.now();
     await daemon.waitForLog((l) => l.msg === 'poller thread died; restarting', 10_000, 'the thread restart');
     await waitUntil(
       async () => (await daemon.request('GET', '/health')).status === 200,
@@ -606,6 +612,7 @@ describe('unexpected errors in the built daemon', () => {
       'healthy again',
     );
     assert.equal(sumMetric(await daemon.metrics(), 'ses_worker_poller_restarts_total', { domain: D }), 1);
+    await outlastDeadPoll(crashedAt);
     await putOne(`after-rejection@${D}`);
     await waitUntil(
       () => deliveriesTo(`after-rejection@${D}`).length === 1,
