@@ -1,10 +1,11 @@
 /**
  * Exactly once at the mailbox, proven against the real Postfix + Dovecot (real-mailserver.ts) with the BUILT daemon
  * (`dist/`, a child process): kill -9 in the middle of 200 mails, restart, drain — once over LMTP straight into
- * Dovecot, once over SMTP through Postfix — and two daemons on one queue (through Postfix) with a kill -9 of one. Every Message-ID
- * must be in the Maildir exactly once. The worker's ledger cannot close the window between the mail server's 250
- * and its own record of it; docker/mailserver/before.dovecot.sieve closes it where the mail lands. So each run also
- * reads Dovecot's log: Sieve handled every stored copy (the script was active), and how many copies it discarded.
+ * Dovecot, once over SMTP through Postfix — and two daemons on one queue (through Postfix) with a kill -9 of one.
+ * Every Message-ID must be in the Maildir exactly once. The worker's ledger cannot close the window between the mail
+ * server's 250 and its own record of it; docker/mailserver/before.dovecot.sieve closes it where the mail lands. So
+ * each run also reads Dovecot's log: Sieve handled every stored copy (the script was active), and how many copies it
+ * discarded.
  *
  * `MS_DEDUP=0` starts the mail server without the Sieve script (scripts/mailserver/start.sh), to see what it saves:
  * then these tests fail on "the Sieve script was active" and report the duplicates that reached the Maildir.
