@@ -106,6 +106,17 @@ function settingsChecks(context: CommandContext): CheckResult[] {
         `delivery ${config.smtp.protocol.toUpperCase()} to ${config.smtp.host}, region ${config.aws.region}`,
     },
   ];
+  if (config.smtp.protocol === 'lmtp') {
+    // Doctor cannot count replicas; it can say what LMTP asks of them (README, "Exactly once").
+    checks.push({
+      check: 'DELIVERY_PROTOCOL',
+      status: 'warn',
+      detail:
+        'lmtp: a second copy is recognised in the mailbox only while one worker process delivers to it ' +
+        "(Dovecot's per-user limit does not serialise two workers' connections)",
+      fix: 'run one replica, or deliver through Postfix with DELIVERY_PROTOCOL=smtp',
+    });
+  }
   const secret = config.rules.loopMarkerSecret;
   if (secret === '') {
     checks.push({

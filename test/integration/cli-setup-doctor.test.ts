@@ -167,6 +167,7 @@ describe('doctor', () => {
     const report = run.json<DoctorReport>();
     assert.equal(run.code, 0, JSON.stringify(report.checks.filter((c) => c.status === 'fail')));
     assert.equal(report.failed, 0);
+    assert.ok(!report.checks.some((c) => c.check === 'DELIVERY_PROTOCOL'), 'nothing to say about smtp');
     for (const name of [
       'settings',
       'LOOP_MARKER_SECRET',
@@ -271,6 +272,9 @@ describe('doctor', () => {
       });
       const report = run.json<DoctorReport>();
       assert.equal(check(report, `mail server LMTP 127.0.0.1:${lmtp.port}`).status, 'ok');
+      const protocol = check(report, 'DELIVERY_PROTOCOL');
+      assert.equal(protocol.status, 'warn');
+      assert.match(protocol.fix ?? '', /one replica, or .*DELIVERY_PROTOCOL=smtp/);
       assert.ok(!report.checks.some((c) => c.check === `mail server SMTP 127.0.0.1:${mailbox.port}`));
       assert.equal(lmtp.connections, 1);
       assert.equal(lmtp.messages.length, 0);
