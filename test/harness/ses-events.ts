@@ -40,6 +40,53 @@ export { buildMime, type MimeAttachment, type MimeInput } from '../../src/cli/co
 /** Account id used in the ARNs we generate (SES notifications come from the customer's own topic). */
 export const TEST_ACCOUNT_ID = DEFAULT_ACCOUNT_ID;
 
+/**
+ * The DSN SES sends back when mail `from` sent through SES bounced at `failed`: a multipart/report whose returned
+ * headers carry the outbound Message-ID (`<outboundMessageId@email.amazonses.com>`) the outbound table knows.
+ */
+export function sesBounceDsn(input: {
+  from: string;
+  outboundMessageId: string;
+  bounceMessageId: string;
+  failed?: string;
+}): Buffer {
+  const failed = input.failed ?? 'failed@remote.test';
+  return Buffer.from(
+    [
+      'From: MAILER-DAEMON@amazonses.com',
+      `To: ${input.from}`,
+      'Subject: Delivery Status Notification (Failure)',
+      `Message-ID: <${input.bounceMessageId}@email.amazonses.com>`,
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
+      '',
+      '--b1',
+      'Content-Type: text/plain',
+      '',
+      'An error occurred while trying to deliver the mail to the following recipients:',
+      failed,
+      '--b1',
+      'Content-Type: message/delivery-status',
+      '',
+      'Reporting-MTA: dns; a1-2.smtp-out.amazonses.com',
+      '',
+      `Final-Recipient: rfc822; ${failed}`,
+      'Action: failed',
+      'Status: 5.1.1',
+      '',
+      '--b1',
+      'Content-Type: text/rfc822-headers',
+      '',
+      `From: ${input.from}`,
+      `To: ${failed}`,
+      `Message-ID: <${input.outboundMessageId}@email.amazonses.com>`,
+      '',
+      '--b1--',
+      '',
+    ].join('\r\n'),
+  );
+}
+
 /** Options of {@link sesSetupNotification}. */
 export interface SesSetupNotificationOptions {
   topicArn?: string;

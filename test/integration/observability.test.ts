@@ -22,7 +22,7 @@ import { createCoordinatorMetrics } from '../../src/daemon/coordinator-metrics.t
 import { startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
 import { assertBuilt, killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
 import { rawMail } from '../harness/faults.ts';
-import { putMail } from '../harness/ses-events.ts';
+import { putMail, sesBounceDsn } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
 import { commandProblem, toolGate } from '../harness/required-tool.ts';
 
@@ -586,38 +586,9 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
 
 /** An SES bounce (DSN) of mail `to` sent through SES; its original Message-ID is in the outbound table. */
 function sesBounce(to: string, wave: number): Buffer {
-  return Buffer.from(
-    [
-      'From: MAILER-DAEMON@amazonses.com',
-      `To: ${to}`,
-      'Subject: Delivery Status Notification (Failure)',
-      `Message-ID: <bounce-obs-${wave}@email.amazonses.com>`,
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
-      '',
-      '--b1',
-      'Content-Type: text/plain',
-      '',
-      'An error occurred while trying to deliver the mail to the following recipients:',
-      'failed@remote.test',
-      '--b1',
-      'Content-Type: message/delivery-status',
-      '',
-      'Reporting-MTA: dns; a1-2.smtp-out.amazonses.com',
-      '',
-      'Final-Recipient: rfc822; failed@remote.test',
-      'Action: failed',
-      'Status: 5.1.1',
-      '',
-      '--b1',
-      'Content-Type: text/rfc822-headers',
-      '',
-      `From: ${to}`,
-      'To: failed@remote.test',
-      'Message-ID: <0100018cabc-obs-1@email.amazonses.com>',
-      '',
-      '--b1--',
-      '',
-    ].join('\r\n'),
-  );
+  return sesBounceDsn({
+    from: to,
+    outboundMessageId: '0100018cabc-obs-1',
+    bounceMessageId: `bounce-obs-${wave}`,
+  });
 }

@@ -9,6 +9,7 @@ import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import {
   buildMime,
   putMail,
+  sesBounceDsn,
   sesMessageId,
   sesNotification,
   sesSetupNotification,
@@ -305,40 +306,11 @@ describe('pipeline against emulators and SMTP sinks', () => {
         },
       }),
     );
-    const dsn = Buffer.from(
-      [
-        'From: MAILER-DAEMON@amazonses.com',
-        `To: jane@${DOMAIN}`,
-        'Subject: Delivery Status Notification (Failure)',
-        'Message-ID: <bounce-1@email.amazonses.com>',
-        'MIME-Version: 1.0',
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"',
-        '',
-        '--b1',
-        'Content-Type: text/plain',
-        '',
-        'An error occurred while trying to deliver the mail to the following recipients:',
-        'failed@remote.test',
-        '--b1',
-        'Content-Type: message/delivery-status',
-        '',
-        'Reporting-MTA: dns; a1-2.smtp-out.amazonses.com',
-        '',
-        'Final-Recipient: rfc822; failed@remote.test',
-        'Action: failed',
-        'Status: 5.1.1',
-        '',
-        '--b1',
-        'Content-Type: text/rfc822-headers',
-        '',
-        `From: jane@${DOMAIN}`,
-        'To: failed@remote.test',
-        'Message-ID: <0100018cabc-out-1@email.amazonses.com>',
-        '',
-        '--b1--',
-        '',
-      ].join('\r\n'),
-    );
+    const dsn = sesBounceDsn({
+      from: `jane@${DOMAIN}`,
+      outboundMessageId: '0100018cabc-out-1',
+      bounceMessageId: 'bounce-1',
+    });
     const put = await putMail(rig.stack, {
       domain: DOMAIN,
       raw: dsn,
