@@ -8,7 +8,13 @@ import { createDomainQueue, type TestStack } from '../../test/harness/emulators.
 import { bigMail, putLargeMail } from '../../test/harness/faults.ts';
 import { startSesQuota } from '../../test/harness/ses-quota.ts';
 import { nameFromTemplate } from '../../src/aws/resources.ts';
-import { startConsumer, type ConsumerKind, type Endpoints } from './consumers.ts';
+import {
+  startConsumer,
+  type ConsumerInput,
+  type ConsumerKind,
+  type Endpoints,
+  type RunningConsumer,
+} from './consumers.ts';
 import { preload } from './preload.ts';
 import { cpuMs, peakRssMb, rssMb } from './proc.ts';
 import { startBenchSink, type BenchSink } from './sink.ts';
@@ -44,6 +50,33 @@ export interface RunResult {
 let runCounter = 0;
 let seqCounter = 0;
 
+type ConsumerSpec = Omit<ConsumerInput, 'baseEnv' | 'smtpPort' | 'endpoints'> & { endpoints?: Endpoints };
+
+/** Starts a sink and a consumer delivering to it, runs `measure`, and stops both whatever happens. */
+async function withConsumer<T>(
+  stack: TestStack,
+  endpoints: Endpoints,
+  spec: ConsumerSpec,
+  measure: (consumer: RunningConsumer, sink: BenchSink) => Promise<T>,
+): Promise<T> {
+  const sink = await startBenchSink();
+  try {
+    const consumer = await startConsumer({
+      ...spec,
+      endpoints: spec.endpoints ?? endpoints,
+      baseEnv: stack.env,
+      smtpPort: sink.port,
+    });
+    try {
+      return await measure(consumer, sink);
+    } finally {
+      await consumer.kill();
+    }
+  } finally {
+    await sink.stop();
+  }
+}
+
 export async function measureThroughput(
   stack: TestStack,
   endpoints: Endpoints,
@@ -68,49 +101,48 @@ export async function measureThroughput(
   }
   const expected = perDomain * spec.domains;
   const warmup = Math.min(spec.warmupMails, expected - 2);
-  const sink = await startBenchSink();
-  const consumer = await startConsumer({
-    kind: spec.kind,
-    domains,
-    queueUrls,
+  return withConsumer(
+    stack,
     endpoints,
-    baseEnv: stack.env,
-    smtpPort: sink.port,
-    ...(spec.env && { env: spec.env }),
-    ...(spec.cpuProfileDir !== undefined && { cpuProfileDir: spec.cpuProfileDir }),
-  });
-  try {
-    const { cpuAtStart, countAtStart, cpuAtLast } = await waitForDeliveries(
-      sink,
-      consumer.pid,
-      Math.max(1, warmup),
-      expected,
-    );
-    await waitForEmptyQueues(stack, queueUrls);
-    const peak = peakRssMb(consumer.pid);
-    const deliveries = (await sink.deliveries()).sort((a, b) => a.deliveredAt - b.deliveredAt);
-    const measured = deliveries.slice(Math.max(0, warmup - 1));
-    const first = measured[0]?.deliveredAt ?? 0;
-    const last = measured[measured.length - 1]?.deliveredAt ?? 0;
-    const measuredSince = warmup > 0 ? first : consumer.startedAt;
-    const latencies = measured.map((d) => d.deliveredAt - Math.max(d.enqueuedAt, measuredSince));
-    const seqs = new Set(deliveries.map((d) => d.seq));
-    return {
-      msgs_per_s: round(((measured.length - 1) * 1000) / Math.max(1, last - first)),
-      p50_ms: round(percentile(latencies, 50), 0),
-      p99_ms: round(percentile(latencies, 99), 0),
-      cpu_ms_per_msg: round((cpuAtLast - cpuAtStart) / Math.max(1, expected - countAtStart), 2),
-      peak_rss_mb: round(peak, 0),
-      delivered: seqs.size,
-      duplicates: deliveries.length - seqs.size,
-      sink: sink.kind,
-    };
-  } catch (error) {
-    throw new Error(`${(error as Error).message}\n${consumer.describe()}`, { cause: error });
-  } finally {
-    await consumer.kill();
-    await sink.stop();
-  }
+    {
+      kind: spec.kind,
+      domains,
+      queueUrls,
+      ...(spec.env && { env: spec.env }),
+      ...(spec.cpuProfileDir !== undefined && { cpuProfileDir: spec.cpuProfileDir }),
+    },
+    async (consumer, sink) => {
+      try {
+        const { cpuAtStart, countAtStart, cpuAtLast } = await waitForDeliveries(
+          sink,
+          consumer.pid,
+          Math.max(1, warmup),
+          expected,
+        );
+        await waitForEmptyQueues(stack, queueUrls);
+        const peak = peakRssMb(consumer.pid);
+        const deliveries = (await sink.deliveries()).sort((a, b) => a.deliveredAt - b.deliveredAt);
+        const measured = deliveries.slice(Math.max(0, warmup - 1));
+        const first = measured[0]?.deliveredAt ?? 0;
+        const last = measured[measured.length - 1]?.deliveredAt ?? 0;
+        const measuredSince = warmup > 0 ? first : consumer.startedAt;
+        const latencies = measured.map((d) => d.deliveredAt - Math.max(d.enqueuedAt, measuredSince));
+        const seqs = new Set(deliveries.map((d) => d.seq));
+        return {
+          msgs_per_s: round(((measured.length - 1) * 1000) / Math.max(1, last - first)),
+          p50_ms: round(percentile(latencies, 50), 0),
+          p99_ms: round(percentile(latencies, 99), 0),
+          cpu_ms_per_msg: round((cpuAtLast - cpuAtStart) / Math.max(1, expected - countAtStart), 2),
+          peak_rss_mb: round(peak, 0),
+          delivered: seqs.size,
+          duplicates: deliveries.length - seqs.size,
+          sink: sink.kind,
+        };
+      } catch (error) {
+        throw new Error(`${(error as Error).message}\n${consumer.describe()}`, { cause: error });
+      }
+    },
+  );
 }
 
 /** Samples the consumer's CPU when `start` mails have arrived and when all `expected` have. */
@@ -186,37 +218,34 @@ export async function measureIdle(
   const domains = Array.from({ length: domainCount }, (_, i) => `idle${run}d${i}.bench.test`);
   const queueUrls: string[] = [];
   for (const domain of domains) queueUrls.push((await createDomainQueue(stack.sqs, domain)).queueUrl);
-  const sink = await startBenchSink();
-  const consumer = await startConsumer({
-    kind: 'daemon',
-    domains,
-    queueUrls,
+  return withConsumer(
+    stack,
     endpoints,
-    baseEnv: stack.env,
-    smtpPort: sink.port,
-  });
-  try {
-    // Start-up work (module loading, JIT, the first polls) is not idling.
-    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-    const percent = (usedMs: number, overMs: number) => round((usedMs / overMs) * 100, 2);
-    await sleep(5_000);
-    const settling = cpuMs(consumer.pid);
-    await sleep(Math.max(0, settleSeconds - 5) * 1000);
-    const before = cpuMs(consumer.pid);
-    await sleep(seconds * 1000);
-    const used = cpuMs(consumer.pid) - before;
-    return {
-      cpu_percent_of_core: percent(used, seconds * 1000),
-      settling_cpu_percent_of_core: percent(before - settling, Math.max(1, settleSeconds - 5) * 1000),
-      settle_s: settleSeconds,
-      window_s: seconds,
-      rss_mb: round(rssMb(consumer.pid), 0),
-      domains: domainCount,
-    };
-  } finally {
-    await consumer.kill();
-    await sink.stop();
-  }
+    {
+      kind: 'daemon',
+      domains,
+      queueUrls,
+    },
+    async (consumer) => {
+      // Start-up work (module loading, JIT, the first polls) is not idling.
+      const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      const percent = (usedMs: number, overMs: number) => round((usedMs / overMs) * 100, 2);
+      await sleep(5_000);
+      const settling = cpuMs(consumer.pid);
+      await sleep(Math.max(0, settleSeconds - 5) * 1000);
+      const before = cpuMs(consumer.pid);
+      await sleep(seconds * 1000);
+      const used = cpuMs(consumer.pid) - before;
+      return {
+        cpu_percent_of_core: percent(used, seconds * 1000),
+        settling_cpu_percent_of_core: percent(before - settling, Math.max(1, settleSeconds - 5) * 1000),
+        settle_s: settleSeconds,
+        window_s: seconds,
+        rss_mb: round(rssMb(consumer.pid), 0),
+        domains: domainCount,
+      };
+    },
+  );
 }
 
 export interface LargeMailResult {
@@ -237,15 +266,6 @@ export async function measureLargeMail(
   const domain = `large${run}.bench.test`;
   const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 120 });
   const bucket = nameFromTemplate('{domain}-emails', domain);
-  const sink = await startBenchSink();
-  const consumer = await startConsumer({
-    kind: 'daemon',
-    domains: [domain],
-    queueUrls: [queueUrl],
-    endpoints,
-    baseEnv: stack.env,
-    smtpPort: sink.port,
-  });
   const put = (size: number) =>
     preload(stack, {
       domain,
@@ -256,33 +276,39 @@ export async function measureLargeMail(
       recipientsPerMail: 1,
       firstSeq: seqCounter++,
     });
-  try {
-    await put(10_000);
-    await waitForDeliveries(sink, consumer.pid, 1, 1);
-    const before = peakRssMb(consumer.pid);
-    const started = Date.now();
-    // Over fauxqs's single-request body limit: uploaded in parts, as SES's own writes of large mail are.
-    await putLargeMail(stack, {
-      domain,
-      raw: bigMail(`large-${run}`, `user0@${domain}`, bytes),
-      recipients: [`user0@${domain}`],
-      source: 'bench-sender@external.test',
-    });
-    await waitForDeliveries(sink, consumer.pid, 2, 2);
-    const deliverMs = Date.now() - started;
-    const growth = peakRssMb(consumer.pid) - before;
-    const mailMb = bytes / (1024 * 1024);
-    return {
-      mail_mb: round(mailMb, 0),
-      peak_rss_before_mb: round(before, 0),
-      peak_rss_growth_mb: round(growth, 0),
-      growth_per_mail_size: round(growth / mailMb, 2),
-      deliver_ms: deliverMs,
-    };
-  } finally {
-    await consumer.kill();
-    await sink.stop();
-  }
+  return withConsumer(
+    stack,
+    endpoints,
+    {
+      kind: 'daemon',
+      domains: [domain],
+      queueUrls: [queueUrl],
+    },
+    async (consumer, sink) => {
+      await put(10_000);
+      await waitForDeliveries(sink, consumer.pid, 1, 1);
+      const before = peakRssMb(consumer.pid);
+      const started = Date.now();
+      // Over fauxqs's single-request body limit: uploaded in parts, as SES's own writes of large mail are.
+      await putLargeMail(stack, {
+        domain,
+        raw: bigMail(`large-${run}`, `user0@${domain}`, bytes),
+        recipients: [`user0@${domain}`],
+        source: 'bench-sender@external.test',
+      });
+      await waitForDeliveries(sink, consumer.pid, 2, 2);
+      const deliverMs = Date.now() - started;
+      const growth = peakRssMb(consumer.pid) - before;
+      const mailMb = bytes / (1024 * 1024);
+      return {
+        mail_mb: round(mailMb, 0),
+        peak_rss_before_mb: round(before, 0),
+        peak_rss_growth_mb: round(growth, 0),
+        growth_per_mail_size: round(growth / mailMb, 2),
+        deliver_ms: deliverMs,
+      };
+    },
+  );
 }
 
 export interface SesBurstResult {
@@ -328,41 +354,45 @@ export async function measureSesBurst(
     firstSeq: (seqCounter += mails) - mails,
   });
   const quota = await startSesQuota(endpoints.ses, quotaPerSecond);
-  const sink = await startBenchSink();
-  const consumer = await startConsumer({
-    kind: 'daemon',
-    domains: [domain],
-    queueUrls: [queueUrl],
-    endpoints: { ...endpoints, ses: quota.endpoint },
-    baseEnv: stack.env,
-    smtpPort: sink.port,
-  });
   try {
-    const deadline = Date.now() + 10 * 60_000;
-    while ((await sink.count()) < mails || quota.accepted.length < mails) {
-      if (Date.now() > deadline) throw new Error(`burst: ${quota.accepted.length} of ${mails} forwards sent`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await waitForEmptyQueues(stack, [queueUrl]);
-    const local = (await sink.deliveries()).map((d) => d.deliveredAt).sort((a, b) => a - b);
-    const sends = [...quota.accepted].sort((a, b) => a - b);
-    const first = local[0] ?? 0;
-    const effects = consumer
-      .logs()
-      .flatMap((line) => (Array.isArray(line.effects) ? (line.effects as Array<{ status: string }>) : []));
-    return {
-      forwards: sends.length,
-      ses_quota_per_s: quotaPerSecond,
-      ses_sends_per_s: round(((sends.length - 1) * 1000) / Math.max(1, sends.at(-1)! - sends[0]!)),
-      throttled_by_ses: quota.throttled,
-      effects_not_sent: effects.filter((e) => e.status !== 'sent').length,
-      local_msgs_per_s: round(((local.length - 1) * 1000) / Math.max(1, local.at(-1)! - first)),
-      local_done_ms: Math.round(local.at(-1)! - first),
-      forwards_done_ms: Math.round(sends.at(-1)! - first),
-    };
+    return await withConsumer(
+      stack,
+      endpoints,
+      {
+        kind: 'daemon',
+        domains: [domain],
+        queueUrls: [queueUrl],
+        endpoints: { ...endpoints, ses: quota.endpoint },
+      },
+      async (consumer, sink) => {
+        const deadline = Date.now() + 10 * 60_000;
+        while ((await sink.count()) < mails || quota.accepted.length < mails) {
+          if (Date.now() > deadline)
+            throw new Error(`burst: ${quota.accepted.length} of ${mails} forwards sent`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        await waitForEmptyQueues(stack, [queueUrl]);
+        const local = (await sink.deliveries()).map((d) => d.deliveredAt).sort((a, b) => a - b);
+        const sends = [...quota.accepted].sort((a, b) => a - b);
+        const first = local[0] ?? 0;
+        const effects = consumer
+          .logs()
+          .flatMap((line) =>
+            Array.isArray(line.effects) ? (line.effects as Array<{ status: string }>) : [],
+          );
+        return {
+          forwards: sends.length,
+          ses_quota_per_s: quotaPerSecond,
+          ses_sends_per_s: round(((sends.length - 1) * 1000) / Math.max(1, sends.at(-1)! - sends[0]!)),
+          throttled_by_ses: quota.throttled,
+          effects_not_sent: effects.filter((e) => e.status !== 'sent').length,
+          local_msgs_per_s: round(((local.length - 1) * 1000) / Math.max(1, local.at(-1)! - first)),
+          local_done_ms: Math.round(local.at(-1)! - first),
+          forwards_done_ms: Math.round(sends.at(-1)! - first),
+        };
+      },
+    );
   } finally {
-    await consumer.kill();
-    await sink.stop();
     await quota.stop();
   }
 }
@@ -400,34 +430,31 @@ export async function measureSerialLatency(
     recipientsPerMail,
     firstSeq: (seqCounter += mails) - mails,
   });
-  const sink = await startBenchSink();
-  const consumer = await startConsumer({
-    kind: 'daemon',
-    domains: [domain],
-    queueUrls: [queueUrl],
+  return withConsumer(
+    stack,
     endpoints,
-    baseEnv: stack.env,
-    smtpPort: sink.port,
-    env: { MESSAGE_CONCURRENCY: '1', RULES_CACHE_SECONDS: '0' },
-  });
-  try {
-    await waitForDeliveries(sink, consumer.pid, 1, mails);
-    await waitForEmptyQueues(stack, [queueUrl]);
-    const durations = consumer
-      .logs()
-      .filter((line) => line.msg === 'message processed' && typeof line.durationMs === 'number')
-      .map((line) => line.durationMs as number)
-      // The first mails pay for connections and JIT.
-      .slice(5);
-    const p50 = percentile(durations, 50);
-    return {
-      recipients_per_mail: recipientsPerMail,
-      mails,
-      p50_processing_ms: round(p50, 0),
-      round_trips_per_mail: round(p50 / Math.max(1, latencyMs), 1),
-    };
-  } finally {
-    await consumer.kill();
-    await sink.stop();
-  }
+    {
+      kind: 'daemon',
+      domains: [domain],
+      queueUrls: [queueUrl],
+      env: { MESSAGE_CONCURRENCY: '1', RULES_CACHE_SECONDS: '0' },
+    },
+    async (consumer, sink) => {
+      await waitForDeliveries(sink, consumer.pid, 1, mails);
+      await waitForEmptyQueues(stack, [queueUrl]);
+      const durations = consumer
+        .logs()
+        .filter((line) => line.msg === 'message processed' && typeof line.durationMs === 'number')
+        .map((line) => line.durationMs as number)
+        // The first mails pay for connections and JIT.
+        .slice(5);
+      const p50 = percentile(durations, 50);
+      return {
+        recipients_per_mail: recipientsPerMail,
+        mails,
+        p50_processing_ms: round(p50, 0),
+        round_trips_per_mail: round(p50 / Math.max(1, latencyMs), 1),
+      };
+    },
+  );
 }
