@@ -13,16 +13,10 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 
 import { killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
-import {
-  createDomainQueue,
-  queueCounts,
-  startStack,
-  waitUntil,
-  type TestStack,
-} from '../harness/emulators.ts';
+import { createDomainQueue, queueCounts, waitUntil } from '../harness/emulators.ts';
 import { outcomeLines, rawMail } from '../harness/faults.ts';
 import { putMail } from '../harness/ses-events.ts';
 import {
@@ -31,11 +25,9 @@ import {
   inCi,
   logs,
   sieveActions,
-  startMailServer,
-  stopMailServer,
   unavailableReason,
+  useMailServerAndStack,
   waitUntilPostfixIdle,
-  type MailServer,
 } from './real-mailserver.ts';
 
 const DOMAIN = 'example.com';
@@ -55,37 +47,7 @@ interface Scenario {
 if (skip) it('e2e: exactly once at the mailbox across kill -9', { skip }, () => {});
 else
   describe('e2e: exactly once at the mailbox across kill -9', () => {
-    let server: MailServer | undefined;
-    let stack: TestStack | undefined;
-    const mailServer = (): MailServer => {
-      assert.ok(server, 'mail server started');
-      return server;
-    };
-    const emulators = (): TestStack => {
-      assert.ok(stack, 'emulators started');
-      return stack;
-    };
-
-    before(async () => {
-      if (unavailable !== undefined) {
-        throw new Error(
-          `CI is set, so the e2e suite must run, but the real mail server is unavailable: ${unavailable}`,
-        );
-      }
-      const [startedServer, startedStack] = await Promise.allSettled([
-        startMailServer(),
-        startStack({ tables: true }),
-      ]);
-      if (startedServer.status === 'fulfilled') server = startedServer.value;
-      if (startedStack.status === 'fulfilled') stack = startedStack.value;
-      if (startedServer.status === 'rejected') throw startedServer.reason;
-      if (startedStack.status === 'rejected') throw startedStack.reason;
-    });
-    after(async () => {
-      await killAllDaemons();
-      await stack?.stop();
-      if (server) await stopMailServer(server);
-    });
+    const { mailServer, emulators } = useMailServerAndStack({ tables: true }, { beforeStop: killAllDaemons });
 
     /** A queue of its own (3 s visibility: the restarted daemon sees the killed one's messages soon) and 200 mails. */
     async function enqueue(scenario: Scenario): Promise<string> {

@@ -20,7 +20,7 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import nodemailer from 'nodemailer';
 
-import { createDomainQueue, startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
+import { createDomainQueue, waitUntil, type TestStack } from '../harness/emulators.ts';
 import { startRig, type LogLine, type MailServerRig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail, type MimeInput, type PutMailResult } from '../harness/ses-events.ts';
 import { stripVerdicts } from '../harness/verdict-lines.ts';
@@ -34,12 +34,11 @@ import {
   postfixQueueId,
   sieveActions,
   splitTrace,
-  startMailServer,
-  stopMailServer,
   unavailableReason,
+  useMailServerAndStack,
   waitForMaildir,
   waitUntilPostfixIdle,
-  type MailServer,
+  type MailServerAndStack,
 } from './real-mailserver.ts';
 
 const DOMAIN = 'example.com';
@@ -104,54 +103,26 @@ function codes(outcome: LogLine): Record<string, number | undefined> {
 if (skip) it('e2e: pipeline into a real Postfix + Dovecot', { skip }, () => {});
 else
   describe('e2e: pipeline into a real Postfix + Dovecot', () => {
-    let server: MailServer | undefined;
-    let stack: TestStack | undefined;
     /** Queue URLs of the LMTP rig, by domain. */
     const lmtpQueues = new Map<string, string>();
-
-    const mailServer = (): MailServer => {
-      assert.ok(server, 'mail server started');
-      return server;
-    };
-    const emulators = (): TestStack => {
-      assert.ok(stack, 'emulators started');
-      return stack;
-    };
-
-    before(async () => {
-      if (unavailable !== undefined) {
-        throw new Error(
-          `CI is set, so the e2e suite must run, but the real mail server is unavailable: ${unavailable}`,
-        );
-      }
-      const [startedServer, startedStack] = await Promise.allSettled([
-        startMailServer(),
-        startStack({
-          tables: true,
-          domains: [DOMAIN, OTHER, UNCONFIGURED],
-          queueOptions: { visibilityTimeout: 30 },
-        }),
-      ]);
-      if (startedServer.status === 'fulfilled') server = startedServer.value;
-      if (startedStack.status === 'fulfilled') stack = startedStack.value;
-      if (startedServer.status === 'rejected') throw startedServer.reason;
-      if (startedStack.status === 'rejected') throw startedStack.reason;
-      for (const domain of [DOMAIN, OTHER, UNCONFIGURED]) {
-        const queue = await createDomainQueue(emulators().sqs, domain, {
-          template: LMTP_QUEUE_TEMPLATE,
-          visibilityTimeout: 30,
-        });
-        lmtpQueues.set(domain, queue.queueUrl);
-      }
-      console.log(
-        `mail server: smtp ${mailServer().smtpPort}, internal ${mailServer().internalPort}, lmtp ${mailServer().lmtpPort}; started in ${mailServer().startMs} ms`,
-      );
-    });
-
-    after(async () => {
-      await stack?.stop();
-      if (server) await stopMailServer(server);
-    });
+    const { mailServer, emulators } = useMailServerAndStack(
+      { tables: true, domains: [DOMAIN, OTHER, UNCONFIGURED], queueOptions: { visibilityTimeout: 30 } },
+      {
+        async afterStart(env: MailServerAndStack) {
+          for (const domain of [DOMAIN, OTHER, UNCONFIGURED]) {
+            const queue = await createDomainQueue(env.emulators().sqs, domain, {
+              template: LMTP_QUEUE_TEMPLATE,
+              visibilityTimeout: 30,
+            });
+            lmtpQueues.set(domain, queue.queueUrl);
+          }
+          const server = env.mailServer();
+          console.log(
+            `mail server: smtp ${server.smtpPort}, internal ${server.internalPort}, lmtp ${server.lmtpPort}; started in ${server.startMs} ms`,
+          );
+        },
+      },
+    );
 
     describe('DELIVERY_PROTOCOL=smtp (Postfix)', () => {
       let rig: MailServerRig | undefined;

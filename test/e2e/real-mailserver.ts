@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { waitUntil } from '../harness/emulators.ts';
+import { after, before } from 'node:test';
+import { startStack, waitUntil, type StackOptions, type TestStack } from '../harness/emulators.ts';
 import type { MailServerTarget } from '../harness/pipeline-rig.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -295,4 +296,55 @@ export function postfixQueueId(trace: string[]): string {
 export async function acceptedBy(server: MailServer, queueId: string): Promise<string | undefined> {
   const log = await readFile(join(server.root, 'log', 'postfix.log'), 'utf8');
   return new RegExp(`postfix/([a-z]+(?:-\\d+)?)/smtpd\\[\\d+\\]: ${queueId}: client=`).exec(log)?.[1];
+}
+
+/** The real mail server and the emulators of one e2e file, each asserted to have started when asked for. */
+export interface MailServerAndStack {
+  mailServer(): MailServer;
+  emulators(): TestStack;
+}
+
+/**
+ * Registers the hooks that start the real mail server and the emulators together (under CI a missing mail server
+ * fails the suite) and stop both at the end, after `beforeStop` (e.g. killing the daemons that use them).
+ */
+export function useMailServerAndStack(
+  stackOptions: StackOptions,
+  hooks: { afterStart?: (env: MailServerAndStack) => Promise<void>; beforeStop?: () => Promise<void> } = {},
+): MailServerAndStack {
+  let server: MailServer | undefined;
+  let stack: TestStack | undefined;
+  const env: MailServerAndStack = {
+    mailServer() {
+      assert.ok(server, 'mail server started');
+      return server;
+    },
+    emulators() {
+      assert.ok(stack, 'emulators started');
+      return stack;
+    },
+  };
+  before(async () => {
+    const unavailable = unavailableReason();
+    if (unavailable !== undefined) {
+      throw new Error(
+        `CI is set, so the e2e suite must run, but the real mail server is unavailable: ${unavailable}`,
+      );
+    }
+    const [startedServer, startedStack] = await Promise.allSettled([
+      startMailServer(),
+      startStack(stackOptions),
+    ]);
+    if (startedServer.status === 'fulfilled') server = startedServer.value;
+    if (startedStack.status === 'fulfilled') stack = startedStack.value;
+    if (startedServer.status === 'rejected') throw startedServer.reason;
+    if (startedStack.status === 'rejected') throw startedStack.reason;
+    await hooks.afterStart?.(env);
+  });
+  after(async () => {
+    await hooks.beforeStop?.();
+    await stack?.stop();
+    if (server) await stopMailServer(server);
+  });
+  return env;
 }
