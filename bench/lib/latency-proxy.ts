@@ -5,6 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
+import { forwardHttp } from '../../test/harness/http-forward.ts';
 
 export interface LatencyProxy {
   readonly endpoint: string;
@@ -21,25 +22,7 @@ export async function startLatencyProxy(upstream: string, latencyMs: number): Pr
     requests++;
     // The body stays paused in the socket while we wait, so nothing is buffered twice.
     void (latencyMs > 0 ? delay(latencyMs) : Promise.resolve()).then(() => {
-      const forward = http.request(
-        {
-          host: target.hostname,
-          port: target.port,
-          method: req.method,
-          path: req.url,
-          headers: req.headers,
-          agent,
-        },
-        (upstreamRes) => {
-          res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-          upstreamRes.pipe(res);
-        },
-      );
-      forward.on('error', (error) => {
-        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
-        res.end(`latency proxy: ${error.message}`);
-      });
-      req.pipe(forward);
+      forwardHttp(req, res, { target, agent, proxy: 'latency proxy' });
     });
   });
   server.keepAliveTimeout = 60_000;

@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { forwardHttp } from './http-forward.ts';
 
 export interface SesQuotaProxy {
   readonly endpoint: string;
@@ -57,26 +58,14 @@ export async function startSesQuota(upstream: string, maxSendRate: number): Prom
       res.end(body);
       return;
     }
-    const forward = http.request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-        agent,
+    forwardHttp(req, res, {
+      target,
+      agent,
+      proxy: 'ses quota proxy',
+      onAnswer: (status) => {
+        if (isSend && status < 300) accepted.push(now);
       },
-      (upstreamRes) => {
-        if (isSend && (upstreamRes.statusCode ?? 500) < 300) accepted.push(now);
-        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.headers);
-        upstreamRes.pipe(res);
-      },
-    );
-    forward.on('error', (error) => {
-      if (!res.headersSent) res.writeHead(502);
-      res.end(String(error));
     });
-    req.pipe(forward);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
