@@ -19,6 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { waitUntil } from './emulators.ts';
 import type { LogLine } from './pipeline-rig.ts';
 
 /** Absolute path of the built entry point. */
@@ -149,6 +150,16 @@ export const LONG_POLL_SECONDS = 1;
 export async function outlastDeadPoll(crashedAt: number): Promise<void> {
   const endsAt = crashedAt + LONG_POLL_SECONDS * 1000 + 500;
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, endsAt - Date.now())));
+}
+
+/** Resolves once `/ready` answers 200: every domain's first long poll returned and the mail server answered. */
+export async function waitReady(daemon: DaemonProcess, timeoutMs = 15_000): Promise<void> {
+  await waitUntil(
+    async () => (await daemon.request('GET', '/ready').catch(() => undefined))?.status === 200,
+    timeoutMs,
+    `daemon ${daemon.pid} to be ready`,
+    50,
+  );
 }
 
 /** Spawns `node dist/unified-worker.js --domains ...` and resolves once it logged its ports. */

@@ -42,7 +42,7 @@ import {
   type FaultProxy,
   type ProxiedRequest,
 } from '../harness/faults.ts';
-import { killAllDaemons, spawnDaemon } from '../harness/daemon-process.ts';
+import { killAllDaemons, spawnDaemon, waitReady } from '../harness/daemon-process.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 import { putMail, sesMessageId, type PutMailResult } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
@@ -302,21 +302,27 @@ describe('never lose, never duplicate', () => {
         const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 3 });
         const sink = await startSmtpSink({ dataDelayMs: 10 });
         t.after(() => sink.stop());
-        const env = daemonEnv(stack, domain, sink);
+        // Both polling before the first mail, and fewer slots than mails: otherwise the first one up can take the
+        // whole batch (100 slots by default) and the second never gets to deliver.
+        const env = daemonEnv(stack, domain, sink, { MESSAGE_CONCURRENCY: '10' });
         const [a, b] = await Promise.all([
           spawnDaemon({ domains: [domain], env }),
           spawnDaemon({ domains: [domain], env }),
         ]);
         t.after(() => Promise.all([a?.stop(), b?.stop()]));
+        await Promise.all([waitReady(a), waitReady(b)]);
         const seqs = Array.from({ length: 100 }, (_, i) => `pair-${i}`);
-        const puts = await putMany(stack, domain, seqs, to);
         // SNS → SQS is at-least-once: the same notification can arrive twice, and the two copies can be received by
-        // the two replicas at the same moment. Only the ledger keeps that to one delivery.
-        await Promise.all(
-          puts
-            .slice(0, 20)
-            .map((p) => stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: p.body }))),
+        // the two replicas at the same moment. Each of the first 20 gets its second copy right behind it, so the
+        // copies are worked on at once and race for the ledger's claim: only the ledger keeps that to one delivery.
+        const doubled = await Promise.all(
+          seqs.slice(0, 20).map(async (seq) => {
+            const original = await put(stack, domain, seq, to);
+            await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: original.body }));
+            return original;
+          }),
         );
+        const puts = [...doubled, ...(await putMany(stack, domain, seqs.slice(20), to))];
         await waitUntil(
           () => countBySeq(sink.messages).size === seqs.length,
           60_000,
@@ -344,12 +350,18 @@ describe('never lose, never duplicate', () => {
             `without a new delivery); deferred as "being delivered by another worker": ${busy}; ` +
             `missing ${result.missing.length}; duplicates ${result.extraCopies}`,
         );
-        // Preconditions: both replicas consumed, and both copies of every duplicated notification were received, so
-        // "each once" below is the ledger's doing and not one replica doing everything or a copy never read.
+        // Preconditions: both replicas consumed, both copies of every duplicated notification were received, and some
+        // copies met at the claim, so "each once" below is the ledger's doing and not one replica doing everything,
+        // a copy never read, or copies that came one after the other.
         assert.ok(byA > 0 && byB > 0, `one replica did all the work (A ${byA}, B ${byB})`);
         assert.deepEqual(duplicatedNotReceived, [], 'duplicated notifications received only once');
         assert.deepEqual(result.missing, []);
         assert.deepEqual(result.duplicated, []);
+        // Last, so that a ledger letting both copies through fails on the duplicates above, not here.
+        assert.ok(
+          busy > 0,
+          'no two copies of a notification were worked on at once: the claim race was not set up',
+        );
       });
     });
 
