@@ -240,7 +240,7 @@ describe('never lose, never duplicate', () => {
         // A duplicate is a mail the sink accepted whose ledger record was not yet COMPLETED at the kill, so at most one
         // per message in flight: MESSAGE_CONCURRENCY. (Not one per SMTP connection: a connection takes the next mail
         // while the previous one's DynamoDB UpdateItem is still on its way.) 4 in flight = 2 % of 200 even when the
-        // kill lands right after an acceptance, as it does here; the default of 10 allows up to 5 %.
+        // kill lands right after an acceptance, as it does here; the default of 100 would allow half the batch.
         const env = daemonEnv(stack, domain, sink, { MESSAGE_CONCURRENCY: '4' });
         assert.equal(env.IDEMPOTENCY_TABLE, 'email-worker-idempotency');
 
