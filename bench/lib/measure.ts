@@ -50,6 +50,26 @@ export interface RunResult {
 let runCounter = 0;
 let seqCounter = 0;
 
+/** Preloads `mails` of `mailBytes` into `domain`'s bucket and queue, numbered on from every earlier preload. */
+async function preloadDomain(
+  stack: TestStack,
+  domain: string,
+  queueUrl: string,
+  mails: number,
+  shape: { mailBytes: number; recipientsPerMail: number } = { mailBytes: 10 * 1024, recipientsPerMail: 1 },
+): Promise<void> {
+  const firstSeq = seqCounter;
+  seqCounter += mails;
+  await preload(stack, {
+    domain,
+    queueUrl,
+    bucket: nameFromTemplate('{domain}-emails', domain),
+    mails,
+    firstSeq,
+    ...shape,
+  });
+}
+
 type ConsumerSpec = Omit<ConsumerInput, 'baseEnv' | 'smtpPort' | 'endpoints'> & { endpoints?: Endpoints };
 
 /** Starts a sink and a consumer delivering to it, runs `measure`, and stops both whatever happens. */
@@ -89,14 +109,9 @@ export async function measureThroughput(
   for (const domain of domains) {
     const { queueUrl } = await createDomainQueue(stack.sqs, domain);
     queueUrls.push(queueUrl);
-    await preload(stack, {
-      domain,
-      queueUrl,
-      bucket: nameFromTemplate('{domain}-emails', domain),
-      mails: perDomain,
+    await preloadDomain(stack, domain, queueUrl, perDomain, {
       mailBytes: spec.mailBytes,
       recipientsPerMail: spec.recipientsPerMail,
-      firstSeq: (seqCounter += perDomain) - perDomain,
     });
   }
   const expected = perDomain * spec.domains;
@@ -265,17 +280,6 @@ export async function measureLargeMail(
   const run = ++runCounter;
   const domain = `large${run}.bench.test`;
   const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 120 });
-  const bucket = nameFromTemplate('{domain}-emails', domain);
-  const put = (size: number) =>
-    preload(stack, {
-      domain,
-      queueUrl,
-      bucket,
-      mails: 1,
-      mailBytes: size,
-      recipientsPerMail: 1,
-      firstSeq: seqCounter++,
-    });
   return withConsumer(
     stack,
     endpoints,
@@ -285,7 +289,7 @@ export async function measureLargeMail(
       queueUrls: [queueUrl],
     },
     async (consumer, sink) => {
-      await put(10_000);
+      await preloadDomain(stack, domain, queueUrl, 1);
       await waitForDeliveries(sink, consumer.pid, 1, 1);
       const before = peakRssMb(consumer.pid);
       const started = Date.now();
@@ -344,15 +348,7 @@ export async function measureSesBurst(
       Item: { email_address: `user0@${domain}`, ooo_active: false, forwards: ['friend@elsewhere.test'] },
     }),
   );
-  await preload(stack, {
-    domain,
-    queueUrl,
-    bucket: nameFromTemplate('{domain}-emails', domain),
-    mails,
-    mailBytes: 10 * 1024,
-    recipientsPerMail: 1,
-    firstSeq: (seqCounter += mails) - mails,
-  });
+  await preloadDomain(stack, domain, queueUrl, mails);
   const quota = await startSesQuota(endpoints.ses, quotaPerSecond);
   try {
     return await withConsumer(
@@ -421,15 +417,7 @@ export async function measureSerialLatency(
   const run = ++runCounter;
   const domain = `serial${run}.bench.test`;
   const { queueUrl } = await createDomainQueue(stack.sqs, domain);
-  await preload(stack, {
-    domain,
-    queueUrl,
-    bucket: nameFromTemplate('{domain}-emails', domain),
-    mails,
-    mailBytes: 10 * 1024,
-    recipientsPerMail,
-    firstSeq: (seqCounter += mails) - mails,
-  });
+  await preloadDomain(stack, domain, queueUrl, mails, { mailBytes: 10 * 1024, recipientsPerMail });
   return withConsumer(
     stack,
     endpoints,
