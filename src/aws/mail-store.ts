@@ -10,6 +10,7 @@ import {
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 import type { ByteBudget } from '../poller/byte-budget.ts';
+import { keptMetadata } from './audit-metadata.ts';
 
 export interface MailLocation {
   bucket: string;
@@ -215,35 +216,6 @@ function cutOutsideEscape(value: string, length: number): string {
   const cut = value.slice(0, length);
   const percent = cut.lastIndexOf('%');
   return percent >= 0 && percent > cut.length - 3 ? cut.slice(0, percent) : cut;
-}
-
-/**
- * Every key of the daemon's verdict on a mail (README, "S3 audit metadata"). A new verdict (it has a `status`)
- * replaces the old one whole: a replayed mail that is now delivered must not keep the `invalid_inboxes` or
- * `failure_reason` of its first try. Other keys (SES's, `replay_generation`) are kept.
- */
-export const AUDIT_KEYS = [
-  'processed',
-  'processed_at',
-  'processed_by',
-  'status',
-  'invalid_inboxes',
-  'invalid_source',
-  'content_rejected',
-  'blocked_sender',
-  'blocked_reason',
-  'virus_verdict',
-  'failed_effects',
-  'failure_reason',
-] as const;
-
-function keptMetadata(
-  old: Record<string, string> | undefined,
-  update: Readonly<Record<string, string>>,
-): Record<string, string> {
-  if (!old || update.status === undefined) return { ...old };
-  const audit = new Set<string>(AUDIT_KEYS);
-  return Object.fromEntries(Object.entries(old).filter(([key]) => !audit.has(key.toLowerCase())));
 }
 
 function headOf(output: ObjectHead): ObjectHead {

@@ -23,6 +23,10 @@ export interface Config {
    * Expanded per domain with {@link notificationSourcesFor}.
    */
   allowedSources: { topicArns: readonly string[]; buckets: readonly string[] };
+  /** SES configuration set of every send through SES; '' when none (SES_CONFIGURATION_SET=none). */
+  sesConfigurationSet: string;
+  /** Queue of SES sending events recorded in the outbound table; '' when not consumed (OUTBOUND_EVENTS_QUEUE=none). */
+  outboundEventsQueue: string;
   smtp: {
     host: string;
     port: number;
@@ -150,6 +154,8 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       topicArns: read.list('ALLOWED_TOPIC_ARNS'),
       buckets: read.list('ALLOWED_MAIL_BUCKETS'),
     },
+    sesConfigurationSet: read.optionalName('SES_CONFIGURATION_SET'),
+    outboundEventsQueue: read.optionalName('OUTBOUND_EVENTS_QUEUE'),
     smtp: {
       host: read.string('SMTP_HOST'),
       port: read.port('SMTP_PORT'),
@@ -164,7 +170,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       blocklist: read.string('BLOCKLIST_TABLE'),
       outbound: read.string('OUTBOUND_TABLE'),
       oooState: read.string('OOO_STATE_TABLE'),
-      idempotency: read.optionalTable('IDEMPOTENCY_TABLE'),
+      idempotency: read.optionalName('IDEMPOTENCY_TABLE'),
     },
     poll: {
       waitTimeSeconds: read.int('WAIT_TIME_SECONDS', 0, 20),
@@ -272,8 +278,8 @@ class SettingReader {
     return value;
   }
 
-  /** A table name whose feature the explicit value `none` switches off (then ''); empty means the default. */
-  optionalTable(name: SettingName): string {
+  /** A resource name whose feature the explicit value `none` switches off (then ''); empty means the default. */
+  optionalName(name: SettingName): string {
     const value = this.raw(name);
     return value.toLowerCase() === 'none' ? '' : value;
   }

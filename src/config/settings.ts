@@ -42,6 +42,16 @@ export const SETTINGS = {
     default: '{domain}-emails',
     help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the daemon reads each mail's bucket from its notification.",
   },
+  SES_CONFIGURATION_SET: {
+    group: 'AWS',
+    default: 'unified-worker',
+    help: "SES configuration set named on every send through SES (the worker's forwards and auto-replies, docker-mailserver's relay); its event destination feeds OUTBOUND_EVENTS_QUEUE. none = no configuration set.",
+  },
+  OUTBOUND_EVENTS_QUEUE: {
+    group: 'AWS',
+    default: 'ses-outbound-events',
+    help: 'SQS queue of SES sending events (send, bounce, complaint), recorded in OUTBOUND_TABLE so bounces can be rewritten. none = not consumed.',
+  },
   ALLOWED_TOPIC_ARNS: {
     group: 'AWS',
     default: '',

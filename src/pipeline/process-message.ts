@@ -1,6 +1,7 @@
 import type { Claim } from '../aws/effect-ledger.ts';
 import type { PermitOptions } from '../aws/send-pacer.ts';
 import { effectKey } from '../aws/effect-ledger.ts';
+import { failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
 import type { FetchedMail, MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import type { QueueMessage } from '../aws/queue.ts';
 import type { RecipientSettings } from '../aws/tables.ts';
@@ -615,27 +616,22 @@ async function recordAudit(
 ): Promise<void> {
   if (receipt.mail.kind !== 's3') return;
   const location: MailLocation = receipt.mail;
-  const invalid = results.filter((r) => r.state === 'invalid').map((r) => r.recipient);
-  const rejected = results.filter((r) => r.state === 'rejected');
   const blocked = results.filter((r) => r.state === 'blocked');
-  const failedEffects = effects.filter((e) => e.status === 'failed');
-  const metadata: Record<string, string> = {
-    processed: 'true',
-    processed_at: String(Math.floor(ports.clock.now() / 1000)),
-    processed_by: `worker-${ports.domain}`,
-    status,
-    ...(invalid.length > 0 && { invalid_inboxes: invalid.join(',') }),
-    ...(receipt.invalidSource && { invalid_source: receipt.invalidSource.address }),
-    ...(rejected.length > 0 && {
-      content_rejected: rejected.map((r) => `${r.recipient}: ${r.detail ?? r.code ?? ''}`).join(' | '),
-    }),
+  const metadata = finalMetadata({
+    status: status as FinalVerdict['status'],
+    at: ports.clock.now(),
+    domain: ports.domain,
+    envelopeRecipients: results.map((r) => r.recipient),
+    invalid: results.filter((r) => r.state === 'invalid').map((r) => r.recipient),
+    contentRejected: results
+      .filter((r) => r.state === 'rejected')
+      .map((r) => ({ recipient: r.recipient, detail: r.detail ?? String(r.code ?? '') })),
     ...(blocked.length > 0 &&
-      !virusRejected && { blocked_sender: blocked[0]?.detail ?? view.from?.address ?? receipt.source }),
-    ...(virusRejected && { blocked_reason: 'virus', virus_verdict: receipt.verdicts.virus }),
-    ...(failedEffects.length > 0 && {
-      failed_effects: failedEffects.map((e) => `${e.kind}:${e.target}`).join(','),
-    }),
-  };
+      !virusRejected && { blockedSender: blocked[0]?.detail ?? view.from?.address ?? receipt.source }),
+    ...(virusRejected && { virus: receipt.verdicts.virus }),
+    ...(receipt.invalidSource && { invalidSource: receipt.invalidSource.address }),
+    failedEffects: effects.filter((e) => e.status === 'failed').map((e) => `${e.kind}:${e.target}`),
+  });
   try {
     await ports.mailStore.updateMetadata(location, metadata, head);
     if (status === 'blocked') await ports.mailStore.remove(location);
@@ -653,13 +649,10 @@ async function recordAudit(
 async function recordFailure(receipt: SesReceipt, error: WorkerError, ports: PipelinePorts): Promise<void> {
   if (receipt.mail.kind !== 's3') return;
   try {
-    await ports.mailStore.updateMetadata(receipt.mail, {
-      processed: 'true',
-      processed_at: String(Math.floor(ports.clock.now() / 1000)),
-      processed_by: `worker-${ports.domain}`,
-      status: 'failed',
-      failure_reason: `${error.code}: ${error.message}`,
-    });
+    await ports.mailStore.updateMetadata(
+      receipt.mail,
+      failedMetadata(ports.clock.now(), ports.domain, `${error.code}: ${error.message}`),
+    );
   } catch (metadataError) {
     ports.logger.error(
       { sesMessageId: receipt.sesMessageId, err: String(metadataError) },

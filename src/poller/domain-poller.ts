@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { backoffMs } from '../clock.ts';
 import type { Claim } from '../aws/effect-ledger.ts';
+import { gaveUpMetadata } from '../aws/audit-metadata.ts';
 import type { MailQueue, QueueMessage } from '../aws/queue.ts';
 import { processMessage, type MessageOutcome } from '../pipeline/process-message.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
@@ -345,13 +346,14 @@ export class DomainPoller {
         : 'message reached MAX_RECEIVES; the queue will redrive it to the dead-letter queue',
     );
     if (!outcome.mailLocation) return;
-    await ports.mailStore.updateMetadata(outcome.mailLocation, {
-      processed: 'false',
-      processed_at: String(Math.floor(ports.clock.now() / 1000)),
-      processed_by: `worker-${ports.domain}`,
-      status: 'failed',
-      failure_reason: `gave up after ${message.receiveCount} receives: ${outcome.reason ?? outcome.status}`,
-    });
+    await ports.mailStore.updateMetadata(
+      outcome.mailLocation,
+      gaveUpMetadata(
+        ports.clock.now(),
+        ports.domain,
+        `gave up after ${message.receiveCount} receives: ${outcome.reason ?? outcome.status}`,
+      ),
+    );
   }
 
   /**
