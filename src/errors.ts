@@ -33,6 +33,15 @@ export interface WorkerErrorOptions {
   cause?: unknown;
 }
 
+/** A WorkerError as plain data. */
+export interface WorkerErrorJson {
+  code: ErrorCode;
+  message: string;
+  temporary: boolean;
+  responseCode?: number;
+  awsCode?: string;
+}
+
 export class WorkerError extends Error {
   readonly code: ErrorCode;
   readonly temporary: boolean;
@@ -49,13 +58,7 @@ export class WorkerError extends Error {
   }
 
   /** Plain-data form, safe to log or to post across threads. */
-  toJSON(): {
-    code: ErrorCode;
-    message: string;
-    temporary: boolean;
-    responseCode?: number;
-    awsCode?: string;
-  } {
+  toJSON(): WorkerErrorJson {
     return {
       code: this.code,
       message: this.message,
@@ -76,12 +79,33 @@ export class ConfigError extends WorkerError {
   }
 }
 
+/** The text of anything thrown, for a log line or a reason. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Anything thrown as a WorkerError: a WorkerError as it is; anything else is a bug or an unexpected failure of
+ * `what`, temporary (retrying cannot make it worse).
+ */
+export function toWorkerError(error: unknown, what = 'unexpected'): WorkerError {
+  if (error instanceof WorkerError) return error;
+  return new WorkerError('INTERNAL', `${what}: ${errorMessage(error)}`, { temporary: true, cause: error });
+}
+
+/** The HTTP status an AWS SDK v3 error carries (`$metadata.httpStatusCode`), when it got an answer. */
+export function awsHttpStatus(error: unknown): number | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const status = (error as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode;
+  return typeof status === 'number' ? status : undefined;
+}
+
 /** AWS SDK v3 errors carry `name` and `$metadata.httpStatusCode`; throttling and 5xx are worth retrying. */
 export function isTemporaryAwsError(error: unknown): boolean {
   if (typeof error !== 'object' || error === null) return true;
-  const e = error as { name?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
+  const e = error as { name?: string; $retryable?: unknown };
   if (e.$retryable) return true;
-  const status = e.$metadata?.httpStatusCode;
+  const status = awsHttpStatus(error);
   if (status !== undefined) return status >= 500 || status === 429 || THROTTLING_NAMES.has(e.name ?? '');
   // No HTTP status: a network-level failure (ECONNREFUSED, timeout) — temporary.
   return true;
@@ -110,15 +134,11 @@ export function awsError(
 ): WorkerError {
   if (error instanceof WorkerError) return error;
   const name = awsErrorName(error);
-  return new WorkerError(
-    code,
-    `${operation} failed: ${error instanceof Error ? error.message : String(error)}`,
-    {
-      temporary,
-      ...(name !== undefined && { awsCode: name }),
-      cause: error,
-    },
-  );
+  return new WorkerError(code, `${operation} failed: ${errorMessage(error)}`, {
+    temporary,
+    ...(name !== undefined && { awsCode: name }),
+    cause: error,
+  });
 }
 
 export function awsErrorName(error: unknown): string | undefined {

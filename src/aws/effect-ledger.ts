@@ -10,7 +10,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
-import { callDynamo } from './tables.ts';
+import { callDynamo, conditionFailed } from './dynamo.ts';
 
 /** A claim this worker holds: the effect's key and the owner token only this claim attempt knows. */
 export interface Claim {
@@ -26,9 +26,9 @@ export type CompleteResult = 'completed' | 'lost';
 
 /**
  * Exactly-once bookkeeping for effects (deliver, forward, auto-reply) keyed by SES message id, recipient and
- * action: claimed before the effect, completed after it, released when it failed — the AWS Powertools idempotency
+ * action: claimed before the effect, completed after it, abandoned when it did not happen — the AWS Powertools idempotency
  * pattern, so a redelivered message skips what already happened and a crashed claim can be taken over later. Every
- * claim carries a random owner token; complete, renew and release act only on a record that still holds it, so a
+ * claim carries a random owner token; complete, renew and abandon act only on a record that still holds it, so a
  * worker whose lease ran out can never overwrite the record of the worker that took over.
  */
 export interface EffectLedger {
@@ -37,7 +37,8 @@ export interface EffectLedger {
   complete(claim: Claim): Promise<CompleteResult>;
   /** Extends the lease of a claim still in progress; false when the claim is no longer ours. */
   renew(claim: Claim): Promise<boolean>;
-  release(claim: Claim): Promise<void>;
+  /** Gives a claim up because its effect did not happen: a later attempt may claim it again. */
+  abandon(claim: Claim): Promise<void>;
 }
 
 /**
@@ -55,7 +56,7 @@ export const noLedger: EffectLedger = {
   claim: async (key) => ({ state: 'claimed', claim: { key, token: '' } }),
   complete: async () => 'completed',
   renew: async () => true,
-  release: async () => undefined,
+  abandon: async () => undefined,
 };
 
 export interface DynamoLedgerOptions {
@@ -98,8 +99,6 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     ExpressionAttributeNames: { '#s': 'status', '#o': 'owner' },
     ExpressionAttributeValues: { ':inprogress': 'INPROGRESS', ':owner': claim.token },
   });
-  const conditionFailed = (error: unknown) =>
-    error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException';
 
   /** An UpdateItem on a claim that is still ours and in progress; false when it no longer is. */
   async function updateOwned(
@@ -249,7 +248,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     complete: (claim) => completer.complete(claim),
     renew: (claim) =>
       updateOwned(claim, 'SET in_progress_expiry = :expiry', { ':expiry': nowSeconds() + lease }),
-    async release(claim) {
+    async abandon(claim) {
       await callDynamo('DeleteItem', () =>
         ddb.send(
           new DeleteCommand({

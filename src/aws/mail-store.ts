@@ -9,7 +9,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
-import type { ByteBudget } from '../poller/byte-budget.ts';
+import type { ByteBudget } from '../flow-control/byte-budget.ts';
 import { keptMetadata } from './audit-metadata.ts';
 
 export interface MailLocation {
@@ -43,7 +43,7 @@ export interface FetchedMail {
   /** Headers of the object as fetched: lets the audit update skip a HeadObject. */
   head?: ObjectHead;
   /** Gives the mail's share of the budget back; call when done with the bytes. */
-  release(): void;
+  free(): void;
 }
 
 export interface MailStore {
@@ -79,7 +79,7 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
     async fetch(location, { maxBytes, budget, signal }) {
       let missing = 0;
       let transient = 0;
-      let release: (() => void) | undefined;
+      let free: (() => void) | undefined;
       try {
         for (;;) {
           try {
@@ -96,14 +96,14 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
                 .catch(() => undefined);
               throw tooLarge(location, length, maxBytes);
             }
-            if (budget && !release) {
-              release = budget.tryAcquire(length);
-              if (!release) {
+            if (budget && !free) {
+              free = budget.tryAcquire(length);
+              if (!free) {
                 // Don't hold an S3 connection open while waiting for memory: wait, then fetch again.
                 await result.Body?.transformToWebStream()
                   .cancel()
                   .catch(() => undefined);
-                release = await budget.acquire(length, signal);
+                free = await budget.acquire(length, signal);
                 continue;
               }
             }
@@ -112,9 +112,9 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
             // A view, not a copy: a 40 MB mail must not cost 80 MB here.
             const bytes = Buffer.from(array.buffer, array.byteOffset, array.byteLength);
             if (bytes.length > maxBytes) throw tooLarge(location, bytes.length, maxBytes);
-            const held = release;
-            release = undefined;
-            return { bytes, head: headOf(result), release: held ?? (() => undefined) };
+            const held = free;
+            free = undefined;
+            return { bytes, head: headOf(result), free: held ?? (() => undefined) };
           } catch (error) {
             if (error instanceof WorkerError) throw error;
             if (signal?.aborted) {
@@ -143,7 +143,7 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
           }
         }
       } finally {
-        release?.();
+        free?.();
       }
     },
 

@@ -74,6 +74,9 @@ export function nameFromTemplate(template: string, domain: string): string {
   return template.replaceAll('{domain}', domain.toLowerCase().replaceAll('.', '-'));
 }
 
+/** Current S3 bucket naming rules, plus the capitals and underscores of legacy us-east-1 buckets. */
+export const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$/;
+
 /** The dead-letter queue that `setup` and the AWS template create next to a domain's queue. */
 export function deadLetterQueueName(queueName: string): string {
   return queueName.endsWith('.fifo') ? `${queueName.slice(0, -5)}-dlq.fifo` : `${queueName}-dlq`;

@@ -1,7 +1,7 @@
 import { SendEmailCommand, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
-import { unpaced, type PermitOptions, type SendPacer } from './send-pacer.ts';
+import { unpaced, type PermitOptions, type SendPacer } from '../flow-control/send-pacer.ts';
 
 /**
  * SES v2's raw send takes 40 MB — what SES accepts inbound — where v1 SendRawEmail stops at 10 MB; every mail SES

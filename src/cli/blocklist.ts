@@ -4,7 +4,7 @@
  */
 import { Command } from 'commander';
 
-import { checkBlocked } from '../pipeline/blocklist.ts';
+import { checkBlocked } from '../mail/blocklist.ts';
 import { domainPart, matchesEverything, parseMailbox, parsePattern } from './addresses.ts';
 import { editAddressList, getAddressItem, listAddressItems, stringList } from './address-items.ts';
 import {

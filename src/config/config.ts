@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../errors.ts';
-import { nameFromTemplate } from '../aws/resources.ts';
+import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
 
 export type DeliveryProtocol = 'smtp' | 'lmtp';
@@ -244,8 +244,6 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
 }
 
 const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
-/** Current S3 rules, plus the capitals and underscores of legacy us-east-1 buckets. */
-export const BUCKET_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$/;
 
 /** A domain's allowlists of notification sources, `{domain}` expanded (empty lists: any source). */
 export function notificationSourcesFor(

@@ -10,6 +10,7 @@ import { PollerSupervisor } from './poller-supervisor.ts';
 import { SendPacerRelay } from './send-pacer-relay.ts';
 import { installShutdownHandlers } from './shutdown.ts';
 import { ThreadMetricsCollector } from './thread-metrics.ts';
+import { configWarnings } from './config-warnings.ts';
 
 export interface DaemonHandle {
   healthPort: number;
@@ -159,11 +160,5 @@ function logStarted(
     },
     'unified-worker started',
   );
-  if (config.shutdownGraceSeconds <= config.poll.waitTimeSeconds) {
-    logger.warn(
-      { shutdownGraceSeconds: config.shutdownGraceSeconds, waitTimeSeconds: config.poll.waitTimeSeconds },
-      'SHUTDOWN_GRACE_SECONDS is not above WAIT_TIME_SECONDS: a stop may cut the last long poll short, and what it ' +
-        'received then waits for its visibility timeout',
-    );
-  }
+  for (const warning of configWarnings(config)) logger.warn(warning);
 }

@@ -47,7 +47,7 @@ export function staleBoundMs(waitTimeSeconds: number): number {
 }
 
 /**
- * Pure: /health and /ready from the pollers' last reported states. A missing queue or a wrong table (`error`), a
+ * Pure: /health and /ready from the pollers' last reported states. A missing queue (`error`), a wrong table (`held`), a
  * deliberate pause (mail server down) and a mail server refusing the domain (`degraded`) keep the process live —
  * restarting it would fix none of them — but not ready.
  */

@@ -8,7 +8,7 @@ import { systemClock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { createLogger } from '../log/logger.ts';
 import { createPipelineMetrics } from '../metrics/pipeline-metrics.ts';
-import { permitAborted, type SendPacer } from '../aws/send-pacer.ts';
+import { permitAborted, type SendPacer } from '../flow-control/send-pacer.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { DeliveryRequest, MailDelivery } from '../smtp/transport.ts';
 import { startDomainRuntime, type DomainRuntime } from './domain-runtime.ts';

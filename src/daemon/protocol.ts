@@ -18,6 +18,10 @@ export interface PollerTask {
 
 export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[];
 
+/**
+ * A poller's own state, or the supervisor's: `restarting` and `dead` (the thread died), `error` (the domain could not
+ * start: its queue cannot be resolved; retried).
+ */
 export type DomainState = PollerStatus['state'] | 'restarting' | 'dead' | 'error';
 
 export interface DomainStatus extends Omit<PollerStatus, 'state'> {

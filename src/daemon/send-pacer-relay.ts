@@ -1,7 +1,7 @@
 import { GetAccountCommand } from '@aws-sdk/client-sesv2';
 import type { MessagePort } from 'node:worker_threads';
 import { createAwsClients, type AwsClients } from '../aws/clients.ts';
-import { TokenBucketPacer } from '../aws/send-pacer.ts';
+import { TokenBucketPacer } from '../flow-control/send-pacer.ts';
 import { systemClock } from '../clock.ts';
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../log/logger.ts';

@@ -18,6 +18,7 @@ import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { MailAddress, MailView } from './mail-view.ts';
 import { isValidAddress } from './autoreply-policy.ts';
 import { WorkerError } from '../errors.ts';
+import { headerSafeText, truncate } from './header-block.ts';
 
 export interface AutoReplyComposeInput {
   /** The mailbox that is away; becomes From. */
@@ -98,8 +99,8 @@ export async function composeAutoReply(input: AutoReplyComposeInput): Promise<Co
       : { text: textBody(cleanText(input.message), attribution, quote) };
 
   const composer = new MailComposer({
-    from: { name: cleanLine(input.recipientName ?? '', MAX_NAME_CHARS), address: from },
-    to: { name: cleanLine(input.to.name, MAX_NAME_CHARS), address: to },
+    from: { name: headerSafeText(input.recipientName ?? '', MAX_NAME_CHARS), address: from },
+    to: { name: headerSafeText(input.to.name, MAX_NAME_CHARS), address: to },
     subject: replySubject(input.subjectPrefix, original.subject),
     messageId,
     date: input.now,
@@ -198,25 +199,9 @@ function threadReferences(original: MailView, parentId: string | undefined): str
 
 // --- text cleaning -----------------------------------------------------------------------------------
 
-/** One header-safe line: every control character (CR, LF, NUL, TAB, DEL, C1) becomes a space. */
-function cleanLine(value: string, maxChars: number): string {
-  const line = value
-    .replace(/[\x00-\x1f\x7f-\x9f]+/g, ' ')
-    .replace(/ {2,}/g, ' ')
-    .trim();
-  return truncate(line, maxChars);
-}
-
 /** Multi-line body text: newlines normalised to LF, other controls except TAB removed. */
 function cleanText(value: string): string {
   return value.replace(/\r\n?/g, '\n').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '');
-}
-
-/** Truncates on code points so a surrogate pair is never split; appends an ellipsis when it cuts. */
-function truncate(value: string, maxChars: number): string {
-  if (value.length <= maxChars) return value;
-  const points = Array.from(value);
-  return points.length <= maxChars ? value : points.slice(0, Math.max(0, maxChars - 1)).join('') + '…';
 }
 
 function firstCodePoints(value: string, count: number): string {
@@ -231,7 +216,7 @@ function firstCodePoints(value: string, count: number): string {
 function replySubject(prefixRaw: string, subjectRaw: string): string {
   // The prefix keeps its trailing space: only controls are neutralised, not whitespace trimmed.
   const prefix = truncate(prefixRaw.replace(/[\x00-\x1f\x7f-\x9f]+/g, ' '), MAX_PREFIX_CHARS);
-  const subject = cleanLine(subjectRaw, MAX_SUBJECT_CHARS) || '(no subject)';
+  const subject = headerSafeText(subjectRaw, MAX_SUBJECT_CHARS) || '(no subject)';
   const marker = prefix.trim().toLowerCase();
   if (marker !== '' && subject.toLowerCase().startsWith(marker)) return subject;
   return prefix + subject;
@@ -240,10 +225,10 @@ function replySubject(prefixRaw: string, subjectRaw: string): string {
 // --- bodies ------------------------------------------------------------------------------------------
 
 function attributionLine(original: MailView): string {
-  const date = cleanLine(original.headers.get('date')?.[0] ?? '', 100);
+  const date = headerSafeText(original.headers.get('date')?.[0] ?? '', 100);
   const from = original.from;
-  const name = cleanLine(from?.name ?? '', MAX_NAME_CHARS);
-  const address = cleanLine(from?.address ?? '', 254);
+  const name = headerSafeText(from?.name ?? '', MAX_NAME_CHARS);
+  const address = headerSafeText(from?.address ?? '', 254);
   const who = address === '' ? 'the sender' : name === '' ? address : `${name} <${address}>`;
   return date === '' ? `${who} wrote:` : `On ${date}, ${who} wrote:`;
 }

@@ -12,7 +12,7 @@ import {
   getHeader,
   isPlainAddress,
   rawValueToText,
-  sanitizeText,
+  headerSafeText,
   serializeMessage,
   splitMessage,
 } from './header-block.ts';
@@ -105,7 +105,7 @@ function replyToValue(originalSource: string): string {
   }
   const trimmed = originalSource.trim();
   if (/^[\x20-\x7e]*$/.test(trimmed)) return trimmed;
-  return formatMailbox(sanitizeText(only.name, 100), only.address.trim());
+  return formatMailbox(headerSafeText(only.name, 100), only.address.trim());
 }
 
 export function rewriteBounce(
@@ -126,6 +126,6 @@ export function rewriteBounce(
   const append: Array<[string, string]> =
     originalFrom === undefined
       ? []
-      : [['X-Original-From', sanitizeText(rawValueToText(originalFrom), MAX_INFO_VALUE)]];
+      : [['X-Original-From', headerSafeText(rawValueToText(originalFrom), MAX_INFO_VALUE)]];
   return serializeMessage(editHeaders(msg, { remove: ['X-Original-From'], set, append }));
 }

@@ -40,3 +40,9 @@ export function envelopeAddressProblem(address: string): string | undefined {
     return 'a domain label is over 63 octets';
   return undefined;
 }
+
+/** The domain part of an address, lower-cased; '' when there is none. */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}

@@ -17,7 +17,7 @@ import {
   getHeader,
   isPlainAddress,
   rawValueToText,
-  sanitizeText,
+  headerSafeText,
   serializeMessage,
   splitMessage,
 } from './header-block.ts';
@@ -90,7 +90,7 @@ function assertDomain(domain: string, setting: string): void {
 function mailboxes(rawValue: string): MailboxText[] {
   const text = rawValueToText(rawValue).slice(0, MAX_ADDRESS_INPUT);
   return addressparser(text, { flatten: true }).map((m) => ({
-    name: sanitizeText(libmime.decodeWords(m.name), MAX_DISPLAY_NAME),
+    name: headerSafeText(libmime.decodeWords(m.name), MAX_DISPLAY_NAME),
     address: m.address.trim(),
   }));
 }
@@ -181,10 +181,10 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
 
   const append: Array<[string, string]> = [];
   if (getHeader(msg, 'Date') === undefined) append.push(['Date', rfc5322Date(opts.now)]);
-  const originalFrom = sanitizeText(rawValueToText(fromValue ?? ''), MAX_INFO_VALUE);
+  const originalFrom = headerSafeText(rawValueToText(fromValue ?? ''), MAX_INFO_VALUE);
   if (originalFrom !== '') append.push(['X-Original-From', originalFrom]);
   append.push(['X-Original-To', opts.originalRecipient]);
-  const originalMessageId = sanitizeText(rawValueToText(oldMessageId ?? ''), MAX_INFO_VALUE);
+  const originalMessageId = headerSafeText(rawValueToText(oldMessageId ?? ''), MAX_INFO_VALUE);
   if (originalMessageId !== '') append.push(['X-Original-Message-ID', originalMessageId]);
   for (const earlier of opts.loopMarker.carried ?? []) append.push([opts.loopMarker.name, earlier]);
   append.push([opts.loopMarker.name, opts.loopMarker.value]);

@@ -188,13 +188,24 @@ export function isPlainAddress(address: string): boolean {
   return address.length <= 320 && ADDR_SPEC.test(address);
 }
 
-/** Text taken from a hostile message must not carry line breaks or NULs (or any C0 control) into a new field. */
-export function sanitizeText(text: string, maxLength: number): string {
-  const clean = text
-    .replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ')
-    .replace(/[ \t]{2,}/g, ' ')
+/**
+ * One header-safe line from text a hostile message or table may hold: every control character (CR, LF, NUL, TAB,
+ * DEL, C1) becomes a space, runs of spaces one, and a cut (on code points, never inside a surrogate pair) ends in
+ * an ellipsis.
+ */
+export function headerSafeText(text: string, maxChars: number): string {
+  const line = text
+    .replace(/[\x00-\x1f\x7f-\x9f]+/g, ' ')
+    .replace(/ {2,}/g, ' ')
     .trim();
-  return clean.length > maxLength ? `${clean.slice(0, maxLength - 1)}…` : clean;
+  return truncate(line, maxChars);
+}
+
+/** Cuts to `maxChars` code points, never inside a surrogate pair; a cut ends in an ellipsis. */
+export function truncate(value: string, maxChars: number): string {
+  if (value.length <= maxChars) return value;
+  const points = Array.from(value);
+  return points.length <= maxChars ? value : `${points.slice(0, Math.max(0, maxChars - 1)).join('')}…`;
 }
 
 function describe(value: string): string {

@@ -1,17 +1,16 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
-export type ForwardRoute = 'internal' | 'ses';
-
 /** What a deployment fault was found in: the mail server's replies, a table check, or the queue's settings. */
 export type DeploymentFaultKind = 'smtp' | 'table' | 'queue';
-export type LedgerOperation = 'claim' | 'complete' | 'renew' | 'release';
+export type LedgerOperation = 'claim' | 'complete' | 'renew' | 'abandon';
 
 /** What the pipeline reports; one instance per thread, aggregated by the coordinator for /metrics. */
 export interface PipelineMetrics {
   processed(domain: string, outcome: string): void;
   bounceRewritten(domain: string): void;
   autoReplySent(domain: string): void;
-  forwardSent(domain: string, route: ForwardRoute): void;
+  /** `route`: how the forward left, `internal` (the mail server's internal port) or `ses`. */
+  forwardSent(domain: string, route: string): void;
   blocked(domain: string, count: number): void;
   inFlight(domain: string, delta: number): void;
   queueSize(domain: string, size: number): void;

@@ -1,62 +1,55 @@
 /**
- * Blocklist decision: which recipients of a message refuse mail from its sender. Pure logic; loading the
- * entries from storage is someone else's job. Patterns use Python `fnmatch` semantics (see
- * `../mail/fnmatch.ts`), as the original daemon did, so existing entries keep their meaning.
+ * Stage 5: recipients who blocked the sender are final (`blocked`), and so is everyone for a virus under
+ * VIRUS_POLICY=reject. A sender is blocked when the From address or the envelope sender matches a pattern of the
+ * recipient's blocklist (Python fnmatch semantics: mail/blocklist.ts).
  */
-import { compileFnmatch, type CompiledPattern } from '../mail/fnmatch.ts';
+import type { RecipientEntry } from '../aws/recipient-directory.ts';
+import { checkBlocked } from '../mail/blocklist.ts';
+import type { MailView } from '../mail/mail-view.ts';
+import type { Attempt } from './attempt.ts';
+import type { PipelinePorts } from './ports.ts';
 
-export interface BlockDecision {
-  /** The recipient exactly as passed in, so callers can correlate decisions with their own list. */
-  recipient: string;
-  blocked: boolean;
-  /** The first pattern (as stored) that matched the sender; present only when blocked. */
-  pattern?: string;
+export interface BlocklistResult {
+  /** Every recipient blocked for SES's virus verdict. */
+  virusRejected: boolean;
+  /** The sender a blocklist matched, by recipient. */
+  blockedBy: Map<string, string>;
 }
 
-/** Enough for every hot pattern; bounded because patterns come from a user-editable database. */
-const PATTERN_CACHE_LIMIT = 10_000;
-const patternCache = new Map<string, CompiledPattern>();
-
-function compiled(pattern: string): CompiledPattern {
-  const hit = patternCache.get(pattern);
-  if (hit !== undefined) {
-    // Re-insert so Map iteration order approximates recency and eviction drops the coldest entry.
-    patternCache.delete(pattern);
-    patternCache.set(pattern, hit);
-    return hit;
+export function applyBlocklist(
+  attempt: Attempt,
+  view: MailView,
+  entries: ReadonlyMap<string, RecipientEntry>,
+  ports: PipelinePorts,
+): BlocklistResult {
+  const virusRejected = ports.options.virusPolicy === 'reject' && attempt.receipt.verdicts.virus === 'FAIL';
+  const blockedBy = virusRejected ? new Map<string, string>() : matches(attempt, view, entries);
+  const outcomes = attempt.progress.recipients;
+  for (const recipient of attempt.recipients) {
+    const detail = virusRejected ? 'virus' : blockedBy.get(recipient);
+    if (detail !== undefined) outcomes.set(recipient, { recipient, state: 'blocked', detail });
   }
-  const fresh = compileFnmatch(pattern);
-  patternCache.set(pattern, fresh);
-  if (patternCache.size > PATTERN_CACHE_LIMIT) {
-    const oldest = patternCache.keys().next();
-    if (oldest.done !== true) patternCache.delete(oldest.value);
-  }
-  return fresh;
+  if (blockedBy.size > 0) ports.metrics.blocked(ports.domain, blockedBy.size);
+  return { virusRejected, blockedBy };
 }
 
-/** Bounces (`MAIL FROM:<>`) must always get through, and an SMTP path may still carry its angle brackets. */
-function normalizeSender(sender: unknown): string {
-  if (typeof sender !== 'string') return '';
-  let s = sender.trim();
-  if (s.startsWith('<') && s.endsWith('>')) s = s.slice(1, -1).trim();
-  return s.toLowerCase();
-}
-
-export function checkBlocked(
-  sender: string,
-  recipients: readonly string[],
-  entries: ReadonlyMap<string, readonly string[]>,
-): BlockDecision[] {
-  const from = normalizeSender(sender);
-  return recipients.map((recipient) => {
-    if (from === '') return { recipient, blocked: false };
-    const patterns: readonly unknown[] | undefined = entries.get(recipient.trim().toLowerCase());
-    if (patterns === undefined) return { recipient, blocked: false };
-    // Rows come from a database a UI writes to; a malformed element must not throw or block everyone.
-    for (const pattern of patterns) {
-      if (typeof pattern !== 'string' || pattern === '') continue;
-      if (compiled(pattern).matches(from)) return { recipient, blocked: true, pattern };
+function matches(
+  attempt: Attempt,
+  view: MailView,
+  entries: ReadonlyMap<string, RecipientEntry>,
+): Map<string, string> {
+  const patterns = new Map<string, readonly string[]>();
+  for (const [recipient, entry] of entries)
+    if (entry.blockedPatterns.length > 0) patterns.set(recipient, entry.blockedPatterns);
+  const blocked = new Map<string, string>();
+  if (patterns.size === 0) return blocked;
+  const senders = [
+    ...new Set([view.from?.address ?? '', attempt.receipt.source.toLowerCase()].filter((s) => s !== '')),
+  ];
+  for (const sender of senders) {
+    for (const decision of checkBlocked(sender, attempt.recipients, patterns)) {
+      if (decision.blocked && !blocked.has(decision.recipient)) blocked.set(decision.recipient, sender);
     }
-    return { recipient, blocked: false };
-  });
+  }
+  return blocked;
 }

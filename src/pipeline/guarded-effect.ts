@@ -1,5 +1,5 @@
 import type { Claim, EffectLedger } from '../aws/effect-ledger.ts';
-import { WorkerError } from '../errors.ts';
+import { WorkerError, errorMessage, toWorkerError } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 
@@ -47,15 +47,15 @@ export async function claimAll(ctx: GuardContext, keys: readonly string[]): Prom
         } else set.fates.set(key, { state: result.state === 'done' ? 'done-before' : 'busy' });
       } catch (error) {
         ctx.metrics.ledgerError(ctx.domain, 'claim');
-        set.fates.set(key, { state: 'unclaimed', error: asWorkerError(error, 'ledger claim') });
+        set.fates.set(key, { state: 'unclaimed', error: toWorkerError(error, 'ledger claim') });
       }
     }),
   );
   return set;
 }
 
-/** Gives back claims whose effect will not run (the recipient blocked the sender, the mail is a redelivery). */
-export async function releaseClaims(
+/** Gives up claims whose effect will not run (the recipient blocked the sender, the mail is a redelivery). */
+export async function abandonClaims(
   ctx: GuardContext,
   set: ClaimSet,
   keys?: Iterable<string>,
@@ -65,14 +65,14 @@ export async function releaseClaims(
     chosen.map((key) => {
       const claim = set.claims.get(key)!;
       set.claims.delete(key);
-      return release(ctx, claim);
+      return abandon(ctx, claim);
     }),
   );
 }
 
 /**
  * The one way to run ledger-guarded effects: claims every key at once, runs `effect` once for the keys won, then
- * records those that `happened` and releases the others, again all at once — so the DynamoDB round trips per mail
+ * records those that `happened` and abandons the others, again all at once — so the DynamoDB round trips per mail
  * do not grow with its recipients. Once an effect happened, failing to record it never makes it look undone.
  */
 export async function runGuarded<R>(
@@ -90,7 +90,7 @@ export async function runGuarded<R>(
   try {
     results = await effect([...claims.keys()]);
   } catch (error) {
-    await releaseClaims(ctx, set);
+    await abandonClaims(ctx, set);
     throw error;
   }
   await Promise.all(
@@ -98,14 +98,14 @@ export async function runGuarded<R>(
       const result = results.get(key);
       if (result === undefined) {
         claims.delete(key);
-        await release(ctx, claim);
+        await abandon(ctx, claim);
         fates.set(key, {
           state: 'unclaimed',
           error: new WorkerError('INTERNAL', `no result for effect ${key}`, { temporary: true }),
         });
         return;
       }
-      await (happened(result) ? record(ctx, claim) : release(ctx, claim));
+      await (happened(result) ? record(ctx, claim) : abandon(ctx, claim));
       claims.delete(key);
       fates.set(key, { state: 'ran', result });
     }),
@@ -137,7 +137,7 @@ async function record(ctx: GuardContext, claim: Claim): Promise<void> {
         if (attempt >= RECORD_ATTEMPTS || (error instanceof WorkerError && !error.temporary)) {
           ctx.metrics.ledgerError(ctx.domain, 'complete');
           ctx.logger.error(
-            { key: claim.key, err: describe(error) },
+            { key: claim.key, err: errorMessage(error) },
             'effect done but not recorded in the ledger',
           );
           return;
@@ -150,22 +150,13 @@ async function record(ctx: GuardContext, claim: Claim): Promise<void> {
   }
 }
 
-async function release(ctx: GuardContext, claim: Claim): Promise<void> {
+async function abandon(ctx: GuardContext, claim: Claim): Promise<void> {
   ctx.liveClaims.delete(claim);
   try {
-    await ctx.ledger.release(claim);
+    await ctx.ledger.abandon(claim);
   } catch (error) {
     // The claim then blocks the effect until its lease runs out, which delays a retry but never duplicates.
-    ctx.metrics.ledgerError(ctx.domain, 'release');
-    ctx.logger.warn({ key: claim.key, err: describe(error) }, 'could not release a ledger claim');
+    ctx.metrics.ledgerError(ctx.domain, 'abandon');
+    ctx.logger.warn({ key: claim.key, err: errorMessage(error) }, 'could not abandon a ledger claim');
   }
-}
-
-function asWorkerError(error: unknown, what: string): WorkerError {
-  if (error instanceof WorkerError) return error;
-  return new WorkerError('INTERNAL', `${what}: ${describe(error)}`, { temporary: true, cause: error });
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -5,8 +5,11 @@
  * SMTP command or an AWS call is checked here: envelope addresses (RFC 5321), bucket and key, and, when the
  * deployment confines them, the topic and bucket the notification names.
  */
-import { BUCKET_RE } from '../config/config.ts';
-import { envelopeAddressProblem } from '../mail/envelope-address.ts';
+import type { QueueMessage } from '../aws/queue.ts';
+import { BUCKET_RE } from '../aws/resources.ts';
+import { domainOf, envelopeAddressProblem } from '../mail/envelope-address.ts';
+import type { MessageOutcome } from './outcome.ts';
+import type { PipelinePorts } from './ports.ts';
 
 export type VerdictStatus = 'PASS' | 'FAIL' | 'GRAY' | 'PROCESSING_FAILED' | 'DISABLED' | 'UNKNOWN';
 
@@ -254,8 +257,73 @@ export function unusableRecipientsOf(receipt: SesReceipt, domain: string): Unusa
   );
 }
 
-/** The domain part of an address, lower-cased; '' when there is none. */
-export function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+/** A notification of mail for this domain: what the later stages work on. */
+export interface NotifiedMail {
+  message: QueueMessage;
+  receipt: SesReceipt;
+  /** This domain's usable envelope recipients, each once. */
+  recipients: string[];
+  /** Envelope recipients of other domains: another poller's business. */
+  ignoredRecipients: string[];
+}
+
+/** Either mail to work on, or an outcome already (malformed, SES's setup message, nothing for this domain). */
+export type NotificationResult =
+  { kind: 'mail'; mail: NotifiedMail } | { kind: 'settled'; outcome: MessageOutcome };
+
+/** Stage 1: the SQS body read, checked and narrowed to this domain's recipients. */
+export function readNotification(message: QueueMessage, ports: PipelinePorts): NotificationResult {
+  const base = emptyOutcome(message.messageId);
+  const parsed = parseSqsBody(message.body, ports.options.notificationSources);
+  if (parsed.kind === 'invalid')
+    return { kind: 'settled', outcome: { ...base, status: 'malformed', reason: parsed.reason } };
+  if (parsed.kind === 'setup') return { kind: 'settled', outcome: { ...base, status: 'setup' } };
+  const { receipt } = parsed;
+  const unusable = receipt.invalidRecipients.map((r) => r.address);
+  const ignoredRecipients = [...receipt.recipients, ...unusable].filter((r) => domainOf(r) !== ports.domain);
+  const recipients = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
+  warnAbout(message, receipt, ignoredRecipients, ports);
+  if (recipients.length === 0 && unusableRecipientsOf(receipt, ports.domain).length === 0) {
+    const outcome = { ...base, sesMessageId: receipt.sesMessageId, ignoredRecipients };
+    return { kind: 'settled', outcome: { ...outcome, status: 'wrong-domain' } };
+  }
+  return { kind: 'mail', mail: { message, receipt, recipients, ignoredRecipients } };
+}
+
+/** The outcome of a message about which nothing is known yet. */
+export function emptyOutcome(sqsMessageId: string): Omit<MessageOutcome, 'status'> {
+  return {
+    sqsMessageId,
+    recipients: [],
+    effects: [],
+    ignoredRecipients: [],
+    bounceRewritten: false,
+    loopMarker: false,
+  };
+}
+
+function warnAbout(
+  message: QueueMessage,
+  receipt: SesReceipt,
+  ignored: readonly string[],
+  ports: PipelinePorts,
+): void {
+  const { sesMessageId } = receipt;
+  if (ignored.length > 0) {
+    ports.logger.warn(
+      { sesMessageId, ignored: ignored.map(ports.redact) },
+      'Security: ignored message for wrong domain',
+    );
+  }
+  if (receipt.invalidSource)
+    ports.logger.warn(
+      { sesMessageId, source: receipt.invalidSource },
+      'unusable envelope sender: delivering with the null sender',
+    );
+  if (message.replay?.invalidGeneration !== undefined) {
+    ports.logger.warn(
+      { sesMessageId, generation: message.replay.invalidGeneration },
+      'replay generation is not an integer >= 1; replaying as generation 0 (the ledger skips what was done)',
+    );
+  }
 }

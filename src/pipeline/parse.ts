@@ -1,10 +1,26 @@
 import { Readable } from 'node:stream';
+import { errorMessage } from '../errors.ts';
 import libmime from 'libmime';
 import { MailParser, type AttachmentStream, type MessageText } from 'mailparser';
 import addressparser from 'nodemailer/lib/addressparser';
 import { rawValueToText, splitMessage, type SplitMessage } from '../mail/header-block.ts';
 import { MAIL_LIMITS, headersIncomplete, noteLimit, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailAddress, MailView } from '../mail/mail-view.ts';
+import type { PipelinePorts } from './ports.ts';
+
+/** Stage 3's outcome: the mail's header view, and whether it carries a loop marker we trust. */
+export interface ParsedHeaders {
+  view: MailView;
+  /** Our own marker came back: the mail is delivered, but no rules and no bounce rewrite run on it. */
+  loopMarker: boolean;
+}
+
+/** Stage 3: the header view every later stage reads (bodies are decoded later, only for an auto-reply). */
+export function readHeaders(raw: Buffer, recipients: readonly string[], ports: PipelinePorts): ParsedHeaders {
+  const view = headerView(splitMessage(raw));
+  const markers = view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [];
+  return { view, loopMarker: ports.loopMarker.isTrusted(markers, recipients) };
+}
 
 export interface ParseOptions {
   /** Give up on the MIME body walk after this long; the header view is kept. */
@@ -19,7 +35,7 @@ export interface ParseOptions {
 }
 
 /**
- * Stage 3: a read-only view of the mail for bounce detection, blocklist and rules. Headers come from a byte-level
+ * A read-only view of the mail for bounce detection, blocklist and rules. Headers come from a byte-level
  * scan that cannot fail; mailparser contributes the decoded text/html bodies. Attachments are drained, never
  * buffered, so memory stays near the mail's own size. Delivery never depends on this succeeding.
  */
@@ -48,7 +64,7 @@ export async function withBodies(raw: Buffer, view: MailView, options: ParseOpti
     const bodies = await extractBodies(input, options.timeoutMs ?? 10_000, options.maxBodyChars ?? 1_000_000);
     return { ...view, ...bodies };
   } catch (error) {
-    return { ...view, parseError: error instanceof Error ? error.message : String(error) };
+    return { ...view, parseError: errorMessage(error) };
   }
 }
 

@@ -1,17 +1,19 @@
 import type { EffectLedger } from '../aws/effect-ledger.ts';
 import type { MailStore } from '../aws/mail-store.ts';
+import type { OutboundRecords } from '../aws/outbound-records.ts';
+import type { RecipientDirectory } from '../aws/recipient-directory.ts';
+import type { ReplyLog } from '../aws/reply-log.ts';
 import type { MailSender } from '../aws/ses-sender.ts';
-import type { RulesStore } from '../aws/tables.ts';
 import type { Clock } from '../clock.ts';
+import type { ByteBudget } from '../flow-control/byte-budget.ts';
 import type { Logger } from '../log/logger.ts';
 import type { LoopMarker } from '../mail/loop-marker.ts';
-import type { ByteBudget } from '../poller/byte-budget.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
 import type { NotificationSources } from './notification.ts';
 
-/** Settings the per-message pipeline reads; a slice of Config, so tests can build one by hand. */
-export interface PipelineSettings {
+/** The part of the Config the per-message pipeline reads; tests can build one by hand. */
+export interface PipelineOptions {
   maxMailBytes: number;
   oooReplyIntervalDays: number;
   oooRequireAddressed: boolean;
@@ -38,7 +40,9 @@ export interface PipelinePorts {
   /** All domains this deployment hosts: forwards and replies to them go through the internal port, not SES. */
   hostedDomains: readonly string[];
   mailStore: MailStore;
-  rules: RulesStore;
+  directory: RecipientDirectory;
+  outbound: OutboundRecords;
+  replies: ReplyLog;
   ses: MailSender;
   delivery: MailDelivery;
   /** Bytes of mail held in memory at once by this poller (IN_FLIGHT_BYTES). */
@@ -49,5 +53,5 @@ export interface PipelinePorts {
   logger: Logger;
   metrics: PipelineMetrics;
   redact: (address: string) => string;
-  settings: PipelineSettings;
+  options: PipelineOptions;
 }

@@ -169,7 +169,7 @@ describe('deployment faults are retried and shown, not verdicts on the mail', { 
     const rig = await rigFor(t, domain, { OOO_STATE_TABLE: table });
     const poller = rig.runtimes.get(domain)?.poller;
     assert.ok(poller);
-    assert.equal(poller.getStatus().state, 'error');
+    assert.equal(poller.getStatus().state, 'held');
     assert.match(
       poller.getStatus().lastError ?? '',
       /table ooo-wrong-key \(oooState\): key schema is id \(HASH\); the daemon needs a single partition key "pk"/,
@@ -239,7 +239,7 @@ describe('deployment faults are retried and shown, not verdicts on the mail', { 
     assert.equal(outcome.disposition, 'retry');
     assert.match(String(outcome.reason), /BatchGetItem/);
     // At most 5 s after the previous check (the one at start-up), long before the message's 30 s retry.
-    await waitUntil(() => poller.getStatus().state === 'error', 8_000, 'the domain held', 50);
+    await waitUntil(() => poller.getStatus().state === 'held', 8_000, 'the domain held', 50);
     assert.match(
       poller.getStatus().lastError ?? '',
       /table blocklist-vanishing \(blocklist\): table does not exist/,
@@ -405,7 +405,7 @@ describe(
           const answer = await daemon.request('GET', '/health');
           assert.equal(answer.status, 200);
           health = JSON.parse(answer.body) as HealthBody;
-          return health.domains[0]?.state === 'error';
+          return health.domains[0]?.state === 'held';
         },
         15_000,
         'the domain in error',

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
-import { BUCKET_RE } from '../../src/config/config.ts';
+import { BUCKET_RE } from '../../src/aws/resources.ts';
 import { envelopeAddressProblem } from '../../src/mail/envelope-address.ts';
 import { parseSqsBody, type NotificationSources, type ParsedBody } from '../../src/pipeline/notification.ts';
 import { mulberry32 } from '../fixtures/broken-mime/corpus.ts';

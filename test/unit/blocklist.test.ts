@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkBlocked } from '../../src/pipeline/blocklist.ts';
+import { checkBlocked } from '../../src/mail/blocklist.ts';
 
 function entries(record: Record<string, readonly string[]>): ReadonlyMap<string, readonly string[]> {
   return new Map(Object.entries(record));

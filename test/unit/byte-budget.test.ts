@@ -4,7 +4,7 @@ import { getEventListeners } from 'node:events';
 import { setImmediate as tick } from 'node:timers/promises';
 import { WorkerError } from '../../src/errors.ts';
 import { createPipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
-import { ByteBudget } from '../../src/poller/byte-budget.ts';
+import { ByteBudget } from '../../src/flow-control/byte-budget.ts';
 
 /** Lets every pending promise callback run. */
 async function settle(): Promise<void> {

@@ -14,12 +14,12 @@ import { runGuarded, type GuardContext } from '../../src/pipeline/guarded-effect
 class CountingLedger implements EffectLedger {
   readonly enabled = true;
   readonly calls: string[] = [];
-  readonly inFlight = { claim: 0, complete: 0, release: 0 };
-  readonly maxInFlight = { claim: 0, complete: 0, release: 0 };
+  readonly inFlight = { claim: 0, complete: 0, abandon: 0 };
+  readonly maxInFlight = { claim: 0, complete: 0, abandon: 0 };
   claimResults = new Map<string, ClaimResult['state'] | Error>();
   completeResults: Array<CompleteResult | Error> = [];
 
-  private async step<T>(kind: 'claim' | 'complete' | 'release', call: string, answer: () => T): Promise<T> {
+  private async step<T>(kind: 'claim' | 'complete' | 'abandon', call: string, answer: () => T): Promise<T> {
     this.calls.push(call);
     this.inFlight[kind] += 1;
     this.maxInFlight[kind] = Math.max(this.maxInFlight[kind], this.inFlight[kind]);
@@ -49,8 +49,8 @@ class CountingLedger implements EffectLedger {
     return Promise.resolve(true);
   }
 
-  release(claim: Claim): Promise<void> {
-    return this.step('release', `release ${claim.key} ${claim.token}`, () => undefined);
+  abandon(claim: Claim): Promise<void> {
+    return this.step('abandon', `abandon ${claim.key} ${claim.token}`, () => undefined);
   }
 }
 
@@ -153,7 +153,7 @@ describe('runGuarded: the one way to run ledger-guarded effects', () => {
     assert.equal(await ledgerErrors('claim'), 1);
   });
 
-  it('records what happened and releases what did not', async () => {
+  it('records what happened and abandons what did not', async () => {
     const ledger = new CountingLedger();
     const { ctx } = context(ledger);
     const fates = await runGuarded(
@@ -163,9 +163,9 @@ describe('runGuarded: the one way to run ledger-guarded effects', () => {
       (result) => result === 'sent',
     );
     assert.deepEqual(ledger.calls.filter((c) => !c.startsWith('claim')).sort(), [
+      `abandon ${KEYS[1]} token-${KEYS[1]}`,
       `complete ${KEYS[0]} token-${KEYS[0]}`,
       `complete ${KEYS[2]} token-${KEYS[2]}`,
-      `release ${KEYS[1]} token-${KEYS[1]}`,
     ]);
     assert.equal(fates.get(KEYS[1] as string)?.state, 'ran');
     assert.equal(ctx.liveClaims.size, 0);
@@ -214,13 +214,17 @@ describe('runGuarded: the one way to run ledger-guarded effects', () => {
       () => true,
     );
     assert.equal(stuck.calls.filter((c) => c.startsWith('complete')).length, 5);
-    assert.equal(stuck.calls.filter((c) => c.startsWith('release')).length, 0, 'never released: it happened');
+    assert.equal(
+      stuck.calls.filter((c) => c.startsWith('abandon')).length,
+      0,
+      'never abandoned: it happened',
+    );
     assert.equal(fates.get(KEYS[0] as string)?.state, 'ran');
     assert.equal(await second.ledgerErrors('complete'), 1);
     assert.ok(second.lines.some((l) => l.msg === 'effect done but not recorded in the ledger'));
   });
 
-  it('releases every claim when the effect throws, and passes the error on', async () => {
+  it('abandons every claim when the effect throws, and passes the error on', async () => {
     const ledger = new CountingLedger();
     const { ctx } = context(ledger);
     await assert.rejects(
@@ -234,12 +238,12 @@ describe('runGuarded: the one way to run ledger-guarded effects', () => {
       ),
       /bug/,
     );
-    assert.equal(ledger.calls.filter((c) => c.startsWith('release')).length, 3);
-    assert.equal(ledger.maxInFlight.release, 3);
+    assert.equal(ledger.calls.filter((c) => c.startsWith('abandon')).length, 3);
+    assert.equal(ledger.maxInFlight.abandon, 3);
     assert.equal(ctx.liveClaims.size, 0);
   });
 
-  it('a key the effect gave no result for is released and reported unclaimed', async () => {
+  it('a key the effect gave no result for is abandoned and reported unclaimed', async () => {
     const ledger = new CountingLedger();
     const { ctx } = context(ledger);
     const fates = await runGuarded(
@@ -250,6 +254,6 @@ describe('runGuarded: the one way to run ledger-guarded effects', () => {
     );
     assert.equal(fates.get(KEYS[0] as string)?.state, 'ran');
     assert.equal(fates.get(KEYS[1] as string)?.state, 'unclaimed');
-    assert.equal(ledger.calls.filter((c) => c.startsWith('release')).length, 1);
+    assert.equal(ledger.calls.filter((c) => c.startsWith('abandon')).length, 1);
   });
 });

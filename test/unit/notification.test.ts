@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { domainOf } from '../../src/mail/envelope-address.ts';
 import {
-  domainOf,
   parseSqsBody,
   unusableRecipientsOf,
   type ParsedBody,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TokenBucketPacer } from '../../src/aws/send-pacer.ts';
+import { TokenBucketPacer } from '../../src/flow-control/send-pacer.ts';
 
 /** A clock and timers the test moves by hand: the pacer's arithmetic, not the machine's timing, is under test. */
 function manualTime() {

@@ -19,23 +19,23 @@ export class ByteBudget {
     return this.used;
   }
 
-  /** A release function when `bytes` fit right now, without waiting; otherwise undefined. */
+  /** A function that frees the bytes again when they fit right now, without waiting; otherwise undefined. */
   tryAcquire(bytes: number): (() => void) | undefined {
     const amount = sanitize(bytes);
     if (!this.fits(amount) || this.waiters.length > 0) return undefined;
     this.used += amount;
     this.onChange(this.used);
-    return this.releaser(amount);
+    return this.freer(amount);
   }
 
-  /** Resolves with a release function once `bytes` fit; rejects when `signal` aborts first. */
+  /** Resolves with a function that frees the bytes again once they fit; rejects when `signal` aborts first. */
   async acquire(bytes: number, signal?: AbortSignal): Promise<() => void> {
     const amount = sanitize(bytes);
     if (signal?.aborted) throw shuttingDown();
     if (this.fits(amount) && this.waiters.length === 0) {
       this.used += amount;
       this.onChange(this.used);
-      return this.releaser(amount);
+      return this.freer(amount);
     }
     await new Promise<void>((resolve, reject) => {
       // The signal lives as long as the poller: every wait must take its listener away again.
@@ -56,18 +56,18 @@ export class ByteBudget {
       this.waiters.push(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
-    return this.releaser(amount);
+    return this.freer(amount);
   }
 
   private fits(amount: number): boolean {
     return this.used === 0 || this.used + amount <= this.capacity;
   }
 
-  private releaser(amount: number): () => void {
-    let released = false;
+  private freer(amount: number): () => void {
+    let freed = false;
     return () => {
-      if (released) return;
-      released = true;
+      if (freed) return;
+      freed = true;
       this.used -= amount;
       this.drain();
       this.onChange(this.used);

@@ -2,7 +2,9 @@ import { rewriteBounce, sesBounceCheck } from '../mail/bounce.ts';
 import { outboundLookupKeys, parseDsn } from '../mail/dsn.ts';
 import { MAIL_LIMITS, headersIncomplete, noteLimit, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailView } from '../mail/mail-view.ts';
+import { errorMessage } from '../errors.ts';
 import type { SesReceipt } from './notification.ts';
+import type { ParsedHeaders } from './parse.ts';
 import type { PipelinePorts } from './ports.ts';
 
 export interface BounceResult {
@@ -23,16 +25,16 @@ export interface BounceResult {
  */
 export async function applyBounceRewrite(
   raw: Buffer,
-  view: MailView,
+  { view, loopMarker }: ParsedHeaders,
   receipt: Pick<SesReceipt, 'sesMessageId' | 'source' | 'verdicts'>,
   ports: PipelinePorts,
 ): Promise<BounceResult> {
   const unchanged = { isSesBounce: false, raw, rewritten: false };
-  // Past a header bound the From may be among the fields not read; the mail is then ordinary mail.
-  if (headersIncomplete(view.limits)) return unchanged;
+  // Our own mail come back, or past a header bound (the From may be among the fields not read): ordinary mail.
+  if (loopMarker || headersIncomplete(view.limits)) return unchanged;
   const check = sesBounceCheck(view, receipt.source, receipt.verdicts);
   if (check === 'not-a-bounce') return unchanged;
-  if (check === 'unauthenticated' && ports.settings.bounceRequireAuthenticated) {
+  if (check === 'unauthenticated' && ports.options.bounceRequireAuthenticated) {
     ports.logger.info(
       { sesMessageId: receipt.sesMessageId, spf: receipt.verdicts.spf, dmarc: receipt.verdicts.dmarc },
       'mail claims to be an SES bounce but SES did not authenticate amazonses.com; delivered as ordinary mail',
@@ -47,7 +49,7 @@ export async function applyBounceRewrite(
   const notRewritten = withLimits({ isSesBounce: true, raw, rewritten: false });
   const candidates = outboundLookupKeys(ids);
   if (candidates.length === 0) return notRewritten;
-  const record = await ports.rules.findOutbound(candidates);
+  const record = await ports.outbound.find(candidates);
   if (!record) {
     ports.logger.info(
       { sesMessageId: receipt.sesMessageId, candidates: candidates.length },
@@ -67,7 +69,7 @@ export async function applyBounceRewrite(
     // The outbound record is data someone else wrote; a value we refuse to put in a header must not cost the
     // user the bounce itself.
     ports.logger.warn(
-      { err: error instanceof Error ? error.message : String(error), outbound: record.messageId },
+      { err: errorMessage(error), outbound: record.messageId },
       'SES bounce not rewritten: unusable outbound record; delivered unchanged',
     );
     return notRewritten;

@@ -1,0 +1,87 @@
+import type { AwsClients } from '../aws/clients.ts';
+import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
+import { createS3MailStore } from '../aws/mail-store.ts';
+import { createDynamoOutboundRecords } from '../aws/outbound-records.ts';
+import { createDynamoDirectory } from '../aws/recipient-directory.ts';
+import { createDynamoReplyLog } from '../aws/reply-log.ts';
+import { createSesSender } from '../aws/ses-sender.ts';
+import type { Clock } from '../clock.ts';
+import { notificationSourcesFor, type Config } from '../config/config.ts';
+import { ByteBudget } from '../flow-control/byte-budget.ts';
+import type { SendPacer } from '../flow-control/send-pacer.ts';
+import { addressRedactor, type Logger } from '../log/logger.ts';
+import { createLoopMarker } from '../mail/loop-marker.ts';
+import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { PipelineOptions, PipelinePorts } from '../pipeline/ports.ts';
+import type { MailDelivery } from '../smtp/transport.ts';
+
+export interface PortsDeps {
+  config: Config;
+  domain: string;
+  clients: AwsClients;
+  delivery: MailDelivery;
+  sesPacer?: SendPacer;
+  clock: Clock;
+  /** The domain's logger (child with `domain`). */
+  logger: Logger;
+  metrics: PipelineMetrics;
+  /** How long an unfinished ledger claim lives without renewal: the queue's visibility timeout. */
+  leaseSeconds: number;
+}
+
+/** The real clients behind the pipeline's ports, for one domain. */
+export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
+  const { config, domain, clients, clock, logger, metrics } = deps;
+  const redact = addressRedactor(config.log.redactAddresses);
+  const { inFlightBytes } = config.limits;
+  metrics.inFlightBytes(domain, 0, inFlightBytes);
+  return {
+    domain,
+    hostedDomains: config.domains,
+    mailStore: createS3MailStore(clients.s3, { maxAttempts: config.limits.s3MaxAttempts, clock }),
+    directory: createDynamoDirectory(clients.ddb, {
+      tables: config.tables,
+      clock,
+      cacheSeconds: config.rules.cacheSeconds,
+      onLimit: (recipient, limit) =>
+        logger.warn(
+          { recipient: redact(recipient), limit },
+          'rules data over its bound: only the first part is used',
+        ),
+    }),
+    outbound: createDynamoOutboundRecords(clients.ddb, { table: config.tables.outbound, clock }),
+    replies: createDynamoReplyLog(clients.ddb, { table: config.tables.oooState }),
+    ses: createSesSender(clients.sesv2, { clock, ...(deps.sesPacer && { pacer: deps.sesPacer }) }),
+    delivery: deps.delivery,
+    budget: new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
+    ledger: config.tables.idempotency
+      ? createDynamoLedger(clients.ddb, {
+          table: config.tables.idempotency,
+          clock,
+          leaseSeconds: deps.leaseSeconds,
+        })
+      : noLedger,
+    loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret, clock),
+    clock,
+    logger,
+    metrics,
+    redact,
+    options: pipelineOptions(config, domain),
+  };
+}
+
+function pipelineOptions(config: Config, domain: string): PipelineOptions {
+  return {
+    maxMailBytes: config.limits.maxMailBytes,
+    oooReplyIntervalDays: config.rules.oooReplyIntervalDays,
+    oooRequireAddressed: config.rules.oooRequireAddressed,
+    oooRequireAuthenticated: config.rules.oooRequireAuthenticated,
+    bounceRequireAuthenticated: config.rules.bounceRequireAuthenticated,
+    notificationSources: notificationSourcesFor(config, domain),
+    autoReplySubjectPrefix: config.rules.autoReplySubjectPrefix,
+    forwardSubjectPrefix: config.rules.forwardSubjectPrefix,
+    virusPolicy: config.rules.virusPolicy,
+    addVerdictHeaders: config.rules.addVerdictHeaders,
+    parseTimeoutMs: 10_000,
+  };
+}

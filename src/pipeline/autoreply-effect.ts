@@ -1,0 +1,119 @@
+import { effectKey } from '../aws/effect-ledger.ts';
+import { composeAutoReply } from '../mail/autoreply-compose.ts';
+import { autoReplyDecision } from '../mail/autoreply-policy.ts';
+import { domainOf } from '../mail/envelope-address.ts';
+import type { MailView } from '../mail/mail-view.ts';
+import { deliveryId } from './delivery-id.ts';
+import { failure, guardedStep, routeFor, sendEffect, type EffectBase, type Ran } from './effect-step.ts';
+import type { EffectInput } from './effects.ts';
+import type { GuardContext } from './guarded-effect.ts';
+import type { SesReceipt } from './notification.ts';
+import type { EffectResult } from './outcome.ts';
+import type { PipelinePorts } from './ports.ts';
+
+/**
+ * The out-of-office reply of one recipient (RFC 3834 / RFC 5230 rules in mail/autoreply-policy.ts), at most one per
+ * sender per OOO_REPLY_INTERVAL_DAYS (the reply log), sent once (the ledger).
+ */
+export async function autoReply(
+  input: EffectInput,
+  ports: PipelinePorts,
+  guard: GuardContext,
+): Promise<EffectResult> {
+  const { recipient, view, receipt } = input;
+  const decision = autoReplyDecision({
+    view,
+    envelopeSender: receipt.source,
+    recipient,
+    isSesBounce: input.isSesBounce,
+    hasLoopMarker: input.hasLoopMarker,
+    requireAddressed: ports.options.oooRequireAddressed,
+  });
+  if (!decision.reply)
+    return { kind: 'autoreply', recipient, target: '', status: 'suppressed', reason: decision.reason };
+  const target = decision.to.address;
+  const route = routeFor(target, ports);
+  const base: EffectBase = { kind: 'autoreply', recipient, target, route };
+  if (route === 'ses' && ports.options.oooRequireAuthenticated && !authenticatedDomain(target, receipt, view))
+    return { ...base, status: 'suppressed', reason: 'unauthenticated-sender' };
+  const key = effectKey(receipt.sesMessageId, recipient, 'autoreply', input.generation);
+  const result = await guardedStep(key, base, guard, ports, () =>
+    reserveAndSend(input, decision.to, base, ports),
+  );
+  if (result.status === 'sent') ports.metrics.autoReplySent(ports.domain);
+  return result;
+}
+
+/** Reserves the reply in the reply log, then composes and sends it; a reply not sent gives the reservation back. */
+async function reserveAndSend(
+  input: EffectInput,
+  to: { address: string; name: string },
+  base: EffectBase,
+  ports: PipelinePorts,
+): Promise<Ran> {
+  const { recipient, receipt } = input;
+  const target = to.address;
+  const now = ports.clock.now();
+  const intervalMs = ports.options.oooReplyIntervalDays * 86_400_000;
+  if (!(await ports.replies.reserve(recipient, target, now, intervalMs))) {
+    return {
+      result: { ...base, status: 'suppressed', reason: 'already-replied-within-interval' },
+      record: true,
+    };
+  }
+  let ran: Ran;
+  try {
+    const reply = await composeAutoReply({
+      recipient,
+      to,
+      original: input.view,
+      message: input.rule.oooMessage,
+      contentType: input.rule.oooContentType,
+      subjectPrefix: ports.options.autoReplySubjectPrefix,
+      loopMarker: {
+        name: ports.loopMarker.name,
+        value: ports.loopMarker.valueFor({
+          kind: 'auto-reply',
+          sesMessageId: receipt.sesMessageId,
+          origin: recipient,
+          target,
+        }),
+      },
+      messageIdDomain: ports.domain,
+      now: new Date(now),
+    });
+    // RFC 3834 §3.3: auto-replies go out with a null envelope sender so they can never bounce back into a loop.
+    ran = await sendEffect(
+      base.route ?? 'ses',
+      {
+        from: recipient,
+        envelopeFrom: '',
+        to: target,
+        raw: reply.raw,
+        id: deliveryId(receipt.sesMessageId, input.generation, { kind: 'autoreply', recipient }),
+        ...(input.permit && { permit: input.permit }),
+      },
+      base,
+      ports,
+    );
+  } catch (error) {
+    ran = failure(base, error, ports);
+  }
+  // A reply that was not sent must not block the next mail's reply for the whole interval.
+  if (ran.result.status !== 'sent' && !ran.record)
+    await ports.replies.cancel(recipient, target, now).catch(() => undefined);
+  return ran;
+}
+
+/**
+ * Anyone can write any From or Reply-To; replying to it blindly turns the responder into a backscatter cannon
+ * aimed at whoever was forged. Reply only where SES vouched for the target's domain: SPF passed for the envelope
+ * sender's domain, or DKIM/DMARC passed for the From domain.
+ */
+function authenticatedDomain(target: string, receipt: SesReceipt, view: MailView): boolean {
+  const domain = domainOf(target);
+  const { spf, dkim, dmarc } = receipt.verdicts;
+  if (spf === 'PASS' && domain === domainOf(receipt.source)) return true;
+  const fromDomain = view.from ? domainOf(view.from.address) : '';
+  return (dkim === 'PASS' || dmarc === 'PASS') && domain === fromDomain;
+}
