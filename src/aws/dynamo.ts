@@ -1,5 +1,5 @@
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { BatchGetCommand } from '@aws-sdk/lib-dynamodb';
+import { BatchGetCommand, PutCommand, type PutCommandInput } from '@aws-sdk/lib-dynamodb';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 
@@ -22,6 +22,17 @@ export async function callDynamo<T>(operation: string, call: () => Promise<T>): 
 /** True for the error of a write whose condition did not hold. */
 export function conditionFailed(error: unknown): boolean {
   return error instanceof WorkerError && error.awsCode === 'ConditionalCheckFailedException';
+}
+
+/** A PutItem with a condition: true when written, false when the condition did not hold. */
+export async function conditionalPut(ddb: DynamoDBDocumentClient, input: PutCommandInput): Promise<boolean> {
+  try {
+    await callDynamo('PutItem', () => ddb.send(new PutCommand(input)));
+    return true;
+  } catch (error) {
+    if (conditionFailed(error)) return false;
+    throw error;
+  }
 }
 
 /** One BatchGetItem, plus retries of UnprocessedKeys with backoff (bounded: then temporary). */

@@ -4,13 +4,12 @@ import {
   BatchWriteCommand,
   DeleteCommand,
   GetCommand,
-  PutCommand,
   UpdateCommand,
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
 import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
-import { callDynamo, conditionFailed } from './dynamo.ts';
+import { callDynamo, conditionFailed, conditionalPut } from './dynamo.ts';
 
 /** A claim this worker holds: the effect's key and the owner token only this claim attempt knows. */
 export interface Claim {
@@ -217,33 +216,25 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     async claim(key) {
       const now = nowSeconds();
       const token = randomUUID();
-      try {
-        await callDynamo('PutItem', () =>
-          ddb.send(
-            new PutCommand({
-              TableName,
-              Item: {
-                pk: key,
-                status: 'INPROGRESS',
-                owner: token,
-                in_progress_expiry: now + lease,
-                expires_at: now + retention,
-              },
-              ConditionExpression:
-                'attribute_not_exists(pk) OR expires_at < :now OR (#s = :inprogress AND in_progress_expiry < :now)',
-              ExpressionAttributeNames: { '#s': 'status' },
-              ExpressionAttributeValues: { ':now': now, ':inprogress': 'INPROGRESS' },
-            }),
-          ),
-        );
-        return { state: 'claimed', claim: { key, token } };
-      } catch (error) {
-        if (!conditionFailed(error)) throw error;
-        const existing = await callDynamo('GetItem', () =>
-          ddb.send(new GetCommand({ TableName, Key: { pk: key }, ConsistentRead: true })),
-        );
-        return existing.Item?.status === 'COMPLETED' ? { state: 'done' } : { state: 'busy' };
-      }
+      const claimed = await conditionalPut(ddb, {
+        TableName,
+        Item: {
+          pk: key,
+          status: 'INPROGRESS',
+          owner: token,
+          in_progress_expiry: now + lease,
+          expires_at: now + retention,
+        },
+        ConditionExpression:
+          'attribute_not_exists(pk) OR expires_at < :now OR (#s = :inprogress AND in_progress_expiry < :now)',
+        ExpressionAttributeNames: { '#s': 'status' },
+        ExpressionAttributeValues: { ':now': now, ':inprogress': 'INPROGRESS' },
+      });
+      if (claimed) return { state: 'claimed', claim: { key, token } };
+      const existing = await callDynamo('GetItem', () =>
+        ddb.send(new GetCommand({ TableName, Key: { pk: key }, ConsistentRead: true })),
+      );
+      return existing.Item?.status === 'COMPLETED' ? { state: 'done' } : { state: 'busy' };
     },
     complete: (claim) => completer.complete(claim),
     renew: (claim) =>

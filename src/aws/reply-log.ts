@@ -1,5 +1,5 @@
-import { DeleteCommand, PutCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { callDynamo, conditionFailed } from './dynamo.ts';
+import { DeleteCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { callDynamo, conditionFailed, conditionalPut } from './dynamo.ts';
 
 /** The auto-replies sent (table OOO_STATE_TABLE): at most one per recipient and sender per interval. */
 export interface ReplyLog {
@@ -17,29 +17,19 @@ export function createDynamoReplyLog(ddb: DynamoDBDocumentClient, options: { tab
   return {
     async reserve(recipient, sender, now, intervalMs) {
       const nowSeconds = Math.floor(now / 1000);
-      try {
-        await callDynamo('PutItem', () =>
-          ddb.send(
-            new PutCommand({
-              TableName,
-              Item: {
-                pk: replyKey(recipient, sender),
-                recipient: recipient.toLowerCase(),
-                sender: sender.toLowerCase(),
-                replied_at: nowSeconds,
-                // Also the table's TTL attribute, so DynamoDB removes expired reservations by itself.
-                expires_at: Math.floor((now + intervalMs) / 1000),
-              },
-              ConditionExpression: 'attribute_not_exists(pk) OR expires_at <= :now',
-              ExpressionAttributeValues: { ':now': nowSeconds },
-            }),
-          ),
-        );
-        return true;
-      } catch (error) {
-        if (conditionFailed(error)) return false;
-        throw error;
-      }
+      return conditionalPut(ddb, {
+        TableName,
+        Item: {
+          pk: replyKey(recipient, sender),
+          recipient: recipient.toLowerCase(),
+          sender: sender.toLowerCase(),
+          replied_at: nowSeconds,
+          // Also the table's TTL attribute, so DynamoDB removes expired reservations by itself.
+          expires_at: Math.floor((now + intervalMs) / 1000),
+        },
+        ConditionExpression: 'attribute_not_exists(pk) OR expires_at <= :now',
+        ExpressionAttributeValues: { ':now': nowSeconds },
+      });
     },
 
     async cancel(recipient, sender, now) {

@@ -122,7 +122,7 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
   { action: 'dynamodb:PutItem', resource: 'table', why: 'ledger claims, auto-reply claims' },
   { action: 'dynamodb:UpdateItem', resource: 'table', why: 'ledger completes and lease renewals' },
   { action: 'dynamodb:BatchWriteItem', resource: 'table', why: 'ledger completes of many messages at once' },
-  { action: 'dynamodb:DeleteItem', resource: 'table', why: 'release failed claims' },
+  { action: 'dynamodb:DeleteItem', resource: 'table', why: 'abandon claims whose effect did not happen' },
   { action: 'dynamodb:DescribeTable', resource: 'table', why: 'start-up check of key schemas' },
   { action: 'dynamodb:DescribeTimeToLive', resource: 'table', why: 'start-up check of TTL attributes' },
   { action: 'ses:SendEmail', resource: 'ses-identity', why: 'forwards and auto-replies (SES v2 raw)' },

@@ -1,6 +1,6 @@
 import { SendEmailCommand, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError, awsError, awsErrorName } from '../errors.ts';
+import { WorkerError, awsError, awsErrorName, awsHttpStatus, errorMessage } from '../errors.ts';
 import { unpaced, type PermitOptions, type SendPacer } from '../flow-control/send-pacer.ts';
 
 /**
@@ -86,10 +86,9 @@ export function sesFailureKind(error: unknown): SesFailure {
   const e = (typeof error === 'object' && error !== null ? error : {}) as {
     code?: unknown;
     message?: unknown;
-    $metadata?: { httpStatusCode?: number };
   };
   const name = awsErrorName(error) ?? '';
-  const status = e.$metadata?.httpStatusCode;
+  const status = awsHttpStatus(error);
   if (THROTTLED.has(name) || status === 429 || status === 503) return 'not-sent';
   if (PERMANENT.has(name)) return 'rejected';
   if (status !== undefined) return status >= 500 ? 'unknown' : 'rejected';
@@ -151,7 +150,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
           if (kind === 'unknown') {
             throw new WorkerError(
               'SES_OUTCOME_UNKNOWN',
-              `SES SendEmail outcome unknown, not resent (SES may have sent it): ${describe(error)}`,
+              `SES SendEmail outcome unknown, not resent (SES may have sent it): ${errorMessage(error)}`,
               {
                 temporary: false,
                 ...(awsErrorName(error) && { awsCode: awsErrorName(error) }),
@@ -164,8 +163,4 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
       }
     },
   };
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

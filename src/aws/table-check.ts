@@ -4,7 +4,7 @@ import {
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { awsErrorName, isTemporaryAwsError } from '../errors.ts';
+import { awsErrorName, isTemporaryAwsError, errorMessage } from '../errors.ts';
 import type { TableSpec } from './resources.ts';
 
 export interface TableCheckResult {
@@ -57,10 +57,10 @@ export async function checkTable(
       result.problems.push(`table does not exist: create it with ${expected} (unified-worker setup)`);
     } else if (name === 'AccessDeniedException' || !isTemporaryAwsError(error)) {
       result.problems.push(
-        `DescribeTable failed (${name ?? 'error'}): grant dynamodb:DescribeTable on the table (${describe(error)})`,
+        `DescribeTable failed (${name ?? 'error'}): grant dynamodb:DescribeTable on the table (${errorMessage(error)})`,
       );
     } else {
-      result.inconclusive = `DescribeTable failed: ${describe(error)}`;
+      result.inconclusive = `DescribeTable failed: ${errorMessage(error)}`;
     }
   }
   if (result.problems.length === 0 && result.inconclusive === undefined && spec.ttlAttribute) {
@@ -90,10 +90,6 @@ async function checkTtl(
       );
     }
   } catch (error) {
-    result.warnings.push(`TTL could not be checked (${describe(error)})`);
+    result.warnings.push(`TTL could not be checked (${errorMessage(error)})`);
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

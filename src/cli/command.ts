@@ -121,7 +121,7 @@ export interface CliApp {
 
 /** When the daemon sees a rules or blocklist change: its per-thread cache keeps the old one that long. */
 export function cacheNote(context: CommandContext, what: string): string {
-  const seconds = context.config.rules.cacheSeconds;
+  const seconds = context.config.directory.cacheSeconds;
   return seconds === 0
     ? `The daemon applies ${what} to the next mail.`
     : `The daemon applies ${what} within RULES_CACHE_SECONDS (${seconds} s).`;

@@ -117,7 +117,7 @@ function settingsChecks(context: CommandContext): CheckResult[] {
       fix: 'run one replica, or deliver through Postfix with DELIVERY_PROTOCOL=smtp',
     });
   }
-  const secret = config.rules.loopMarkerSecret;
+  const secret = config.inbound.loopMarkerSecret;
   if (secret === '') {
     checks.push({
       check: 'LOOP_MARKER_SECRET',

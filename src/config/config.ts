@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, errorMessage } from '../errors.ts';
 import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
 
@@ -55,20 +55,24 @@ export interface Config {
     inFlightBytes: number;
     s3MaxAttempts: number;
   };
-  rules: {
-    cacheSeconds: number;
-    oooReplyIntervalDays: number;
-    oooRequireAddressed: boolean;
-    oooRequireAuthenticated: boolean;
-    bounceRequireAuthenticated: boolean;
-    autoReplySubjectPrefix: string;
-    forwardSubjectPrefix: string;
+  /** The recipient directory (rules and blocklist tables): how long a thread keeps an entry. */
+  directory: { cacheSeconds: number };
+  autoReply: {
+    intervalDays: number;
+    requireAddressed: boolean;
+    requireAuthenticated: boolean;
+    subjectPrefix: string;
+  };
+  forwarding: { subjectPrefix: string };
+  /** How inbound mail is judged and marked. */
+  inbound: {
     virusPolicy: VirusPolicy;
     addVerdictHeaders: boolean;
+    bounceRequireAuthenticated: boolean;
     loopMarkerSecret: string;
-    /** SES sends per second for the whole process; 0 = the account's MaxSendRate. */
-    sesMaxSendRate: number;
   };
+  /** SES sends per second for the whole process; 0 = the account's MaxSendRate. */
+  sesMaxSendRate: number;
   http: { healthPort: number; metricsPort: number; host: string };
   shutdownGraceSeconds: number;
   log: { level: string; redactAddresses: boolean };
@@ -98,7 +102,7 @@ export function loadConfig(argv: readonly string[], env: Env): CliRequest {
   try {
     parsed = parseCli(argv);
   } catch (error) {
-    throw new ConfigError('command line', error instanceof Error ? error.message : String(error));
+    throw new ConfigError('command line', errorMessage(error));
   }
   if (parsed.values.help) return { kind: 'help' };
   if (parsed.values.version) return { kind: 'version' };
@@ -183,19 +187,21 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       inFlightBytes: read.int('IN_FLIGHT_BYTES', 1024, 4 * 1024 * 1024 * 1024),
       s3MaxAttempts: read.int('S3_MAX_ATTEMPTS', 1, 20),
     },
-    rules: {
-      cacheSeconds: read.int('RULES_CACHE_SECONDS', 0, 86_400),
-      oooReplyIntervalDays: read.number('OOO_REPLY_INTERVAL_DAYS', 0, 365),
-      oooRequireAddressed: read.bool('OOO_REQUIRE_ADDRESSED'),
-      oooRequireAuthenticated: read.bool('OOO_REQUIRE_AUTHENTICATED'),
-      bounceRequireAuthenticated: read.bool('BOUNCE_REQUIRE_AUTHENTICATED'),
-      autoReplySubjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
-      forwardSubjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }),
+    directory: { cacheSeconds: read.int('RULES_CACHE_SECONDS', 0, 86_400) },
+    autoReply: {
+      intervalDays: read.number('OOO_REPLY_INTERVAL_DAYS', 0, 365),
+      requireAddressed: read.bool('OOO_REQUIRE_ADDRESSED'),
+      requireAuthenticated: read.bool('OOO_REQUIRE_AUTHENTICATED'),
+      subjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
+    },
+    forwarding: { subjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }) },
+    inbound: {
       virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),
       addVerdictHeaders: read.bool('ADD_VERDICT_HEADERS'),
+      bounceRequireAuthenticated: read.bool('BOUNCE_REQUIRE_AUTHENTICATED'),
       loopMarkerSecret: read.string('LOOP_MARKER_SECRET', { allowEmpty: true }),
-      sesMaxSendRate: read.number('SES_MAX_SEND_RATE', 0, 100_000),
     },
+    sesMaxSendRate: read.number('SES_MAX_SEND_RATE', 0, 100_000),
     http: {
       healthPort: read.port('HEALTH_PORT', { allowZero: true }),
       metricsPort: read.port('METRICS_PORT', { allowZero: true }),
@@ -208,8 +214,8 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     },
   };
   const prefixes = [
-    ['AUTOREPLY_SUBJECT_PREFIX', config.rules.autoReplySubjectPrefix],
-    ['FORWARD_SUBJECT_PREFIX', config.rules.forwardSubjectPrefix],
+    ['AUTOREPLY_SUBJECT_PREFIX', config.autoReply.subjectPrefix],
+    ['FORWARD_SUBJECT_PREFIX', config.forwarding.subjectPrefix],
   ] as const;
   for (const [name, value] of prefixes) {
     if (/[\r\n\0]/.test(value)) throw new ConfigError(name, 'must be one line (no CR, LF or NUL)');

@@ -6,7 +6,15 @@ export interface SettingSpec {
   readonly default: string;
   readonly help: string;
   readonly group:
-    'Domains' | 'AWS' | 'Mail server' | 'Tables' | 'Polling' | 'Limits' | 'Rules' | 'Operations';
+    | 'Domains'
+    | 'AWS'
+    | 'Mail server'
+    | 'Tables'
+    | 'Polling'
+    | 'Limits'
+    | 'Rules'
+    | 'Inbound mail'
+    | 'Operations';
 }
 
 export const SETTINGS = {
@@ -51,6 +59,11 @@ export const SETTINGS = {
     group: 'AWS',
     default: 'ses-outbound-events',
     help: 'SQS queue of SES sending events (send, bounce, complaint), recorded in OUTBOUND_TABLE so bounces can be rewritten. none = not consumed.',
+  },
+  SES_MAX_SEND_RATE: {
+    group: 'AWS',
+    default: '0',
+    help: "Forwards and auto-replies sent through SES per second, for the whole process; 0 = the account's MaxSendRate from SES GetAccount (14 when it cannot be read).",
   },
   ALLOWED_TOPIC_ARNS: {
     group: 'AWS',
@@ -154,30 +167,30 @@ export const SETTINGS = {
     default: 'true',
     help: 'Only auto-reply to an external address that SES authenticated (SPF, DKIM or DMARC PASS for its domain).',
   },
+
+  AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
+  FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
+
   BOUNCE_REQUIRE_AUTHENTICATED: {
-    group: 'Rules',
+    group: 'Inbound mail',
     default: 'true',
     help: 'Only rewrite a bounce from MAILER-DAEMON@amazonses.com that SES authenticated (DMARC PASS, or SPF PASS for an amazonses.com envelope sender).',
   },
-  AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
-  FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
-  SES_MAX_SEND_RATE: {
-    group: 'Rules',
-    default: '0',
-    help: "Forwards and auto-replies sent through SES per second, for the whole process; 0 = the account's MaxSendRate from SES GetAccount (14 when it cannot be read).",
+  VIRUS_POLICY: {
+    group: 'Inbound mail',
+    default: 'tag',
+    help: 'tag | reject: what to do with an SES virus FAIL.',
   },
-  VIRUS_POLICY: { group: 'Rules', default: 'tag', help: 'tag | reject: what to do with an SES virus FAIL.' },
   ADD_VERDICT_HEADERS: {
-    group: 'Rules',
+    group: 'Inbound mail',
     default: 'true',
     help: 'Prepend X-SES-*-Verdict headers to delivered mail.',
   },
   LOOP_MARKER_SECRET: {
-    group: 'Rules',
+    group: 'Inbound mail',
     default: '',
     help: 'HMAC key signing the loop marker; when set, unsigned markers from outside are ignored.',
   },
-
   HEALTH_PORT: { group: 'Operations', default: '8080', help: 'Port of /health and /ready (0 = ephemeral).' },
   METRICS_PORT: { group: 'Operations', default: '8000', help: 'Port of /metrics (0 = ephemeral).' },
   HTTP_HOST: { group: 'Operations', default: '0.0.0.0', help: 'Address the health/metrics servers bind.' },

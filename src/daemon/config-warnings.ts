@@ -3,7 +3,7 @@ import type { Config } from '../config/config.ts';
 /** Settings that work but weaken a guarantee: said once, at start-up, by the coordinator. */
 export function configWarnings(config: Config): string[] {
   const warnings: string[] = [];
-  if (!config.rules.loopMarkerSecret)
+  if (!config.inbound.loopMarkerSecret)
     warnings.push(
       'LOOP_MARKER_SECRET is not set: anyone can add X-SES-Worker-Processed to a mail and so switch off rules for it',
     );

@@ -1,27 +1,11 @@
-import type { AwsClients } from '../aws/clients.ts';
 import type { MailQueue } from '../aws/queue.ts';
-import type { Clock } from '../clock.ts';
-import type { Config } from '../config/config.ts';
-import type { SendPacer } from '../flow-control/send-pacer.ts';
-import type { Logger } from '../log/logger.ts';
-import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
-import type { MailDelivery } from '../smtp/transport.ts';
 import { leaseSecondsFor, openDomainQueue } from './domain-queue.ts';
-import { buildPipelinePorts } from './pipeline-ports.ts';
+import { buildPipelinePorts, type PortsDeps } from './pipeline-ports.ts';
 import { startQueueGauges } from './queue-gauges.ts';
 import { TableGuard } from './table-guard.ts';
 
-export interface DomainRuntimeDeps {
-  config: Config;
-  domain: string;
-  clients: AwsClients;
-  delivery: MailDelivery;
-  /** The process-wide SES pacer (default: none, for a runtime outside the daemon). */
-  sesPacer?: SendPacer;
-  clock: Clock;
-  logger: Logger;
-  metrics: PipelineMetrics;
+export interface DomainRuntimeDeps extends Omit<PortsDeps, 'leaseSeconds'> {
   onStatus?: (status: PollerStatus) => void;
 }
 

@@ -20,9 +20,9 @@ export interface PortsDeps {
   domain: string;
   clients: AwsClients;
   delivery: MailDelivery;
+  /** The process-wide SES pacer (default: none, for a runtime outside the daemon). */
   sesPacer?: SendPacer;
   clock: Clock;
-  /** The domain's logger (child with `domain`). */
   logger: Logger;
   metrics: PipelineMetrics;
   /** How long an unfinished ledger claim lives without renewal: the queue's visibility timeout. */
@@ -42,7 +42,7 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     directory: createDynamoDirectory(clients.ddb, {
       tables: config.tables,
       clock,
-      cacheSeconds: config.rules.cacheSeconds,
+      cacheSeconds: config.directory.cacheSeconds,
       onLimit: (recipient, limit) =>
         logger.warn(
           { recipient: redact(recipient), limit },
@@ -61,7 +61,7 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
           leaseSeconds: deps.leaseSeconds,
         })
       : noLedger,
-    loopMarker: createLoopMarker(domain, config.rules.loopMarkerSecret, clock),
+    loopMarker: createLoopMarker(domain, config.inbound.loopMarkerSecret, clock),
     clock,
     logger,
     metrics,
@@ -73,15 +73,15 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
 function pipelineOptions(config: Config, domain: string): PipelineOptions {
   return {
     maxMailBytes: config.limits.maxMailBytes,
-    oooReplyIntervalDays: config.rules.oooReplyIntervalDays,
-    oooRequireAddressed: config.rules.oooRequireAddressed,
-    oooRequireAuthenticated: config.rules.oooRequireAuthenticated,
-    bounceRequireAuthenticated: config.rules.bounceRequireAuthenticated,
+    oooReplyIntervalDays: config.autoReply.intervalDays,
+    oooRequireAddressed: config.autoReply.requireAddressed,
+    oooRequireAuthenticated: config.autoReply.requireAuthenticated,
+    bounceRequireAuthenticated: config.inbound.bounceRequireAuthenticated,
     notificationSources: notificationSourcesFor(config, domain),
-    autoReplySubjectPrefix: config.rules.autoReplySubjectPrefix,
-    forwardSubjectPrefix: config.rules.forwardSubjectPrefix,
-    virusPolicy: config.rules.virusPolicy,
-    addVerdictHeaders: config.rules.addVerdictHeaders,
+    autoReplySubjectPrefix: config.autoReply.subjectPrefix,
+    forwardSubjectPrefix: config.forwarding.subjectPrefix,
+    virusPolicy: config.inbound.virusPolicy,
+    addVerdictHeaders: config.inbound.addVerdictHeaders,
     parseTimeoutMs: 10_000,
   };
 }

@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors.ts';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { backoffMs } from '../clock.ts';
@@ -146,7 +147,7 @@ export class PollerSupervisor {
     this.deps.logger.error(
       {
         domain: slot.domain,
-        err: error instanceof Error ? error.message : String(error),
+        err: errorMessage(error),
         restartInMs: delayMs,
         restarts: slot.restarts,
       },
@@ -221,7 +222,7 @@ function createPollerPool(config: Config, logger: Logger): Piscina<PollerTask, v
   // A worker that dies while no task runs on it is reported as a pool 'error' event; unhandled, it would take the
   // whole process (and every other domain) down.
   pool.on('error', (error: unknown) => {
-    logger.error({ err: error instanceof Error ? error.message : String(error) }, 'poller thread pool error');
+    logger.error({ err: errorMessage(error) }, 'poller thread pool error');
   });
   return pool;
 }

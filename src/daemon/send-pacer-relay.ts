@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors.ts';
 import { GetAccountCommand } from '@aws-sdk/client-sesv2';
 import type { MessagePort } from 'node:worker_threads';
 import { createAwsClients, type AwsClients } from '../aws/clients.ts';
@@ -12,7 +13,7 @@ import type { CoordinatorMessage, ThreadMessage } from './protocol.ts';
 export const DEFAULT_SES_SEND_RATE = 14;
 /**
  * Of the account's MaxSendRate, the share the pacer uses: SES counts over any one second, so sends paced at exactly
- * the quota are throttled by the slightest timing jitter (measured against a strict limiter).
+ * the quota are throttled by the slightest timing jitter.
  */
 const QUOTA_SHARE = 0.9;
 /** The account's quota can be raised at any time; a refresh now and then picks that up. */
@@ -36,7 +37,7 @@ export class SendPacerRelay {
     private readonly metrics: CoordinatorMetrics,
   ) {
     this.pacer = new TokenBucketPacer({
-      rate: config.rules.sesMaxSendRate || DEFAULT_SES_SEND_RATE * QUOTA_SHARE,
+      rate: config.sesMaxSendRate || DEFAULT_SES_SEND_RATE * QUOTA_SHARE,
       clock: systemClock,
     });
     metrics.sesPacer(() => ({ rate: this.pacer.currentRate, waiting: this.pacer.waiting }));
@@ -44,7 +45,7 @@ export class SendPacerRelay {
 
   /** Reads the account's quota (unless SES_MAX_SEND_RATE fixes it), now and every ten minutes. */
   start(): void {
-    if (this.config.rules.sesMaxSendRate > 0) return;
+    if (this.config.sesMaxSendRate > 0) return;
     this.clients = createAwsClients(this.config.aws);
     void this.refreshQuota();
     this.refreshTimer = setInterval(() => void this.refreshQuota(), QUOTA_REFRESH_MS);
@@ -87,7 +88,7 @@ export class SendPacerRelay {
       if (rate !== undefined && rate > 0) this.pacer.setQuota(rate * QUOTA_SHARE);
     } catch (error) {
       this.logger.warn(
-        { err: error instanceof Error ? error.message : String(error), rate: this.pacer.currentRate },
+        { err: errorMessage(error), rate: this.pacer.currentRate },
         'could not read the SES sending rate (GetAccount); pacing sends at the last known rate',
       );
     }

@@ -139,10 +139,10 @@ export class TokenBucketPacer implements SendPacer {
     if (this.timer !== undefined) return;
     this.refill();
     const wait = this.tokens >= 1 ? 0 : Math.ceil(((1 - this.tokens) / this.rate) * 1000);
-    this.timer = this.timers.set(() => this.release(), wait);
+    this.timer = this.timers.set(() => this.grantDue(), wait);
   }
 
-  private release(): void {
+  private grantDue(): void {
     this.timer = undefined;
     this.refill();
     while (this.waiters.length > 0 && this.tokens >= 1) {

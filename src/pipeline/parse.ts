@@ -29,7 +29,7 @@ export interface ParseOptions {
   maxBodyChars?: number;
   /**
    * Only this many leading bytes go through the MIME walk. Text bodies come first in practice and the view keeps
-   * at most `maxBodyChars` of them, so walking a 40 MB attachment would only cost memory (measured: +98 MiB).
+   * at most `maxBodyChars` of them, so walking a 40 MB attachment would only cost memory.
    */
   maxParseBytes?: number;
 }

@@ -1,3 +1,4 @@
+import { errorMessage } from '../errors.ts';
 import type { MailQueue, QueueEntry } from '../aws/queue.ts';
 import type { Logger } from '../log/logger.ts';
 
@@ -44,10 +45,7 @@ export class DeleteBatcher {
         try {
           failed = await this.queue.deleteBatch(batch);
         } catch (error) {
-          this.logger.error(
-            { err: error instanceof Error ? error.message : String(error) },
-            'SQS DeleteMessageBatch threw',
-          );
+          this.logger.error({ err: errorMessage(error) }, 'SQS DeleteMessageBatch threw');
           failed = batch;
         }
         if (failed.length > 0) {

@@ -199,7 +199,7 @@ export class DomainPoller {
         waitTimeSeconds: this.options.waitTimeSeconds,
       });
       if (this.stopping) {
-        await this.releaseUnstarted(messages);
+        await this.releaseReceived(messages);
         return 'stopped';
       }
       this.noteBacklog(messages.length >= room);
@@ -217,7 +217,7 @@ export class DomainPoller {
   }
 
   /** Received while stopping: make them visible again at once for another consumer. */
-  private async releaseUnstarted(messages: QueueMessage[]): Promise<void> {
+  private async releaseReceived(messages: QueueMessage[]): Promise<void> {
     if (messages.length === 0) return;
     const entries = messages.map((m) => ({ messageId: m.messageId, receiptHandle: m.receiptHandle }));
     try {

@@ -1,8 +1,8 @@
 /**
  * One transaction per mailbox at a time. Dovecot 2.3's duplicate database (where before.dovecot.sieve remembers
  * delivery ids) loses marks when two deliveries to the same user commit at once: each writes back the file as it
- * read it plus its own mark (measured here: of 100 ids delivered over 4 parallel LMTP connections, 15 were
- * remembered; over 1, all 100). Serialising our own transactions per recipient keeps every mark.
+ * read it plus its own mark (BENCHMARKS.md has the measurement). Serialising our own transactions per recipient
+ * keeps every mark.
  */
 export class MailboxLocks {
   /** Per mailbox, the end of the last transaction queued for it. */

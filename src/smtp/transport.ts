@@ -57,8 +57,8 @@ export interface PooledDeliveryOptions {
 type Transport = ReturnType<typeof nodemailer.createTransport>;
 
 /**
- * One pooled nodemailer transport per route. Pool settings follow what was measured here: `maxMessages: Infinity`
- * (the default 100 recycles a connection every 100 mails and pays a new greeting), and the total bound is split
+ * One pooled nodemailer transport per route: `maxMessages: Infinity` (the default 100 recycles a connection every
+ * 100 mails and pays a new greeting), and the total bound is split
  * so mailbox + internal connections never exceed SMTP_MAX_CONNECTIONS. Over LMTP (straight into Dovecot) the
  * transactions to one mailbox run one at a time (mailbox-locks.ts); behind Postfix its own per-recipient
  * concurrency limit does that (docker/mailserver/user-patches.sh).

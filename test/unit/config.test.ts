@@ -79,14 +79,14 @@ describe('buildConfig defaults', () => {
       inFlightBytes: int('IN_FLIGHT_BYTES'),
       s3MaxAttempts: int('S3_MAX_ATTEMPTS'),
     });
-    assert.equal(config.rules.cacheSeconds, int('RULES_CACHE_SECONDS'));
-    assert.equal(config.rules.oooReplyIntervalDays, int('OOO_REPLY_INTERVAL_DAYS'));
-    assert.equal(config.rules.oooRequireAddressed, bool('OOO_REQUIRE_ADDRESSED'));
-    assert.equal(config.rules.autoReplySubjectPrefix, SETTINGS.AUTOREPLY_SUBJECT_PREFIX.default);
-    assert.equal(config.rules.forwardSubjectPrefix, SETTINGS.FORWARD_SUBJECT_PREFIX.default);
-    assert.equal(config.rules.virusPolicy, SETTINGS.VIRUS_POLICY.default);
-    assert.equal(config.rules.addVerdictHeaders, bool('ADD_VERDICT_HEADERS'));
-    assert.equal(config.rules.loopMarkerSecret, '');
+    assert.equal(config.directory.cacheSeconds, int('RULES_CACHE_SECONDS'));
+    assert.equal(config.autoReply.intervalDays, int('OOO_REPLY_INTERVAL_DAYS'));
+    assert.equal(config.autoReply.requireAddressed, bool('OOO_REQUIRE_ADDRESSED'));
+    assert.equal(config.autoReply.subjectPrefix, SETTINGS.AUTOREPLY_SUBJECT_PREFIX.default);
+    assert.equal(config.forwarding.subjectPrefix, SETTINGS.FORWARD_SUBJECT_PREFIX.default);
+    assert.equal(config.inbound.virusPolicy, SETTINGS.VIRUS_POLICY.default);
+    assert.equal(config.inbound.addVerdictHeaders, bool('ADD_VERDICT_HEADERS'));
+    assert.equal(config.inbound.loopMarkerSecret, '');
     assert.deepEqual(config.http, {
       healthPort: int('HEALTH_PORT'),
       metricsPort: int('METRICS_PORT'),
@@ -105,8 +105,8 @@ describe('buildConfig defaults', () => {
     assert.equal(config.http.metricsPort, 8000);
     assert.equal(config.queueNameTemplate, '{domain}-queue');
     assert.equal(config.shutdownGraceSeconds, 25);
-    assert.equal(config.rules.autoReplySubjectPrefix, 'Auto: ');
-    assert.equal(config.rules.forwardSubjectPrefix, 'FWD: ');
+    assert.equal(config.autoReply.subjectPrefix, 'Auto: ');
+    assert.equal(config.forwarding.subjectPrefix, 'FWD: ');
   });
 
   it('reads every setting of SETTINGS, and nothing else from the environment', () => {
@@ -139,8 +139,8 @@ describe('buildConfig defaults', () => {
 
   it('takes subject prefixes as given: spaces kept, empty allowed', () => {
     const config = build({ AUTOREPLY_SUBJECT_PREFIX: '', FORWARD_SUBJECT_PREFIX: ' [fwd] ' });
-    assert.equal(config.rules.autoReplySubjectPrefix, '');
-    assert.equal(config.rules.forwardSubjectPrefix, ' [fwd] ');
+    assert.equal(config.autoReply.subjectPrefix, '');
+    assert.equal(config.forwarding.subjectPrefix, ' [fwd] ');
   });
 
   it('accepts port 0 (ephemeral) for the HTTP servers only', () => {
@@ -181,7 +181,7 @@ describe('buildConfig defaults', () => {
     for (const value of ['true', 'TRUE', '1', 'yes', 'on'])
       assert.equal(build({ S3_FORCE_PATH_STYLE: value }).aws.s3ForcePathStyle, true);
     for (const value of ['false', 'False', '0', 'no', 'off'])
-      assert.equal(build({ ADD_VERDICT_HEADERS: value }).rules.addVerdictHeaders, false);
+      assert.equal(build({ ADD_VERDICT_HEADERS: value }).inbound.addVerdictHeaders, false);
   });
 
   it('lower-cases domains and drops empty list entries', () => {
@@ -297,7 +297,7 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
     rejects({ OOO_REPLY_INTERVAL_DAYS: 'a week' }, 'OOO_REPLY_INTERVAL_DAYS', /not a number/);
     rejects({ SHUTDOWN_GRACE_SECONDS: '3601' }, 'SHUTDOWN_GRACE_SECONDS', /out of range/);
     rejects({ SHUTDOWN_GRACE_SECONDS: 'Infinity' }, 'SHUTDOWN_GRACE_SECONDS');
-    assert.equal(build({ OOO_REPLY_INTERVAL_DAYS: '0.5' }).rules.oooReplyIntervalDays, 0.5);
+    assert.equal(build({ OOO_REPLY_INTERVAL_DAYS: '0.5' }).autoReply.intervalDays, 0.5);
   });
 
   it('rejects endpoint values that are not http(s) URLs', () => {
