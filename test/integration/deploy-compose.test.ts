@@ -219,7 +219,7 @@ describe('user-patches.sh names the SES configuration set on relayed mail', () =
     { skip: postfix.skip },
     () => {
       postfix.assertAvailable();
-      for (const env of [{}, { SES_CONFIGURATION_SET: 'none' }]) {
+      for (const env of [{}, { SES_CONFIGURATION_SET: 'none' }] as Array<Record<string, string>>) {
         const scratch = patched(env);
         try {
           assert.equal(scratch.runs[0]!.status, 0, scratch.runs[0]!.stderr);
