@@ -2,8 +2,8 @@
 #
 # unified-worker: delivers mail received by Amazon SES into docker-mailserver.
 #
-#   docker build -t unified-worker .
-#   docker run --rm --env-file .env unified-worker --domains example.com
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t unified-worker .
+#   docker run --rm --env-file worker.env unified-worker --domains example.com
 #
 # Two stages: the build stage compiles TypeScript with the dev dependencies and then prunes them; the runtime stage
 # gets dist/ and the production node_modules only, and runs as the unprivileged `node` user.
@@ -21,7 +21,11 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# The commit the image is built from, for the metric ses_worker_build_info{version,commit} (the image has no .git):
+# src/daemon/build-info.ts reads dist/build-info.json and reports anything that is not a hex commit id as "unknown".
+ARG GIT_COMMIT=unknown
 RUN npm run build \
+ && printf '{"commit":"%s"}\n' "$GIT_COMMIT" > dist/build-info.json \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 # ---- runtime ----------------------------------------------------------------------------------------------------

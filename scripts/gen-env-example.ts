@@ -1,9 +1,9 @@
 /**
- * Writes `.env.example` from `SETTINGS` (src/config/settings.ts), so the example cannot drift from the code:
+ * Writes `worker.env.example` from `SETTINGS` (src/config/settings.ts), so the example cannot drift from the code:
  * `npm run gen:env` rewrites it, `npm run gen:env -- --check` fails when it is stale, and the config unit test
  * compares the file with `renderEnvExample()`.
  *
- * Every setting appears commented out with its default (copying the file to `.env` changes nothing), except
+ * Every setting appears commented out with its default (copying the file to `worker.env` changes nothing), except
  * `DOMAINS`, which has no default and must be filled in.
  */
 import { readFile, writeFile } from 'node:fs/promises';
@@ -15,7 +15,7 @@ import { SETTINGS, type SettingSpec } from '../src/config/settings.ts';
 export const ENV_EXAMPLE_PATH = path.resolve(
   path.dirname(fileURLToPath(import.meta.url)),
   '..',
-  '.env.example',
+  'worker.env.example',
 );
 
 /** Settings that have no usable default and are written uncommented, for the user to fill in. */
@@ -48,8 +48,9 @@ export function renderEnvExample(): string {
     '# unified-worker configuration: every setting the worker reads, with its default.',
     '# GENERATED from src/config/settings.ts by `npm run gen:env`; do not edit by hand.',
     '#',
-    '# Copy to `.env` and uncomment what you change (docker compose reads it through `env_file`; outside Docker use',
-    '# `node --env-file=.env dist/unified-worker.js`). `node dist/unified-worker.js --help` prints the same list.',
+    '# Copy to `worker.env` and uncomment what you change (docker compose gives it to the worker through `env_file`;',
+    '# outside Docker use `node --env-file=worker.env dist/unified-worker.js`). `node dist/unified-worker.js --help`',
+    '# prints the same list; docs/configuration.md says which ones deployments usually set.',
     '#',
     '# AWS credentials are not settings of the worker: they come from the standard AWS SDK chain (the variables',
     '# AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an EC2/ECS instance role, or IRSA on Kubernetes).',
@@ -72,10 +73,10 @@ async function main(): Promise<void> {
   if (process.argv.includes('--check')) {
     const actual = await readFile(ENV_EXAMPLE_PATH, 'utf8').catch(() => '');
     if (actual !== expected) {
-      console.error('.env.example is out of date with src/config/settings.ts: run `npm run gen:env`');
+      console.error('worker.env.example is out of date with src/config/settings.ts: run `npm run gen:env`');
       process.exit(1);
     }
-    console.log('.env.example is up to date');
+    console.log('worker.env.example is up to date');
     return;
   }
   await writeFile(ENV_EXAMPLE_PATH, expected);

@@ -1,5 +1,6 @@
 #!/bin/bash
-# unified-worker: the internal SMTP port (2525) of docker-mailserver, and one LMTP delivery per recipient at a time.
+# unified-worker: the internal SMTP port (2525) of docker-mailserver, one LMTP delivery per recipient at a time, and
+# (with SES_CONFIGURATION_SET in the mail server's environment) the SES configuration set on mail relayed to SES.
 #
 # docker-mailserver runs /tmp/docker-mailserver/user-patches.sh at every container start, right before it starts
 # its daemons (docker-compose.yml mounts this file there). It adds a Postfix smtpd service on port 2525 that the
@@ -52,5 +53,31 @@ if [[ -n "${POSTFIX_CONFIG_DIR:-}" ]]; then postconf_cmd+=(-c "${POSTFIX_CONFIG_
 "${postconf_cmd[@]}" -e \
   "lmtp_destination_recipient_limit=1" \
   "lmtp_destination_concurrency_limit=1"
+
+# Mail your users send out through SES (DEFAULT_RELAY_HOST = SES's SMTP endpoint) names the SES configuration set,
+# so SES publishes its sending events (the worker's OUTBOUND_EVENTS_QUEUE: bounces of that mail can be rewritten).
+# SES takes the set from the header X-SES-CONFIGURATION-SET; Postfix's SMTP client prepends it to every mail it
+# sends out (smtp_header_checks apply to relayed mail only: local deliveries go through lmtp). Set
+# SES_CONFIGURATION_SET in mailserver.env to the worker's value (default unified-worker); unset or `none`: nothing.
+# docker-mailserver already has a table there (sender_header_filter.pcre, which strips headers that reveal the
+# sender's network); ours is appended to it, once, however often this script runs.
+SES_SET="${SES_CONFIGURATION_SET:-}"
+if [[ -n "${SES_SET}" && "${SES_SET}" != "none" ]]; then
+  # SES's own rule for configuration set names; anything else would be a header SES rejects the mail for.
+  if [[ ! "${SES_SET}" =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
+    echo "unified-worker: SES_CONFIGURATION_SET '${SES_SET}' is not a configuration set name (letters, digits, _ and -, at most 64)" >&2
+    exit 1
+  fi
+  config_dir="$("${postconf_cmd[@]}" -h config_directory)"
+  table_file="${config_dir}/unified-worker-ses-header.regexp"
+  # Every mail has one From: field; the header goes right above it.
+  printf '/^From:/ PREPEND X-SES-CONFIGURATION-SET: %s\n' "${SES_SET}" > "${table_file}"
+  table="regexp:${table_file}"
+  current="$("${postconf_cmd[@]}" -h smtp_header_checks)"
+  if [[ ",${current// /}," != *",${table},"* ]]; then
+    "${postconf_cmd[@]}" -e "smtp_header_checks=${current:+${current}, }${table}"
+  fi
+  echo "unified-worker: Postfix names the SES configuration set ${SES_SET} on relayed mail"
+fi
 
 echo "unified-worker: Postfix internal smtpd on port ${PORT} and per-recipient LMTP delivery configured"

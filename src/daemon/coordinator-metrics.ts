@@ -1,5 +1,6 @@
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MailDelivery } from '../smtp/transport.ts';
+import { readBuildInfo } from './build-info.ts';
 import type { MetricsSnapshot } from './protocol.ts';
 
 export interface CoordinatorMetrics {
@@ -34,6 +35,15 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
   ]) {
     registry.removeSingleMetric(name);
   }
+  // The usual build_info idiom: always 1, the version and commit in labels, so a query can join on them
+  // (`* on (instance) group_left (version) ses_worker_build_info`) and a dashboard can show what runs where.
+  const build = readBuildInfo();
+  new Gauge({
+    name: 'ses_worker_build_info',
+    help: 'Always 1; the labels name the running version (package.json) and commit (written at image build).',
+    labelNames: ['version', 'commit'] as const,
+    registers: [registry],
+  }).set({ version: build.version, commit: build.commit }, 1);
   const restarts = new Counter({
     name: 'ses_worker_poller_restarts_total',
     help: 'Poller threads restarted after dying.',
@@ -60,7 +70,7 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
   mailServer.set(0);
   let pacer: () => { rate: number; waiting: number } = () => ({ rate: 0, waiting: 0 });
   new Gauge({
-    name: 'ses_worker_ses_send_rate',
+    name: 'ses_worker_ses_send_rate_per_second',
     help: 'SES sends per second the process-wide pacer allows now (the account quota, lower after throttling).',
     registers: [registry],
     collect() {

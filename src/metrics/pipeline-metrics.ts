@@ -71,13 +71,13 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     registers: [registry],
   });
   const inFlight = new Gauge({
-    name: 'ses_worker_in_flight',
+    name: 'ses_worker_in_flight_messages',
     help: 'Messages being processed.',
     labelNames: ['domain'] as const,
     registers: [registry],
   });
   const queueSize = new Gauge({
-    name: 'ses_worker_queue_size',
+    name: 'ses_worker_queue_messages',
     help: 'ApproximateNumberOfMessages of the domain queue, refreshed periodically.',
     labelNames: ['domain'] as const,
     registers: [registry],
@@ -146,20 +146,20 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
   // A scrape every 15 s misses short peaks; the high-water mark shows whether the budget ever held more than it
   // should (and how close a domain gets to IN_FLIGHT_BYTES) without sampling.
   const inFlightBytesPeak = new Gauge({
-    name: 'ses_worker_in_flight_bytes_peak',
+    name: 'ses_worker_in_flight_peak_bytes',
     help: 'Highest ses_worker_in_flight_bytes since the poller thread started.',
     labelNames: ['domain'] as const,
     registers: [registry],
   });
   const peakBytes = new Map<string, number>();
   const inFlightBytesLimit = new Gauge({
-    name: 'ses_worker_in_flight_bytes_limit',
+    name: 'ses_worker_in_flight_limit_bytes',
     help: 'The per-domain budget of mail bytes in memory (IN_FLIGHT_BYTES).',
     labelNames: ['domain'] as const,
     registers: [registry],
   });
   const queueInFlight = new Gauge({
-    name: 'ses_worker_queue_in_flight',
+    name: 'ses_worker_queue_in_flight_messages',
     help: 'ApproximateNumberOfMessagesNotVisible of the domain queue, refreshed periodically.',
     labelNames: ['domain'] as const,
     registers: [registry],

@@ -352,9 +352,9 @@ describe('the built daemon as a child process', () => {
           domain,
         );
         assert.equal(metric(samples, 'ses_worker_processing_seconds_count', { domain }), 20, domain);
-        assert.equal(metric(samples, 'ses_worker_in_flight', { domain }), 0, domain);
+        assert.equal(metric(samples, 'ses_worker_in_flight_messages', { domain }), 0, domain);
         assert.notEqual(
-          metric(samples, 'ses_worker_queue_size', { domain }),
+          metric(samples, 'ses_worker_queue_messages', { domain }),
           undefined,
           `queue size of ${domain}`,
         );
@@ -381,8 +381,8 @@ describe('the built daemon as a child process', () => {
         'ses_worker_autoreplies_sent_total',
         'ses_worker_forwards_sent_total',
         'ses_worker_blocked_total',
-        'ses_worker_in_flight',
-        'ses_worker_queue_size',
+        'ses_worker_in_flight_messages',
+        'ses_worker_queue_messages',
         'ses_worker_processing_seconds',
         'ses_worker_poller_restarts_total',
       ]) {

@@ -13,7 +13,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_PERMISSIONS } from '../../src/aws/resources.ts';
 import { toolGate } from '../harness/required-tool.ts';
 
 const APP = fileURLToPath(new URL('../../deploy/aws', import.meta.url));
@@ -97,17 +96,5 @@ describe('deploy/aws', () => {
     });
     assert.equal(result.status, 2, result.stderr);
     assert.equal(result.stderr, 'unified-worker CDK app: context domains: "not_a_domain" is not valid\n');
-  });
-});
-
-describe('README', () => {
-  it('its hand-written IAM policy grants exactly DAEMON_PERMISSIONS', () => {
-    const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
-    const section = readme.slice(readme.indexOf('### IAM permissions'));
-    const json = /```json\n([\s\S]*?)\n```/.exec(section)?.[1];
-    assert.ok(json, 'no policy in README "IAM permissions"');
-    const policy = JSON.parse(json) as { Statement: Array<{ Action: string[] }> };
-    const actions = policy.Statement.flatMap((s) => s.Action).sort();
-    assert.deepEqual(actions, DAEMON_PERMISSIONS.map((p) => p.action).sort());
   });
 });

@@ -196,9 +196,9 @@ describe('never lose, never duplicate', () => {
       const metrics = await daemon.metrics();
       const gauge = (name: string) =>
         Number(new RegExp(`^${name}\\{domain="budget\\.test"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
-      const peak = gauge('ses_worker_in_flight_bytes_peak');
+      const peak = gauge('ses_worker_in_flight_peak_bytes');
       report(t, `in-flight bytes peaked at ${(peak / MiB).toFixed(1)} MiB (limit ${limit / MiB} MiB)`);
-      assert.equal(gauge('ses_worker_in_flight_bytes_limit'), limit);
+      assert.equal(gauge('ses_worker_in_flight_limit_bytes'), limit);
       // Two mails fit together, so the budget was contended (not just three mails arriving one by one) ...
       const oneMail = raws[0]?.length ?? 0;
       assert.ok(peak >= 2 * oneMail, `at most one mail was ever held (peak ${peak} bytes)`);

@@ -2,13 +2,15 @@
  * The alerts and the dashboard, proven against a real Prometheus (Debian's `prometheus` package) scraping the BUILT
  * daemon while it processes mail: every alert and recording rule loads and evaluates without error, every dashboard
  * query parses and returns data, the template variables resolve to the domains and pods, every metric the rules and
- * panels name is one the daemon exports, and the README's metrics table matches /metrics.
+ * panels name is one the daemon exports, and the metrics table of docs/metrics.md matches /metrics. Metrics that
+ * are named before the daemon exports them (test/harness/metric-names.ts, AWAITED_METRICS) are excused only while
+ * no registry declares them.
  *
  * Prometheus runs on a free 127.0.0.1 port with a temporary config and data directory, and is stopped in `after`.
  * Without the binary the file is skipped with the reason, except under CI=true, where it fails.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,14 +19,14 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { parse } from 'yaml';
-import { createPipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
-import { createCoordinatorMetrics } from '../../src/daemon/coordinator-metrics.ts';
+import { readBuildInfo } from '../../src/daemon/build-info.ts';
 import { startStack, waitUntil, type TestStack } from '../harness/emulators.ts';
 import { assertBuilt, killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
 import { rawMail } from '../harness/faults.ts';
 import { putMail, sesBounceDsn } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
 import { commandProblem, toolGate } from '../harness/required-tool.ts';
+import { declaredMetrics, stillAwaited, type DeclaredMetric } from '../harness/metric-names.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const RULES_FILE = path.join(ROOT, 'deploy/prometheus/alerts.yaml');
@@ -277,6 +279,8 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
   let prometheus: Prometheus | undefined;
   let metricsText = '';
   let exported = new Map<string, Family>();
+  let declared = new Map<string, DeclaredMetric>();
+  let awaited = new Set<string>();
   let startedAt = 0;
 
   before(async () => {
@@ -360,6 +364,8 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
     );
     metricsText = await daemon.metrics();
     exported = families(metricsText);
+    declared = await declaredMetrics();
+    awaited = stillAwaited(declared);
   });
 
   /** One mail of every kind the dashboard shows, plus plain deliveries (more for A than for B). */
@@ -434,7 +440,7 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
     'every metric the rules and the dashboard read is one the daemon exports (or a recording rule)',
     skip,
     () => {
-      const known = new Set([...exported.keys(), ...recorded, 'up']);
+      const known = new Set([...exported.keys(), ...recorded, 'up', ...awaited]);
       const used = [...rules.map((r) => r.expr ?? ''), ...queries.map((q) => q.expr)].flatMap(metricNames);
       for (const name of new Set(used)) assert.ok(known.has(name), `${name} is not on /metrics`);
       // And the other way round: every worker metric is on the dashboard.
@@ -486,6 +492,8 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
       'restarts',
       'forwards',
       'effects',
+      'dead-letter',
+      'versions',
     ]) {
       assert.ok(titles.includes(topic), `a panel on ${topic}`);
     }
@@ -508,7 +516,8 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
     for (const q of queries) {
       const answer = await prometheus!.queryRange(substitute(q.expr, `${4 * SCRAPE_SECONDS}s`), 30);
       assert.equal(answer.status, 'success', `${q.panel} ${q.refId}: ${answer.error ?? ''}\n${q.expr}`);
-      if (answer.data.result.length === 0) missing.push(`${q.panel} ${q.refId}: ${q.expr}`);
+      const waiting = metricNames(q.expr).some((name) => awaited.has(name));
+      if (answer.data.result.length === 0 && !waiting) missing.push(`${q.panel} ${q.refId}: ${q.expr}`);
     }
     assert.deepEqual(missing, [], 'queries without data');
   });
@@ -547,41 +556,59 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
     },
   );
 
-  it('README documents every metric on /metrics with its type and labels, and nothing else', skip, () => {
-    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-    const documented = new Map<string, { type: string; labels: string[] }>();
-    for (const [, name, type, labels] of readme.matchAll(/^\| `(ses_worker_\w+)` \| (\w+) \| ([^|]*) \|/gm)) {
-      documented.set(name!, {
-        type: type!,
-        labels: [...labels!.matchAll(/`(\w+)`/g)].map((m) => m[1]!).sort(),
-      });
-    }
-    assert.ok(documented.size > 0, 'no metrics table in README');
-    // Label names of every metric, including those without samples yet: the registries the daemon builds.
-    const registries = [
-      createPipelineMetrics().registry,
-      createCoordinatorMetrics({ connectionsInUse: () => 0, sendsWaiting: () => 0 } as never, 1).registry,
-    ];
-    const declared = new Map<string, string[]>();
-    for (const registry of registries) {
-      for (const metric of registry.getMetricsAsArray()) {
-        const { name, labelNames } = metric as unknown as { name: string; labelNames: string[] };
-        if (name.startsWith('ses_worker_')) declared.set(name, [...labelNames].sort());
+  it(
+    'docs/metrics.md documents every metric on /metrics with its type and labels, and nothing else',
+    skip,
+    () => {
+      const page = readFileSync(path.join(ROOT, 'docs/metrics.md'), 'utf8');
+      const documented = new Map<string, { type: string; labels: string[] }>();
+      for (const [, name, type, labels] of page.matchAll(/^\| `(ses_worker_\w+)` \| (\w+) \| ([^|]*) \|/gm)) {
+        documented.set(name!, {
+          type: type!,
+          labels: [...labels!.matchAll(/`(\w+)`/g)].map((m) => m[1]!).sort(),
+        });
       }
-      registry.clear();
-    }
-    const onMetrics = [...exported.keys()].filter((n) => n.startsWith('ses_worker_')).sort();
-    assert.deepEqual([...documented.keys()].sort(), onMetrics, 'README table vs /metrics');
-    assert.deepEqual([...declared.keys()].sort(), onMetrics, 'registries vs /metrics');
-    for (const name of onMetrics) {
-      const family = exported.get(name)!;
-      const doc = documented.get(name)!;
-      assert.equal(doc.type, family.type, `${name}: type`);
-      assert.deepEqual(doc.labels, declared.get(name), `${name}: labels`);
-      if (family.samples > 0)
-        assert.deepEqual([...family.labels].sort(), doc.labels, `${name}: labels on /metrics`);
-    }
-  });
+      assert.ok(documented.size > 0, 'no metrics table in docs/metrics.md');
+      const onMetrics = [...exported.keys()].filter((n) => n.startsWith('ses_worker_')).sort();
+      const documentedNow = [...documented.keys()].filter((n) => !awaited.has(n)).sort();
+      assert.deepEqual(documentedNow, onMetrics, 'docs/metrics.md table vs /metrics');
+      assert.deepEqual([...declared.keys()].sort(), onMetrics, 'registries vs /metrics');
+      for (const name of onMetrics) {
+        const family = exported.get(name)!;
+        const doc = documented.get(name)!;
+        assert.equal(doc.type, family.type, `${name}: type`);
+        assert.deepEqual(doc.labels, declared.get(name)!.labelNames, `${name}: labels`);
+        if (family.samples > 0)
+          assert.deepEqual([...family.labels].sort(), doc.labels, `${name}: labels on /metrics`);
+      }
+    },
+  );
+
+  it(
+    'ses_worker_build_info names the running version, and promtool finds no naming problem on /metrics',
+    skip,
+    () => {
+      const { version, commit } = readBuildInfo();
+      assert.equal(
+        version,
+        (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      );
+      assert.match(
+        metricsText,
+        new RegExp(
+          `^ses_worker_build_info\\{version="${version.replaceAll('.', '\\.')}",commit="(?:[0-9a-f]{7,40}|unknown)"\\} 1$`,
+          'm',
+        ),
+      );
+      assert.ok(commit.length > 0);
+      // promtool's lint: counters end in _total, units are base units and in the name, no reserved suffixes.
+      const lint = spawnSync('promtool', ['check', 'metrics'], { input: metricsText, encoding: 'utf8' });
+      const problems = `${lint.stdout}${lint.stderr}`
+        .split('\n')
+        .filter((line) => line.startsWith('ses_worker_'));
+      assert.deepEqual(problems, [], 'promtool check metrics');
+    },
+  );
 });
 
 /** An SES bounce (DSN) of mail `to` sent through SES; its original Message-ID is in the outbound table. */

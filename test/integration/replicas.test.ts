@@ -140,7 +140,9 @@ function copiesByMessageId(kept: readonly string[]): Map<string, number> {
 
 async function inFlight(daemon: DaemonProcess): Promise<number> {
   const text = await daemon.metrics();
-  return Number(new RegExp(`^ses_worker_in_flight\\{domain="${DOMAIN}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  return Number(
+    new RegExp(`^ses_worker_in_flight_messages\\{domain="${DOMAIN}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0,
+  );
 }
 
 describe('three replicas on one queue with the ledger', () => {

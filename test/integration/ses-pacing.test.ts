@@ -105,7 +105,7 @@ describe('SES sends paced to the account quota', () => {
     const metrics = await daemon.metrics();
     const throttledMetric = Number(/^ses_worker_ses_throttled_total (\d+)/m.exec(metrics)?.[1] ?? NaN);
     assert.equal(throttledMetric, quota.throttled, 'every throttle SES answered is counted');
-    const rate = Number(/^ses_worker_ses_send_rate (\S+)$/m.exec(metrics)?.[1] ?? NaN);
+    const rate = Number(/^ses_worker_ses_send_rate_per_second (\S+)$/m.exec(metrics)?.[1] ?? NaN);
     assert.ok(rate > 0 && rate <= RATE, `the pacer follows the quota read from GetAccount: ${rate}/s`);
     process.stdout.write(
       `# ${MAILS} forwards at ${RATE}/s: sent over ${sendTimes.at(-1)! - sendTimes[0]!} ms, ` +

@@ -346,7 +346,7 @@ describe('ByteBudget.tryAcquire', () => {
   });
 });
 
-describe('ses_worker_in_flight_bytes_peak', () => {
+describe('ses_worker_in_flight_peak_bytes', () => {
   /** The gauge's value for `domain`, read from the registry the way /metrics reads it. */
   async function gauge(metrics: ReturnType<typeof createPipelineMetrics>, name: string, domain: string) {
     const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
@@ -364,8 +364,8 @@ describe('ses_worker_in_flight_bytes_peak', () => {
     second();
     (await third)();
     assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes', 'a.test'), 0);
-    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'a.test'), 90);
-    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_limit', 'a.test'), 100);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_peak_bytes', 'a.test'), 90);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_limit_bytes', 'a.test'), 100);
   });
 
   it('is kept per domain', async () => {
@@ -373,7 +373,7 @@ describe('ses_worker_in_flight_bytes_peak', () => {
     metrics.inFlightBytes('a.test', 70, 100);
     metrics.inFlightBytes('b.test', 20, 100);
     metrics.inFlightBytes('a.test', 0, 100);
-    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'a.test'), 70);
-    assert.equal(await gauge(metrics, 'ses_worker_in_flight_bytes_peak', 'b.test'), 20);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_peak_bytes', 'a.test'), 70);
+    assert.equal(await gauge(metrics, 'ses_worker_in_flight_peak_bytes', 'b.test'), 20);
   });
 });

@@ -446,7 +446,7 @@ describe('the config object', () => {
 });
 
 describe('documentation generated from SETTINGS', () => {
-  it('.env.example lists exactly the SETTINGS names', () => {
+  it('worker.env.example lists exactly the SETTINGS names', () => {
     const text = readFileSync(ENV_EXAMPLE_PATH, 'utf8');
     const names = new Set<string>();
     for (const line of text.split('\n')) {
@@ -456,11 +456,11 @@ describe('documentation generated from SETTINGS', () => {
     assert.deepEqual([...names].sort(), [...NAMES].sort());
   });
 
-  it('.env.example is what scripts/gen-env-example.ts generates (run `npm run gen:env` after editing SETTINGS)', () => {
+  it('worker.env.example is what scripts/gen-env-example.ts generates (run `npm run gen:env` after editing SETTINGS)', () => {
     assert.equal(readFileSync(ENV_EXAMPLE_PATH, 'utf8'), renderEnvExample());
   });
 
-  it('.env.example values are the defaults', () => {
+  it('worker.env.example values are the defaults', () => {
     const text = readFileSync(ENV_EXAMPLE_PATH, 'utf8');
     for (const name of NAMES) {
       const line = text.split('\n').find((l) => new RegExp(`^#?\\s*${name}=`).test(l)) ?? '';
