@@ -60,6 +60,8 @@ export interface QueueAttributes {
   visibilityTimeoutSeconds: number;
   hasRedrivePolicy: boolean;
   maxReceiveCount?: number;
+  /** Where the redrive policy sends messages. */
+  deadLetterTargetArn?: string;
 }
 
 /** The SQS calls one domain poller makes. Kept small so tests and other transports can implement it. */
@@ -195,11 +197,17 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
         );
         const attrs = result.Attributes ?? {};
         let maxReceiveCount: number | undefined;
+        let deadLetterTargetArn: string | undefined;
         if (attrs.RedrivePolicy) {
           try {
-            const policy = JSON.parse(attrs.RedrivePolicy) as { maxReceiveCount?: unknown };
+            const policy = JSON.parse(attrs.RedrivePolicy) as {
+              maxReceiveCount?: unknown;
+              deadLetterTargetArn?: unknown;
+            };
             const n = Number(policy.maxReceiveCount);
             if (Number.isFinite(n)) maxReceiveCount = n;
+            if (typeof policy.deadLetterTargetArn === 'string')
+              deadLetterTargetArn = policy.deadLetterTargetArn;
           } catch {
             // An unreadable policy still is a policy; the count is only informational.
           }
@@ -210,6 +218,7 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
           visibilityTimeoutSeconds: Number(attrs.VisibilityTimeout ?? 30),
           hasRedrivePolicy: Boolean(attrs.RedrivePolicy),
           ...(maxReceiveCount !== undefined && { maxReceiveCount }),
+          ...(deadLetterTargetArn !== undefined && { deadLetterTargetArn }),
         };
       } catch (error) {
         throw sqsError('GetQueueAttributes', error);

@@ -56,7 +56,15 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     poller,
     queue: opened.queue,
     async run() {
-      const stopGauges = startQueueGauges(opened.queue, domain, metrics, opened.attributes);
+      const stopGauges = startQueueGauges({
+        sqs: clients.sqs,
+        queue: opened.queue,
+        domain,
+        metrics,
+        logger,
+        clock: deps.clock,
+        initial: opened.attributes,
+      });
       try {
         await poller.run();
       } finally {

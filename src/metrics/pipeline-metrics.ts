@@ -32,6 +32,8 @@ export interface PipelineMetrics {
   inFlightBytes(domain: string, bytes: number, limit: number): void;
   /** ApproximateNumberOfMessagesNotVisible of the domain queue, refreshed with queueSize. */
   queueInFlight(domain: string, size: number): void;
+  /** Messages in the domain's dead-letter queue, and how long ago the oldest of them was first sent (0 when none). */
+  deadLetters(domain: string, messages: number, oldestAgeSeconds: number): void;
   readonly registry: Registry;
 }
 
@@ -164,6 +166,18 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     labelNames: ['domain'] as const,
     registers: [registry],
   });
+  const dlqMessages = new Gauge({
+    name: 'ses_worker_dlq_messages',
+    help: "ApproximateNumberOfMessages of the domain's dead-letter queue, refreshed periodically.",
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
+  const dlqOldestAge = new Gauge({
+    name: 'ses_worker_dlq_oldest_message_age_seconds',
+    help: "Age of the oldest message in the domain's dead-letter queue (from a sample; SentTimestamp), 0 when empty.",
+    labelNames: ['domain'] as const,
+    registers: [registry],
+  });
   return {
     registry,
     processed: (domain, outcome) => processed.inc({ domain, outcome }),
@@ -190,5 +204,9 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
       inFlightBytesPeak.set({ domain }, peak);
     },
     queueInFlight: (domain, size) => queueInFlight.set({ domain }, size),
+    deadLetters: (domain, messages, oldestAgeSeconds) => {
+      dlqMessages.set({ domain }, messages);
+      dlqOldestAge.set({ domain }, oldestAgeSeconds);
+    },
   };
 }
