@@ -3,6 +3,7 @@
  * `-c key=value` on the command line). Every name defaults to the daemon's own default (src/config/settings.ts), so
  * a worker started with no table or queue settings finds exactly what this stack creates.
  */
+import { deadLetterQueueName, nameFromTemplate } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
 
 export interface EksServiceAccountOptions {
@@ -15,7 +16,9 @@ export interface EksServiceAccountOptions {
 }
 
 export interface WorkerStackOptions {
-  /** The domains SES receives mail for, lower-case. */
+  /** The shared stack's name; each domain's stack is named after it (see lib/names.ts). */
+  readonly stackName: string;
+  /** The domains SES receives mail for, lower-case; at most {@link MAX_DOMAINS}. */
   readonly domains: readonly string[];
   readonly queueNameTemplate: string;
   readonly bucketNameTemplate: string;
@@ -32,6 +35,10 @@ export interface WorkerStackOptions {
   readonly mailRetentionDays: number | undefined;
   /** Create an IAM role for the worker's Kubernetes service account (IRSA), trusted by KEDA's operator too. */
   readonly eks: EksServiceAccountOptions | undefined;
+  /** The SES configuration set every send names (SES_CONFIGURATION_SET); undefined when `none`. */
+  readonly sesConfigurationSet: string | undefined;
+  /** The queue of SES sending events (OUTBOUND_EVENTS_QUEUE); undefined when `none`. */
+  readonly outboundEventsQueue: string | undefined;
 }
 
 export type TableSetting =
@@ -39,6 +46,7 @@ export type TableSetting =
 
 /** The context keys the app reads, with the setting each one overrides. */
 export const CONTEXT_KEYS = {
+  stackName: 'stackName',
   domains: 'domains',
   queueNameTemplate: 'queueNameTemplate',
   bucketNameTemplate: 'bucketNameTemplate',
@@ -55,10 +63,21 @@ export const CONTEXT_KEYS = {
   eksOidcIssuer: 'eksOidcIssuer',
   workerServiceAccount: 'workerServiceAccount',
   kedaServiceAccount: 'kedaServiceAccount',
+  sesConfigurationSet: 'sesConfigurationSet',
+  outboundEventsQueue: 'outboundEventsQueue',
 } as const;
+
+/**
+ * SES allows 200 rules in a receipt rule set (not adjustable), and each domain has one rule (its own bucket and
+ * topic), so 200 domains is what one deployment can receive for.
+ */
+export const MAX_DOMAINS = 200;
 
 /** The ledger is what makes several replicas and rolling updates safe, so the stack always creates it. */
 export const DEFAULT_IDEMPOTENCY_TABLE = 'email-worker-idempotency';
+
+/** The shared stack's name unless `-c stackName=...` says otherwise. */
+export const DEFAULT_STACK_NAME = 'unified-worker';
 
 export class StackOptionsError extends Error {
   override readonly name = 'StackOptionsError';
@@ -74,6 +93,11 @@ const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
 const RULE_SET = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/;
 const ISSUER = /^oidc\.eks\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/id\/[A-Za-z0-9]+$/;
+/** Letters first, then letters, digits and dashes; short enough that `<name>-<domain>` stays a valid stack name. */
+const STACK_NAME = /^[A-Za-z][A-Za-z0-9-]{0,47}$/;
+const CONFIGURATION_SET = /^[A-Za-z0-9_-]{1,64}$/;
+/** An address identity: no characters that mean something in an ARN list or a CloudFormation Fn::Sub string. */
+const ADDRESS = /^[a-z0-9._%+'-]{1,64}@(.+)$/;
 
 function text(read: ContextReader, key: string): string | undefined {
   const value = read(key);
@@ -128,17 +152,74 @@ function template(read: ContextReader, key: string, fallback: string): string {
   return value;
 }
 
+/** The bucket and queue names a domain gets from the templates are valid S3 and SQS names. */
+function checkDomainNames(domain: string, options: WorkerStackOptions): void {
+  const bucketName = nameFromTemplate(options.bucketNameTemplate, domain);
+  const queueName = nameFromTemplate(options.queueNameTemplate, domain);
+  if (!BUCKET.test(bucketName)) {
+    throw new StackOptionsError(
+      `bucket name ${JSON.stringify(bucketName)} for ${domain} is not a valid S3 bucket name`,
+    );
+  }
+  if (!QUEUE.test(queueName) || !QUEUE.test(deadLetterQueueName(queueName))) {
+    throw new StackOptionsError(
+      `queue name ${JSON.stringify(queueName)} for ${domain} is not a valid SQS queue name`,
+    );
+  }
+}
+
+/** A name whose feature the value `none` (any case) switches off, as the daemon reads its settings. */
+function optionalName(read: ContextReader, key: string, fallback: string): string | undefined {
+  const value = text(read, key) ?? fallback;
+  return value.toLowerCase() === 'none' ? undefined : value;
+}
+
+/**
+ * The configuration set every send names and the queue its events reach. The queue needs the configuration set
+ * (nothing else publishes to it); a configuration set without the queue is still created, since the daemon names it
+ * on its sends and SES refuses a send naming a configuration set that does not exist.
+ */
+function outboundEvents(
+  read: ContextReader,
+): Pick<WorkerStackOptions, 'sesConfigurationSet' | 'outboundEventsQueue'> {
+  const configurationSet = optionalName(
+    read,
+    CONTEXT_KEYS.sesConfigurationSet,
+    SETTINGS.SES_CONFIGURATION_SET.default,
+  );
+  const queue = optionalName(read, CONTEXT_KEYS.outboundEventsQueue, SETTINGS.OUTBOUND_EVENTS_QUEUE.default);
+  if (configurationSet !== undefined) {
+    checked(configurationSet, CONFIGURATION_SET, 'context sesConfigurationSet');
+  }
+  if (queue !== undefined) {
+    if (!QUEUE.test(queue) || !QUEUE.test(deadLetterQueueName(queue)) || queue.endsWith('.fifo')) {
+      throw new StackOptionsError(
+        `context outboundEventsQueue: ${JSON.stringify(queue)} is not a valid standard SQS queue name`,
+      );
+    }
+    if (configurationSet === undefined) {
+      throw new StackOptionsError(
+        'context outboundEventsQueue: needs a configuration set to publish to it (sesConfigurationSet is none); set outboundEventsQueue=none too',
+      );
+    }
+  }
+  return { sesConfigurationSet: configurationSet, outboundEventsQueue: queue };
+}
+
 /** Validated options; throws {@link StackOptionsError} naming the context key for anything unusable. */
 export function readStackOptions(read: ContextReader): WorkerStackOptions {
   const domains = list(read, CONTEXT_KEYS.domains).map((d) => d.toLowerCase());
   if (domains.length === 0) {
-    throw new StackOptionsError(
-      'context domains: no domains given (e.g. -c domains=example.com,another.org)',
-    );
+    throw new StackOptionsError('context domains: no domains given; add -c domains=example.com,another.org');
   }
   for (const domain of domains) checked(domain, DOMAIN, 'context domains');
   if (new Set(domains).size !== domains.length)
     throw new StackOptionsError('context domains: a domain is listed twice');
+  if (domains.length > MAX_DOMAINS) {
+    throw new StackOptionsError(
+      `context domains: ${domains.length} domains, but an SES receipt rule set holds at most ${MAX_DOMAINS} rules (one per domain)`,
+    );
+  }
 
   const tableNames: Record<TableSetting, string> = {
     RULES_TABLE: text(read, CONTEXT_KEYS.rulesTable) ?? SETTINGS.RULES_TABLE.default,
@@ -158,6 +239,11 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
   const retention = text(read, CONTEXT_KEYS.mailRetentionDays);
   const issuer = text(read, CONTEXT_KEYS.eksOidcIssuer)?.replace(/^https:\/\//, '');
   const options: WorkerStackOptions = {
+    stackName: checked(
+      text(read, CONTEXT_KEYS.stackName) ?? DEFAULT_STACK_NAME,
+      STACK_NAME,
+      'context stackName (a letter, then up to 47 letters, digits or dashes)',
+    ),
     domains,
     queueNameTemplate: template(read, CONTEXT_KEYS.queueNameTemplate, SETTINGS.QUEUE_NAME_TEMPLATE.default),
     bucketNameTemplate: template(
@@ -194,9 +280,22 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
               'context kedaServiceAccount (namespace:name)',
             ),
           },
+    ...outboundEvents(read),
   };
+  for (const domain of domains) checkDomainNames(domain, options);
+  const domainQueues = domains.flatMap((d) => {
+    const queue = nameFromTemplate(options.queueNameTemplate, d);
+    return [queue, deadLetterQueueName(queue)];
+  });
+  const events = options.outboundEventsQueue;
+  if (events !== undefined && domainQueues.some((q) => q === events || q === deadLetterQueueName(events))) {
+    throw new StackOptionsError(
+      `context outboundEventsQueue: ${JSON.stringify(events)} is also a domain's queue or dead-letter queue`,
+    );
+  }
   for (const identity of options.extraSesIdentities) {
-    if (!DOMAIN.test(identity) && !/^[^@\s]+@[^@\s]+$/.test(identity)) {
+    const domainOfAddress = ADDRESS.exec(identity)?.[1];
+    if (!DOMAIN.test(identity) && !(domainOfAddress !== undefined && DOMAIN.test(domainOfAddress))) {
       throw new StackOptionsError(
         `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
       );
@@ -204,14 +303,3 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
   }
   return options;
 }
-
-/** `example.com` → `ExampleCom`: construct ids and output names (letters and digits only). */
-export function domainId(domain: string): string {
-  return domain
-    .split(/[.-]/)
-    .filter((p) => p !== '')
-    .map((p) => p[0]!.toUpperCase() + p.slice(1))
-    .join('');
-}
-
-export { BUCKET as BUCKET_NAME_PATTERN, QUEUE as QUEUE_NAME_PATTERN };
