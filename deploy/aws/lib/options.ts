@@ -5,6 +5,19 @@
  */
 import { deadLetterQueueName, nameFromTemplate } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
+import {
+  type ContextReader,
+  StackOptionsError,
+  checked,
+  flag,
+  integer,
+  list,
+  optionalName,
+  template,
+  text,
+} from './context.ts';
+
+export { StackOptionsError, type ContextReader };
 
 export interface EksServiceAccountOptions {
   /** The cluster's OIDC issuer without `https://`, e.g. `oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE`. */
@@ -79,13 +92,6 @@ export const DEFAULT_IDEMPOTENCY_TABLE = 'email-worker-idempotency';
 /** The shared stack's name unless `-c stackName=...` says otherwise. */
 export const DEFAULT_STACK_NAME = 'unified-worker';
 
-export class StackOptionsError extends Error {
-  override readonly name = 'StackOptionsError';
-}
-
-/** Reads one context value (`undefined` when unset or empty). */
-export type ContextReader = (key: string) => unknown;
-
 const DOMAIN = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const BUCKET = /^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 const QUEUE = /^[A-Za-z0-9_-]{1,80}$/;
@@ -99,79 +105,71 @@ const CONFIGURATION_SET = /^[A-Za-z0-9_-]{1,64}$/;
 /** An address identity: no characters that mean something in an ARN list or a CloudFormation Fn::Sub string. */
 const ADDRESS = /^[a-z0-9._%+'-]{1,64}@(.+)$/;
 
-function text(read: ContextReader, key: string): string | undefined {
-  const value = read(key);
-  if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value === 'string') return value.trim();
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  throw new StackOptionsError(`context ${key}: expected a string, got ${JSON.stringify(value)}`);
-}
-
-/** A list from `a,b` (command line) or `["a","b"]` (cdk.json). */
-function list(read: ContextReader, key: string): string[] {
-  const value = read(key);
-  if (value === undefined || value === null || value === '') return [];
-  const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
-  if (!items || items.some((i) => typeof i !== 'string')) {
+/** The domains, lower-case, checked, each once, at most {@link MAX_DOMAINS}. */
+function readDomains(read: ContextReader): string[] {
+  const domains = list(read, CONTEXT_KEYS.domains).map((d) => d.toLowerCase());
+  if (domains.length === 0) {
+    throw new StackOptionsError('context domains: no domains given; add -c domains=example.com,another.org');
+  }
+  for (const domain of domains) checked(domain, DOMAIN, 'context domains');
+  if (new Set(domains).size !== domains.length) {
+    throw new StackOptionsError('context domains: a domain is listed twice');
+  }
+  if (domains.length > MAX_DOMAINS) {
     throw new StackOptionsError(
-      `context ${key}: expected "a,b" or a list of strings, got ${JSON.stringify(value)}`,
+      `context domains: ${domains.length} domains, but an SES receipt rule set holds at most ${MAX_DOMAINS} rules (one per domain)`,
     );
   }
-  return (items as string[]).map((i) => i.trim()).filter((i) => i !== '');
+  return domains;
 }
 
-function flag(read: ContextReader, key: string, fallback: boolean): boolean {
-  const value = text(read, key);
-  if (value === undefined) return fallback;
-  if (value === 'true') return true;
-  if (value === 'false') return false;
-  throw new StackOptionsError(`context ${key}: expected true or false, got ${JSON.stringify(value)}`);
-}
-
-function integer(read: ContextReader, key: string, fallback: string, min: number, max: number): number {
-  const value = text(read, key) ?? fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) {
-    throw new StackOptionsError(
-      `context ${key}: expected a whole number ${min}..${max}, got ${JSON.stringify(value)}`,
-    );
+function readTableNames(read: ContextReader): Record<TableSetting, string> {
+  const tableNames: Record<TableSetting, string> = {
+    RULES_TABLE: text(read, CONTEXT_KEYS.rulesTable) ?? SETTINGS.RULES_TABLE.default,
+    BLOCKLIST_TABLE: text(read, CONTEXT_KEYS.blocklistTable) ?? SETTINGS.BLOCKLIST_TABLE.default,
+    OUTBOUND_TABLE: text(read, CONTEXT_KEYS.outboundTable) ?? SETTINGS.OUTBOUND_TABLE.default,
+    OOO_STATE_TABLE: text(read, CONTEXT_KEYS.oooStateTable) ?? SETTINGS.OOO_STATE_TABLE.default,
+    IDEMPOTENCY_TABLE:
+      text(read, CONTEXT_KEYS.idempotencyTable) ||
+      SETTINGS.IDEMPOTENCY_TABLE.default ||
+      DEFAULT_IDEMPOTENCY_TABLE,
+  };
+  for (const [setting, name] of Object.entries(tableNames)) checked(name, TABLE, `table name for ${setting}`);
+  if (new Set(Object.values(tableNames)).size !== Object.keys(tableNames).length) {
+    throw new StackOptionsError('table names: two tables have the same name');
   }
-  return n;
+  return tableNames;
 }
 
-function checked(value: string, pattern: RegExp, what: string): string {
-  if (!pattern.test(value)) throw new StackOptionsError(`${what}: ${JSON.stringify(value)} is not valid`);
-  return value;
+function readEks(read: ContextReader): EksServiceAccountOptions | undefined {
+  const issuer = text(read, CONTEXT_KEYS.eksOidcIssuer)?.replace(/^https:\/\//, '');
+  if (issuer === undefined) return undefined;
+  return {
+    oidcIssuer: checked(issuer, ISSUER, 'context eksOidcIssuer'),
+    workerServiceAccount: checked(
+      text(read, CONTEXT_KEYS.workerServiceAccount) ?? 'mail:unified-worker',
+      SERVICE_ACCOUNT,
+      'context workerServiceAccount (namespace:name)',
+    ),
+    kedaServiceAccount: checked(
+      text(read, CONTEXT_KEYS.kedaServiceAccount) ?? 'keda:keda-operator',
+      SERVICE_ACCOUNT,
+      'context kedaServiceAccount (namespace:name)',
+    ),
+  };
 }
 
-function template(read: ContextReader, key: string, fallback: string): string {
-  const value = text(read, key) ?? fallback;
-  if (!value.includes('{domain}')) {
-    throw new StackOptionsError(`context ${key}: ${JSON.stringify(value)} must contain {domain}`);
+function readExtraSesIdentities(read: ContextReader): string[] {
+  const identities = list(read, CONTEXT_KEYS.extraSesIdentities).map((i) => i.toLowerCase());
+  for (const identity of identities) {
+    const domainOfAddress = ADDRESS.exec(identity)?.[1];
+    if (!DOMAIN.test(identity) && !(domainOfAddress !== undefined && DOMAIN.test(domainOfAddress))) {
+      throw new StackOptionsError(
+        `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
+      );
+    }
   }
-  return value;
-}
-
-/** The bucket and queue names a domain gets from the templates are valid S3 and SQS names. */
-function checkDomainNames(domain: string, options: WorkerStackOptions): void {
-  const bucketName = nameFromTemplate(options.bucketNameTemplate, domain);
-  const queueName = nameFromTemplate(options.queueNameTemplate, domain);
-  if (!BUCKET.test(bucketName)) {
-    throw new StackOptionsError(
-      `bucket name ${JSON.stringify(bucketName)} for ${domain} is not a valid S3 bucket name`,
-    );
-  }
-  if (!QUEUE.test(queueName) || !QUEUE.test(deadLetterQueueName(queueName))) {
-    throw new StackOptionsError(
-      `queue name ${JSON.stringify(queueName)} for ${domain} is not a valid SQS queue name`,
-    );
-  }
-}
-
-/** A name whose feature the value `none` (any case) switches off, as the daemon reads its settings. */
-function optionalName(read: ContextReader, key: string, fallback: string): string | undefined {
-  const value = text(read, key) ?? fallback;
-  return value.toLowerCase() === 'none' ? undefined : value;
+  return identities;
 }
 
 /**
@@ -179,7 +177,7 @@ function optionalName(read: ContextReader, key: string, fallback: string): strin
  * (nothing else publishes to it); a configuration set without the queue is still created, since the daemon names it
  * on its sends and SES refuses a send naming a configuration set that does not exist.
  */
-function outboundEvents(
+function readOutboundEvents(
   read: ContextReader,
 ): Pick<WorkerStackOptions, 'sesConfigurationSet' | 'outboundEventsQueue'> {
   const configurationSet = optionalName(
@@ -206,38 +204,34 @@ function outboundEvents(
   return { sesConfigurationSet: configurationSet, outboundEventsQueue: queue };
 }
 
+/** Each domain's bucket and queue names are valid S3 and SQS names, and no domain queue is the events queue. */
+function checkDerivedNames(options: WorkerStackOptions): void {
+  const events = options.outboundEventsQueue;
+  for (const domain of options.domains) {
+    const bucketName = nameFromTemplate(options.bucketNameTemplate, domain);
+    const queueName = nameFromTemplate(options.queueNameTemplate, domain);
+    if (!BUCKET.test(bucketName)) {
+      throw new StackOptionsError(
+        `bucket name ${JSON.stringify(bucketName)} for ${domain} is not a valid S3 bucket name`,
+      );
+    }
+    if (!QUEUE.test(queueName) || !QUEUE.test(deadLetterQueueName(queueName))) {
+      throw new StackOptionsError(
+        `queue name ${JSON.stringify(queueName)} for ${domain} is not a valid SQS queue name`,
+      );
+    }
+    if (events !== undefined && [queueName, deadLetterQueueName(queueName)].includes(events)) {
+      throw new StackOptionsError(
+        `context outboundEventsQueue: ${JSON.stringify(events)} is also a queue of ${domain}`,
+      );
+    }
+  }
+}
+
 /** Validated options; throws {@link StackOptionsError} naming the context key for anything unusable. */
 export function readStackOptions(read: ContextReader): WorkerStackOptions {
-  const domains = list(read, CONTEXT_KEYS.domains).map((d) => d.toLowerCase());
-  if (domains.length === 0) {
-    throw new StackOptionsError('context domains: no domains given; add -c domains=example.com,another.org');
-  }
-  for (const domain of domains) checked(domain, DOMAIN, 'context domains');
-  if (new Set(domains).size !== domains.length)
-    throw new StackOptionsError('context domains: a domain is listed twice');
-  if (domains.length > MAX_DOMAINS) {
-    throw new StackOptionsError(
-      `context domains: ${domains.length} domains, but an SES receipt rule set holds at most ${MAX_DOMAINS} rules (one per domain)`,
-    );
-  }
-
-  const tableNames: Record<TableSetting, string> = {
-    RULES_TABLE: text(read, CONTEXT_KEYS.rulesTable) ?? SETTINGS.RULES_TABLE.default,
-    BLOCKLIST_TABLE: text(read, CONTEXT_KEYS.blocklistTable) ?? SETTINGS.BLOCKLIST_TABLE.default,
-    OUTBOUND_TABLE: text(read, CONTEXT_KEYS.outboundTable) ?? SETTINGS.OUTBOUND_TABLE.default,
-    OOO_STATE_TABLE: text(read, CONTEXT_KEYS.oooStateTable) ?? SETTINGS.OOO_STATE_TABLE.default,
-    IDEMPOTENCY_TABLE:
-      text(read, CONTEXT_KEYS.idempotencyTable) ||
-      SETTINGS.IDEMPOTENCY_TABLE.default ||
-      DEFAULT_IDEMPOTENCY_TABLE,
-  };
-  for (const [setting, name] of Object.entries(tableNames)) checked(name, TABLE, `table name for ${setting}`);
-  if (new Set(Object.values(tableNames)).size !== Object.keys(tableNames).length) {
-    throw new StackOptionsError('table names: two tables have the same name');
-  }
-
+  const domains = readDomains(read);
   const retention = text(read, CONTEXT_KEYS.mailRetentionDays);
-  const issuer = text(read, CONTEXT_KEYS.eksOidcIssuer)?.replace(/^https:\/\//, '');
   const options: WorkerStackOptions = {
     stackName: checked(
       text(read, CONTEXT_KEYS.stackName) ?? DEFAULT_STACK_NAME,
@@ -251,7 +245,7 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
       CONTEXT_KEYS.bucketNameTemplate,
       SETTINGS.BUCKET_NAME_TEMPLATE.default,
     ),
-    tableNames,
+    tableNames: readTableNames(read),
     maxReceives: integer(read, CONTEXT_KEYS.maxReceives, SETTINGS.MAX_RECEIVES.default, 1, 1000),
     receiptRuleSetName: checked(
       text(read, CONTEXT_KEYS.receiptRuleSetName) ?? 'unified-worker',
@@ -259,47 +253,14 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
       'context receiptRuleSetName',
     ),
     createEmailIdentities: flag(read, CONTEXT_KEYS.createEmailIdentities, true),
-    extraSesIdentities: list(read, CONTEXT_KEYS.extraSesIdentities).map((i) => i.toLowerCase()),
+    extraSesIdentities: readExtraSesIdentities(read),
     mailRetentionDays:
       retention === undefined
         ? undefined
         : integer(read, CONTEXT_KEYS.mailRetentionDays, retention, 1, 36_500),
-    eks:
-      issuer === undefined
-        ? undefined
-        : {
-            oidcIssuer: checked(issuer, ISSUER, 'context eksOidcIssuer'),
-            workerServiceAccount: checked(
-              text(read, CONTEXT_KEYS.workerServiceAccount) ?? 'mail:unified-worker',
-              SERVICE_ACCOUNT,
-              'context workerServiceAccount (namespace:name)',
-            ),
-            kedaServiceAccount: checked(
-              text(read, CONTEXT_KEYS.kedaServiceAccount) ?? 'keda:keda-operator',
-              SERVICE_ACCOUNT,
-              'context kedaServiceAccount (namespace:name)',
-            ),
-          },
-    ...outboundEvents(read),
+    eks: readEks(read),
+    ...readOutboundEvents(read),
   };
-  for (const domain of domains) checkDomainNames(domain, options);
-  const domainQueues = domains.flatMap((d) => {
-    const queue = nameFromTemplate(options.queueNameTemplate, d);
-    return [queue, deadLetterQueueName(queue)];
-  });
-  const events = options.outboundEventsQueue;
-  if (events !== undefined && domainQueues.some((q) => q === events || q === deadLetterQueueName(events))) {
-    throw new StackOptionsError(
-      `context outboundEventsQueue: ${JSON.stringify(events)} is also a domain's queue or dead-letter queue`,
-    );
-  }
-  for (const identity of options.extraSesIdentities) {
-    const domainOfAddress = ADDRESS.exec(identity)?.[1];
-    if (!DOMAIN.test(identity) && !(domainOfAddress !== undefined && DOMAIN.test(domainOfAddress))) {
-      throw new StackOptionsError(
-        `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
-      );
-    }
-  }
+  checkDerivedNames(options);
   return options;
 }

@@ -621,7 +621,7 @@ describe('options', () => {
         /context outboundEventsQueue: "events\.fifo" is not a valid standard/,
       ],
       [{ sesConfigurationSet: 'none' }, /context outboundEventsQueue: needs a configuration set/],
-      [{ outboundEventsQueue: 'example-com-queue' }, /is also a domain's queue or dead-letter queue/],
+      [{ outboundEventsQueue: 'example-com-queue' }, /is also a queue of example\.com/],
       [
         { extraSesIdentities: 'a,b@c@d.com' },
         /context extraSesIdentities: "a" is neither a domain nor an address/,
