@@ -525,6 +525,11 @@ describe('options', () => {
       eksOidcIssuer: `https://${issuer}`,
       workerServiceAccount: 'mail:unified-worker',
     });
+    assert.deepEqual(
+      result.report.pluginReports.filter((r) => r.conclusion !== 'success'),
+      [],
+      'cdk-nag AwsSolutions passes with the role',
+    );
     const shared = result.template(result.app.shared);
     const roles = resourcesOfType(shared, 'AWS::IAM::Role');
     assert.equal(roles.length, 1);
