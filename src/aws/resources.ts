@@ -82,7 +82,36 @@ export function deadLetterQueueName(queueName: string): string {
   return queueName.endsWith('.fifo') ? `${queueName.slice(0, -5)}-dlq.fifo` : `${queueName}-dlq`;
 }
 
-export type IamResourceKind = 'domain-queue' | 'mail-bucket-objects' | 'table' | 'ses-identity' | 'account';
+/**
+ * The SES sending events the AWS app's configuration set (SES_CONFIGURATION_SET) publishes to SNS, subscribed by the
+ * outbound events queue (OUTBOUND_EVENTS_QUEUE): SEND records each outbound message id in the outbound table, BOUNCE
+ * and COMPLAINT add what became of it. Names as SES v2 spells them (EventType in the event destination).
+ */
+export const OUTBOUND_EVENT_TYPES = ['SEND', 'BOUNCE', 'COMPLAINT'] as const;
+
+/**
+ * The SNS topic in front of a queue the AWS app creates: a domain's (its receipt rule publishes there) and the
+ * outbound events queue (the configuration set's event destination publishes there).
+ */
+export function topicNameForQueue(queueName: string): string {
+  return `${queueName}-notifications`;
+}
+
+/** The name of the configuration set's event destination that publishes OUTBOUND_EVENT_TYPES to that topic. */
+export const OUTBOUND_EVENT_DESTINATION = 'outbound-events-to-sns';
+
+/**
+ * What an IAM permission applies to: per domain its queue, its bucket's objects and its SES identity; once the
+ * tables, the outbound events queue, the SES configuration set named on every send, and the account itself.
+ */
+export type IamResourceKind =
+  | 'domain-queue'
+  | 'mail-bucket-objects'
+  | 'table'
+  | 'ses-identity'
+  | 'events-queue'
+  | 'configuration-set'
+  | 'account';
 
 export interface IamPermission {
   readonly action: string;
@@ -119,15 +148,41 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
   { action: 's3:DeleteObject', resource: 'mail-bucket-objects', why: 'remove mail every recipient blocked' },
   { action: 'dynamodb:BatchGetItem', resource: 'table', why: 'rules, blocklists and outbound records' },
   { action: 'dynamodb:GetItem', resource: 'table', why: 'ledger and auto-reply state reads' },
-  { action: 'dynamodb:PutItem', resource: 'table', why: 'ledger claims, auto-reply claims' },
-  { action: 'dynamodb:UpdateItem', resource: 'table', why: 'ledger completes and lease renewals' },
+  {
+    action: 'dynamodb:PutItem',
+    resource: 'table',
+    why: 'ledger claims, auto-reply claims, outbound records of sent mail',
+  },
+  {
+    action: 'dynamodb:UpdateItem',
+    resource: 'table',
+    why: 'ledger completes, lease renewals, bounced recipients on outbound records',
+  },
   { action: 'dynamodb:BatchWriteItem', resource: 'table', why: 'ledger completes of many messages at once' },
   { action: 'dynamodb:DeleteItem', resource: 'table', why: 'abandon claims whose effect did not happen' },
   { action: 'dynamodb:DescribeTable', resource: 'table', why: 'start-up check of key schemas' },
   { action: 'dynamodb:DescribeTimeToLive', resource: 'table', why: 'start-up check of TTL attributes' },
   { action: 'ses:SendEmail', resource: 'ses-identity', why: 'forwards and auto-replies (SES v2 raw)' },
   { action: 'ses:SendRawEmail', resource: 'ses-identity', why: 'the same send, as some policies name it' },
+  {
+    action: 'ses:SendEmail',
+    resource: 'configuration-set',
+    why: 'sends naming SES_CONFIGURATION_SET are authorised against the configuration set too',
+  },
   { action: 'ses:GetAccount', resource: 'account', why: 'the account sending rate for the send pacer' },
+  { action: 'sqs:GetQueueUrl', resource: 'events-queue', why: 'resolve OUTBOUND_EVENTS_QUEUE at start' },
+  {
+    action: 'sqs:GetQueueAttributes',
+    resource: 'events-queue',
+    why: 'visibility timeout and redrive policy of the events queue',
+  },
+  { action: 'sqs:ReceiveMessage', resource: 'events-queue', why: 'long poll of SES sending events' },
+  { action: 'sqs:DeleteMessage', resource: 'events-queue', why: 'settle events once recorded (batched)' },
+  {
+    action: 'sqs:ChangeMessageVisibility',
+    resource: 'events-queue',
+    why: 'retry an event whose record could not be written yet',
+  },
 ];
 
 /** The actions `unified-worker` operator commands add on top (setup, inject, replay, dlq); not for the daemon. */

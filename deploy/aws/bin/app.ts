@@ -1,6 +1,6 @@
 /**
- * The CDK app: `npx cdk synth` / `npx cdk deploy` in deploy/aws. Options come from cdk.json's context, overridden with
- * `-c key=value` (see lib/options.ts and the README's AWS walk-through).
+ * The CDK app: `npx cdk synth` / `npx cdk deploy --all` in deploy/aws. Options come from `-c key=value` (or cdk.json's
+ * context; see lib/options.ts and deploy/aws/README.md). There are no default domains: `-c domains=...` is required.
  */
 import { App } from 'aws-cdk-lib';
 import { buildApp } from '../lib/app.ts';

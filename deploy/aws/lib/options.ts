@@ -3,7 +3,21 @@
  * `-c key=value` on the command line). Every name defaults to the daemon's own default (src/config/settings.ts), so
  * a worker started with no table or queue settings finds exactly what this stack creates.
  */
+import { deadLetterQueueName, nameFromTemplate } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
+import {
+  type ContextReader,
+  StackOptionsError,
+  checked,
+  flag,
+  integer,
+  list,
+  optionalName,
+  template,
+  text,
+} from './context.ts';
+
+export { StackOptionsError, type ContextReader };
 
 export interface EksServiceAccountOptions {
   /** The cluster's OIDC issuer without `https://`, e.g. `oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE`. */
@@ -15,7 +29,9 @@ export interface EksServiceAccountOptions {
 }
 
 export interface WorkerStackOptions {
-  /** The domains SES receives mail for, lower-case. */
+  /** The shared stack's name; each domain's stack is named after it (see lib/names.ts). */
+  readonly stackName: string;
+  /** The domains SES receives mail for, lower-case; at most {@link MAX_DOMAINS}. */
   readonly domains: readonly string[];
   readonly queueNameTemplate: string;
   readonly bucketNameTemplate: string;
@@ -32,6 +48,10 @@ export interface WorkerStackOptions {
   readonly mailRetentionDays: number | undefined;
   /** Create an IAM role for the worker's Kubernetes service account (IRSA), trusted by KEDA's operator too. */
   readonly eks: EksServiceAccountOptions | undefined;
+  /** The SES configuration set every send names (SES_CONFIGURATION_SET); undefined when `none`. */
+  readonly sesConfigurationSet: string | undefined;
+  /** The queue of SES sending events (OUTBOUND_EVENTS_QUEUE); undefined when `none`. */
+  readonly outboundEventsQueue: string | undefined;
 }
 
 export type TableSetting =
@@ -39,6 +59,7 @@ export type TableSetting =
 
 /** The context keys the app reads, with the setting each one overrides. */
 export const CONTEXT_KEYS = {
+  stackName: 'stackName',
   domains: 'domains',
   queueNameTemplate: 'queueNameTemplate',
   bucketNameTemplate: 'bucketNameTemplate',
@@ -55,17 +76,21 @@ export const CONTEXT_KEYS = {
   eksOidcIssuer: 'eksOidcIssuer',
   workerServiceAccount: 'workerServiceAccount',
   kedaServiceAccount: 'kedaServiceAccount',
+  sesConfigurationSet: 'sesConfigurationSet',
+  outboundEventsQueue: 'outboundEventsQueue',
 } as const;
+
+/**
+ * SES allows 200 rules in a receipt rule set (not adjustable), and each domain has one rule (its own bucket and
+ * topic), so 200 domains is what one deployment can receive for.
+ */
+export const MAX_DOMAINS = 200;
 
 /** The ledger is what makes several replicas and rolling updates safe, so the stack always creates it. */
 export const DEFAULT_IDEMPOTENCY_TABLE = 'email-worker-idempotency';
 
-export class StackOptionsError extends Error {
-  override readonly name = 'StackOptionsError';
-}
-
-/** Reads one context value (`undefined` when unset or empty). */
-export type ContextReader = (key: string) => unknown;
+/** The shared stack's name unless `-c stackName=...` says otherwise. */
+export const DEFAULT_STACK_NAME = 'unified-worker';
 
 const DOMAIN = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const BUCKET = /^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
@@ -74,72 +99,31 @@ const TABLE = /^[A-Za-z0-9_.-]{3,255}$/;
 const RULE_SET = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const SERVICE_ACCOUNT = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/;
 const ISSUER = /^oidc\.eks\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\/id\/[A-Za-z0-9]+$/;
+/** Letters first, then letters, digits and dashes; short enough that `<name>-<domain>` stays a valid stack name. */
+const STACK_NAME = /^[A-Za-z][A-Za-z0-9-]{0,47}$/;
+const CONFIGURATION_SET = /^[A-Za-z0-9_-]{1,64}$/;
+/** An address identity: no characters that mean something in an ARN list or a CloudFormation Fn::Sub string. */
+const ADDRESS = /^[a-z0-9._%+'-]{1,64}@(.+)$/;
 
-function text(read: ContextReader, key: string): string | undefined {
-  const value = read(key);
-  if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value === 'string') return value.trim();
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  throw new StackOptionsError(`context ${key}: expected a string, got ${JSON.stringify(value)}`);
-}
-
-/** A list from `a,b` (command line) or `["a","b"]` (cdk.json). */
-function list(read: ContextReader, key: string): string[] {
-  const value = read(key);
-  if (value === undefined || value === null || value === '') return [];
-  const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(',') : undefined;
-  if (!items || items.some((i) => typeof i !== 'string')) {
-    throw new StackOptionsError(
-      `context ${key}: expected "a,b" or a list of strings, got ${JSON.stringify(value)}`,
-    );
-  }
-  return (items as string[]).map((i) => i.trim()).filter((i) => i !== '');
-}
-
-function flag(read: ContextReader, key: string, fallback: boolean): boolean {
-  const value = text(read, key);
-  if (value === undefined) return fallback;
-  if (value === 'true') return true;
-  if (value === 'false') return false;
-  throw new StackOptionsError(`context ${key}: expected true or false, got ${JSON.stringify(value)}`);
-}
-
-function integer(read: ContextReader, key: string, fallback: string, min: number, max: number): number {
-  const value = text(read, key) ?? fallback;
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) {
-    throw new StackOptionsError(
-      `context ${key}: expected a whole number ${min}..${max}, got ${JSON.stringify(value)}`,
-    );
-  }
-  return n;
-}
-
-function checked(value: string, pattern: RegExp, what: string): string {
-  if (!pattern.test(value)) throw new StackOptionsError(`${what}: ${JSON.stringify(value)} is not valid`);
-  return value;
-}
-
-function template(read: ContextReader, key: string, fallback: string): string {
-  const value = text(read, key) ?? fallback;
-  if (!value.includes('{domain}')) {
-    throw new StackOptionsError(`context ${key}: ${JSON.stringify(value)} must contain {domain}`);
-  }
-  return value;
-}
-
-/** Validated options; throws {@link StackOptionsError} naming the context key for anything unusable. */
-export function readStackOptions(read: ContextReader): WorkerStackOptions {
+/** The domains, lower-case, checked, each once, at most {@link MAX_DOMAINS}. */
+function readDomains(read: ContextReader): string[] {
   const domains = list(read, CONTEXT_KEYS.domains).map((d) => d.toLowerCase());
   if (domains.length === 0) {
-    throw new StackOptionsError(
-      'context domains: no domains given (e.g. -c domains=example.com,another.org)',
-    );
+    throw new StackOptionsError('context domains: no domains given; add -c domains=example.com,another.org');
   }
   for (const domain of domains) checked(domain, DOMAIN, 'context domains');
-  if (new Set(domains).size !== domains.length)
+  if (new Set(domains).size !== domains.length) {
     throw new StackOptionsError('context domains: a domain is listed twice');
+  }
+  if (domains.length > MAX_DOMAINS) {
+    throw new StackOptionsError(
+      `context domains: ${domains.length} domains, but an SES receipt rule set holds at most ${MAX_DOMAINS} rules (one per domain)`,
+    );
+  }
+  return domains;
+}
 
+function readTableNames(read: ContextReader): Record<TableSetting, string> {
   const tableNames: Record<TableSetting, string> = {
     RULES_TABLE: text(read, CONTEXT_KEYS.rulesTable) ?? SETTINGS.RULES_TABLE.default,
     BLOCKLIST_TABLE: text(read, CONTEXT_KEYS.blocklistTable) ?? SETTINGS.BLOCKLIST_TABLE.default,
@@ -154,10 +138,106 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
   if (new Set(Object.values(tableNames)).size !== Object.keys(tableNames).length) {
     throw new StackOptionsError('table names: two tables have the same name');
   }
+  return tableNames;
+}
 
-  const retention = text(read, CONTEXT_KEYS.mailRetentionDays);
+function readEks(read: ContextReader): EksServiceAccountOptions | undefined {
   const issuer = text(read, CONTEXT_KEYS.eksOidcIssuer)?.replace(/^https:\/\//, '');
+  if (issuer === undefined) return undefined;
+  return {
+    oidcIssuer: checked(issuer, ISSUER, 'context eksOidcIssuer'),
+    workerServiceAccount: checked(
+      text(read, CONTEXT_KEYS.workerServiceAccount) ?? 'mail:unified-worker',
+      SERVICE_ACCOUNT,
+      'context workerServiceAccount (namespace:name)',
+    ),
+    kedaServiceAccount: checked(
+      text(read, CONTEXT_KEYS.kedaServiceAccount) ?? 'keda:keda-operator',
+      SERVICE_ACCOUNT,
+      'context kedaServiceAccount (namespace:name)',
+    ),
+  };
+}
+
+function readExtraSesIdentities(read: ContextReader): string[] {
+  const identities = list(read, CONTEXT_KEYS.extraSesIdentities).map((i) => i.toLowerCase());
+  for (const identity of identities) {
+    const domainOfAddress = ADDRESS.exec(identity)?.[1];
+    if (!DOMAIN.test(identity) && !(domainOfAddress !== undefined && DOMAIN.test(domainOfAddress))) {
+      throw new StackOptionsError(
+        `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
+      );
+    }
+  }
+  return identities;
+}
+
+/**
+ * The configuration set every send names and the queue its events reach. The queue needs the configuration set
+ * (nothing else publishes to it); a configuration set without the queue is still created, since the daemon names it
+ * on its sends and SES refuses a send naming a configuration set that does not exist.
+ */
+function readOutboundEvents(
+  read: ContextReader,
+): Pick<WorkerStackOptions, 'sesConfigurationSet' | 'outboundEventsQueue'> {
+  const configurationSet = optionalName(
+    read,
+    CONTEXT_KEYS.sesConfigurationSet,
+    SETTINGS.SES_CONFIGURATION_SET.default,
+  );
+  const queue = optionalName(read, CONTEXT_KEYS.outboundEventsQueue, SETTINGS.OUTBOUND_EVENTS_QUEUE.default);
+  if (configurationSet !== undefined) {
+    checked(configurationSet, CONFIGURATION_SET, 'context sesConfigurationSet');
+  }
+  if (queue !== undefined) {
+    if (!QUEUE.test(queue) || !QUEUE.test(deadLetterQueueName(queue)) || queue.endsWith('.fifo')) {
+      throw new StackOptionsError(
+        `context outboundEventsQueue: ${JSON.stringify(queue)} is not a valid standard SQS queue name`,
+      );
+    }
+    if (configurationSet === undefined) {
+      throw new StackOptionsError(
+        'context outboundEventsQueue: needs a configuration set to publish to it (sesConfigurationSet is none); set outboundEventsQueue=none too',
+      );
+    }
+  }
+  return { sesConfigurationSet: configurationSet, outboundEventsQueue: queue };
+}
+
+/** Each domain's bucket and queue names are valid S3 and SQS names, and no domain queue is the events queue. */
+function checkDerivedNames(options: WorkerStackOptions): void {
+  const events = options.outboundEventsQueue;
+  for (const domain of options.domains) {
+    const bucketName = nameFromTemplate(options.bucketNameTemplate, domain);
+    const queueName = nameFromTemplate(options.queueNameTemplate, domain);
+    if (!BUCKET.test(bucketName)) {
+      throw new StackOptionsError(
+        `bucket name ${JSON.stringify(bucketName)} for ${domain} is not a valid S3 bucket name`,
+      );
+    }
+    if (!QUEUE.test(queueName) || !QUEUE.test(deadLetterQueueName(queueName))) {
+      throw new StackOptionsError(
+        `queue name ${JSON.stringify(queueName)} for ${domain} is not a valid SQS queue name`,
+      );
+    }
+    if (events !== undefined && [queueName, deadLetterQueueName(queueName)].includes(events)) {
+      throw new StackOptionsError(
+        `context outboundEventsQueue: ${JSON.stringify(events)} is also a queue of ${domain}`,
+      );
+    }
+  }
+}
+
+/** Validated options; throws {@link StackOptionsError} naming the context key for anything unusable. */
+export function readStackOptions(read: ContextReader): WorkerStackOptions {
+  const domains = readDomains(read);
+  const retention = text(read, CONTEXT_KEYS.mailRetentionDays);
   const options: WorkerStackOptions = {
+    stackName: checked(
+      text(read, CONTEXT_KEYS.stackName) ?? DEFAULT_STACK_NAME,
+      STACK_NAME,
+      'context stackName (a letter, then up to 47 letters, digits or dashes)',
+    ),
     domains,
     queueNameTemplate: template(read, CONTEXT_KEYS.queueNameTemplate, SETTINGS.QUEUE_NAME_TEMPLATE.default),
     bucketNameTemplate: template(
@@ -165,7 +245,7 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
       CONTEXT_KEYS.bucketNameTemplate,
       SETTINGS.BUCKET_NAME_TEMPLATE.default,
     ),
-    tableNames,
+    tableNames: readTableNames(read),
     maxReceives: integer(read, CONTEXT_KEYS.maxReceives, SETTINGS.MAX_RECEIVES.default, 1, 1000),
     receiptRuleSetName: checked(
       text(read, CONTEXT_KEYS.receiptRuleSetName) ?? 'unified-worker',
@@ -173,45 +253,14 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
       'context receiptRuleSetName',
     ),
     createEmailIdentities: flag(read, CONTEXT_KEYS.createEmailIdentities, true),
-    extraSesIdentities: list(read, CONTEXT_KEYS.extraSesIdentities).map((i) => i.toLowerCase()),
+    extraSesIdentities: readExtraSesIdentities(read),
     mailRetentionDays:
       retention === undefined
         ? undefined
         : integer(read, CONTEXT_KEYS.mailRetentionDays, retention, 1, 36_500),
-    eks:
-      issuer === undefined
-        ? undefined
-        : {
-            oidcIssuer: checked(issuer, ISSUER, 'context eksOidcIssuer'),
-            workerServiceAccount: checked(
-              text(read, CONTEXT_KEYS.workerServiceAccount) ?? 'mail:unified-worker',
-              SERVICE_ACCOUNT,
-              'context workerServiceAccount (namespace:name)',
-            ),
-            kedaServiceAccount: checked(
-              text(read, CONTEXT_KEYS.kedaServiceAccount) ?? 'keda:keda-operator',
-              SERVICE_ACCOUNT,
-              'context kedaServiceAccount (namespace:name)',
-            ),
-          },
+    eks: readEks(read),
+    ...readOutboundEvents(read),
   };
-  for (const identity of options.extraSesIdentities) {
-    if (!DOMAIN.test(identity) && !/^[^@\s]+@[^@\s]+$/.test(identity)) {
-      throw new StackOptionsError(
-        `context extraSesIdentities: ${JSON.stringify(identity)} is neither a domain nor an address`,
-      );
-    }
-  }
+  checkDerivedNames(options);
   return options;
 }
-
-/** `example.com` → `ExampleCom`: construct ids and output names (letters and digits only). */
-export function domainId(domain: string): string {
-  return domain
-    .split(/[.-]/)
-    .filter((p) => p !== '')
-    .map((p) => p[0]!.toUpperCase() + p.slice(1))
-    .join('');
-}
-
-export { BUCKET as BUCKET_NAME_PATTERN, QUEUE as QUEUE_NAME_PATTERN };

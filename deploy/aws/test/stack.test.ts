@@ -1,44 +1,42 @@
 /**
- * The synthesized template against what the daemon uses: table key schemas and TTL attributes (TABLES), queue and
- * bucket names (QUEUE_NAME_TEMPLATE, BUCKET_NAME_TEMPLATE defaults), redrive count (MAX_RECEIVES), and the worker
- * policy = exactly DAEMON_PERMISSIONS on exactly this stack's resources. Plus: the committed template is current,
- * the AwsSolutions checks pass, and bad options are refused with the key named.
+ * The synthesized stacks against what the daemon uses: table key schemas and TTL attributes (TABLES), queue, bucket
+ * and topic names (QUEUE_NAME_TEMPLATE, BUCKET_NAME_TEMPLATE defaults), redrive count (MAX_RECEIVES), the SES
+ * configuration set and the outbound events queue (SES_CONFIGURATION_SET, OUTBOUND_EVENTS_QUEUE), and the worker
+ * policies = exactly DAEMON_PERMISSIONS on exactly this deployment's resources. Plus: the committed templates are
+ * current, the AwsSolutions checks pass, and bad options are refused with the key named. Sizes: sizes.test.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { App, Stack } from 'aws-cdk-lib';
-import { Match, Template } from 'aws-cdk-lib/assertions';
+import { Template } from 'aws-cdk-lib/assertions';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import {
   DAEMON_PERMISSIONS,
+  OUTBOUND_EVENT_DESTINATION,
   TABLES,
   deadLetterQueueName,
   nameFromTemplate,
+  topicNameForQueue,
 } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
-import { STACK_ID, buildApp } from '../lib/app.ts';
-import { DEFAULT_IDEMPOTENCY_TABLE, StackOptionsError, readStackOptions } from '../lib/options.ts';
-import type { UnifiedWorkerStack } from '../lib/unified-worker-stack.ts';
+import { DEFAULT_IDEMPOTENCY_TABLE, StackOptionsError } from '../lib/options.ts';
+import { LONGEST_PSEUDO_PARAMETERS, MANAGED_POLICY_MAX_CHARS } from '../lib/worker-policy.ts';
+import { TEST_ENV, evaluate } from './cfn-eval.ts';
+import {
+  APP_DIR,
+  type Json,
+  type Resource,
+  type Synthesized,
+  type TemplateJson,
+  removeSynthOutput,
+  synth,
+} from './synth.ts';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..');
-const cdkJson = JSON.parse(readFileSync(path.join(root, 'cdk.json'), 'utf8')) as {
-  context: Record<string, unknown>;
-};
-const COMMITTED = path.join(root, 'unified-worker.template.json');
+after(removeSynthOutput);
 
-type Json = Record<string, unknown>;
-interface Resource {
-  Type: string;
-  Properties: Json;
-  DependsOn?: string[];
-  Metadata?: Json;
-}
 interface Statement {
+  Sid?: string;
   Effect: string;
   Action: string | string[];
   Resource: unknown;
@@ -48,99 +46,137 @@ interface Statement {
   NotResource?: unknown;
 }
 
-const outdirs: string[] = [];
-after(() => {
-  for (const dir of outdirs) rmSync(dir, { recursive: true, force: true });
-});
+/** The context `npm run synth` writes the committed templates with. */
+const EXAMPLE_DOMAINS = ['example.com', 'another.com'];
+const TEMPLATES_DIR = path.join(APP_DIR, 'templates');
+const EXAMPLE = synth({ domains: EXAMPLE_DOMAINS.join(',') });
+const SHARED = EXAMPLE.template(EXAMPLE.app.shared);
 
-/** The app as `cdk synth` builds it from cdk.json, plus `context` overrides; synthesized into a temp dir. */
-function synth(context: Record<string, unknown> = {}, extend?: (stack: UnifiedWorkerStack) => void) {
-  const outdir = mkdtempSync(path.join(tmpdir(), 'unified-worker-cdk-'));
-  outdirs.push(outdir);
-  // The CLI adds these from cdk.json's "versionReporting"/"pathMetadata"; the committed template is built with them.
-  const app = new App({
-    outdir,
-    analyticsReporting: false,
-    context: { ...cdkJson.context, ...context },
-    postCliContext: { 'aws:cdk:enable-path-metadata': false },
-  });
-  const stack = buildApp(app);
-  extend?.(stack);
-  try {
-    app.synth();
-  } catch (error) {
-    // A failing policy-validation plugin (cdk-nag) makes synth throw after writing its report, which is what we read.
-    if (!(error instanceof Error && error.name === 'ValidationFailed')) throw error;
-  }
-  const report = JSON.parse(readFileSync(path.join(outdir, 'validation-report.json'), 'utf8')) as {
-    pluginReports: Array<{
-      pluginName: string;
-      conclusion: string;
-      violations: Array<{ ruleName: string; violatingConstructs: Array<{ constructPath: string }> }>;
-    }>;
-  };
-  // The file the synth wrote (what `cdk synth` writes too); Template.fromStack would synthesize, and fail, again.
-  const template = Template.fromJSON(
-    JSON.parse(readFileSync(path.join(outdir, stack.templateFile), 'utf8')) as Json,
-  );
-  return {
-    stack,
-    template,
-    json: template.toJSON() as { Resources: Record<string, Resource>; Outputs: Record<string, Json> },
-    report,
-  };
-}
-
-function resourcesOfType(
-  json: { Resources: Record<string, Resource> },
-  type: string,
-): Array<[string, Resource]> {
-  return Object.entries(json.Resources).filter(([, r]) => r.Type === type);
-}
-
-function logicalIdWhere(
-  json: { Resources: Record<string, Resource> },
-  type: string,
-  property: string,
-  value: string,
-) {
-  const found = resourcesOfType(json, type).filter(([, r]) => r.Properties[property] === value);
-  assert.equal(found.length, 1, `exactly one ${type} with ${property}=${value}, found ${found.length}`);
-  return found[0]![0];
-}
-
-const DEFAULT = synth();
-const DOMAINS = readStackOptions((key) => cdkJson.context[key]).domains;
 const queueNameOf = (domain: string) => nameFromTemplate(SETTINGS.QUEUE_NAME_TEMPLATE.default, domain);
 const bucketNameOf = (domain: string) => nameFromTemplate(SETTINGS.BUCKET_NAME_TEMPLATE.default, domain);
 const tableNameOf = (setting: string) =>
   setting === 'IDEMPOTENCY_TABLE'
     ? SETTINGS.IDEMPOTENCY_TABLE.default || DEFAULT_IDEMPOTENCY_TABLE
     : SETTINGS[setting as keyof typeof SETTINGS].default;
+const EVENTS_QUEUE = SETTINGS.OUTBOUND_EVENTS_QUEUE.default;
+const CONFIGURATION_SET = SETTINGS.SES_CONFIGURATION_SET.default;
 
-describe('the committed template', () => {
-  it('is what the app synthesizes from cdk.json (run `npm run synth` in deploy/aws after changing the app or src/aws/resources.ts)', () => {
-    const committed: unknown = JSON.parse(readFileSync(COMMITTED, 'utf8'));
-    assert.deepEqual(committed, DEFAULT.json);
+function resourcesOfType(json: TemplateJson, type: string): Array<[string, Resource]> {
+  return Object.entries(json.Resources).filter(([, r]) => r.Type === type);
+}
+
+function logicalIdWhere(json: TemplateJson, type: string, property: string, value: string): string {
+  const found = resourcesOfType(json, type).filter(([, r]) => r.Properties[property] === value);
+  assert.equal(found.length, 1, `exactly one ${type} with ${property}=${value}, found ${found.length}`);
+  return found[0]![0];
+}
+
+function statementsOf(resource: Resource): Statement[] {
+  return (resource.Properties.PolicyDocument as { Statement: Statement[] }).Statement;
+}
+
+function domainTemplate(result: Synthesized, domain: string): TemplateJson {
+  const stack = result.app.domains.find((s) => s.domain === domain);
+  assert.ok(stack, `no stack for ${domain}`);
+  return result.template(stack);
+}
+
+/** The queue `queueName` in `json` is redriven to its dead-letter queue after MAX_RECEIVES, and keeps 14 days. */
+function assertQueueWithDeadLetterQueue(
+  json: TemplateJson,
+  queueName: string,
+): { queueId: string; dlqId: string } {
+  const queueId = logicalIdWhere(json, 'AWS::SQS::Queue', 'QueueName', queueName);
+  const dlqId = logicalIdWhere(json, 'AWS::SQS::Queue', 'QueueName', deadLetterQueueName(queueName));
+  const queue = json.Resources[queueId]!.Properties;
+  assert.deepEqual(queue.RedrivePolicy, {
+    deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] },
+    maxReceiveCount: Number(SETTINGS.MAX_RECEIVES.default),
+  });
+  assert.equal(queue.MessageRetentionPeriod, 14 * 86_400);
+  assert.equal(json.Resources[dlqId]!.Properties.MessageRetentionPeriod, 14 * 86_400);
+  assert.equal(queue.SqsManagedSseEnabled, true);
+  assert.equal(queue.VisibilityTimeout, 30);
+  assert.equal(json.Resources[queueId]!.DeletionPolicy, 'Retain');
+  return { queueId, dlqId };
+}
+
+/** The queue subscribes to `topicId` (SNS envelope, undeliverable to the DLQ) and lets only that topic send. */
+function assertSubscribedToTopic(json: TemplateJson, queueId: string, dlqId: string): string {
+  const subscriptions = resourcesOfType(json, 'AWS::SNS::Subscription').filter(
+    ([, r]) => JSON.stringify(r.Properties.Endpoint) === JSON.stringify({ 'Fn::GetAtt': [queueId, 'Arn'] }),
+  );
+  assert.equal(subscriptions.length, 1);
+  const subscription = subscriptions[0]![1].Properties;
+  assert.equal(subscription.Protocol, 'sqs');
+  assert.notEqual(subscription.RawMessageDelivery, true, 'the daemon reads the SNS envelope');
+  assert.deepEqual(subscription.RedrivePolicy, { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } });
+  const topicRef = subscription.TopicArn as { Ref: string };
+  assert.equal(json.Resources[topicRef.Ref]!.Type, 'AWS::SNS::Topic');
+  const policies = resourcesOfType(json, 'AWS::SQS::QueuePolicy').filter(
+    ([, r]) => JSON.stringify(r.Properties.Queues) === JSON.stringify([{ Ref: queueId }]),
+  );
+  assert.equal(policies.length, 1);
+  assert.deepEqual(
+    statementsOf(policies[0]![1]).filter((s) => s.Effect === 'Allow'),
+    [
+      {
+        Action: 'sqs:SendMessage',
+        Condition: { ArnEquals: { 'aws:SourceArn': topicRef } },
+        Effect: 'Allow',
+        Principal: { Service: 'sns.amazonaws.com' },
+        Resource: { 'Fn::GetAtt': [queueId, 'Arn'] },
+      },
+    ],
+  );
+  return topicRef.Ref;
+}
+
+describe('the committed templates (deploy/aws/templates)', () => {
+  it('are what the app synthesizes for example.com and another.com (`npm run synth` in deploy/aws after a change)', () => {
+    const committed = readdirSync(TEMPLATES_DIR).sort();
+    assert.deepEqual(committed, [...EXAMPLE.files.keys()].map((name) => `${name}.template.json`).sort());
+    for (const [name, json] of EXAMPLE.files) {
+      const file: unknown = JSON.parse(
+        readFileSync(path.join(TEMPLATES_DIR, `${name}.template.json`), 'utf8'),
+      );
+      assert.deepEqual(file, JSON.parse(json), `templates/${name}.template.json is stale: \`npm run synth\``);
+    }
   });
 
-  it('deploys without `cdk bootstrap`: no bootstrap parameter or rule, no assets', () => {
-    const json = DEFAULT.json as Json;
-    assert.equal(JSON.stringify(json.Parameters ?? {}).includes('BootstrapVersion'), false);
-    assert.equal(JSON.stringify(json.Rules ?? {}).includes('CheckBootstrapVersion'), false);
-    // CloudFormation takes a template body of up to 51,200 bytes without an S3 upload (what bootstrap provides).
-    assert.ok(JSON.stringify(json).length < 51_200, `template is ${JSON.stringify(json).length} bytes`);
+  it('deploy without `cdk bootstrap`: no bootstrap parameter or rule in any stack', () => {
+    for (const [name, json] of EXAMPLE.files) {
+      const template = JSON.parse(json) as TemplateJson;
+      assert.equal(JSON.stringify(template.Parameters ?? {}).includes('BootstrapVersion'), false, name);
+      assert.equal(JSON.stringify(template.Rules ?? {}).includes('CheckBootstrapVersion'), false, name);
+    }
+  });
+
+  it('are the policy stack, the shared stack and a stack per domain, in that deploy order', () => {
+    assert.deepEqual(
+      [...EXAMPLE.files.keys()],
+      [
+        'unified-worker-policy-1',
+        'unified-worker',
+        'unified-worker-example-com',
+        'unified-worker-another-com',
+      ],
+    );
+    const dependencies = (stack: { dependencies: Array<{ stackName: string }> }) =>
+      stack.dependencies.map((d) => d.stackName);
+    assert.deepEqual(dependencies(EXAMPLE.app.shared), ['unified-worker-policy-1']);
+    for (const stack of EXAMPLE.app.domains) assert.deepEqual(dependencies(stack), ['unified-worker']);
   });
 });
 
-describe('DynamoDB tables', () => {
-  it('one per TABLES entry, with the key schema and TTL attribute the daemon expects, on demand', () => {
-    const tables = resourcesOfType(DEFAULT.json, 'AWS::DynamoDB::Table');
+describe('the shared stack', () => {
+  it('has one table per TABLES entry, with the key schema and TTL attribute the daemon expects, on demand', () => {
+    const tables = resourcesOfType(SHARED, 'AWS::DynamoDB::Table');
     assert.equal(tables.length, TABLES.length);
     for (const spec of TABLES) {
       const name = tableNameOf(spec.setting);
-      const id = logicalIdWhere(DEFAULT.json, 'AWS::DynamoDB::Table', 'TableName', name);
-      const props = DEFAULT.json.Resources[id]!.Properties;
+      const id = logicalIdWhere(SHARED, 'AWS::DynamoDB::Table', 'TableName', name);
+      const props = SHARED.Resources[id]!.Properties;
       assert.deepEqual(props.KeySchema, [{ AttributeName: spec.partitionKey, KeyType: 'HASH' }], name);
       assert.deepEqual(
         props.AttributeDefinitions,
@@ -154,77 +190,148 @@ describe('DynamoDB tables', () => {
         name,
       );
       assert.deepEqual(props.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true }, name);
-      assert.equal(DEFAULT.json.Resources[id]!.Type, 'AWS::DynamoDB::Table');
+      assert.equal(SHARED.Resources[id]!.DeletionPolicy, 'Retain', name);
     }
-    DEFAULT.template.allResources('AWS::DynamoDB::Table', { DeletionPolicy: 'Retain' });
+  });
+
+  it('has the receipt rule set, and no rule: each domain stack adds its own', () => {
+    Template.fromJSON(SHARED).resourceCountIs('AWS::SES::ReceiptRuleSet', 1);
+    Template.fromJSON(SHARED).hasResourceProperties('AWS::SES::ReceiptRuleSet', {
+      RuleSetName: 'unified-worker',
+    });
+    Template.fromJSON(SHARED).resourceCountIs('AWS::SES::ReceiptRule', 0);
+  });
+
+  it('outputs the rule set, the table names and every worker policy ARN', () => {
+    assert.equal(SHARED.Outputs.ReceiptRuleSetName!.Value, 'unified-worker');
+    assert.match(String(SHARED.Outputs.TableNames!.Value), /IDEMPOTENCY_TABLE=email-worker-idempotency/);
+    assert.deepEqual(
+      evaluate(SHARED.Outputs.WorkerPolicyArns!.Value),
+      ['arn:aws:iam::123456789012:policy/unified-worker-policy-1'].join(','),
+    );
   });
 });
 
-describe('per domain', () => {
-  for (const domain of DOMAINS) {
-    it(`${domain}: queue named by QUEUE_NAME_TEMPLATE, redriven to its dead-letter queue after MAX_RECEIVES`, () => {
-      const queueId = logicalIdWhere(DEFAULT.json, 'AWS::SQS::Queue', 'QueueName', queueNameOf(domain));
-      const dlqId = logicalIdWhere(
-        DEFAULT.json,
-        'AWS::SQS::Queue',
-        'QueueName',
-        deadLetterQueueName(queueNameOf(domain)),
-      );
-      const queue = DEFAULT.json.Resources[queueId]!.Properties;
-      assert.deepEqual(queue.RedrivePolicy, {
-        deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] },
-        maxReceiveCount: Number(SETTINGS.MAX_RECEIVES.default),
-      });
-      assert.equal(queue.MessageRetentionPeriod, 14 * 86_400);
-      assert.equal(DEFAULT.json.Resources[dlqId]!.Properties.MessageRetentionPeriod, 14 * 86_400);
-      assert.equal(queue.SqsManagedSseEnabled, true);
-      assert.equal(queue.VisibilityTimeout, 30);
-    });
+describe('the outbound events (bounce rewriting)', () => {
+  it('an SES configuration set named by SES_CONFIGURATION_SET, its destination sending SEND, BOUNCE and COMPLAINT to a topic', () => {
+    const setId = logicalIdWhere(SHARED, 'AWS::SES::ConfigurationSet', 'Name', CONFIGURATION_SET);
+    const destinations = resourcesOfType(SHARED, 'AWS::SES::ConfigurationSetEventDestination');
+    assert.equal(destinations.length, 1);
+    const props = destinations[0]![1].Properties as {
+      ConfigurationSetName: unknown;
+      EventDestination: {
+        Name: string;
+        Enabled: boolean;
+        MatchingEventTypes: string[];
+        SnsDestination: Json;
+      };
+    };
+    assert.deepEqual(props.ConfigurationSetName, { Ref: setId });
+    assert.equal(props.EventDestination.Name, OUTBOUND_EVENT_DESTINATION);
+    assert.equal(props.EventDestination.Enabled, true);
+    assert.deepEqual([...props.EventDestination.MatchingEventTypes].sort(), ['bounce', 'complaint', 'send']);
+    const topicId = (props.EventDestination.SnsDestination.TopicARN as { Ref: string }).Ref;
+    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, topicNameForQueue(EVENTS_QUEUE));
+  });
 
-    it(`${domain}: the topic is subscribed by the queue, which lets only that topic send to it`, () => {
-      const queueId = logicalIdWhere(DEFAULT.json, 'AWS::SQS::Queue', 'QueueName', queueNameOf(domain));
-      const dlqId = logicalIdWhere(
-        DEFAULT.json,
-        'AWS::SQS::Queue',
-        'QueueName',
-        deadLetterQueueName(queueNameOf(domain)),
-      );
-      const subscriptions = resourcesOfType(DEFAULT.json, 'AWS::SNS::Subscription').filter(
-        ([, r]) =>
-          JSON.stringify(r.Properties.Endpoint) === JSON.stringify({ 'Fn::GetAtt': [queueId, 'Arn'] }),
-      );
-      assert.equal(subscriptions.length, 1);
-      const subscription = subscriptions[0]![1].Properties;
-      assert.equal(subscription.Protocol, 'sqs');
-      assert.deepEqual(subscription.RedrivePolicy, { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] } });
-      const topicRef = subscription.TopicArn as { Ref: string };
-      assert.equal(DEFAULT.json.Resources[topicRef.Ref]!.Type, 'AWS::SNS::Topic');
-      const policies = resourcesOfType(DEFAULT.json, 'AWS::SQS::QueuePolicy').filter(
-        ([, r]) => JSON.stringify(r.Properties.Queues) === JSON.stringify([{ Ref: queueId }]),
-      );
-      assert.equal(policies.length, 1);
-      const statements = (policies[0]![1].Properties.PolicyDocument as { Statement: Statement[] }).Statement;
-      const allow = statements.filter((s) => s.Effect === 'Allow');
-      assert.deepEqual(allow, [
-        {
-          Action: 'sqs:SendMessage',
-          Condition: { ArnEquals: { 'aws:SourceArn': topicRef } },
-          Effect: 'Allow',
-          Principal: { Service: 'sns.amazonaws.com' },
-          Resource: { 'Fn::GetAtt': [queueId, 'Arn'] },
-        },
-      ]);
+  it('the topic lets only SES publish, for this configuration set in this account', () => {
+    const topicId = logicalIdWhere(SHARED, 'AWS::SNS::Topic', 'TopicName', topicNameForQueue(EVENTS_QUEUE));
+    const policies = resourcesOfType(SHARED, 'AWS::SNS::TopicPolicy').filter(
+      ([, r]) => JSON.stringify(r.Properties.Topics) === JSON.stringify([{ Ref: topicId }]),
+    );
+    assert.equal(policies.length, 1);
+    const allow = statementsOf(policies[0]![1]).filter((s) => s.Effect === 'Allow');
+    assert.equal(allow.length, 1);
+    assert.deepEqual(allow[0]!.Principal, { Service: 'ses.amazonaws.com' });
+    assert.equal(allow[0]!.Action, 'sns:Publish');
+    const conditions = allow[0]!.Condition as { StringEquals: Record<string, unknown> };
+    assert.deepEqual(conditions.StringEquals['AWS:SourceAccount'], { Ref: 'AWS::AccountId' });
+    const setId = logicalIdWhere(SHARED, 'AWS::SES::ConfigurationSet', 'Name', CONFIGURATION_SET);
+    assert.equal(
+      evaluate(conditions.StringEquals['AWS:SourceArn'], { ...TEST_ENV, [setId]: CONFIGURATION_SET }),
+      `arn:aws:ses:eu-west-1:123456789012:configuration-set/${CONFIGURATION_SET}`,
+    );
+  });
+
+  it('the events queue (OUTBOUND_EVENTS_QUEUE): its own dead-letter queue after MAX_RECEIVES, fed by that topic only', () => {
+    const { queueId, dlqId } = assertQueueWithDeadLetterQueue(SHARED, EVENTS_QUEUE);
+    const topicId = assertSubscribedToTopic(SHARED, queueId, dlqId);
+    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, topicNameForQueue(EVENTS_QUEUE));
+    assert.deepEqual(SHARED.Outputs.OutboundEventsQueueUrl!.Value, { Ref: queueId });
+    assert.deepEqual(SHARED.Outputs.OutboundEventsDeadLetterQueueUrl!.Value, { Ref: dlqId });
+    assert.equal(SHARED.Outputs.SesConfigurationSetName!.Value, CONFIGURATION_SET);
+  });
+
+  it('once per deployment, not per domain: no configuration set, topic or queue of it in a domain stack', () => {
+    for (const domain of EXAMPLE_DOMAINS) {
+      const template = Template.fromJSON(domainTemplate(EXAMPLE, domain));
+      template.resourceCountIs('AWS::SES::ConfigurationSet', 0);
+      template.resourceCountIs('AWS::SES::ConfigurationSetEventDestination', 0);
+      template.resourceCountIs('AWS::SQS::Queue', 2);
+    }
+  });
+
+  it('each domain identity sends through the configuration set by default (the relay needs no header)', () => {
+    for (const domain of EXAMPLE_DOMAINS) {
+      Template.fromJSON(domainTemplate(EXAMPLE, domain)).hasResourceProperties('AWS::SES::EmailIdentity', {
+        EmailIdentity: domain,
+        ConfigurationSetAttributes: { ConfigurationSetName: CONFIGURATION_SET },
+      });
+    }
+  });
+
+  it('follows the settings: other names, the events queue off, or no configuration set at all', () => {
+    const renamed = synth({
+      domains: 'example.com',
+      sesConfigurationSet: 'mail-set',
+      outboundEventsQueue: 'bounces',
+    });
+    const shared = renamed.template(renamed.app.shared);
+    logicalIdWhere(shared, 'AWS::SES::ConfigurationSet', 'Name', 'mail-set');
+    assertQueueWithDeadLetterQueue(shared, 'bounces');
+    logicalIdWhere(shared, 'AWS::SNS::Topic', 'TopicName', 'bounces-notifications');
+
+    const noQueue = synth({ domains: 'example.com', outboundEventsQueue: 'none' });
+    const noQueueShared = Template.fromJSON(noQueue.template(noQueue.app.shared));
+    noQueueShared.resourceCountIs('AWS::SES::ConfigurationSet', 1);
+    noQueueShared.resourceCountIs('AWS::SES::ConfigurationSetEventDestination', 0);
+    noQueueShared.resourceCountIs('AWS::SQS::Queue', 0);
+    noQueueShared.resourceCountIs('AWS::SNS::Topic', 0);
+
+    const none = synth({ domains: 'example.com', sesConfigurationSet: 'None', outboundEventsQueue: 'none' });
+    const noneShared = Template.fromJSON(none.template(none.app.shared));
+    noneShared.resourceCountIs('AWS::SES::ConfigurationSet', 0);
+    noneShared.resourceCountIs('AWS::SQS::Queue', 0);
+    const identity = resourcesOfType(domainTemplate(none, 'example.com'), 'AWS::SES::EmailIdentity');
+    assert.equal(identity[0]![1].Properties.ConfigurationSetAttributes, undefined);
+    const kinds = new Set(
+      none.app.policies.flatMap((p) =>
+        (p.policy.policyDocument as { Statement: Statement[] }).Statement.map((s) => s.Sid),
+      ),
+    );
+    assert.equal(kinds.has('ConfigurationSet'), false);
+    assert.equal(kinds.has('EventsQueue'), false);
+  });
+});
+
+describe('per domain stack', () => {
+  for (const domain of EXAMPLE_DOMAINS) {
+    const json = domainTemplate(EXAMPLE, domain);
+
+    it(`${domain}: queue named by QUEUE_NAME_TEMPLATE, redriven to its dead-letter queue after MAX_RECEIVES, fed by its topic only`, () => {
+      const { queueId, dlqId } = assertQueueWithDeadLetterQueue(json, queueNameOf(domain));
+      const topicId = assertSubscribedToTopic(json, queueId, dlqId);
+      assert.equal(json.Resources[topicId]!.Properties.TopicName, topicNameForQueue(queueNameOf(domain)));
     });
 
     it(`${domain}: bucket named by BUCKET_NAME_TEMPLATE; SES may write to it under AWS:SourceAccount, not AWS:SourceArn`, () => {
-      const bucketId = logicalIdWhere(DEFAULT.json, 'AWS::S3::Bucket', 'BucketName', bucketNameOf(domain));
-      const policies = resourcesOfType(DEFAULT.json, 'AWS::S3::BucketPolicy').filter(
+      const bucketId = logicalIdWhere(json, 'AWS::S3::Bucket', 'BucketName', bucketNameOf(domain));
+      const policies = resourcesOfType(json, 'AWS::S3::BucketPolicy').filter(
         ([, r]) => JSON.stringify(r.Properties.Bucket) === JSON.stringify({ Ref: bucketId }),
       );
       assert.equal(policies.length, 1);
       const [policyId, policy] = policies[0]!;
-      const statements = (policy.Properties.PolicyDocument as { Statement: Statement[] }).Statement;
-      const sesWrites = statements.filter(
+      const sesWrites = statementsOf(policy).filter(
         (s) => JSON.stringify(s.Principal) === JSON.stringify({ Service: 'ses.amazonaws.com' }),
       );
       assert.deepEqual(sesWrites, [
@@ -238,91 +345,108 @@ describe('per domain', () => {
       ]);
       // SES checks the bucket policy when the rule is created, before the rule (its SourceArn) exists.
       assert.equal(JSON.stringify(policy).toLowerCase().includes('sourcearn'), false);
-      const bucket = DEFAULT.json.Resources[bucketId]!.Properties;
-      assert.deepEqual(bucket.PublicAccessBlockConfiguration, {
+      assert.deepEqual(json.Resources[bucketId]!.Properties.PublicAccessBlockConfiguration, {
         BlockPublicAcls: true,
         BlockPublicPolicy: true,
         IgnorePublicAcls: true,
         RestrictPublicBuckets: true,
       });
+      assert.equal(json.Resources[bucketId]!.DeletionPolicy, 'Retain');
 
-      const rules = resourcesOfType(DEFAULT.json, 'AWS::SES::ReceiptRule').filter(
-        ([, r]) => JSON.stringify((r.Properties.Rule as Json).Recipients) === JSON.stringify([domain]),
-      );
+      const rules = resourcesOfType(json, 'AWS::SES::ReceiptRule');
       assert.equal(rules.length, 1);
       const [, rule] = rules[0]!;
+      assert.equal(rule.Properties.RuleSetName, 'unified-worker', 'the shared rule set, by name');
+      assert.equal(rule.Properties.After, undefined, 'no rule depends on another domain’s stack');
       const body = rule.Properties.Rule as {
+        Name: string;
+        Recipients: string[];
         Actions: Array<{ S3Action?: Json }>;
         Enabled: boolean;
         ScanEnabled: boolean;
       };
+      assert.equal(body.Name, `${nameFromTemplate('{domain}', domain)}-to-worker`);
+      assert.deepEqual(body.Recipients, [domain]);
       assert.equal(body.Enabled, true);
       assert.equal(body.ScanEnabled, true, 'SES verdicts (spam, virus, SPF, DKIM, DMARC) need scanning');
       assert.equal(body.Actions.length, 1);
       assert.deepEqual(body.Actions[0]!.S3Action!.BucketName, { Ref: bucketId });
       const topicId = (body.Actions[0]!.S3Action!.TopicArn as { Ref: string }).Ref;
-      assert.equal(DEFAULT.json.Resources[topicId]!.Type, 'AWS::SNS::Topic');
+      assert.equal(json.Resources[topicId]!.Type, 'AWS::SNS::Topic');
       assert.ok(rule.DependsOn?.includes(policyId), 'the rule is created after the bucket policy SES checks');
     });
 
-    it(`${domain}: outputs its queue URL, dead-letter queue URL, bucket name and MX record`, () => {
-      const queueId = logicalIdWhere(DEFAULT.json, 'AWS::SQS::Queue', 'QueueName', queueNameOf(domain));
-      const outputs = Object.values(DEFAULT.json.Outputs);
-      assert.ok(
-        outputs.some((o) => JSON.stringify(o.Value) === JSON.stringify({ Ref: queueId })),
-        'queue URL',
-      );
-      assert.ok(
-        outputs.some((o) => o.Value === bucketNameOf(domain)),
-        'bucket name',
-      );
-      const mx = outputs.find((o) => JSON.stringify(o.Value).includes(`${domain}. MX 10 inbound-smtp.`));
-      assert.ok(mx, 'MX record');
-      assert.ok(JSON.stringify(mx.Value).includes('"Ref":"AWS::Region"'));
+    it(`${domain}: outputs its queue URL, dead-letter queue URL, bucket name, MX record and three DKIM records`, () => {
+      const queueId = logicalIdWhere(json, 'AWS::SQS::Queue', 'QueueName', queueNameOf(domain));
+      assert.deepEqual(json.Outputs.QueueUrl!.Value, { Ref: queueId });
+      assert.equal(json.Outputs.MailBucketName!.Value, bucketNameOf(domain));
       assert.equal(
-        outputs.filter(
-          (o) =>
-            JSON.stringify(o.Description ?? '').includes(`DKIM CNAME`) &&
-            JSON.stringify(o.Description).includes(domain),
-        ).length,
-        3,
+        evaluate(json.Outputs.MxRecord!.Value),
+        `${domain}. MX 10 inbound-smtp.eu-west-1.amazonaws.com`,
+      );
+      assert.deepEqual(
+        Object.keys(json.Outputs).filter((k) => k.startsWith('DkimRecord')),
+        ['DkimRecord1', 'DkimRecord2', 'DkimRecord3'],
       );
     });
   }
-
-  it('one receipt rule set holds every domain’s rule, in a fixed order', () => {
-    DEFAULT.template.resourceCountIs('AWS::SES::ReceiptRuleSet', 1);
-    DEFAULT.template.resourceCountIs('AWS::SES::ReceiptRule', DOMAINS.length);
-    DEFAULT.template.resourceCountIs('AWS::SES::EmailIdentity', DOMAINS.length);
-    DEFAULT.template.resourcePropertiesCountIs(
-      'AWS::SES::ReceiptRule',
-      { After: Match.anyValue() },
-      DOMAINS.length - 1,
-    );
-  });
 });
 
-describe('the worker policy', () => {
-  const policies = resourcesOfType(DEFAULT.json, 'AWS::IAM::ManagedPolicy');
-  const statements = () =>
-    (policies[0]![1].Properties.PolicyDocument as { Statement: Statement[] }).Statement;
-
-  /** `action resource` pairs, resources as their CloudFormation JSON. */
-  function granted(list: Statement[]): Set<string> {
-    const pairs = new Set<string>();
-    for (const s of list) {
-      const actions = Array.isArray(s.Action) ? s.Action : [s.Action];
-      const resources = Array.isArray(s.Resource) ? s.Resource : [s.Resource];
-      for (const a of actions) for (const r of resources) pairs.add(`${a} ${JSON.stringify(r)}`);
+describe('the worker policies', () => {
+  /** `action resource` pairs IAM receives, across every worker policy of `result`, in TEST_ENV. */
+  function granted(result: Synthesized): string[] {
+    const pairs: string[] = [];
+    for (const stack of result.app.policies) {
+      for (const [, policy] of resourcesOfType(result.template(stack), 'AWS::IAM::ManagedPolicy')) {
+        for (const s of statementsOf(policy)) {
+          const resources = [evaluate(s.Resource)].flat();
+          for (const a of [s.Action].flat()) for (const r of resources) pairs.push(`${a} ${r}`);
+        }
+      }
     }
-    return pairs;
+    return pairs.sort();
   }
 
-  it('is the only policy, allow-only, without wildcards in actions, conditions, NotAction or NotResource', () => {
+  /** What DAEMON_PERMISSIONS needs on the resources named `domains`, written out as ARNs in TEST_ENV. */
+  function expected(
+    domains: readonly string[],
+    extra: { identities?: string[]; queueTemplate?: string } = {},
+  ) {
+    const sqs = (name: string) => `arn:aws:sqs:eu-west-1:123456789012:${name}`;
+    const ses = (resource: string) => `arn:aws:ses:eu-west-1:123456789012:${resource}`;
+    const queueTemplate = extra.queueTemplate ?? SETTINGS.QUEUE_NAME_TEMPLATE.default;
+    const resources: Record<string, string[]> = {
+      'domain-queue': domains.map((d) => sqs(nameFromTemplate(queueTemplate, d))),
+      'mail-bucket-objects': domains.map((d) => `arn:aws:s3:::${bucketNameOf(d)}/*`),
+      table: TABLES.map((t) => `arn:aws:dynamodb:eu-west-1:123456789012:table/${tableNameOf(t.setting)}`),
+      'ses-identity': [...domains, ...(extra.identities ?? [])].map((i) => ses(`identity/${i}`)),
+      'events-queue': [sqs(EVENTS_QUEUE)],
+      'configuration-set': [ses(`configuration-set/${CONFIGURATION_SET}`)],
+      account: ['*'],
+    };
+    return DAEMON_PERMISSIONS.flatMap((p) => {
+      const of = resources[p.resource];
+      assert.ok(of, `no resources known for kind ${p.resource} (${p.action})`);
+      return of.map((r) => `${p.action} ${r}`);
+    }).sort();
+  }
+
+  it('grant exactly DAEMON_PERMISSIONS, each on exactly the resources of its kind in this deployment', () => {
+    assert.deepEqual(granted(EXAMPLE), expected(EXAMPLE_DOMAINS));
+  });
+
+  it('are allow-only, without wildcards in actions, conditions, NotAction or NotResource; no other IAM resource', () => {
+    assert.equal(EXAMPLE.app.policies.length, 1);
+    for (const [name, json] of EXAMPLE.files) {
+      const template = Template.fromJSON(JSON.parse(json) as Json);
+      template.resourceCountIs('AWS::IAM::Role', 0);
+      template.resourceCountIs('AWS::IAM::Policy', 0);
+      if (!name.includes('-policy-')) template.resourceCountIs('AWS::IAM::ManagedPolicy', 0);
+    }
+    const policies = resourcesOfType(EXAMPLE.template(EXAMPLE.app.policies[0]!), 'AWS::IAM::ManagedPolicy');
     assert.equal(policies.length, 1);
-    DEFAULT.template.resourceCountIs('AWS::IAM::Role', 0);
-    DEFAULT.template.resourceCountIs('AWS::IAM::Policy', 0);
-    for (const s of statements()) {
+    assert.equal(policies[0]![1].Properties.ManagedPolicyName, 'unified-worker-policy-1');
+    for (const s of statementsOf(policies[0]![1])) {
       assert.equal(s.Effect, 'Allow');
       assert.equal(s.Condition, undefined);
       assert.equal(s.NotAction, undefined);
@@ -331,82 +455,92 @@ describe('the worker policy', () => {
     }
   });
 
-  it('grants exactly DAEMON_PERMISSIONS, each on exactly the resources of its kind in this stack', () => {
-    const arnOf = (type: string, property: string, value: string) => ({
-      'Fn::GetAtt': [logicalIdWhere(DEFAULT.json, type, property, value), 'Arn'],
-    });
-    const identityArn = (identity: string) => ({
-      'Fn::Join': [
-        '',
-        [
-          'arn:',
-          { Ref: 'AWS::Partition' },
-          ':ses:',
-          { Ref: 'AWS::Region' },
-          ':',
-          { Ref: 'AWS::AccountId' },
-          `:identity/${identity}`,
-        ],
-      ],
-    });
-    const resources: Record<string, unknown[]> = {
-      'domain-queue': DOMAINS.map((d) => arnOf('AWS::SQS::Queue', 'QueueName', queueNameOf(d))),
-      'mail-bucket-objects': DOMAINS.map((d) => ({
-        'Fn::Join': ['', [arnOf('AWS::S3::Bucket', 'BucketName', bucketNameOf(d)), '/*']],
-      })),
-      table: TABLES.map((t) => arnOf('AWS::DynamoDB::Table', 'TableName', tableNameOf(t.setting))),
-      'ses-identity': DOMAINS.map(identityArn),
-      account: ['*'],
-    };
-    const expected = new Set<string>();
-    for (const p of DAEMON_PERMISSIONS) {
-      const of = resources[p.resource];
-      assert.ok(of, `no resources known for kind ${p.resource} (${p.action})`);
-      for (const r of of) expected.add(`${p.action} ${JSON.stringify(r)}`);
+  it('SESv2 SendEmail with a configuration set is allowed on the configuration set, and the events queue can be consumed', () => {
+    const pairs = granted(EXAMPLE);
+    const set = `arn:aws:ses:eu-west-1:123456789012:configuration-set/${CONFIGURATION_SET}`;
+    assert.ok(pairs.includes(`ses:SendEmail ${set}`));
+    const queue = `arn:aws:sqs:eu-west-1:123456789012:${EVENTS_QUEUE}`;
+    for (const action of [
+      'ReceiveMessage',
+      'DeleteMessage',
+      'ChangeMessageVisibility',
+      'GetQueueAttributes',
+    ]) {
+      assert.ok(pairs.includes(`sqs:${action} ${queue}`), action);
     }
-    assert.deepEqual([...granted(statements())].sort(), [...expected].sort());
-    const output = Object.values(DEFAULT.json.Outputs).find(
-      (o) => JSON.stringify(o.Value) === JSON.stringify({ Ref: policies[0]![0] }),
-    );
-    assert.ok(output, 'the policy ARN is an output');
+    const outbound = `arn:aws:dynamodb:eu-west-1:123456789012:table/${SETTINGS.OUTBOUND_TABLE.default}`;
+    for (const action of ['PutItem', 'UpdateItem'])
+      assert.ok(pairs.includes(`dynamodb:${action} ${outbound}`));
   });
 
-  it('follows the names it is given: another queue template and extra SES identities change the resources, not the actions', () => {
-    const custom = synth({ queueNameTemplate: 'mail-{domain}', extraSesIdentities: 'friend@elsewhere.test' });
-    const list = (
-      resourcesOfType(custom.json, 'AWS::IAM::ManagedPolicy')[0]![1].Properties.PolicyDocument as {
-        Statement: Statement[];
-      }
-    ).Statement;
-    const pairs = [...granted(list)];
-    const queueId = logicalIdWhere(custom.json, 'AWS::SQS::Queue', 'QueueName', 'mail-example-com');
-    logicalIdWhere(custom.json, 'AWS::SQS::Queue', 'QueueName', 'mail-example-com-dlq');
-    assert.ok(pairs.includes(`sqs:ReceiveMessage ${JSON.stringify({ 'Fn::GetAtt': [queueId, 'Arn'] })}`));
-    assert.ok(
-      pairs.some((p) => p.startsWith('ses:SendEmail ') && p.includes(':identity/friend@elsewhere.test')),
+  it('follow the names they are given: another queue template and extra SES identities change the resources, not the actions', () => {
+    const custom = synth({
+      domains: 'example.com',
+      queueNameTemplate: 'mail-{domain}',
+      extraSesIdentities: 'friend@elsewhere.test,partner.example',
+    });
+    logicalIdWhere(
+      domainTemplate(custom, 'example.com'),
+      'AWS::SQS::Queue',
+      'QueueName',
+      'mail-example-com-dlq',
     );
     assert.deepEqual(
-      new Set(pairs.map((p) => p.split(' ')[0])),
-      new Set(DAEMON_PERMISSIONS.map((p) => p.action)),
+      granted(custom),
+      expected(['example.com'], {
+        identities: ['friend@elsewhere.test', 'partner.example'],
+        queueTemplate: 'mail-{domain}',
+      }),
+    );
+  });
+
+  it('are packed into as many policies as IAM’s 6,144 characters need, each in its own stack, all listed and granted', () => {
+    const domains = Array.from({ length: 60 }, (_, i) => `domain-${i + 1}.example.org`);
+    const many = synth({ domains: domains.join(',') });
+    assert.ok(many.app.policies.length > 1, `${many.app.policies.length} policy`);
+    assert.deepEqual(granted(many), expected(domains));
+    for (const stack of many.app.policies) {
+      const [, policy] = resourcesOfType(many.template(stack), 'AWS::IAM::ManagedPolicy')[0]!;
+      const document = JSON.parse(JSON.stringify(policy.Properties.PolicyDocument)) as {
+        Statement: Statement[];
+      };
+      for (const s of document.Statement) s.Resource = evaluate(s.Resource, LONGEST_PSEUDO_PARAMETERS);
+      const chars = JSON.stringify(document).length;
+      assert.ok(chars <= MANAGED_POLICY_MAX_CHARS, `${stack.stackName}: ${chars} characters`);
+      assert.ok(chars > MANAGED_POLICY_MAX_CHARS / 2 || stack === many.app.policies.at(-1), 'packed');
+    }
+    const shared = many.template(many.app.shared);
+    assert.deepEqual(
+      String(evaluate(shared.Outputs.WorkerPolicyArns!.Value)).split(','),
+      many.app.policies.map((p) => `arn:aws:iam::123456789012:policy/${p.stackName}`),
     );
   });
 });
 
 describe('options', () => {
-  it('an EKS OIDC issuer adds a role for the worker and KEDA service accounts, with the worker policy attached', () => {
+  it('an EKS OIDC issuer adds a role for the worker and KEDA service accounts, with every worker policy attached', () => {
     const issuer = 'oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE';
-    const { json, template } = synth({
+    const result = synth({
+      domains: EXAMPLE_DOMAINS.join(','),
       eksOidcIssuer: `https://${issuer}`,
       workerServiceAccount: 'mail:unified-worker',
     });
-    const roles = resourcesOfType(json, 'AWS::IAM::Role');
+    assert.deepEqual(
+      result.report.pluginReports.filter((r) => r.conclusion !== 'success'),
+      [],
+      'cdk-nag AwsSolutions passes with the role',
+    );
+    const shared = result.template(result.app.shared);
+    const roles = resourcesOfType(shared, 'AWS::IAM::Role');
     assert.equal(roles.length, 1);
     const role = roles[0]![1].Properties as {
       AssumeRolePolicyDocument: { Statement: Statement[] };
       ManagedPolicyArns: unknown[];
     };
-    const policyId = resourcesOfType(json, 'AWS::IAM::ManagedPolicy')[0]![0];
-    assert.deepEqual(role.ManagedPolicyArns, [{ Ref: policyId }]);
+    assert.deepEqual(
+      role.ManagedPolicyArns.map((arn) => evaluate(arn)),
+      ['arn:aws:iam::123456789012:policy/unified-worker-policy-1'],
+    );
     assert.deepEqual(role.AssumeRolePolicyDocument.Statement, [
       {
         Action: 'sts:AssumeRoleWithWebIdentity',
@@ -436,15 +570,12 @@ describe('options', () => {
         },
       },
     ]);
-    template.hasOutput('WorkerRoleArn', { Value: { 'Fn::GetAtt': [roles[0]![0], 'Arn'] } });
+    Template.fromJSON(shared).hasOutput('WorkerRoleArn', { Value: { 'Fn::GetAtt': [roles[0]![0], 'Arn'] } });
   });
 
   it('mailRetentionDays expires stored mail; createEmailIdentities=false leaves existing identities alone', () => {
-    const { template } = synth({
-      mailRetentionDays: '90',
-      createEmailIdentities: 'false',
-      domains: 'example.org',
-    });
+    const result = synth({ mailRetentionDays: '90', createEmailIdentities: 'false', domains: 'example.org' });
+    const template = Template.fromJSON(domainTemplate(result, 'example.org'));
     template.resourceCountIs('AWS::SES::EmailIdentity', 0);
     template.hasResourceProperties('AWS::S3::Bucket', {
       BucketName: 'example-org-emails',
@@ -452,11 +583,29 @@ describe('options', () => {
     });
   });
 
+  it('stackName names every stack and policy', () => {
+    const result = synth({ domains: 'example.com', stackName: 'mail-prod' });
+    assert.deepEqual([...result.files.keys()], ['mail-prod-policy-1', 'mail-prod', 'mail-prod-example-com']);
+    assert.equal(
+      resourcesOfType(result.template(result.app.policies[0]!), 'AWS::IAM::ManagedPolicy')[0]![1].Properties
+        .ManagedPolicyName,
+      'mail-prod-policy-1',
+    );
+  });
+
   it('refuses unusable input, naming the context key', () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [
+        { domains: undefined },
+        /^context domains: no domains given; add -c domains=example\.com,another\.org$/,
+      ],
       [{ domains: '' }, /context domains: no domains given/],
       [{ domains: 'Example..com' }, /context domains: "example\.\.com" is not valid/],
       [{ domains: 'a.com,a.com' }, /listed twice/],
+      [
+        { domains: Array.from({ length: 201 }, (_, i) => `d${i}.example.org`).join(',') },
+        /^context domains: 201 domains, but an SES receipt rule set holds at most 200 rules \(one per domain\)$/,
+      ],
       [{ queueNameTemplate: 'static-queue' }, /queueNameTemplate: "static-queue" must contain \{domain\}/],
       [
         { bucketNameTemplate: '{domain}_Mail' },
@@ -470,10 +619,22 @@ describe('options', () => {
         { eksOidcIssuer: 'oidc.eks.eu-west-1.amazonaws.com/id/ABC', workerServiceAccount: 'worker' },
         /namespace:name/,
       ],
+      [{ stackName: '1-bad' }, /context stackName/],
+      [{ sesConfigurationSet: 'has space' }, /context sesConfigurationSet: "has space" is not valid/],
+      [
+        { outboundEventsQueue: 'events.fifo' },
+        /context outboundEventsQueue: "events\.fifo" is not a valid standard/,
+      ],
+      [{ sesConfigurationSet: 'none' }, /context outboundEventsQueue: needs a configuration set/],
+      [{ outboundEventsQueue: 'example-com-queue' }, /is also a queue of example\.com/],
+      [
+        { extraSesIdentities: 'a,b@c@d.com' },
+        /context extraSesIdentities: "a" is neither a domain nor an address/,
+      ],
     ];
     for (const [context, message] of cases) {
       assert.throws(
-        () => synth(context),
+        () => synth({ domains: 'example.com', ...context }),
         (error: unknown) => error instanceof StackOptionsError && message.test(error.message),
         JSON.stringify(context),
       );
@@ -484,14 +645,16 @@ describe('options', () => {
 describe('cdk-nag AwsSolutions', () => {
   it('passes, every acknowledgement giving its reason', () => {
     assert.deepEqual(
-      DEFAULT.report.pluginReports.filter((r) => r.conclusion !== 'success'),
+      EXAMPLE.report.pluginReports.filter((r) => r.conclusion !== 'success'),
       [],
-      JSON.stringify(DEFAULT.report, null, 1),
+      JSON.stringify(EXAMPLE.report, null, 1),
     );
-    const acknowledged = Object.values(DEFAULT.json.Resources).flatMap(
-      (r) =>
-        (r.Metadata?.cdk_nag as { rules_to_suppress?: Array<{ id: string; reason: string }> } | undefined)
-          ?.rules_to_suppress ?? [],
+    const acknowledged = [...EXAMPLE.files.values()].flatMap((json) =>
+      Object.values((JSON.parse(json) as TemplateJson).Resources).flatMap(
+        (r) =>
+          (r.Metadata?.cdk_nag as { rules_to_suppress?: Array<{ id: string; reason: string }> } | undefined)
+            ?.rules_to_suppress ?? [],
+      ),
     );
     assert.ok(acknowledged.length > 0);
     for (const { id, reason } of acknowledged) {
@@ -500,15 +663,17 @@ describe('cdk-nag AwsSolutions', () => {
     }
   });
 
-  it('does run: an unacknowledged bucket added to the stack is reported', () => {
-    const { report } = synth({}, (stack: Stack) => {
-      new s3.Bucket(stack, 'CarelessBucket');
+  it('does run: an unacknowledged bucket added to a domain stack is reported', () => {
+    const { report, app } = synth({ domains: 'example.com' }, (built) => {
+      new s3.Bucket(built.domains[0]!, 'CarelessBucket');
     });
-    const violations = report.pluginReports.flatMap((r) => r.violations);
-    const paths = violations.flatMap((v) =>
-      v.violatingConstructs.map((c) => `${v.ruleName} ${c.constructPath}`),
+    const paths = report.pluginReports
+      .flatMap((r) => r.violations)
+      .flatMap((v) => v.violatingConstructs.map((c) => `${v.ruleName} ${c.constructPath}`));
+    assert.ok(
+      paths.includes(`AwsSolutions-S1 ${app.domains[0]!.stackName}/CarelessBucket/Resource`),
+      paths.join('\n'),
     );
-    assert.ok(paths.includes(`AwsSolutions-S1 ${STACK_ID}/CarelessBucket/Resource`), paths.join('\n'));
     assert.ok(
       paths.every((p) => p.includes('CarelessBucket')),
       paths.join('\n'),
