@@ -101,11 +101,13 @@ export function topicNameForQueue(queueName: string): string {
 export const OUTBOUND_EVENT_DESTINATION = 'outbound-events-to-sns';
 
 /**
- * What an IAM permission applies to: per domain its queue, its bucket's objects and its SES identity; once the
+ * What an IAM permission applies to: per domain its queue and that queue's dead-letter queue, its bucket's objects
+ * and its SES identity; once the
  * tables, the outbound events queue, the SES configuration set named on every send, and the account itself.
  */
 export type IamResourceKind =
   | 'domain-queue'
+  | 'dead-letter-queue'
   | 'mail-bucket-objects'
   | 'table'
   | 'ses-identity'
@@ -138,6 +140,13 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
     action: 'sqs:ChangeMessageVisibility',
     resource: 'domain-queue',
     why: 'visibility heartbeat and retry schedule',
+  },
+  { action: 'sqs:GetQueueUrl', resource: 'dead-letter-queue', why: 'watch the dead letters (the DLQ gauges)' },
+  { action: 'sqs:GetQueueAttributes', resource: 'dead-letter-queue', why: 'dead letters waiting (the DLQ gauges)' },
+  {
+    action: 'sqs:ReceiveMessage',
+    resource: 'dead-letter-queue',
+    why: 'the oldest dead letter: a sample received with visibility 0, left in place',
   },
   { action: 's3:GetObject', resource: 'mail-bucket-objects', why: 'fetch the mail SES stored' },
   {

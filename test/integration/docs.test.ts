@@ -36,10 +36,12 @@ import { commandProblem, toolGate } from '../harness/required-tool.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
-const DOCS = ['README.md', ...readdirSync(path.join(ROOT, 'docs')).map((f) => `docs/${f}`)].filter((f) =>
-  f.endsWith('.md'),
-);
-const TAGS = ['local', 'cli', 'ci', 'aws', 'kubectl', 'compose'] as const;
+const DOCS = [
+  'README.md',
+  'deploy/aws/README.md',
+  ...readdirSync(path.join(ROOT, 'docs')).map((f) => `docs/${f}`),
+].filter((f) => f.endsWith('.md'));
+const TAGS = ['local', 'cli', 'ci', 'aws', 'cdk', 'kubectl', 'compose'] as const;
 type Tag = (typeof TAGS)[number];
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -322,6 +324,11 @@ describe('`ci` blocks', () => {
     format: 'a developer tool: the script exists',
     bench: 'bench/ (test/integration/bench-smoke.test.ts)',
   };
+  /** deploy/aws's scripts, and the test that does what each does. */
+  const AWS_RUN_BY_TESTS: Record<string, string> = {
+    synth: 'test/integration/deploy-aws.test.ts (the same cdk synth, compared with templates/)',
+    measure: 'deploy/aws/test/sizes.test.ts (the same measurement, with every limit asserted)',
+  };
 
   it('each command is run by .ci/run or by a test, and names a script that exists', () => {
     for (const block of tagged('ci')) {
@@ -342,8 +349,13 @@ describe('`ci` blocks', () => {
             `${where}: nothing runs it`,
           );
         } else if (argv.includes('--prefix')) {
-          assert.ok(ciRun.includes(command), `${where}: not in .ci/run`);
-          assert.ok(Object.keys(awsScripts).length > 0);
+          assert.equal(argv[argv.indexOf('--prefix') + 1], 'deploy/aws', where);
+          if (argv[1] === 'run') {
+            assert.ok(argv[2]! in awsScripts, `${where}: no such script in deploy/aws`);
+            assert.ok(AWS_RUN_BY_TESTS[argv[2]!], `${where}: nothing runs it`);
+          } else if (argv[1] === 'test') {
+            assert.match(read('test/integration/deploy-aws.test.ts'), /run\('npm', \['test'/, where);
+          } else assert.ok(ciRun.includes(command), `${where}: not in .ci/run`);
         } else {
           assert.ok(['ci', 'test'].includes(argv[1]!), where);
           assert.match(ciRun, new RegExp(`^npm ${argv[1]}\\b`, 'm'), `${where}: not in .ci/run`);
@@ -406,6 +418,77 @@ describe('`aws` blocks', () => {
       );
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------------------------------
+// `cdk` blocks: every flag is one the CDK CLI knows, every `-c` key one the app reads, and the app synthesizes them
+// ---------------------------------------------------------------------------------------------------------------------
+
+const CDK_APP = path.join(ROOT, 'deploy/aws');
+const CDK = path.join(CDK_APP, 'node_modules/.bin/cdk');
+const cdkGate = toolGate(
+  'the deploy/aws install',
+  existsSync(CDK) ? undefined : 'deploy/aws/node_modules is missing',
+  'run `npm ci --prefix deploy/aws`',
+);
+
+describe('`cdk` blocks', () => {
+  it(
+    'the CDK CLI knows every flag, the app every context key, and it synthesizes them',
+    { skip: cdkGate.skip },
+    () => {
+      cdkGate.assertAvailable();
+      const env: NodeJS.ProcessEnv = { ...process.env, CDK_DISABLE_CLI_TELEMETRY: 'true' };
+      delete env.NODE_OPTIONS;
+      delete env.NODE_TEST_CONTEXT;
+      const commands = tagged('cdk').flatMap((b) => commandsOf(b.body).map((c) => ({ b, c })));
+      assert.ok(commands.length > 0);
+      const helpOf = new Map<string, string>();
+      for (const { b, c } of commands) {
+        const where = `${b.file}:${b.line}: ${c}`;
+        const { argv } = splitEnv(wordsOf(c));
+        if (argv[0] === 'cd') assert.equal(argv[1], 'deploy/aws', where);
+        else if (argv[0] === 'npm') assert.deepEqual(argv.slice(1), ['ci'], where);
+        else if (argv[0] === 'export') continue;
+        else {
+          assert.deepEqual(argv.slice(0, 2), ['npx', 'cdk'], where);
+          const sub = argv[2]!;
+          if (!helpOf.has(sub)) {
+            const help = spawnSync(CDK, [sub, '--help'], {
+              cwd: CDK_APP,
+              encoding: 'utf8',
+              env,
+              timeout: 120_000,
+            });
+            helpOf.set(sub, help.stdout + help.stderr);
+          }
+          const context: string[] = [];
+          for (let i = 3; i < argv.length; i++) {
+            const word = argv[i]!;
+            if (word === '-c' || word === '--context') context.push(argv[++i]!);
+            else if (word.startsWith('--')) {
+              const flag = word.split('=')[0]!;
+              assert.ok(helpOf.get(sub)!.includes(flag), `${where}: cdk ${sub} has no ${flag}`);
+            }
+          }
+          const keys = Object.values(CONTEXT_KEYS) as string[];
+          for (const pair of context)
+            assert.ok(keys.includes(pair.split('=')[0]!), `${where}: no context key ${pair}`);
+          const out = mkdtempSync(path.join(tmpdir(), 'docs-cdk-'));
+          try {
+            const synth = spawnSync(
+              CDK,
+              ['synth', '--quiet', '--output', out, ...context.flatMap((pair) => ['-c', pair])],
+              { cwd: CDK_APP, encoding: 'utf8', env, timeout: 300_000 },
+            );
+            assert.equal(synth.status, 0, `${where}\n${synth.stderr}`);
+          } finally {
+            rmSync(out, { recursive: true, force: true });
+          }
+        }
+      }
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,12 @@
  * with the longest partition, region and account id an ARN can have. In the template each statement names its
  * resources as one Fn::Sub string split on commas, with the ARN prefix written once.
  */
-import { DAEMON_PERMISSIONS, type IamResourceKind, nameFromTemplate } from '../../../src/aws/resources.ts';
+import {
+  DAEMON_PERMISSIONS,
+  deadLetterQueueName,
+  type IamResourceKind,
+  nameFromTemplate,
+} from '../../../src/aws/resources.ts';
 import type { WorkerStackOptions } from './options.ts';
 
 /** IAM: a managed policy document holds at most 6,144 characters (whitespace not counted). */
@@ -20,6 +25,7 @@ export const ATTACHED_POLICIES_MAX = 20;
 /** How each kind's ARNs start, in Fn::Sub syntax; the resource name follows. `account` is `*`. */
 const ARN_PREFIX: Record<Exclude<IamResourceKind, 'account'>, string> = {
   'domain-queue': 'arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:',
+  'dead-letter-queue': 'arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:',
   'events-queue': 'arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:',
   'mail-bucket-objects': 'arn:${AWS::Partition}:s3:::',
   table: 'arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/',
@@ -66,6 +72,7 @@ function domainNames(
 ): Partial<Record<IamResourceKind, string[]>> {
   return {
     'domain-queue': [nameFromTemplate(options.queueNameTemplate, domain)],
+    'dead-letter-queue': [deadLetterQueueName(nameFromTemplate(options.queueNameTemplate, domain))],
     'mail-bucket-objects': [`${nameFromTemplate(options.bucketNameTemplate, domain)}/*`],
     'ses-identity': [domain],
   };
