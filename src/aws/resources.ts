@@ -79,6 +79,33 @@ export function deadLetterQueueName(queueName: string): string {
   return queueName.endsWith('.fifo') ? `${queueName.slice(0, -5)}-dlq.fifo` : `${queueName}-dlq`;
 }
 
+/**
+ * The SNS topic between a queue and its publisher (SES's receipt rule for a domain queue, the configuration set's
+ * event destination for the outbound events queue), as `setup` and the AWS template name it.
+ */
+export function notificationTopicName(queueName: string): string {
+  return `${queueName.replace(/\.fifo$/, '')}-notifications`;
+}
+
+/** The receipt rule set `setup` creates (and activates only when no rule set is active) and the template deploys. */
+export const RECEIPT_RULE_SET_NAME = 'unified-worker';
+
+/** The receipt rule that stores a domain's mail in its bucket and announces it on its topic. */
+export function receiptRuleName(domain: string): string {
+  return `${nameFromTemplate('{domain}', domain)}-to-worker`;
+}
+
+/** SES's inbound SMTP endpoint in a region: a domain's MX record must name it for SES there to receive its mail. */
+export function sesInboundHost(region: string): string {
+  return `inbound-smtp.${region}.amazonaws.com`;
+}
+
+/** What the configuration set's event destination publishes: SEND fills the outbound table, the rest is kept too. */
+export const OUTBOUND_EVENT_TYPES = ['SEND', 'BOUNCE', 'COMPLAINT'] as const;
+
+/** The event destination `setup` adds to the configuration set. */
+export const OUTBOUND_EVENT_DESTINATION_NAME = 'unified-worker-events';
+
 export type IamResourceKind = 'domain-queue' | 'mail-bucket-objects' | 'table' | 'ses-identity' | 'account';
 
 export interface IamPermission {
@@ -142,6 +169,48 @@ export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   {
     action: 'ses:GetEmailIdentity',
     resource: 'ses-identity',
-    why: 'doctor: the domains can send forwards and replies',
+    why: 'doctor: each domain is verified (receiving and sending) and its DKIM status',
   },
+  { action: 'ses:CreateEmailIdentity', resource: 'ses-identity', why: 'setup (the DKIM records to publish)' },
+  { action: 's3:GetBucketPolicy', resource: 'mail-bucket-objects', why: 'doctor: SES may write the mail' },
+  { action: 's3:PutBucketPolicy', resource: 'mail-bucket-objects', why: 'setup (lets SES write the mail)' },
+  {
+    action: 'sqs:GetQueueAttributes',
+    resource: 'domain-queue',
+    why: 'doctor: the queue policy lets SNS send',
+  },
+  { action: 'sns:CreateTopic', resource: 'account', why: 'setup (a topic per queue)' },
+  { action: 'sns:Subscribe', resource: 'account', why: 'setup (the queue subscribes to its topic)' },
+  {
+    action: 'sns:ListSubscriptionsByTopic',
+    resource: 'account',
+    why: 'doctor, setup: the queue is subscribed',
+  },
+  {
+    action: 'sns:GetSubscriptionAttributes',
+    resource: 'account',
+    why: 'doctor: the subscription is confirmed',
+  },
+  {
+    action: 'ses:DescribeActiveReceiptRuleSet',
+    resource: 'account',
+    why: 'doctor, setup: the rule per domain',
+  },
+  { action: 'ses:DescribeReceiptRuleSet', resource: 'account', why: 'doctor: a rule set that is not active' },
+  { action: 'ses:CreateReceiptRuleSet', resource: 'account', why: 'setup (only when no rule set is active)' },
+  {
+    action: 'ses:SetActiveReceiptRuleSet',
+    resource: 'account',
+    why: 'setup (only when no rule set is active)',
+  },
+  { action: 'ses:CreateReceiptRule', resource: 'account', why: 'setup (a rule per domain)' },
+  { action: 'ses:GetAccount', resource: 'account', why: 'doctor: sending enabled, out of the sandbox' },
+  { action: 'ses:GetConfigurationSet', resource: 'account', why: 'doctor: SES_CONFIGURATION_SET exists' },
+  {
+    action: 'ses:GetConfigurationSetEventDestinations',
+    resource: 'account',
+    why: 'doctor: its events reach OUTBOUND_EVENTS_QUEUE',
+  },
+  { action: 'ses:CreateConfigurationSet', resource: 'account', why: 'setup' },
+  { action: 'ses:CreateConfigurationSetEventDestination', resource: 'account', why: 'setup' },
 ];
