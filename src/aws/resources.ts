@@ -154,7 +154,10 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
   { action: 'ses:GetAccount', resource: 'account', why: 'the account sending rate for the send pacer' },
 ];
 
-/** The actions `unified-worker` operator commands add on top (setup, inject, replay, dlq); not for the daemon. */
+/**
+ * The actions `unified-worker` operator commands add on top (setup, doctor, inject, replay, dlq); not for the
+ * daemon. STS GetCallerIdentity, which setup and doctor call first, needs no permission.
+ */
 export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   { action: 'sqs:CreateQueue', resource: 'domain-queue', why: 'setup' },
   { action: 'sqs:SetQueueAttributes', resource: 'domain-queue', why: 'setup (redrive policy)' },
@@ -174,11 +177,6 @@ export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   { action: 'ses:CreateEmailIdentity', resource: 'ses-identity', why: 'setup (the DKIM records to publish)' },
   { action: 's3:GetBucketPolicy', resource: 'mail-bucket-objects', why: 'doctor: SES may write the mail' },
   { action: 's3:PutBucketPolicy', resource: 'mail-bucket-objects', why: 'setup (lets SES write the mail)' },
-  {
-    action: 'sqs:GetQueueAttributes',
-    resource: 'domain-queue',
-    why: 'doctor: the queue policy lets SNS send',
-  },
   { action: 'sns:CreateTopic', resource: 'account', why: 'setup (a topic per queue)' },
   { action: 'sns:Subscribe', resource: 'account', why: 'setup (the queue subscribes to its topic)' },
   {
@@ -204,7 +202,6 @@ export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
     why: 'setup (only when no rule set is active)',
   },
   { action: 'ses:CreateReceiptRule', resource: 'account', why: 'setup (a rule per domain)' },
-  { action: 'ses:GetAccount', resource: 'account', why: 'doctor: sending enabled, out of the sandbox' },
   { action: 'ses:GetConfigurationSet', resource: 'account', why: 'doctor: SES_CONFIGURATION_SET exists' },
   {
     action: 'ses:GetConfigurationSetEventDestinations',
