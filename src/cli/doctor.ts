@@ -21,6 +21,7 @@ import {
   type CliApp,
   type CommonOptions,
 } from './command.ts';
+import { mapBounded } from './doctor/bounded.ts';
 import { callerCheck } from './doctor/caller-checks.ts';
 import { skip, type CheckResult } from './doctor/check.ts';
 import type { DoctorContext } from './doctor/context.ts';
@@ -45,6 +46,8 @@ interface DoctorOptions extends CommonOptions {
 /** Long enough for AWS from far away, short enough that a dead endpoint does not look like a hang. */
 const DEFAULT_TIMEOUT_SECONDS = 10;
 const MAX_TIMEOUT_SECONDS = 300;
+/** Domains checked at once: each runs a handful of calls at a time, well inside the clients' socket pools. */
+const DOMAINS_AT_ONCE = 8;
 
 export function doctorCommand(app: CliApp): Command {
   return withCommonOptions(
@@ -98,18 +101,20 @@ export async function runDoctor(
 ): Promise<CheckResult[]> {
   const { config } = context;
   const mailboxes = recipients.length > 0 ? recipients : config.domains.map((d) => `postmaster@${d}`);
-  // Neither needs AWS: they run while the caller is asked.
+  // The mail server needs no AWS: it is asked while the caller is.
   const server = mailServerChecks(context, mailboxes);
   const caller = await callerCheck(context);
   const checked: DoctorContext = { ...context, ...(caller.caller && { caller: caller.caller }) };
   const head = [...settingsChecks(config), caller.result];
   if (!caller.usable) {
-    const mx = await Promise.all(config.domains.map((domain) => mxCheck(checked, domain)));
+    const mx = await mapBounded(config.domains, DOMAINS_AT_ONCE, (domain) => mxCheck(checked, domain));
     return [...head, skip('AWS checks', SKIPPED), ...mx, ...(await server)];
   }
   const rules = await loadRuleSets(checked);
   const groups = await Promise.all([
-    ...config.domains.map((domain) => domainChecks(checked, domain, rules)),
+    mapBounded(config.domains, DOMAINS_AT_ONCE, (domain) => domainChecks(checked, domain, rules)).then((d) =>
+      d.flat(),
+    ),
     tableChecks(checked),
     sesAccountCheck(checked).then((result) => [result]),
     outboundChecks(checked),

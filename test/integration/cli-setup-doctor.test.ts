@@ -568,10 +568,24 @@ describe('doctor', () => {
     assert.match(secret.fix ?? '', /long random string/);
   });
 
-  it('refuses a bad --rcpt and a bad setting with exit 2 and one line', async () => {
+  it('refuses a bad --rcpt, --timeout or setting with exit 2 and one line', async () => {
     const rcpt = await runCommand(['doctor', '--rcpt', 'not an address'], env);
     assert.equal(rcpt.code, 2);
     assert.match(rcpt.stderr, /^unified-worker doctor: --rcpt "not an address"/);
+    for (const value of ['0', '1.5', 'soon', '301']) {
+      const timeout = await runCommand(['doctor', '--timeout', value], env);
+      assert.equal(timeout.code, 2);
+      assert.equal(
+        timeout.stderr,
+        `unified-worker doctor: --timeout "${value}" is not a whole number of seconds from 1 to 300\n`,
+      );
+    }
+    const bad = await runCommand(['doctor'], { ...env, DOCTOR_DNS_SERVERS: 'dns.google' });
+    assert.equal(bad.code, 2);
+    assert.match(
+      bad.stderr,
+      /^unified-worker: invalid configuration: DOCTOR_DNS_SERVERS: "dns\.google" is not an IP address/,
+    );
     const setting = await runCommand(['doctor'], { ...env, SMTP_PORT: '70000' });
     assert.equal(setting.code, 2);
     assert.equal(
