@@ -3,7 +3,8 @@
  *
  * It starts the emulators of the integration tests (fauxqs for SQS + S3, dynalite for DynamoDB, aws-ses-v2-local
  * for SES), a local mail server stand-in that writes every mail it receives to `./local-mail/<recipient>/*.eml`,
- * creates the tables, queues and buckets with `unified-worker setup`'s own code, seeds demo rules, starts the built
+ * creates what `unified-worker setup` creates with its own code (tables, queues, buckets and their policies, topics
+ * and subscriptions, receipt rules, the SES identity, the configuration set), seeds demo rules, starts the built
  * daemon (`node dist/unified-worker.js`) as a child process pointed at all of that, and injects a demo mail with
  * `unified-worker inject`'s code (raw MIME in S3, SNS-enveloped notification on the domain's queue).
  *
@@ -12,6 +13,10 @@
  * `npm run local:send -- --to alice@example.com --subject Hi` injects more mail (see `scripts/local-send.ts`); both
  * find the stack through the files it writes into the mail directory. Ctrl-C stops the daemon gracefully
  * (SIGTERM, it drains in-flight mail), then the mail sinks and the emulators, and removes those files.
+ *
+ * What no emulator can do, the stack stands in for, so `doctor` is green here: a DNS server answering each domain's
+ * MX with SES's inbound endpoint (DOCTOR_DNS_SERVERS), the identities marked verified as if the DKIM records were
+ * published, and an SES account out of the sandbox at SES's starting rate (14 mails/s, the daemon's own fallback).
  *
  * Everything listens on 127.0.0.1 only. All state is in memory: every run starts with empty queues and tables.
  */
@@ -28,7 +33,8 @@ import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { SMTPServer } from 'smtp-server';
 
 import type { AwsClients } from '../src/aws/clients.ts';
-import { nameFromTemplate } from '../src/aws/resources.ts';
+import { createControlClients } from '../src/aws/control-clients.ts';
+import { nameFromTemplate, sesInboundHost } from '../src/aws/resources.ts';
 import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
 import { buildMime } from '../src/cli/compose-mail.ts';
 import { injectMail } from '../src/cli/inject.ts';
@@ -37,7 +43,13 @@ import { runSetup, type SetupItem } from '../src/cli/setup.ts';
 import { buildConfig, type Config } from '../src/config/config.ts';
 import { SETTINGS } from '../src/config/settings.ts';
 import { ConfigError } from '../src/errors.ts';
-import { startStack, type RecordedSesMail, type TestStack } from '../test/harness/emulators.ts';
+import { startDnsServer, type DnsServer } from '../test/harness/dns-server.ts';
+import {
+  TEST_CREDENTIALS,
+  startStack,
+  type RecordedSesMail,
+  type TestStack,
+} from '../test/harness/emulators.ts';
 import {
   DEFAULT_MAIL_DIR,
   ENV_FILE,
@@ -288,6 +300,7 @@ const STACK_CONTROLLED = [
   'OOO_STATE_TABLE',
   'IDEMPOTENCY_TABLE',
   'S3_FORCE_PATH_STYLE',
+  'DOCTOR_DNS_SERVERS',
 ];
 
 /** The idempotency table the stack creates (on by default, as in production). */
@@ -302,6 +315,7 @@ function daemonEnv(
   options: Options,
   ports: LocalStackState['smtp'],
   queueTemplate: string,
+  dns: DnsServer,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
@@ -332,6 +346,28 @@ function daemonEnv(
     HEALTH_PORT: options.healthPort,
     METRICS_PORT: options.metricsPort,
     HTTP_HOST: process.env.HTTP_HOST ?? '127.0.0.1',
+    DOCTOR_DNS_SERVERS: dns.address,
+  };
+}
+
+/**
+ * What SES and DNS would say once the admin did their part: each domain's MX names SES's inbound endpoint, its
+ * identity is verified (DKIM records found), and the account may send at SES's starting rate.
+ */
+function standInForDnsAndSes(
+  stack: TestStack,
+  dns: DnsServer,
+  domains: readonly string[],
+  region: string,
+): void {
+  for (const domain of domains) {
+    dns.setMx(domain, [{ exchange: sesInboundHost(region), priority: 10 }]);
+    stack.ses.control.verify(domain);
+  }
+  stack.ses.control.account = {
+    SendingEnabled: true,
+    ProductionAccessEnabled: true,
+    SendQuota: { Max24HourSend: 50_000, MaxSendRate: 14, SentLast24Hours: 0 },
   };
 }
 
@@ -466,6 +502,7 @@ async function main(): Promise<void> {
   };
 
   const stack = await startStack();
+  const dns = await startDnsServer();
   const sinks = await Promise.all([
     startMailSink('mailbox', mailDir, onLanding),
     startMailSink('internal', mailDir, onLanding),
@@ -476,13 +513,18 @@ async function main(): Promise<void> {
   const stopSesWatch = watchSes(stack, mailDir, onLanding);
 
   const ports = { mailboxPort: mailboxSink.port, internalPort: internalSink.port, lmtpPort: lmtpSink.port };
-  const env = daemonEnv(stack, options, ports, process.env.QUEUE_NAME_TEMPLATE || '{domain}-queue');
+  const env = daemonEnv(stack, options, ports, process.env.QUEUE_NAME_TEMPLATE || '{domain}-queue', dns);
   const config = buildConfig(env);
   const clients = stackClients(stack);
-  // The tables, queues (with dead-letter queues) and buckets, made by `unified-worker setup`'s own code.
+  // Everything on the AWS side, made by `unified-worker setup`'s own code.
   const quiet = new Output({ stdout: { write: () => true }, stderr: { write: () => true }, env }, true);
-  const setup = await runSetup({ config, clients, out: quiet });
+  const control = createControlClients(config.aws, { credentials: TEST_CREDENTIALS });
+  const setup = await runSetup({ config, clients, control, out: quiet }).finally(() => control.destroy());
   printSetup(setup);
+  standInForDnsAndSes(stack, dns, domains, config.aws.region);
+  console.log(
+    `[setup]  stood in for DNS and SES: MX of ${domains.join(', ')} to ${sesInboundHost(config.aws.region)}, identities verified`,
+  );
   if (setup.some((i) => i.outcome === 'failed')) throw new Error('setup failed: see the [setup] lines');
   await seedDemoRules(clients, config, first);
 
@@ -534,6 +576,7 @@ async function main(): Promise<void> {
       await stopSesWatch();
       await Promise.all(sinks.map((s) => s.stop()));
       await stack.stop();
+      await dns.stop();
       await removeStateFiles(mailDir);
       console.log(`[stack]  stopped. The mail stays in ${path.relative(process.cwd(), mailDir) || '.'}/`);
       process.exit(exitCode);

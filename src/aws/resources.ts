@@ -6,6 +6,7 @@
  *
  * No SDK imports: the CDK app under deploy/aws imports this file as it is.
  */
+import { createHash } from 'node:crypto';
 import type { SettingName } from '../config/settings.ts';
 
 export type TableRole = 'rules' | 'blocklist' | 'outbound' | 'oooState' | 'idempotency';
@@ -83,27 +84,54 @@ export function deadLetterQueueName(queueName: string): string {
 }
 
 /**
- * The SES sending events the AWS app's configuration set (SES_CONFIGURATION_SET) publishes to SNS, subscribed by the
- * outbound events queue (OUTBOUND_EVENTS_QUEUE): SEND records each outbound message id in the outbound table, BOUNCE
- * and COMPLAINT add what became of it. Names as SES v2 spells them (EventType in the event destination).
+/**
+ * The SNS topic between a queue and its publisher (SES's receipt rule for a domain queue, the configuration set's
+ * event destination for the outbound events queue), as `setup` and the AWS app name it.
+ */
+export function notificationTopicName(queueName: string): string {
+  return `${queueName.replace(/\.fifo$/, '')}-notifications`;
+}
+
+/** The receipt rule set `setup` creates (and activates only when no rule set is active) and the AWS app deploys. */
+export const RECEIPT_RULE_SET_NAME = 'unified-worker';
+
+/** SES: a receipt rule name is at most 64 characters. */
+const RULE_NAME_MAX = 64;
+
+/**
+ * The receipt rule that stores a domain's mail in its bucket and announces it on its topic: `example-com-to-worker`,
+ * its end replaced by a short hash of the whole when it would be longer than SES allows.
+ */
+export function receiptRuleName(domain: string): string {
+  return fitName(`${nameFromTemplate('{domain}', domain)}-to-worker`, RULE_NAME_MAX);
+}
+
+/** `name` cut to `max` characters, its end replaced by a short hash of the whole when it is longer. */
+export function fitName(name: string, max: number): string {
+  if (name.length <= max) return name;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return `${name.slice(0, max - hash.length - 1).replace(/-+$/, '')}-${hash}`;
+}
+
+/** SES's inbound SMTP endpoint in a region: a domain's MX record must name it for SES there to receive its mail. */
+export function sesInboundHost(region: string): string {
+  return `inbound-smtp.${region}.amazonaws.com`;
+}
+
+/**
+ * The SES sending events the configuration set (SES_CONFIGURATION_SET) publishes to SNS, subscribed by the outbound
+ * events queue (OUTBOUND_EVENTS_QUEUE): SEND records each outbound message id in the outbound table, BOUNCE and
+ * COMPLAINT add what became of it. Names as SES v2 spells them (EventType in the event destination).
  */
 export const OUTBOUND_EVENT_TYPES = ['SEND', 'BOUNCE', 'COMPLAINT'] as const;
 
-/**
- * The SNS topic in front of a queue the AWS app creates: a domain's (its receipt rule publishes there) and the
- * outbound events queue (the configuration set's event destination publishes there).
- */
-export function topicNameForQueue(queueName: string): string {
-  return `${queueName}-notifications`;
-}
-
-/** The name of the configuration set's event destination that publishes OUTBOUND_EVENT_TYPES to that topic. */
-export const OUTBOUND_EVENT_DESTINATION = 'outbound-events-to-sns';
+/** The configuration set's event destination that publishes OUTBOUND_EVENT_TYPES to that topic. */
+export const OUTBOUND_EVENT_DESTINATION = 'unified-worker-events';
 
 /**
  * What an IAM permission applies to: per domain its queue and that queue's dead-letter queue, its bucket's objects
- * and its SES identity; once the
- * tables, the outbound events queue, the SES configuration set named on every send, and the account itself.
+ * and its SES identity; once the tables, the outbound events queue, the SES configuration set named on every send,
+ * and the account itself.
  */
 export type IamResourceKind =
   | 'domain-queue'
@@ -194,7 +222,10 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
   },
 ];
 
-/** The actions `unified-worker` operator commands add on top (setup, inject, replay, dlq); not for the daemon. */
+/**
+ * The actions `unified-worker` operator commands add on top (setup, doctor, inject, replay, dlq); not for the
+ * daemon. STS GetCallerIdentity, which setup and doctor call first, needs no permission.
+ */
 export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   { action: 'sqs:CreateQueue', resource: 'domain-queue', why: 'setup' },
   { action: 'sqs:SetQueueAttributes', resource: 'domain-queue', why: 'setup (redrive policy)' },
@@ -209,6 +240,42 @@ export const OPERATOR_PERMISSIONS: readonly IamPermission[] = [
   {
     action: 'ses:GetEmailIdentity',
     resource: 'ses-identity',
-    why: 'doctor: the domains can send forwards and replies',
+    why: 'doctor: each domain is verified (receiving and sending) and its DKIM status',
   },
+  { action: 'ses:CreateEmailIdentity', resource: 'ses-identity', why: 'setup (the DKIM records to publish)' },
+  { action: 's3:GetBucketPolicy', resource: 'mail-bucket-objects', why: 'doctor: SES may write the mail' },
+  { action: 's3:PutBucketPolicy', resource: 'mail-bucket-objects', why: 'setup (lets SES write the mail)' },
+  { action: 'sns:CreateTopic', resource: 'account', why: 'setup (a topic per queue)' },
+  { action: 'sns:Subscribe', resource: 'account', why: 'setup (the queue subscribes to its topic)' },
+  {
+    action: 'sns:ListSubscriptionsByTopic',
+    resource: 'account',
+    why: 'doctor, setup: the queue is subscribed',
+  },
+  {
+    action: 'sns:GetSubscriptionAttributes',
+    resource: 'account',
+    why: 'doctor: the subscription is confirmed',
+  },
+  {
+    action: 'ses:DescribeActiveReceiptRuleSet',
+    resource: 'account',
+    why: 'doctor, setup: the rule per domain',
+  },
+  { action: 'ses:DescribeReceiptRuleSet', resource: 'account', why: 'doctor: a rule set that is not active' },
+  { action: 'ses:CreateReceiptRuleSet', resource: 'account', why: 'setup (only when no rule set is active)' },
+  {
+    action: 'ses:SetActiveReceiptRuleSet',
+    resource: 'account',
+    why: 'setup (only when no rule set is active)',
+  },
+  { action: 'ses:CreateReceiptRule', resource: 'account', why: 'setup (a rule per domain)' },
+  { action: 'ses:GetConfigurationSet', resource: 'account', why: 'doctor: SES_CONFIGURATION_SET exists' },
+  {
+    action: 'ses:GetConfigurationSetEventDestinations',
+    resource: 'account',
+    why: 'doctor: its events reach OUTBOUND_EVENTS_QUEUE',
+  },
+  { action: 'ses:CreateConfigurationSet', resource: 'account', why: 'setup' },
+  { action: 'ses:CreateConfigurationSetEventDestination', resource: 'account', why: 'setup' },
 ];

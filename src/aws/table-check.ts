@@ -4,8 +4,15 @@ import {
   type DynamoDBClient,
 } from '@aws-sdk/client-dynamodb';
 import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { awsErrorName, isTemporaryAwsError, errorMessage } from '../errors.ts';
+import type { Config } from '../config/config.ts';
+import { awsErrorName, errorMessage, isTemporaryAwsError } from '../errors.ts';
 import type { TableSpec } from './resources.ts';
+
+/** The configured name of a table; undefined for the idempotency table when the ledger is switched off. */
+export function configuredTableName(config: Config, spec: TableSpec): string | undefined {
+  const name = config.tables[spec.role];
+  return name === '' ? undefined : name;
+}
 
 export interface TableCheckResult {
   table: string;

@@ -32,6 +32,11 @@ export class Output {
     this.streams.stderr.write(`warning: ${text}\n`);
   }
 
+  /** A plain progress line on stderr (where no progress line is redrawn: not a terminal). */
+  note(text: string): void {
+    this.streams.stderr.write(`${text}\n`);
+  }
+
   /** The machine-readable result (printed only with --json). */
   result(value: unknown): void {
     if (this.json) this.streams.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

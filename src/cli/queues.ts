@@ -12,9 +12,13 @@ import { WorkerError, awsError } from '../errors.ts';
 const MISSING_QUEUE = new Set(['QueueDoesNotExist', 'AWS.SimpleQueueService.NonExistentQueue']);
 
 /** The queue's URL, or undefined when there is no such queue (any other failure throws). */
-export async function findQueue(sqs: SQSClient, name: string): Promise<string | undefined> {
+export async function findQueue(
+  sqs: SQSClient,
+  name: string,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
   try {
-    return await resolveQueueUrl(sqs, name);
+    return await resolveQueueUrl(sqs, name, signal);
   } catch (error) {
     if (error instanceof WorkerError && error.awsCode !== undefined && MISSING_QUEUE.has(error.awsCode)) {
       return undefined;
@@ -31,14 +35,21 @@ export interface RedriveTarget {
 export interface QueueFacts {
   arn: string;
   redrive?: RedriveTarget;
+  visibilityTimeoutSeconds: number;
+  /** The queue's resource policy (JSON text), when it has one. */
+  policy?: string;
 }
 
-/** QueueArn and the parsed RedrivePolicy. */
-export async function queueFacts(sqs: SQSClient, url: string): Promise<QueueFacts> {
+/** QueueArn, the parsed RedrivePolicy, the visibility timeout and the resource policy. */
+export async function queueFacts(sqs: SQSClient, url: string, signal?: AbortSignal): Promise<QueueFacts> {
   let attributes: Record<string, string>;
   try {
     const result = await sqs.send(
-      new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['QueueArn', 'RedrivePolicy'] }),
+      new GetQueueAttributesCommand({
+        QueueUrl: url,
+        AttributeNames: ['QueueArn', 'RedrivePolicy', 'VisibilityTimeout', 'Policy'],
+      }),
+      { abortSignal: signal },
     );
     attributes = result.Attributes ?? {};
   } catch (error) {
@@ -46,7 +57,12 @@ export async function queueFacts(sqs: SQSClient, url: string): Promise<QueueFact
   }
   const arn = attributes.QueueArn ?? '';
   const redrive = parseRedrivePolicy(attributes.RedrivePolicy);
-  return { arn, ...(redrive && { redrive }) };
+  return {
+    arn,
+    visibilityTimeoutSeconds: Number(attributes.VisibilityTimeout ?? 30),
+    ...(redrive && { redrive }),
+    ...(attributes.Policy && { policy: attributes.Policy }),
+  };
 }
 
 export function parseRedrivePolicy(text: string | undefined): RedriveTarget | undefined {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
@@ -8,7 +9,8 @@ export type VirusPolicy = 'tag' | 'reject';
 
 export interface AwsConfig {
   region: string;
-  endpoints: { sqs?: string; s3?: string; ses?: string; dynamodb?: string };
+  /** sts and sns are the operator commands' (doctor, setup); the daemon calls neither. */
+  endpoints: { sqs?: string; s3?: string; ses?: string; dynamodb?: string; sns?: string; sts?: string };
   s3ForcePathStyle: boolean;
 }
 
@@ -76,6 +78,8 @@ export interface Config {
   http: { healthPort: number; metricsPort: number; host: string };
   shutdownGraceSeconds: number;
   log: { level: string; redactAddresses: boolean };
+  /** `host` or `host:port` entries for node:dns's setServers; empty = the system's resolvers. */
+  doctorDnsServers: readonly string[];
 }
 
 // RFC 1035 labels; at least two labels, so `localhost` or `example` is rejected as a hosted mail domain.
@@ -149,6 +153,8 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
         s3: read.url('AWS_ENDPOINT_URL_S3') ?? generic,
         ses: read.url('AWS_ENDPOINT_URL_SES') ?? read.url('AWS_ENDPOINT_URL_SESV2') ?? generic,
         dynamodb: read.url('AWS_ENDPOINT_URL_DYNAMODB') ?? generic,
+        sns: read.url('AWS_ENDPOINT_URL_SNS') ?? generic,
+        sts: read.url('AWS_ENDPOINT_URL_STS') ?? generic,
       },
       s3ForcePathStyle: read.bool('S3_FORCE_PATH_STYLE'),
     },
@@ -212,6 +218,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       level: read.oneOf('LOG_LEVEL', LOG_LEVELS),
       redactAddresses: read.bool('LOG_REDACT_ADDRESSES'),
     },
+    doctorDnsServers: read.dnsServers('DOCTOR_DNS_SERVERS'),
   };
   const prefixes = [
     ['AUTOREPLY_SUBJECT_PREFIX', config.autoReply.subjectPrefix],
@@ -309,6 +316,23 @@ class SettingReader {
       .split(',')
       .map((item) => item.trim())
       .filter((item) => item !== '');
+  }
+
+  /** IPv4 or IPv6 addresses, each with an optional port (`1.1.1.1`, `127.0.0.1:5353`, `[::1]:53`). */
+  dnsServers(name: SettingName): string[] {
+    const servers = this.list(name);
+    for (const server of servers) {
+      const match = /^\[([^\]]+)\](?::(\d+))?$/.exec(server) ?? /^([^:]+)(?::(\d+))?$/.exec(server);
+      const host = match?.[1] ?? server;
+      const port = match?.[2] === undefined ? 53 : Number(match[2]);
+      if (isIP(host) === 0 || port < 1 || port > 65_535) {
+        throw new ConfigError(
+          name,
+          `"${server}" is not an IP address with an optional port (e.g. 1.1.1.1 or 127.0.0.1:5353)`,
+        );
+      }
+    }
+    return servers;
   }
 
   bool(name: SettingName): boolean {

@@ -32,9 +32,23 @@ export const SETTINGS = {
   },
   AWS_ENDPOINT_URL_SQS: { group: 'AWS', default: '', help: 'Endpoint override for SQS.' },
   AWS_ENDPOINT_URL_S3: { group: 'AWS', default: '', help: 'Endpoint override for S3.' },
-  AWS_ENDPOINT_URL_SES: { group: 'AWS', default: '', help: 'Endpoint override for SES (v2 API).' },
+  AWS_ENDPOINT_URL_SES: {
+    group: 'AWS',
+    default: '',
+    help: 'Endpoint override for SES (v2 API; doctor and setup also call its v1 receipt-rule API there).',
+  },
   AWS_ENDPOINT_URL_SESV2: { group: 'AWS', default: '', help: 'Alias of AWS_ENDPOINT_URL_SES.' },
   AWS_ENDPOINT_URL_DYNAMODB: { group: 'AWS', default: '', help: 'Endpoint override for DynamoDB.' },
+  AWS_ENDPOINT_URL_SNS: {
+    group: 'AWS',
+    default: '',
+    help: 'Endpoint override for SNS (doctor and setup: the topics and their subscriptions).',
+  },
+  AWS_ENDPOINT_URL_STS: {
+    group: 'AWS',
+    default: '',
+    help: 'Endpoint override for STS (doctor and setup: who the caller is).',
+  },
   S3_FORCE_PATH_STYLE: {
     group: 'AWS',
     default: 'false',
@@ -208,6 +222,11 @@ export const SETTINGS = {
     group: 'Operations',
     default: 'false',
     help: 'Replace mail addresses in logs by a short hash.',
+  },
+  DOCTOR_DNS_SERVERS: {
+    group: 'Operations',
+    default: '',
+    help: "DNS servers doctor asks for each domain's MX record (comma-separated IP or IP:port); empty = the system's.",
   },
 } as const satisfies Record<string, SettingSpec>;
 

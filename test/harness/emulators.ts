@@ -1,6 +1,7 @@
 /**
- * Protocol emulators for integration tests: SQS + S3 (fauxqs), DynamoDB (dynalite) and SES v1/v2
- * (aws-ses-v2-local behind a recording, fault-injecting proxy).
+ * Protocol emulators for integration tests: SQS + SNS + S3 + STS GetCallerIdentity (fauxqs, plus bucket policies),
+ * DynamoDB (dynalite) and SES v1/v2 (aws-ses-v2-local behind a recording, fault-injecting proxy that also answers
+ * SES's control plane: identities, receipt rules, configuration sets).
  *
  * Every server listens on 127.0.0.1 with an ephemeral port (port 0), so test files can run in parallel, and every
  * `stop()` closes all sockets and agents it created so `node --test` exits on its own. Start a stack once per test
@@ -33,6 +34,8 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { buildApp, type BuildAppOptions } from 'fauxqs';
 import { TABLES } from '../../src/aws/resources.ts';
+import { serveBucketPolicies, type HookableServer } from './s3-bucket-policy.ts';
+import { createSesControlPlane, type SesControlPlane } from './ses-control-plane.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -143,6 +146,8 @@ export interface FauxqsControl {
   readonly app: FauxqsApp;
   readonly sqsStore: FauxqsSqsStore;
   readonly s3Store: FauxqsS3Store;
+  /** Bucket policies by bucket name (fauxqs has none; see s3-bucket-policy.ts). */
+  readonly bucketPolicies: Map<string, string>;
   /** Non-destructive look at a queue (ready, delayed and in-flight messages), or undefined if it does not exist. */
   inspectQueue(name: string): ReturnType<FauxqsSqsStore['inspectQueue']>;
   /** Drops all messages and objects but keeps queues and buckets. */
@@ -179,6 +184,9 @@ export async function startFauxqs(): Promise<FauxqsHandle> {
   sqsStore.host = '';
   const s3Store = new S3Store();
   const app = buildApp({ logger: false, stores: { sqsStore, snsStore: new SnsStore(), s3Store } });
+  const bucketPolicies = serveBucketPolicies(app as unknown as HookableServer, (name) =>
+    s3Store.hasBucket(name),
+  );
   await app.listen({ port: 0, host: '127.0.0.1' });
   const port = portOf(app.server);
   let stopped: Promise<void> | undefined;
@@ -189,6 +197,7 @@ export async function startFauxqs(): Promise<FauxqsHandle> {
       app,
       sqsStore,
       s3Store,
+      bucketPolicies,
       inspectQueue: (name) => sqsStore.inspectQueue(name),
       reset: () => {
         sqsStore.clearMessages();
@@ -224,12 +233,14 @@ export interface DynaliteHandle {
 
 /**
  * Starts an in-memory dynalite on 127.0.0.1:0. Table state transitions are instant (CREATING → ACTIVE in 0 ms), so
- * `createTables` needs no real waiting.
+ * `createTables` needs no real waiting; `createTableMs` makes new tables take that long, as on AWS.
  */
-export async function startDynalite(): Promise<DynaliteHandle> {
+export async function startDynalite(
+  overrides: Pick<DynaliteOptions, 'createTableMs'> = {},
+): Promise<DynaliteHandle> {
   const factory: unknown = require('dynalite');
   if (typeof factory !== 'function') throw new Error('dynalite did not export a factory function');
-  const options: DynaliteOptions = { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 };
+  const options: DynaliteOptions = { createTableMs: 0, deleteTableMs: 0, updateTableMs: 0, ...overrides };
   const server: unknown = factory(options);
   if (!(server instanceof http.Server)) throw new Error('dynalite did not return an http.Server');
   const port = await listen(server);
@@ -286,6 +297,8 @@ export interface SesHandle {
   readonly port: number;
   /** The emulator itself, for its web UI / `/store` while debugging. */
   readonly upstreamEndpoint: string;
+  /** Identities, receipt rules, configuration sets and the account, answered on this endpoint (ses-control-plane.ts). */
+  readonly control: SesControlPlane;
   /** Raw mails accepted so far, in order. The array is cleared in place, so keeping a reference is fine. */
   readonly sent: RecordedSesMail[];
   /** Send requests received so far (raw or not, including those answered with an injected fault). */
@@ -439,6 +452,7 @@ export async function startSes(): Promise<SesHandle> {
   const sent: RecordedSesMail[] = [];
   const faults: SesFault[] = [];
   const sentListeners = new Set<() => void>();
+  const control = createSesControlPlane();
   let sendAttempts = 0;
 
   function forward(
@@ -479,6 +493,7 @@ export async function startSes(): Promise<SesHandle> {
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const body = await readBody(req);
+    if (control.handle(req, body, res)) return;
     const send = parseSendRequest(req, body);
     if (send) {
       sendAttempts++;
@@ -515,6 +530,7 @@ export async function startSes(): Promise<SesHandle> {
     endpoint: `http://127.0.0.1:${port}`,
     port,
     upstreamEndpoint: `http://127.0.0.1:${upstreamPort}`,
+    control,
     sent,
     get sendAttempts() {
       return sendAttempts;
@@ -681,6 +697,9 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
     AWS_ENDPOINT_URL_S3: fauxqs.endpoint,
     AWS_ENDPOINT_URL_SES: ses.endpoint,
     AWS_ENDPOINT_URL_DYNAMODB: dynalite.endpoint,
+    // fauxqs answers SNS and STS GetCallerIdentity on its one endpoint too.
+    AWS_ENDPOINT_URL_SNS: fauxqs.endpoint,
+    AWS_ENDPOINT_URL_STS: fauxqs.endpoint,
     S3_FORCE_PATH_STYLE: 'true',
   };
 

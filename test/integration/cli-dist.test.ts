@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { assertBuilt, killAllDaemons, spawnDaemon, type DaemonProcess } from '../harness/daemon-process.ts';
 import { runBuiltCli, type CliResult } from '../harness/cli-runner.ts';
-import { startStack, type TestStack } from '../harness/emulators.ts';
+import { startDnsServer, type DnsServer } from '../harness/dns-server.ts';
+import { TEST_REGION, startStack, type TestStack } from '../harness/emulators.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
 
 const DOMAIN = 'dist-cli.test';
@@ -16,6 +17,7 @@ let stack: TestStack;
 let mailbox: SmtpSink;
 let internal: SmtpSink;
 let daemon: DaemonProcess;
+let dns: DnsServer;
 let env: Record<string, string>;
 
 before(async () => {
@@ -23,6 +25,14 @@ before(async () => {
   stack = await startStack();
   mailbox = await startSmtpSink();
   internal = await startSmtpSink();
+  // doctor's MX lookup and SES account check: what no emulator answers (see cli-setup-doctor.test.ts).
+  dns = await startDnsServer();
+  dns.setMx(DOMAIN, [{ exchange: `inbound-smtp.${TEST_REGION}.amazonaws.com`, priority: 10 }]);
+  stack.ses.control.account = {
+    SendingEnabled: true,
+    ProductionAccessEnabled: true,
+    SendQuota: { Max24HourSend: 50_000, MaxSendRate: 14, SentLast24Hours: 0 },
+  };
   env = {
     ...stack.env,
     DOMAINS: DOMAIN,
@@ -32,11 +42,12 @@ before(async () => {
     IDEMPOTENCY_TABLE: 'email-worker-idempotency',
     LOOP_MARKER_SECRET: 'dist-test-secret-0123456789abcdef',
     RULES_CACHE_SECONDS: '0',
+    DOCTOR_DNS_SERVERS: dns.address,
   };
 });
 after(async () => {
   await killAllDaemons();
-  await Promise.all([mailbox.stop(), internal.stop()]);
+  await Promise.all([mailbox.stop(), internal.stop(), dns.stop()]);
   await stack.stop();
 });
 
@@ -77,6 +88,8 @@ describe('node dist/unified-worker.js', () => {
       /queue dist-cli-test-queue +created: redrive to dist-cli-test-queue-dlq after 10 receives/,
     );
     daemon = await spawnDaemon({ domains: [DOMAIN], env });
+    // SES finds the DKIM records setup printed (the stand-in for DNS).
+    stack.ses.control.verify(DOMAIN);
     const doctor = await cli('doctor');
     assert.equal(doctor.code, 0, doctor.stdout);
     assert.match(doctor.stdout, /^All \d+ checks passed/m);

@@ -48,7 +48,14 @@ describe('buildConfig defaults', () => {
     assert.deepEqual(config.domains, ['example.com']);
     assert.deepEqual(config.aws, {
       region: SETTINGS.AWS_REGION.default,
-      endpoints: { sqs: undefined, s3: undefined, ses: undefined, dynamodb: undefined },
+      endpoints: {
+        sqs: undefined,
+        s3: undefined,
+        ses: undefined,
+        dynamodb: undefined,
+        sns: undefined,
+        sts: undefined,
+      },
       s3ForcePathStyle: bool('S3_FORCE_PATH_STYLE'),
     });
     assert.equal(config.queueNameTemplate, SETTINGS.QUEUE_NAME_TEMPLATE.default);
@@ -157,18 +164,23 @@ describe('buildConfig defaults', () => {
       s3: 'http://127.0.0.1:4566',
       ses: 'http://127.0.0.1:4566',
       dynamodb: 'http://127.0.0.1:4566',
+      sns: 'http://127.0.0.1:4566',
+      sts: 'http://127.0.0.1:4566',
     });
     const specific = build({
       AWS_ENDPOINT_URL: 'http://generic:1',
       AWS_ENDPOINT_URL_SQS: 'http://sqs:2',
       AWS_ENDPOINT_URL_SESV2: 'https://sesv2:3',
       AWS_ENDPOINT_URL_DYNAMODB: 'http://ddb:4//',
+      AWS_ENDPOINT_URL_STS: 'http://sts:7',
     });
     assert.deepEqual(specific.aws.endpoints, {
       sqs: 'http://sqs:2',
       s3: 'http://generic:1',
       ses: 'https://sesv2:3',
       dynamodb: 'http://ddb:4',
+      sns: 'http://generic:1',
+      sts: 'http://sts:7',
     });
     assert.equal(
       build({ AWS_ENDPOINT_URL_SES: 'http://ses:5', AWS_ENDPOINT_URL_SESV2: 'http://sesv2:6' }).aws.endpoints
@@ -308,10 +320,23 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
       'AWS_ENDPOINT_URL_SES',
       'AWS_ENDPOINT_URL_SESV2',
       'AWS_ENDPOINT_URL_DYNAMODB',
+      'AWS_ENDPOINT_URL_SNS',
+      'AWS_ENDPOINT_URL_STS',
     ] as const) {
       rejects({ [name]: 'localhost:4566' }, name);
       rejects({ [name]: 'not a url' }, name, /not a URL/);
       rejects({ [name]: 'ftp://127.0.0.1:21' }, name, /http/);
+    }
+  });
+
+  it('reads DOCTOR_DNS_SERVERS as IP addresses with optional ports, and names it when one is not', () => {
+    assert.deepEqual(build({}).doctorDnsServers, []);
+    assert.deepEqual(
+      build({ DOCTOR_DNS_SERVERS: ' 1.1.1.1, 127.0.0.1:5353 ,[::1]:53,::1' }).doctorDnsServers,
+      ['1.1.1.1', '127.0.0.1:5353', '[::1]:53', '::1'],
+    );
+    for (const bad of ['dns.google', '1.1.1.1:0', '1.1.1.1:70000', '300.1.1.1', '[::1]:x']) {
+      rejects({ DOCTOR_DNS_SERVERS: bad }, 'DOCTOR_DNS_SERVERS', /not an IP address/);
     }
   });
 

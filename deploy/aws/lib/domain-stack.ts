@@ -15,7 +15,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import type { Construct } from 'constructs';
-import { deadLetterQueueName, nameFromTemplate, topicNameForQueue } from '../../../src/aws/resources.ts';
+import { deadLetterQueueName, nameFromTemplate, notificationTopicName } from '../../../src/aws/resources.ts';
 import { receiptRuleName } from './names.ts';
 import type { WorkerStackOptions } from './options.ts';
 
@@ -45,7 +45,7 @@ export class DomainStack extends Stack {
 
     if (options.createEmailIdentities) this.createIdentity(domain, options);
     this.bucket = this.createBucket(nameFromTemplate(options.bucketNameTemplate, domain), options);
-    this.topic = new sns.Topic(this, 'Topic', { topicName: topicNameForQueue(queueName) });
+    this.topic = new sns.Topic(this, 'Topic', { topicName: notificationTopicName(queueName) });
     Validations.of(this.topic).acknowledge({
       id: 'AwsSolutions-SNS3',
       reason:

@@ -3,7 +3,7 @@
  * `-c key=value` on the command line). Every name defaults to the daemon's own default (src/config/settings.ts), so
  * a worker started with no table or queue settings finds exactly what this stack creates.
  */
-import { deadLetterQueueName, nameFromTemplate } from '../../../src/aws/resources.ts';
+import { deadLetterQueueName, nameFromTemplate, RECEIPT_RULE_SET_NAME } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
 import {
   type ContextReader,
@@ -248,7 +248,7 @@ export function readStackOptions(read: ContextReader): WorkerStackOptions {
     tableNames: readTableNames(read),
     maxReceives: integer(read, CONTEXT_KEYS.maxReceives, SETTINGS.MAX_RECEIVES.default, 1, 1000),
     receiptRuleSetName: checked(
-      text(read, CONTEXT_KEYS.receiptRuleSetName) ?? 'unified-worker',
+      text(read, CONTEXT_KEYS.receiptRuleSetName) ?? RECEIPT_RULE_SET_NAME,
       RULE_SET,
       'context receiptRuleSetName',
     ),

@@ -15,7 +15,7 @@ import {
   OUTBOUND_EVENT_DESTINATION,
   OUTBOUND_EVENT_TYPES,
   deadLetterQueueName,
-  topicNameForQueue,
+  notificationTopicName,
 } from '../../../src/aws/resources.ts';
 import { QUEUE_RETENTION } from './domain-stack.ts';
 
@@ -46,7 +46,7 @@ export class OutboundEvents extends Construct {
     });
     if (props.queueName === undefined) return;
 
-    this.topic = new sns.Topic(this, 'Topic', { topicName: topicNameForQueue(props.queueName) });
+    this.topic = new sns.Topic(this, 'Topic', { topicName: notificationTopicName(props.queueName) });
     Validations.of(this.topic).acknowledge({
       id: 'AwsSolutions-SNS3',
       reason:

@@ -17,7 +17,7 @@ import {
   TABLES,
   deadLetterQueueName,
   nameFromTemplate,
-  topicNameForQueue,
+  notificationTopicName,
 } from '../../../src/aws/resources.ts';
 import { SETTINGS } from '../../../src/config/settings.ts';
 import { DEFAULT_IDEMPOTENCY_TABLE, StackOptionsError } from '../lib/options.ts';
@@ -231,11 +231,11 @@ describe('the outbound events (bounce rewriting)', () => {
     assert.equal(props.EventDestination.Enabled, true);
     assert.deepEqual([...props.EventDestination.MatchingEventTypes].sort(), ['bounce', 'complaint', 'send']);
     const topicId = (props.EventDestination.SnsDestination.TopicARN as { Ref: string }).Ref;
-    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, topicNameForQueue(EVENTS_QUEUE));
+    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, notificationTopicName(EVENTS_QUEUE));
   });
 
   it('the topic lets only SES publish, for this configuration set in this account', () => {
-    const topicId = logicalIdWhere(SHARED, 'AWS::SNS::Topic', 'TopicName', topicNameForQueue(EVENTS_QUEUE));
+    const topicId = logicalIdWhere(SHARED, 'AWS::SNS::Topic', 'TopicName', notificationTopicName(EVENTS_QUEUE));
     const policies = resourcesOfType(SHARED, 'AWS::SNS::TopicPolicy').filter(
       ([, r]) => JSON.stringify(r.Properties.Topics) === JSON.stringify([{ Ref: topicId }]),
     );
@@ -256,7 +256,7 @@ describe('the outbound events (bounce rewriting)', () => {
   it('the events queue (OUTBOUND_EVENTS_QUEUE): its own dead-letter queue after MAX_RECEIVES, fed by that topic only', () => {
     const { queueId, dlqId } = assertQueueWithDeadLetterQueue(SHARED, EVENTS_QUEUE);
     const topicId = assertSubscribedToTopic(SHARED, queueId, dlqId);
-    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, topicNameForQueue(EVENTS_QUEUE));
+    assert.equal(SHARED.Resources[topicId]!.Properties.TopicName, notificationTopicName(EVENTS_QUEUE));
     assert.deepEqual(SHARED.Outputs.OutboundEventsQueueUrl!.Value, { Ref: queueId });
     assert.deepEqual(SHARED.Outputs.OutboundEventsDeadLetterQueueUrl!.Value, { Ref: dlqId });
     assert.equal(SHARED.Outputs.SesConfigurationSetName!.Value, CONFIGURATION_SET);
@@ -321,7 +321,7 @@ describe('per domain stack', () => {
     it(`${domain}: queue named by QUEUE_NAME_TEMPLATE, redriven to its dead-letter queue after MAX_RECEIVES, fed by its topic only`, () => {
       const { queueId, dlqId } = assertQueueWithDeadLetterQueue(json, queueNameOf(domain));
       const topicId = assertSubscribedToTopic(json, queueId, dlqId);
-      assert.equal(json.Resources[topicId]!.Properties.TopicName, topicNameForQueue(queueNameOf(domain)));
+      assert.equal(json.Resources[topicId]!.Properties.TopicName, notificationTopicName(queueNameOf(domain)));
     });
 
     it(`${domain}: bucket named by BUCKET_NAME_TEMPLATE; SES may write to it under AWS:SourceAccount, not AWS:SourceArn`, () => {
