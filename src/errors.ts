@@ -13,6 +13,8 @@ export type ErrorCode =
   | 'SES_MESSAGE_TOO_LARGE'
   /** SES may or may not have sent the mail (a 500, a timeout after the request went out): never resent. */
   | 'SES_OUTCOME_UNKNOWN'
+  /** SES refused to send because of the account or its setup (paused, not verified, access denied): not sent. */
+  | 'SES_DEPLOYMENT'
   | 'SMTP_TEMPORARY'
   | 'SMTP_PERMANENT'
   | 'SMTP_CONNECTION'

@@ -18,6 +18,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import nodemailer from 'nodemailer';
+import { DEFAULT_AWS_DEADLINES } from '../../src/aws/deadlines.ts';
 import { createAwsClients } from '../../src/aws/clients.ts';
 
 export interface FloorConfig {
@@ -34,6 +35,7 @@ const clients = createAwsClients({
   region: config.region,
   endpoints: { sqs: config.endpoints.sqs, s3: config.endpoints.s3 },
   s3ForcePathStyle: true,
+  deadlines: DEFAULT_AWS_DEADLINES,
 });
 const transport = nodemailer.createTransport({
   pool: true,

@@ -1,12 +1,11 @@
-import { Agent } from 'node:https';
-import { Agent as HttpAgent } from 'node:http';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SESv2Client } from '@aws-sdk/client-sesv2';
 import { SQSClient } from '@aws-sdk/client-sqs';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { AwsConfig } from '../config/config.ts';
+import { MAX_WAIT_TIME_SECONDS, longPollDeadlineMs } from './deadlines.ts';
+import { deadlineRequestHandler } from './request-handler.ts';
 
 export interface AwsClients {
   sqs: SQSClient;
@@ -21,15 +20,20 @@ export interface AwsClients {
  * client does not redirect calls to the QueueUrl's host, which emulators set to names that do not resolve.
  */
 export function createAwsClients(config: AwsConfig): AwsClients {
-  const requestHandler = new NodeHttpHandler({
-    httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 50 }),
-    httpsAgent: new Agent({ keepAlive: true, maxSockets: 50 }),
-    connectionTimeout: 5_000,
-    // Long polls hold a request open for up to 20 s; leave headroom above that.
-    requestTimeout: 60_000,
-  });
+  const { deadlines } = config;
+  const requestHandler = deadlineRequestHandler(deadlines, 50);
+  // A long poll is silent for up to its wait: the SQS connection's idle deadline leaves room for the longest.
+  const sqsHandler = deadlineRequestHandler(
+    deadlines,
+    50,
+    Math.max(deadlines.idleMs, longPollDeadlineMs(MAX_WAIT_TIME_SECONDS, deadlines)),
+  );
   const common = { region: config.region, requestHandler, maxAttempts: 3 };
-  const sqs = new SQSClient({ ...common, ...(config.endpoints.sqs && { endpoint: config.endpoints.sqs }) });
+  const sqs = new SQSClient({
+    ...common,
+    requestHandler: sqsHandler,
+    ...(config.endpoints.sqs && { endpoint: config.endpoints.sqs }),
+  });
   const s3 = new S3Client({
     ...common,
     forcePathStyle: config.s3ForcePathStyle,
@@ -58,6 +62,7 @@ export function createAwsClients(config: AwsConfig): AwsClients {
       sesv2.destroy();
       dynamo.destroy();
       requestHandler.destroy();
+      sqsHandler.destroy();
     },
   };
 }

@@ -2,15 +2,12 @@
  * The clients only `setup` and `doctor` need, beside the daemon's (aws/clients.ts): STS (who the caller is), SNS
  * (topics and subscriptions) and SES's v1 API (receipt rules exist only there). The daemon never builds them.
  */
-import { Agent as HttpAgent } from 'node:http';
-import { Agent } from 'node:https';
-
 import { SESClient } from '@aws-sdk/client-ses';
 import { SNSClient } from '@aws-sdk/client-sns';
 import { STSClient } from '@aws-sdk/client-sts';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 
 import type { AwsConfig } from '../config/config.ts';
+import { deadlineRequestHandler } from './request-handler.ts';
 
 export interface ControlClients {
   sts: STSClient;
@@ -25,17 +22,8 @@ export interface ControlClientOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
-/** Each call also gets its own deadline from the caller (an AbortSignal); these bound a single attempt. */
-const CONNECT_TIMEOUT_MS = 5_000;
-const REQUEST_TIMEOUT_MS = 30_000;
-
 export function createControlClients(config: AwsConfig, options: ControlClientOptions = {}): ControlClients {
-  const requestHandler = new NodeHttpHandler({
-    httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 10 }),
-    httpsAgent: new Agent({ keepAlive: true, maxSockets: 10 }),
-    connectionTimeout: CONNECT_TIMEOUT_MS,
-    requestTimeout: REQUEST_TIMEOUT_MS,
-  });
+  const requestHandler = deadlineRequestHandler(config.deadlines, 10);
   const common = {
     region: config.region,
     requestHandler,

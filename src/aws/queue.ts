@@ -9,6 +9,7 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
+import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs, type AwsDeadlines } from './deadlines.ts';
 
 export interface QueueMessage {
   messageId: string;
@@ -65,8 +66,15 @@ export interface QueueAttributes {
 }
 
 /** The SQS calls one domain poller makes. Kept small so tests and other transports can implement it. */
+export interface ReceiveOptions {
+  maxMessages: number;
+  waitTimeSeconds: number;
+  /** Ends the long poll early (shutdown); it then resolves with no messages. */
+  signal?: AbortSignal;
+}
+
 export interface MailQueue {
-  receive(options: { maxMessages: number; waitTimeSeconds: number }): Promise<QueueMessage[]>;
+  receive(options: ReceiveOptions): Promise<QueueMessage[]>;
   /** Deletes in batches of 10; returns the entries SQS did not delete. */
   deleteBatch(entries: readonly QueueEntry[]): Promise<QueueEntry[]>;
   changeVisibility(entry: QueueEntry, seconds: number): Promise<void>;
@@ -97,10 +105,15 @@ export async function resolveQueueUrl(
   }
 }
 
-export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
+export function createSqsQueue(
+  sqs: SQSClient,
+  url: string,
+  deadlines: AwsDeadlines = DEFAULT_AWS_DEADLINES,
+): MailQueue {
   return {
     url,
-    async receive({ maxMessages, waitTimeSeconds }) {
+    async receive({ maxMessages, waitTimeSeconds, signal }) {
+      if (signal?.aborted) return [];
       try {
         const result = await sqs.send(
           new ReceiveMessageCommand({
@@ -110,6 +123,10 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
             MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
             MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
           }),
+          {
+            requestTimeout: longPollDeadlineMs(waitTimeSeconds, deadlines),
+            ...(signal && { abortSignal: signal }),
+          },
         );
         return (result.Messages ?? []).flatMap((m): QueueMessage[] => {
           if (!m.MessageId || !m.ReceiptHandle) return [];
@@ -126,29 +143,31 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
           ];
         });
       } catch (error) {
+        if (signal?.aborted) return [];
         throw sqsError('ReceiveMessage', error);
       }
     },
     async deleteBatch(entries) {
-      const failed: QueueEntry[] = [];
-      for (let i = 0; i < entries.length; i += 10) {
-        const chunk = entries.slice(i, i + 10);
-        try {
-          const result = await sqs.send(
-            new DeleteMessageBatchCommand({
-              QueueUrl: url,
-              Entries: chunk.map((e, index) => ({ Id: String(index), ReceiptHandle: e.receiptHandle })),
-            }),
-          );
-          for (const f of result.Failed ?? []) {
-            const entry = chunk[Number(f.Id)];
-            if (entry) failed.push(entry);
+      // Batches go out side by side: one that hangs until its deadline holds up no other.
+      const failed = await Promise.all(
+        chunksOf(entries, 10).map(async (chunk) => {
+          try {
+            const result = await sqs.send(
+              new DeleteMessageBatchCommand({
+                QueueUrl: url,
+                Entries: chunk.map((e, index) => ({ Id: String(index), ReceiptHandle: e.receiptHandle })),
+              }),
+            );
+            return (result.Failed ?? []).flatMap((f) => {
+              const entry = chunk[Number(f.Id)];
+              return entry ? [entry] : [];
+            });
+          } catch {
+            return chunk;
           }
-        } catch {
-          failed.push(...chunk);
-        }
-      }
-      return failed;
+        }),
+      );
+      return failed.flat();
     },
     async changeVisibility(entry, seconds) {
       try {
@@ -164,23 +183,24 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
       }
     },
     async changeVisibilityBatch(entries, seconds) {
-      for (let i = 0; i < entries.length; i += 10) {
-        const chunk = entries.slice(i, i + 10);
-        try {
-          await sqs.send(
-            new ChangeMessageVisibilityBatchCommand({
-              QueueUrl: url,
-              Entries: chunk.map((e, index) => ({
-                Id: String(index),
-                ReceiptHandle: e.receiptHandle,
-                VisibilityTimeout: seconds,
-              })),
-            }),
-          );
-        } catch (error) {
-          throw sqsError('ChangeMessageVisibilityBatch', error);
-        }
-      }
+      await Promise.all(
+        chunksOf(entries, 10).map(async (chunk) => {
+          try {
+            await sqs.send(
+              new ChangeMessageVisibilityBatchCommand({
+                QueueUrl: url,
+                Entries: chunk.map((e, index) => ({
+                  Id: String(index),
+                  ReceiptHandle: e.receiptHandle,
+                  VisibilityTimeout: seconds,
+                })),
+              }),
+            );
+          } catch (error) {
+            throw sqsError('ChangeMessageVisibilityBatch', error);
+          }
+        }),
+      );
     },
     async attributes() {
       try {
@@ -225,6 +245,12 @@ export function createSqsQueue(sqs: SQSClient, url: string): MailQueue {
       }
     },
   };
+}
+
+function chunksOf<T>(items: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
+  return chunks;
 }
 
 function sqsError(operation: string, error: unknown): WorkerError {

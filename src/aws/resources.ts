@@ -169,8 +169,16 @@ export const DAEMON_PERMISSIONS: readonly IamPermission[] = [
     resource: 'domain-queue',
     why: 'visibility heartbeat and retry schedule',
   },
-  { action: 'sqs:GetQueueUrl', resource: 'dead-letter-queue', why: 'watch the dead letters (the DLQ gauges)' },
-  { action: 'sqs:GetQueueAttributes', resource: 'dead-letter-queue', why: 'dead letters waiting (the DLQ gauges)' },
+  {
+    action: 'sqs:GetQueueUrl',
+    resource: 'dead-letter-queue',
+    why: 'watch the dead letters (the DLQ gauges)',
+  },
+  {
+    action: 'sqs:GetQueueAttributes',
+    resource: 'dead-letter-queue',
+    why: 'dead letters waiting (the DLQ gauges)',
+  },
   {
     action: 'sqs:ReceiveMessage',
     resource: 'dead-letter-queue',

@@ -39,14 +39,22 @@ export interface SesSenderOptions {
   throttleBudgetMs?: number;
 }
 
-const PERMANENT = new Set([
-  'MessageRejected',
-  'MailFromDomainNotVerifiedException',
-  'BadRequestException',
-  'AccountSuspendedException',
+/**
+ * SES refusing because of the account or its setup, not the mail: paused or suspended sending, a MAIL FROM or identity
+ * not verified, a missing configuration set, access denied. Someone fixes it and the same mail then goes out.
+ */
+const DEPLOYMENT = new Set([
   'SendingPausedException',
+  'AccountSuspendedException',
+  'MailFromDomainNotVerifiedException',
   'NotFoundException',
+  'ConfigurationSetDoesNotExistException',
+  'AccessDeniedException',
+  'AccessDenied',
 ]);
+
+/** A verdict on the request itself: a bad parameter, or the content (MessageRejected). */
+const REJECTED = new Set(['MessageRejected', 'BadRequestException']);
 
 const THROTTLED = new Set([
   'ThrottlingException',
@@ -72,15 +80,28 @@ function rateThrottled(error: unknown): boolean {
   );
 }
 
+/**
+ * SES answers a send from an identity it has not verified with MessageRejected "Email address is not verified" (or
+ * "…identities failed the check…"): the setup, not the content.
+ */
+function identityNotVerified(name: string, message: unknown): boolean {
+  return (
+    name === 'MessageRejected' &&
+    typeof message === 'string' &&
+    /not verified|failed the check/i.test(message)
+  );
+}
+
 /** The connection was never made, so the request never reached SES. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /**
- * What an SES failure says about the mail: `not-sent` (SES refused to take it now: retrying is safe), `rejected`
- * (a verdict: never retried), or `unknown` (a 500, a timeout or reset after the request went out: SES may have
- * sent it, and a second send would be a second mail).
+ * What an SES failure says about the mail: `not-sent` (SES refused to take it now: retrying is safe), `deployment`
+ * (SES refused because of the account or its setup: not sent, retried once that is fixed), `rejected` (a verdict on
+ * this mail: never retried), or `unknown` (a 500, a timeout or reset after the request went out: SES may have sent
+ * it, and a second send would be a second mail).
  */
-export type SesFailure = 'not-sent' | 'rejected' | 'unknown';
+export type SesFailure = 'not-sent' | 'deployment' | 'rejected' | 'unknown';
 
 export function sesFailureKind(error: unknown): SesFailure {
   const e = (typeof error === 'object' && error !== null ? error : {}) as {
@@ -90,7 +111,8 @@ export function sesFailureKind(error: unknown): SesFailure {
   const name = awsErrorName(error) ?? '';
   const status = awsHttpStatus(error);
   if (THROTTLED.has(name) || status === 429 || status === 503) return 'not-sent';
-  if (PERMANENT.has(name)) return 'rejected';
+  if (DEPLOYMENT.has(name) || status === 403 || identityNotVerified(name, e.message)) return 'deployment';
+  if (REJECTED.has(name)) return 'rejected';
   if (status !== undefined) return status >= 500 ? 'unknown' : 'rejected';
   if (NOT_CONNECTED.has(String(e.code))) return 'not-sent';
   // @smithy/node-http-handler gives its connect timeout no code of its own, only this wording (and the name
@@ -146,6 +168,17 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
               await options.clock.sleep(backoffMs(failures - 1, 200, 5_000));
               continue;
             }
+          }
+          if (kind === 'deployment') {
+            throw new WorkerError(
+              'SES_DEPLOYMENT',
+              `SES refuses to send for this account: ${errorMessage(error)}`,
+              {
+                temporary: true,
+                ...(awsErrorName(error) && { awsCode: awsErrorName(error) }),
+                cause: error,
+              },
+            );
           }
           if (kind === 'unknown') {
             throw new WorkerError(

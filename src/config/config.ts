@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+import { awsDeadlines, type AwsDeadlines } from '../aws/deadlines.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
@@ -12,6 +13,7 @@ export interface AwsConfig {
   /** sts and sns are the operator commands' (doctor, setup); the daemon calls neither. */
   endpoints: { sqs?: string; s3?: string; ses?: string; dynamodb?: string; sns?: string; sts?: string };
   s3ForcePathStyle: boolean;
+  deadlines: AwsDeadlines;
 }
 
 export interface Config {
@@ -157,6 +159,10 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
         sts: read.url('AWS_ENDPOINT_URL_STS') ?? generic,
       },
       s3ForcePathStyle: read.bool('S3_FORCE_PATH_STYLE'),
+      deadlines: awsDeadlines(
+        read.int('AWS_CALL_TIMEOUT_MS', 500, 600_000),
+        read.int('AWS_IDLE_TIMEOUT_MS', 1_000, 600_000),
+      ),
     },
     queueNameTemplate: read.queueTemplate(),
     bucketNameTemplate: read.bucketTemplate(),

@@ -79,6 +79,16 @@ export const SETTINGS = {
     default: '0',
     help: "Forwards and auto-replies sent through SES per second, for the whole process; 0 = the account's MaxSendRate from SES GetAccount (14 when it cannot be read).",
   },
+  AWS_CALL_TIMEOUT_MS: {
+    group: 'AWS',
+    default: '10000',
+    help: 'Deadline of every AWS call but a long poll, to the first byte of its answer (a long poll gets WAIT_TIME_SECONDS on top); past it the call fails as a timeout and is retried where safe.',
+  },
+  AWS_IDLE_TIMEOUT_MS: {
+    group: 'AWS',
+    default: '30000',
+    help: 'An AWS connection on which no byte moves for this long is given up (large S3 bodies and SES uploads have no total deadline, only this one).',
+  },
   ALLOWED_TOPIC_ARNS: {
     group: 'AWS',
     default: '',

@@ -27,7 +27,7 @@ export async function openDomainQueue(
   logger: Logger,
 ): Promise<DomainQueue> {
   const name = queueNameFor(config.queueNameTemplate, domain);
-  const queue = createSqsQueue(sqs, await resolveQueueUrl(sqs, name));
+  const queue = createSqsQueue(sqs, await resolveQueueUrl(sqs, name), config.aws.deadlines);
   const attributes = await queue.attributes().catch(() => undefined);
   const visibilityTimeoutSeconds = attributes?.visibilityTimeoutSeconds ?? 30;
   return {

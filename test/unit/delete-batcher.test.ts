@@ -181,7 +181,7 @@ describe('DeleteBatcher', () => {
     assert.equal(flushed, true);
   });
 
-  it('sends one batch at a time, in the order the batches were made', async () => {
+  it('sends batches side by side: one whose call hangs holds up no later batch, and flush waits for all', async () => {
     const queue = new FakeQueue();
     let open: () => void = () => undefined;
     queue.gate = new Promise<void>((resolve) => {
@@ -190,10 +190,14 @@ describe('DeleteBatcher', () => {
     const batcher = new DeleteBatcher(queue, memoryLogger().logger, { lingerMs: 60_000 });
     for (const e of entries(0, 20)) batcher.add(e);
     await tick();
-    assert.deepEqual(queue.deleteCalls, [entries(0, 10)], 'the second batch waits for the first');
+    assert.deepEqual(queue.deleteCalls, [entries(0, 10), entries(10, 10)], 'the second batch did not wait');
+    let flushed = false;
+    const flushing = batcher.flush().then(() => (flushed = true));
+    await tick();
+    assert.equal(flushed, false, 'flush waits for the hanging batches');
     open();
-    await batcher.flush();
-    assert.deepEqual(queue.deleteCalls, [entries(0, 10), entries(10, 10)]);
+    await flushing;
+    assert.equal(flushed, true);
   });
 
   it('logs the message ids SQS failed to delete, once per batch', async () => {

@@ -6,8 +6,8 @@ import type { Clock } from '../../src/clock.ts';
 import { WorkerError } from '../../src/errors.ts';
 
 /** An AWS SDK v3 service error: `name` and `$metadata.httpStatusCode`. */
-function serviceError(name: string, status: number): Error {
-  return Object.assign(new Error(`${name} from SES`), { name, $metadata: { httpStatusCode: status } });
+function serviceError(name: string, status: number, message = `${name} from SES`): Error {
+  return Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status } });
 }
 
 /** What @smithy/node-http-handler rejects with when the network fails (no HTTP status). */
@@ -38,9 +38,23 @@ describe('sesFailureKind: did SES take the mail?', () => {
       ),
       'not-sent',
     ],
-    ['MessageRejected', serviceError('MessageRejected', 400), 'rejected'],
-    ['unverified identity', serviceError('MailFromDomainNotVerifiedException', 400), 'rejected'],
-    ['access denied', serviceError('AccessDeniedException', 403), 'rejected'],
+    ['MessageRejected (the content)', serviceError('MessageRejected', 400), 'rejected'],
+    ['a bad request', serviceError('BadRequestException', 400), 'rejected'],
+    ['sending paused', serviceError('SendingPausedException', 400), 'deployment'],
+    ['account suspended', serviceError('AccountSuspendedException', 400), 'deployment'],
+    ['MAIL FROM not verified', serviceError('MailFromDomainNotVerifiedException', 400), 'deployment'],
+    [
+      'identity not verified',
+      serviceError(
+        'MessageRejected',
+        400,
+        'Email address is not verified. The following identities failed the check in region US-EAST-1: a@x.test',
+      ),
+      'deployment',
+    ],
+    ['configuration set missing', serviceError('NotFoundException', 404), 'deployment'],
+    ['access denied', serviceError('AccessDeniedException', 403), 'deployment'],
+    ['any 403', serviceError('SignatureDoesNotMatch', 403), 'deployment'],
     ['500 InternalFailure', serviceError('InternalFailure', 500), 'unknown'],
     ['502 from a gateway', serviceError('BadGateway', 502), 'unknown'],
     [

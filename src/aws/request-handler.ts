@@ -1,0 +1,25 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { AwsDeadlines } from './deadlines.ts';
+
+/**
+ * An SDK request handler whose deadlines are enforced: `throwOnRequestTimeout` turns the request deadline into an
+ * error (without it @smithy/node-http-handler only logs a warning), and `socketTimeout` gives up a connection that
+ * goes silent at any point, a body's transfer included. `idleMs` overrides the deadlines' idle time for a client
+ * whose calls legitimately wait longer (SQS long polls).
+ */
+export function deadlineRequestHandler(
+  deadlines: AwsDeadlines,
+  maxSockets: number,
+  idleMs: number = deadlines.idleMs,
+): NodeHttpHandler {
+  return new NodeHttpHandler({
+    httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+    httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
+    connectionTimeout: deadlines.connectMs,
+    requestTimeout: deadlines.callMs,
+    throwOnRequestTimeout: true,
+    socketTimeout: idleMs,
+  });
+}
