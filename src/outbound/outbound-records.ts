@@ -1,4 +1,5 @@
 import { BatchWriteCommand, UpdateCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { tableSpec } from '../aws/resources.ts';
 import { callDynamo } from '../aws/tables.ts';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
@@ -22,6 +23,8 @@ export interface OutboundRecords {
   write(events: readonly OutboundEvent[], signal?: AbortSignal): Promise<Array<WorkerError | undefined>>;
 }
 
+/** The attribute DynamoDB's TTL deletes by (src/aws/resources.ts: setup, doctor and the AWS app agree on it). */
+const TTL_ATTRIBUTE = tableSpec('outbound').ttlAttribute ?? 'expires_at';
 /** BatchWriteItem takes 25 requests. */
 const BATCH_WRITE_MAX = 25;
 /** Retries of UnprocessedItems (throttling) within one write; what is still left waits for the queue's retry. */
@@ -47,8 +50,8 @@ export function createOutboundRecords(
       original_source: event.source,
       destinations: event.destinations,
       recorded_at: new Date(now).toISOString(),
-      // The table's TTL attribute: DynamoDB deletes the record by itself once this (epoch seconds) has passed.
-      expires_at: Math.floor(now / 1000) + options.retentionDays * 86_400,
+      // DynamoDB deletes the record by itself once this (epoch seconds) has passed.
+      [TTL_ATTRIBUTE]: Math.floor(now / 1000) + options.retentionDays * 86_400,
       ...(event.sentAt !== undefined && { sent_at: event.sentAt }),
     };
   }
