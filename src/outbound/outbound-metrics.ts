@@ -46,6 +46,10 @@ export function createOutboundMetrics(registry: Registry): OutboundMetrics {
     labelNames: ['state'] as const,
     registers: [registry],
   });
+  // The series of what normally happens exist from the start, at 0: a dashboard or alert then reads 0, not "no
+  // data", and the first event is an increase.
+  for (const type of ['send', 'bounce', 'complaint'] as const)
+    for (const outcome of ['recorded', 'failed'] as const) events.inc({ type, outcome }, 0);
   const setState = (current: ConsumerState) => {
     for (const s of CONSUMER_STATES) state.set({ state: s }, s === current ? 1 : 0);
   };
