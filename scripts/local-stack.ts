@@ -6,7 +6,9 @@
  * creates what `unified-worker setup` creates with its own code (tables, queues, buckets and their policies, topics
  * and subscriptions, receipt rules, the SES identity, the configuration set), seeds demo rules, starts the built
  * daemon (`node dist/unified-worker.js`) as a child process pointed at all of that, and injects a demo mail with
- * `unified-worker inject`'s code (raw MIME in S3, SNS-enveloped notification on the domain's queue).
+ * `unified-worker inject`'s code (raw MIME in S3, SNS-enveloped notification on the domain's queue). SES's sending
+ * events and bounces are emulated too (scripts/local-outbound.ts): the demo also sends a mail out through SES as
+ * alice, to SES's mailbox simulator address that bounces, and the bounce comes back rewritten.
  *
  * It writes the settings it gave the daemon to `<mail-dir>/local-stack.env`, so every command runs against the
  * stack with `node --env-file=local-mail/local-stack.env dist/unified-worker.js <command>`, and
@@ -50,6 +52,13 @@ import {
   type RecordedSesMail,
   type TestStack,
 } from '../test/harness/emulators.ts';
+import {
+  rewrittenBounce,
+  sendOutboundDemo,
+  SIMULATOR_BOUNCE,
+  startLocalOutbound,
+  type LocalOutbound,
+} from './local-outbound.ts';
 import {
   DEFAULT_MAIL_DIR,
   ENV_FILE,
@@ -105,6 +114,8 @@ interface Landing {
   recipient: string;
   from: string;
   file: string;
+  /** An SES bounce the worker rewrote: its new From and Reply-To. */
+  rewrittenBounce?: string;
 }
 
 function mailboxDir(mailDir: string, recipient: string): string {
@@ -131,7 +142,14 @@ async function storeMail(
     const file = path.join(dir, `${stamp}-${String(fileCounter).padStart(4, '0')}-${route}.eml`);
     const trace = route === 'ses' ? '' : `Return-Path: <${from}>\r\nDelivered-To: ${recipient}\r\n`;
     await writeFile(file, Buffer.concat([Buffer.from(trace, 'utf8'), raw]));
-    landings.push({ route, recipient, from, file });
+    const rewritten = route === 'ses' ? undefined : rewrittenBounce(raw);
+    landings.push({
+      route,
+      recipient,
+      from,
+      file,
+      ...(rewritten !== undefined && { rewrittenBounce: rewritten }),
+    });
   }
   return landings;
 }
@@ -464,6 +482,31 @@ async function waitForOk(url: string, timeoutMs: number): Promise<boolean> {
   }
 }
 
+/**
+ * Sends a mail out through SES as `user` (as docker-mailserver's relay would) to the simulator's bounce address and
+ * waits for the worker to deliver SES's bounce of it rewritten; the summary line says what happened.
+ */
+async function bounceDemo(
+  clients: AwsClients,
+  config: Config,
+  user: string,
+  landings: readonly Landing[],
+): Promise<string> {
+  const id = await sendOutboundDemo(clients, config, user);
+  const deadline = Date.now() + 15_000;
+  let landing: Landing | undefined;
+  while (
+    !(landing = landings.find((l) => l.recipient === user && l.rewrittenBounce)) &&
+    Date.now() < deadline
+  )
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  const sent = `${user} -> ${SIMULATOR_BOUNCE} through SES (SES message ${id ?? '?'})`;
+  return landing
+    ? `  Bounce demo:  ${sent}: recorded from SES's Send event;\n` +
+        `                its bounce was delivered rewritten: ${landing.rewrittenBounce}\n`
+    : `  Bounce demo:  ${sent}: no rewritten bounce within 15 s (see the [worker] lines)\n`;
+}
+
 async function main(): Promise<void> {
   const t0 = performance.now();
   // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README, not on every run.
@@ -499,6 +542,12 @@ async function main(): Promise<void> {
       `[mail]   ${landing.recipient} <- ${landing.from || '<>'} via ${ROUTE_TEXT[landing.route]}\n` +
         `         ${path.relative(process.cwd(), landing.file)}`,
     );
+    if (landing.rewrittenBounce) {
+      console.log(
+        `[bounce] ${landing.recipient} got SES's bounce rewritten for the real failed recipient: ` +
+          `${landing.rewrittenBounce} (was From MAILER-DAEMON@amazonses.com)`,
+      );
+    }
   };
 
   const stack = await startStack();
@@ -527,6 +576,16 @@ async function main(): Promise<void> {
   );
   if (setup.some((i) => i.outcome === 'failed')) throw new Error('setup failed: see the [setup] lines');
   await seedDemoRules(clients, config, first);
+  const outbound: LocalOutbound | undefined = await startLocalOutbound(
+    stack,
+    { config, clients },
+    (message) => console.log(`[ses]    ${message}`),
+  );
+  console.log(
+    outbound
+      ? `[setup]  created: ${outbound.description}`
+      : '[setup]  no SES events: OUTBOUND_EVENTS_QUEUE or SES_CONFIGURATION_SET is none',
+  );
 
   const child: ChildProcess = spawn(
     process.execPath,
@@ -573,6 +632,7 @@ async function main(): Promise<void> {
         await exited;
         clearTimeout(timer);
       }
+      outbound?.stop();
       await stopSesWatch();
       await Promise.all(sinks.map((s) => s.stop()));
       await stack.stop();
@@ -640,6 +700,7 @@ async function main(): Promise<void> {
     const audit = await waitForAudit(stack.s3, put?.bucket ?? '', put?.key ?? '', 15_000);
     await new Promise((resolve) => setTimeout(resolve, 300));
     demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put?.bucket}/${put?.key})\n`;
+    if (outbound) demoLine += await bounceDemo(clients, config, `alice@${first}`, landings);
   }
   if (stopping) return;
   // /ready turns 200 once every domain's first ReceiveMessage returned (at the latest after WAIT_TIME_SECONDS)
@@ -659,6 +720,8 @@ ${demoLine}  Mail lands:   ${rel}/<recipient>/*.eml  (${landings.length} file(s)
   Send more:    npm run local:send -- --to alice@${first} --subject Hi
                 (forward demo: fwd@${first}; out-of-office demo: ooo@${first};
                  blocked sender: --from x@spam.test --to alice@${first}; unknown user: nobody@${first})
+  Bounces:      mail sent through SES (${state.env.AWS_ENDPOINT_URL_SES ?? 'the SES endpoint'}) with configuration set
+                ${config.sesConfigurationSet || '(none)'} to ${SIMULATOR_BOUNCE} bounces back to its sender, rewritten
   Stop:         Ctrl-C
 ================================================================================================`);
 }

@@ -43,8 +43,9 @@ export const TABLES: readonly TableSpec[] = [
     role: 'outbound',
     setting: 'OUTBOUND_TABLE',
     partitionKey: 'MessageId',
-    writtenByDaemon: false,
-    purpose: 'mail sent out through SES, to rewrite its bounces',
+    ttlAttribute: 'expires_at',
+    writtenByDaemon: true,
+    purpose: 'mail sent out through SES (recorded from its sending events), to rewrite its bounces',
   },
   {
     role: 'oooState',

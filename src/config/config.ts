@@ -31,6 +31,8 @@ export interface Config {
   sesConfigurationSet: string;
   /** Queue of SES sending events recorded in the outbound table; '' when not consumed (OUTBOUND_EVENTS_QUEUE=none). */
   outboundEventsQueue: string;
+  /** Days an outbound record is kept before DynamoDB's TTL removes it. */
+  outboundRetentionDays: number;
   smtp: {
     host: string;
     port: number;
@@ -172,6 +174,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     },
     sesConfigurationSet: read.optionalName('SES_CONFIGURATION_SET'),
     outboundEventsQueue: read.optionalName('OUTBOUND_EVENTS_QUEUE'),
+    outboundRetentionDays: read.int('OUTBOUND_RETENTION_DAYS', 1, 365),
     smtp: {
       host: read.string('SMTP_HOST'),
       port: read.port('SMTP_PORT'),
@@ -253,6 +256,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
         throw new ConfigError('ALLOWED_MAIL_BUCKETS', `"${name}" is not an S3 bucket name`);
     }
   }
+  checkOutboundNames(config);
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
     throw new ConfigError(
       'IN_FLIGHT_BYTES',
@@ -260,6 +264,31 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     );
   }
   return deepFreeze(config);
+}
+
+/**
+ * SES names a configuration set with up to 64 letters, digits, `_` and `-`; an SQS queue name is up to 80 of them.
+ * The events queue is fed by a standard SNS topic, which cannot deliver to a FIFO queue.
+ */
+function checkOutboundNames(config: Pick<Config, 'sesConfigurationSet' | 'outboundEventsQueue'>): void {
+  if (config.sesConfigurationSet && !/^[A-Za-z0-9_-]{1,64}$/.test(config.sesConfigurationSet)) {
+    throw new ConfigError(
+      'SES_CONFIGURATION_SET',
+      `"${config.sesConfigurationSet}" is not a configuration set name (1..64 letters, digits, _ and -), or none`,
+    );
+  }
+  if (config.outboundEventsQueue.endsWith('.fifo')) {
+    throw new ConfigError(
+      'OUTBOUND_EVENTS_QUEUE',
+      'must be a standard queue: the SNS topic of SES events cannot deliver to a FIFO queue',
+    );
+  }
+  if (config.outboundEventsQueue && !/^[A-Za-z0-9_-]{1,80}$/.test(config.outboundEventsQueue)) {
+    throw new ConfigError(
+      'OUTBOUND_EVENTS_QUEUE',
+      `"${config.outboundEventsQueue}" is not an SQS queue name (1..80 letters, digits, _ and -), or none`,
+    );
+  }
 }
 
 const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;

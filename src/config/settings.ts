@@ -137,7 +137,12 @@ export const SETTINGS = {
   OUTBOUND_TABLE: {
     group: 'Tables',
     default: 'ses-outbound-messages',
-    help: 'DynamoDB table of mail sent via SES.',
+    help: 'DynamoDB table of mail sent out through SES (key MessageId, TTL attribute expires_at), written from OUTBOUND_EVENTS_QUEUE and read to rewrite bounces.',
+  },
+  OUTBOUND_RETENTION_DAYS: {
+    group: 'Tables',
+    default: '30',
+    help: 'Days a record of OUTBOUND_TABLE is kept (its expires_at); a bounce arriving later is delivered unchanged (1..365).',
   },
   OOO_STATE_TABLE: {
     group: 'Tables',

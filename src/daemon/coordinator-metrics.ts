@@ -1,4 +1,5 @@
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { createOutboundMetrics, type OutboundMetrics } from '../outbound/outbound-metrics.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
 import { readBuildInfo } from './build-info.ts';
 import type { MetricsSnapshot } from './protocol.ts';
@@ -13,6 +14,8 @@ export interface CoordinatorMetrics {
   /** Reads the SES pacer's state at each scrape. */
   sesPacer(read: () => { rate: number; waiting: number }): void;
   sesThrottled(): void;
+  /** The outbound events consumer's (it runs in the main thread). */
+  outbound: OutboundMetrics;
   /** The main registry merged with the threads' snapshots: counters and histograms summed per label set. */
   render(threadSnapshots: readonly MetricsSnapshot[]): Promise<string>;
 }
@@ -114,8 +117,10 @@ export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections:
       this.set(maxConnections);
     },
   });
+  const outbound = createOutboundMetrics(registry);
   return {
     registry,
+    outbound,
     pollerRestarted: (domain) => restarts.inc({ domain }),
     pollerUp: (domain, isUp) => up.set({ domain }, isUp ? 1 : 0),
     httpError: (server, reason) => httpErrors.inc({ server, reason }),

@@ -1,5 +1,6 @@
 import type { Config } from '../config/config.ts';
 import { createLogger, type Logger } from '../log/logger.ts';
+import { createOutboundEvents } from '../outbound/outbound-service.ts';
 import { createPooledDelivery } from '../smtp/transport.ts';
 import { createCoordinatorMetrics, type CoordinatorMetrics } from './coordinator-metrics.ts';
 import { evaluateHealth, staleBoundMs, type HealthReport } from './health.ts';
@@ -57,6 +58,8 @@ export async function startDaemon(
   sesPacer.start();
 
   const staleAfterMs = staleBoundMs(config.poll.waitTimeSeconds);
+  // One consumer of SES sending events per process, not per domain: the events queue is the deployment's.
+  const outbound = createOutboundEvents(config, logger, metrics.outbound);
   const health = (): HealthReport =>
     evaluateHealth({
       domains: pollers.healthInputs(),
@@ -65,6 +68,7 @@ export async function startDaemon(
       staleAfterMs,
       draining: pollers.isDraining,
       mailServerOk: mailServer.ok,
+      outboundEvents: outbound.status(),
     });
   const hooks = process.env.UNSAFE_TEST_HOOKS === 'true' ? debugHooks(pollers) : undefined;
   let servers: { health: RunningServer; metrics: RunningServer };
@@ -91,6 +95,7 @@ export async function startDaemon(
   }
   logStarted(config, logger, servers);
   pollers.start();
+  outbound.start();
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
@@ -99,7 +104,10 @@ export async function startDaemon(
         { graceSeconds: config.shutdownGraceSeconds },
         'shutting down: draining in-flight messages',
       );
-      await pollers.stop(config.shutdownGraceSeconds);
+      await Promise.all([
+        pollers.stop(config.shutdownGraceSeconds),
+        outbound.stop(config.shutdownGraceSeconds * 1000),
+      ]);
       mailServer.stop();
       sesPacer.stop();
       await delivery.close();
@@ -157,6 +165,8 @@ function logStarted(
       healthPort: servers.health.port,
       metricsPort: servers.metrics.port,
       protocol: config.smtp.protocol,
+      sesConfigurationSet: config.sesConfigurationSet || 'none',
+      outboundEventsQueue: config.outboundEventsQueue || 'none',
     },
     'unified-worker started',
   );

@@ -1,3 +1,4 @@
+import type { OutboundConsumerStatus } from '../outbound/outbound-consumer.ts';
 import type { DomainStatus } from './protocol.ts';
 
 export interface DomainHealthInput {
@@ -14,6 +15,8 @@ export interface HealthInput {
   staleAfterMs: number;
   draining: boolean;
   mailServerOk: boolean;
+  /** The SES sending events consumer; shown, but not part of readiness: delivery does not depend on it. */
+  outboundEvents?: OutboundConsumerStatus;
 }
 
 export interface HealthReport {
@@ -27,6 +30,7 @@ export interface HealthReport {
     ready: boolean;
     draining: boolean;
     mailServer: 'up' | 'down';
+    outboundEvents?: OutboundConsumerStatus;
     domains: Array<{
       domain: string;
       /** `degraded`: the mail server refuses the domain's mail as misconfigured (`degradedReason`: its reply). */
@@ -78,6 +82,7 @@ export function evaluateHealth(input: HealthInput): HealthReport {
       ready,
       draining: input.draining,
       mailServer: input.mailServerOk ? 'up' : 'down',
+      ...(input.outboundEvents && { outboundEvents: input.outboundEvents }),
       domains,
     },
   };

@@ -32,6 +32,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { SESv2Client } from '@aws-sdk/client-sesv2';
+import { SNSClient } from '@aws-sdk/client-sns';
 import { buildApp, type BuildAppOptions } from 'fauxqs';
 import { TABLES } from '../../src/aws/resources.ts';
 import { serveBucketPolicies, type HookableServer } from './s3-bucket-policy.ts';
@@ -272,6 +273,8 @@ export interface RecordedSesMail {
   destinations: string[];
   /** v2 `FromEmailAddress` / v1 `Source`, when given. */
   from?: string;
+  /** v2 / v1 `ConfigurationSetName`, when given: SES publishes the send's events to that set's destinations. */
+  configurationSet?: string;
   /** SES message id the emulator answered with. */
   messageId?: string;
   /** `Date.now()` when the emulator accepted it. */
@@ -309,6 +312,11 @@ export interface SesHandle {
   failNext(count: number, fault: SesFault): void;
   /** Resolves once at least `count` mails were recorded. */
   waitForSent(count: number, timeoutMs?: number): Promise<RecordedSesMail[]>;
+  /**
+   * Runs `listener` for every raw mail the emulator accepted, before the sender gets its answer (SES publishes a
+   * send's events while it answers; test/harness/ses-outbound.ts publishes them this way). Returns a remover.
+   */
+  onSent(listener: (mail: RecordedSesMail) => Promise<void>): () => void;
   stop(): Promise<void>;
 }
 
@@ -360,6 +368,9 @@ function parseSendRequest(req: http.IncomingMessage, body: Buffer): ParsedSend |
           ...stringArray(destination.BccAddresses),
         ],
         ...(typeof json.FromEmailAddress === 'string' ? { from: json.FromEmailAddress } : {}),
+        ...(typeof json.ConfigurationSetName === 'string'
+          ? { configurationSet: json.ConfigurationSetName }
+          : {}),
       },
     };
   }
@@ -378,6 +389,7 @@ function parseSendRequest(req: http.IncomingMessage, body: Buffer): ParsedSend |
       destinations.push(member);
     }
     const source = form.get('Source');
+    const configurationSet = form.get('ConfigurationSetName');
     return {
       api: 'v1',
       record: {
@@ -385,6 +397,7 @@ function parseSendRequest(req: http.IncomingMessage, body: Buffer): ParsedSend |
         raw: Buffer.from(data, 'base64'),
         destinations,
         ...(source !== null ? { from: source } : {}),
+        ...(configurationSet !== null ? { configurationSet } : {}),
       },
     };
   }
@@ -453,6 +466,7 @@ export async function startSes(): Promise<SesHandle> {
   const faults: SesFault[] = [];
   const sentListeners = new Set<() => void>();
   const control = createSesControlPlane();
+  const sentHooks = new Set<(mail: RecordedSesMail) => Promise<void>>();
   let sendAttempts = 0;
 
   function forward(
@@ -506,8 +520,19 @@ export async function startSes(): Promise<SesHandle> {
     const upstreamRes = await forward(req, body);
     if (send?.record && upstreamRes.status >= 200 && upstreamRes.status < 300) {
       const messageId = extractMessageId(send.api, upstreamRes.body);
-      sent.push({ ...send.record, ...(messageId !== undefined ? { messageId } : {}), at: Date.now() });
+      const mail: RecordedSesMail = {
+        ...send.record,
+        ...(messageId !== undefined ? { messageId } : {}),
+        at: Date.now(),
+      };
+      sent.push(mail);
       for (const listener of sentListeners) listener();
+      // The mail was accepted: a failing hook (an event that could not be published) does not fail the send.
+      for (const hook of sentHooks) {
+        await hook(mail).catch((err: unknown) =>
+          console.error(`test harness SES proxy: a send hook failed: ${String(err)}`),
+        );
+      }
     }
     res.writeHead(upstreamRes.status, upstreamRes.headers);
     res.end(upstreamRes.body);
@@ -542,6 +567,10 @@ export async function startSes(): Promise<SesHandle> {
     },
     failNext(count, fault) {
       for (let i = 0; i < count; i++) faults.push({ ...fault });
+    },
+    onSent(listener) {
+      sentHooks.add(listener);
+      return () => sentHooks.delete(listener);
     },
     waitForSent(count, timeoutMs = 5000) {
       if (sent.length >= count) return Promise.resolve(sent.slice());
@@ -620,6 +649,8 @@ export interface TestStack {
   /** The low-level client under `ddb`, for control-plane calls and raw attribute values. */
   readonly dynamodb: DynamoDBClient;
   readonly sesv2: SESv2Client;
+  /** SNS of fauxqs: topics whose SQS subscriptions deliver the SNS envelope (or the bare message, raw delivery). */
+  readonly sns: SNSClient;
   /** Table names, when `tables` was requested. */
   readonly tables?: TableNames;
   /** Queues created from `domains`, keyed by domain. */
@@ -688,6 +719,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
   const dynamodb = new DynamoDBClient(clientConfig(dynalite.endpoint, agent));
   const ddb = DynamoDBDocumentClient.from(dynamodb, { marshallOptions: { removeUndefinedValues: true } });
   const sesv2 = new SESv2Client(clientConfig(ses.endpoint, agent));
+  const sns = new SNSClient(clientConfig(fauxqs.endpoint, agent));
 
   const env: Record<string, string> = {
     AWS_REGION: TEST_REGION,
@@ -706,7 +738,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopped ??= (async () => {
-      for (const client of [sqs, s3, dynamodb, sesv2]) client.destroy();
+      for (const client of [sqs, s3, dynamodb, sesv2, sns]) client.destroy();
       agent.destroy();
       await Promise.all([fauxqs.stop(), dynalite.stop(), ses.stop()]);
     })());
@@ -743,6 +775,7 @@ export async function startStack(options: StackOptions = {}): Promise<TestStack>
       ddb,
       dynamodb,
       sesv2,
+      sns,
       ...(tables ? { tables } : {}),
       queues,
       env,

@@ -5,7 +5,8 @@
  */
 import { Writable } from 'node:stream';
 import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
-import type { Clock } from '../../src/clock.ts';
+import { nameConfigurationSet } from '../../src/aws/ses-configuration-set.ts';
+import { systemClock, type Clock } from '../../src/clock.ts';
 import { buildConfig, type Config } from '../../src/config/config.ts';
 import { startDomainRuntime, type DomainRuntime } from '../../src/daemon/domain-runtime.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -145,6 +146,10 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
     }),
   });
   const clients: AwsClients = createAwsClients(config.aws);
+  // As the poller thread does (src/daemon/poller-thread.ts).
+  if (config.sesConfigurationSet) {
+    nameConfigurationSet(clients.sesv2, config.sesConfigurationSet, { clock: systemClock, logger });
+  }
   const delivery: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
   const metrics = createPipelineMetrics();
   const runtimes = new Map<string, DomainRuntime>();

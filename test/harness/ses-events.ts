@@ -4,7 +4,8 @@
  * them and adds what only tests need:
  *
  * - the setup notification SES publishes when a receipt rule is saved;
- * - a one-call `putMail` that stores a mail and enqueues its notification in one of the three shapes.
+ * - a one-call `putMail` that stores a mail and enqueues its notification in one of the three shapes;
+ * - SES's bounce DSN, and the sending events (send, bounce, complaint) a configuration set publishes.
  */
 import { CreateBucketCommand, HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
@@ -12,6 +13,8 @@ import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk
 import {
   DEFAULT_ACCOUNT_ID,
   DEFAULT_TOPIC_ARN,
+  commonHeadersFrom,
+  headersFromMime,
   sesMessageId,
   sesNotification,
   snsEnvelope,
@@ -85,6 +88,107 @@ export function sesBounceDsn(input: {
       '',
     ].join('\r\n'),
   );
+}
+
+/** SES event types of a configuration set's event destination (`eventType`). */
+export type SesSendingEventType = 'Send' | 'Bounce' | 'Complaint' | 'Delivery' | 'Reject';
+
+/** Input of {@link sesSendingEvent}. */
+export interface SesSendingEventInput {
+  type: SesSendingEventType;
+  /** SES's id of the sent mail (`mail.messageId`). */
+  messageId: string;
+  /** `mail.source`: the sender (FromEmailAddress, or the From of a raw send without one). */
+  source: string;
+  /** `mail.destination`. */
+  destinations: readonly string[];
+  /** The mail as sent: `mail.headers` and `mail.commonHeaders` are read from it. */
+  raw?: Buffer;
+  configurationSet?: string;
+  /** A bounce's `bouncedRecipients` (default: every destination). */
+  bounced?: readonly string[];
+  /** A complaint's `complainedRecipients` (default: the first destination). */
+  complained?: readonly string[];
+  /** `mail.timestamp` (default now). */
+  sentAt?: Date;
+}
+
+/**
+ * The record SES publishes for an event of a send through a configuration set with an SNS destination (the SNS
+ * `Message`), shaped like
+ * https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html.
+ */
+export function sesSendingEvent(input: SesSendingEventInput): Record<string, unknown> {
+  const now = new Date();
+  const headers = input.raw ? headersFromMime(input.raw) : [];
+  const fromDomain = input.source.replace(/^.*@/, '').replace(/>.*$/, '');
+  const mail = {
+    timestamp: (input.sentAt ?? now).toISOString(),
+    source: input.source,
+    sourceArn: `arn:aws:ses:us-east-1:${DEFAULT_ACCOUNT_ID}:identity/${fromDomain}`,
+    sendingAccountId: DEFAULT_ACCOUNT_ID,
+    messageId: input.messageId,
+    destination: [...input.destinations],
+    headersTruncated: false,
+    headers,
+    commonHeaders: commonHeadersFrom(headers),
+    tags: {
+      ...(input.configurationSet !== undefined && { 'ses:configuration-set': [input.configurationSet] }),
+      'ses:source-ip': ['192.0.2.10'],
+      'ses:from-domain': [fromDomain],
+      'ses:caller-identity': ['unified-worker-test'],
+    },
+  };
+  const feedback = { timestamp: now.toISOString(), feedbackId: `${sesMessageId()}-000000` };
+  switch (input.type) {
+    case 'Send':
+      return { eventType: 'Send', mail, send: {} };
+    case 'Bounce':
+      return {
+        eventType: 'Bounce',
+        bounce: {
+          bounceType: 'Permanent',
+          bounceSubType: 'General',
+          bouncedRecipients: (input.bounced ?? input.destinations).map((emailAddress) => ({
+            emailAddress,
+            action: 'failed',
+            status: '5.1.1',
+            diagnosticCode: 'smtp; 550 5.1.1 user unknown',
+          })),
+          reportingMTA: 'dsn; a1-2.smtp-out.amazonses.com',
+          ...feedback,
+        },
+        mail,
+      };
+    case 'Complaint':
+      return {
+        eventType: 'Complaint',
+        complaint: {
+          complainedRecipients: (input.complained ?? input.destinations.slice(0, 1)).map((emailAddress) => ({
+            emailAddress,
+          })),
+          complaintFeedbackType: 'abuse',
+          userAgent: 'ExampleCorp Feedback Loop (V0.01)',
+          arrivalDate: now.toISOString(),
+          ...feedback,
+        },
+        mail,
+      };
+    case 'Delivery':
+      return {
+        eventType: 'Delivery',
+        delivery: {
+          timestamp: now.toISOString(),
+          processingTimeMillis: 540,
+          recipients: [...input.destinations],
+          smtpResponse: '250 2.6.0 Message received',
+          reportingMTA: 'a1-2.smtp-out.amazonses.com',
+        },
+        mail,
+      };
+    case 'Reject':
+      return { eventType: 'Reject', reject: { reason: 'Bad content' }, mail };
+  }
 }
 
 /** Options of {@link sesSetupNotification}. */

@@ -225,7 +225,7 @@ describe('setup', () => {
     assert.match(run.stderr, /^setup: waiting for table email-rules to become ACTIVE \(at most 120 s\)$/m);
     assert.match(run.stderr, /^setup: table email-rules is ACTIVE after 0 s$/m);
     // dynalite has no UpdateTimeToLive: said, not failed.
-    for (const name of ['email-ooo-replies', 'email-worker-idempotency']) {
+    for (const name of ['ses-outbound-messages', 'email-ooo-replies', 'email-worker-idempotency']) {
       const table = items.find((i) => i.name === name);
       assert.match(
         table?.warnings.join() ?? '',

@@ -405,6 +405,40 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
   });
 });
 
+describe('the outbound settings: configuration set, events queue, retention', () => {
+  it('defaults: the set and queue the AWS app creates, 30 days', () => {
+    const config = build({});
+    assert.equal(config.sesConfigurationSet, 'unified-worker');
+    assert.equal(config.outboundEventsQueue, 'ses-outbound-events');
+    assert.equal(config.outboundRetentionDays, 30);
+  });
+
+  it('none switches the configuration set and the consumer off', () => {
+    const config = build({ SES_CONFIGURATION_SET: 'none', OUTBOUND_EVENTS_QUEUE: 'NONE' });
+    assert.equal(config.sesConfigurationSet, '');
+    assert.equal(config.outboundEventsQueue, '');
+  });
+
+  it('rejects a configuration set name SES would refuse', () => {
+    rejects({ SES_CONFIGURATION_SET: 'my set' }, 'SES_CONFIGURATION_SET', /not a configuration set name/);
+    rejects({ SES_CONFIGURATION_SET: 'x'.repeat(65) }, 'SES_CONFIGURATION_SET');
+    assert.equal(build({ SES_CONFIGURATION_SET: 'Prod_set-2' }).sesConfigurationSet, 'Prod_set-2');
+  });
+
+  it('rejects an events queue SQS would refuse, and a FIFO queue SNS cannot feed', () => {
+    rejects({ OUTBOUND_EVENTS_QUEUE: 'events.fifo' }, 'OUTBOUND_EVENTS_QUEUE', /standard queue/);
+    rejects({ OUTBOUND_EVENTS_QUEUE: 'a/b' }, 'OUTBOUND_EVENTS_QUEUE', /not an SQS queue name/);
+    rejects({ OUTBOUND_EVENTS_QUEUE: 'q'.repeat(81) }, 'OUTBOUND_EVENTS_QUEUE');
+  });
+
+  it('takes a retention of 1..365 whole days', () => {
+    assert.equal(build({ OUTBOUND_RETENTION_DAYS: '1' }).outboundRetentionDays, 1);
+    assert.equal(build({ OUTBOUND_RETENTION_DAYS: '365' }).outboundRetentionDays, 365);
+    for (const value of ['0', '366', '1.5', 'week'])
+      rejects({ OUTBOUND_RETENTION_DAYS: value }, 'OUTBOUND_RETENTION_DAYS');
+  });
+});
+
 describe('loadConfig', () => {
   it('--domains wins over DOMAINS', () => {
     const request = loadConfig(['--domains', 'a.example,b.example'], { DOMAINS: 'c.example' });

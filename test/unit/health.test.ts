@@ -46,6 +46,17 @@ describe('evaluateHealth', () => {
     });
   });
 
+  it('shows the SES events consumer without making it part of health or readiness', () => {
+    for (const state of ['queue-missing', 'failing', 'off'] as const) {
+      const outboundEvents = { state, queue: 'ses-outbound-events', lastError: 'queue does not exist' };
+      const report = evaluateHealth(input([polling('a.test')], { outboundEvents }));
+      assert.equal(report.healthy, true, state);
+      assert.equal(report.ready, true, state);
+      assert.deepEqual(report.body.outboundEvents, outboundEvents);
+    }
+    assert.equal(evaluateHealth(input([polling('a.test')])).body.outboundEvents, undefined);
+  });
+
   it('is unhealthy when a poller is dead or restarting', () => {
     for (const state of ['dead', 'restarting'] as const) {
       const report = evaluateHealth(
