@@ -38,10 +38,7 @@ export async function setupOutboundEvents(context: SetupContext): Promise<SetupI
   try {
     existing = await findSendDestination(context, set);
   } catch (error) {
-    return [
-      ...items,
-      failed(item('event destination', OUTBOUND_EVENT_DESTINATION), describeError(error)),
-    ];
+    return [...items, failed(item('event destination', OUTBOUND_EVENT_DESTINATION), describeError(error))];
   }
   let topicArn = existing?.SnsDestination?.TopicArn;
   if (topicArn === undefined) {
