@@ -265,7 +265,7 @@ describe('setup', () => {
     const run = await runCommand(['setup'], env);
     assert.equal(run.code, 0, run.stderr);
     // The topics are not listed again: the existing receipt rule and event destination name them.
-    assert.match(run.stdout, /^0 created, 0 updated, 19 already existed, 0 failed; 3 warnings\.$/m);
+    assert.match(run.stdout, /^0 created, 0 updated, 19 already existed, 0 failed; 4 warnings\.$/m);
     assert.match(run.stdout, /^ +! not verified yet \(PENDING\): publish its DKIM records$/m);
     assert.equal(stack.ses.control.ruleSets.get('unified-worker')?.length, 1, 'no second rule');
     const again = await runCommand(['setup', '--json'], env);
@@ -421,7 +421,11 @@ describe('doctor', () => {
     // TTL cannot be on in dynalite: the only warnings.
     assert.deepEqual(
       report.checks.filter((c) => c.status !== 'ok').map((c) => `${c.status} ${c.check}`),
-      ['warn table email-ooo-replies', 'warn table email-worker-idempotency'],
+      [
+        'warn table ses-outbound-messages',
+        'warn table email-ooo-replies',
+        'warn table email-worker-idempotency',
+      ],
     );
     assert.deepEqual(
       report.checks.map((c) => c.check),
