@@ -121,7 +121,11 @@ function fromReply(recipient: string, result: RecipientDelivery): RecipientOutco
     ...(detail !== undefined && { detail }),
   };
   if (result.status !== 'deferred') return base;
-  if (result.deploymentFault)
-    return { ...base, deferral: { reason: 'deployment', reply: result.response ?? `reply ${result.code}` } };
-  return { ...base, deferral: { reason: result.code === undefined ? 'unreachable' : 'temporary' } };
+  if (result.deploymentFault) {
+    const reply = result.response ?? `reply ${result.code}`;
+    return { ...base, deferral: { reason: 'deployment', component: 'mail-server', reply } };
+  }
+  if (result.code === undefined)
+    return { ...base, deferral: { reason: 'unreachable', component: 'mail-server' } };
+  return { ...base, deferral: { reason: 'temporary' } };
 }

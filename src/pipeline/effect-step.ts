@@ -106,8 +106,18 @@ export async function sendEffect(
     { temporary, ...(result?.code !== undefined && { responseCode: result.code }) },
   );
   const ran = failure(base, error, ports);
-  if (!result?.deploymentFault || ran.result.status !== 'deferred') return ran;
-  return { ...ran, result: { ...ran.result, deferral: { reason: 'deployment', reply } } };
+  if (ran.result.status !== 'deferred') return ran;
+  if (result?.deploymentFault)
+    return {
+      ...ran,
+      result: { ...ran.result, deferral: { reason: 'deployment', component: 'mail-server', reply } },
+    };
+  if (result?.code === undefined)
+    return {
+      ...ran,
+      result: { ...ran.result, deferral: { reason: 'unreachable', component: 'mail-server' } },
+    };
+  return ran;
 }
 
 /**

@@ -14,8 +14,13 @@ import type { MailLimit } from '../mail/mail-limits.ts';
  */
 export type DeferralReason = 'temporary' | 'unreachable' | 'claims' | 'deployment' | 'table';
 
+/** What did not answer (`unreachable`) or said the deployment is wrong (`deployment`). */
+export type Component = 'mail-server' | 'ses';
+
 export interface Deferral {
   reason: DeferralReason;
+  /** Present for `unreachable` and `deployment`. */
+  component?: Component;
   /** The reply of the server that said so (`deployment`), as it said it. */
   reply?: string;
   /** The AWS error name behind it (`table`). */
@@ -106,11 +111,14 @@ export interface MessageOutcome {
 /** AWS errors a table that does not exist, or whose key differs from what the daemon writes, produces. */
 const TABLE_FAULTS = new Set(['ResourceNotFoundException', 'ValidationException']);
 
-/** Why an error keeps something from being final: a table fault, or something temporary. */
+/** Why an error keeps something from being final: a table fault, SES's account or setup, or something temporary. */
 export function deferralFor(error: WorkerError): Deferral {
   const { awsCode } = error;
+  const aws = awsCode !== undefined ? { awsCode } : {};
+  if (error.code === 'SES_DEPLOYMENT')
+    return { reason: 'deployment', component: 'ses', reply: `${awsCode ?? 'SES'}: ${error.message}`, ...aws };
   if (awsCode !== undefined && TABLE_FAULTS.has(awsCode)) return { reason: 'table', awsCode };
-  return { reason: 'temporary', ...(awsCode !== undefined && { awsCode }) };
+  return { reason: 'temporary', ...aws };
 }
 
 function deferralsOf(outcome: MessageOutcome): Deferral[] {
@@ -127,9 +135,27 @@ export function pendingReasons(outcome: MessageOutcome): Array<DeferralReason | 
   return [...stopping, ...deferralsOf(outcome).map((d) => d.reason)];
 }
 
-/** The first reply saying the deployment is wrong. */
-export function deploymentFaultOf(outcome: MessageOutcome): Deferral | undefined {
-  return deferralsOf(outcome).find((d) => d.reason === 'deployment');
+/** The first reply of `component` saying the deployment is wrong. */
+export function deploymentFaultOf(outcome: MessageOutcome, component: Component): Deferral | undefined {
+  return deferralsOf(outcome).find((d) => d.reason === 'deployment' && d.component === component);
+}
+
+/** What the components did in this attempt: `refused` (a deployment fault), `accepted` (took a copy), or nothing. */
+export function componentVerdict(
+  outcome: MessageOutcome,
+  component: Component,
+): 'refused' | 'accepted' | undefined {
+  if (deploymentFaultOf(outcome, component)) return 'refused';
+  const accepted = component === 'ses' ? sesAccepted(outcome) : mailServerAccepted(outcome);
+  return accepted ? 'accepted' : undefined;
+}
+
+/** The components an attempt waits for because they did not answer or refused as misconfigured. */
+export function blockedBy(outcome: MessageOutcome): Set<Component> {
+  const blocked = new Set<Component>();
+  for (const d of deferralsOf(outcome))
+    if ((d.reason === 'unreachable' || d.reason === 'deployment') && d.component) blocked.add(d.component);
+  return blocked;
 }
 
 /** The AWS error name of the first table fault met, even by an effect that failed for good. */
@@ -138,6 +164,11 @@ export function tableFaultOf(outcome: MessageOutcome): string | undefined {
   return (
     deferred ?? outcome.effects.find((e) => e.awsCode !== undefined && TABLE_FAULTS.has(e.awsCode))?.awsCode
   );
+}
+
+/** SES took a forward or reply of this attempt. */
+function sesAccepted(outcome: MessageOutcome): boolean {
+  return outcome.effects.some((e) => e.status === 'sent' && e.route === 'ses');
 }
 
 /** The mail server took a copy in this attempt (a delivery, or a forward or reply on the internal port). */

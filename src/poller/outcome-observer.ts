@@ -2,9 +2,10 @@ import type { QueueMessage } from '../aws/queue.ts';
 import type { Logger } from '../log/logger.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import {
+  componentVerdict,
   deploymentFaultOf,
-  mailServerAccepted,
   tableFaultOf,
+  type Component,
   type MessageOutcome,
 } from '../pipeline/outcome.ts';
 import { logOutcome } from './outcome-log.ts';
@@ -23,18 +24,27 @@ export interface ObserverDeps {
   logger: Logger;
   metrics: PipelineMetrics;
   redact: (address: string) => string;
-  /** The domain is degraded (with the reply that says why), or no longer (undefined). */
-  onDegraded: (reply: string | undefined) => void;
+  /** `component` says the deployment is wrong (with its reply), or no longer (undefined). */
+  onDegraded: (component: Component, reply: string | undefined) => void;
   /** A table call failed as a missing or misshapen table would. */
   onTableFault?: (awsCode: string) => void;
 }
 
+/** The deployment check each component's faults are counted under. */
+const CHECK: Record<Component, 'smtp' | 'ses'> = { 'mail-server': 'smtp', ses: 'ses' };
+
+const DEGRADED_LOG: Record<Component, string> = {
+  'mail-server':
+    "the mail server refuses this domain's mail as misconfigured; mail is kept and retried until it accepts it",
+  ses: 'SES refuses to send for this account (paused, not verified, access denied...); the mail is delivered, its forwards and auto-replies wait until SES sends again',
+};
+
 /**
  * Watches every outcome, as sqs-consumer's events let one watch a consumer: counts it in the metrics, writes its log
- * line, and tracks whether the mail server says this deployment is wrong (degraded until a copy gets through).
+ * line, and tracks whether the mail server or SES says this deployment is wrong (degraded until a copy gets through).
  */
 export class OutcomeObserver {
-  private degraded: string | undefined;
+  private readonly degraded = new Map<Component, string>();
 
   constructor(private readonly deps: ObserverDeps) {}
 
@@ -44,7 +54,7 @@ export class OutcomeObserver {
     logOutcome(this.deps.logger, this.deps.redact, event.message, outcome, decision, durationMs);
     const tableFault = tableFaultOf(outcome);
     if (tableFault !== undefined) this.deps.onTableFault?.(tableFault);
-    this.trackDeployment(outcome);
+    for (const component of ['mail-server', 'ses'] as const) this.track(outcome, component);
   }
 
   private count(outcome: MessageOutcome, durationMs: number): void {
@@ -58,27 +68,27 @@ export class OutcomeObserver {
 
   /**
    * A reply saying the deployment is wrong degrades the domain (shown by /health, /ready 503, a metric): every
-   * further mail would only get the same answer. A copy that gets through ends it.
+   * further mail would only get the same answer. A copy the same component takes ends it.
    */
-  private trackDeployment(outcome: MessageOutcome): void {
+  private track(outcome: MessageOutcome, component: Component): void {
     const { metrics, domain, logger } = this.deps;
-    const fault = deploymentFaultOf(outcome);
-    if (fault !== undefined) {
-      metrics.deploymentFault(domain, 'smtp');
-      metrics.deploymentCheck(domain, 'smtp', true);
-      if (this.degraded === undefined) {
-        logger.error(
-          { sesMessageId: outcome.sesMessageId, reply: fault.reply },
-          "the mail server refuses this domain's mail as misconfigured; mail is kept and retried until it accepts it",
-        );
-      }
-      this.degraded = fault.reply ?? 'refused as misconfigured';
-      this.deps.onDegraded(this.degraded);
-    } else if (this.degraded !== undefined && mailServerAccepted(outcome)) {
-      metrics.deploymentCheck(domain, 'smtp', false);
-      logger.info('the mail server accepts mail for this domain again');
-      this.degraded = undefined;
-      this.deps.onDegraded(undefined);
+    const verdict = componentVerdict(outcome, component);
+    if (verdict === 'refused') {
+      const reply = deploymentFaultOf(outcome, component)?.reply ?? 'refused as misconfigured';
+      metrics.deploymentFault(domain, CHECK[component]);
+      metrics.deploymentCheck(domain, CHECK[component], true);
+      if (!this.degraded.has(component))
+        logger.error({ sesMessageId: outcome.sesMessageId, reply }, DEGRADED_LOG[component]);
+      this.degraded.set(component, reply);
+      this.deps.onDegraded(component, reply);
+    } else if (verdict === 'accepted' && this.degraded.has(component)) {
+      metrics.deploymentCheck(domain, CHECK[component], false);
+      logger.info(
+        { component },
+        `the ${component === 'ses' ? 'SES account sends' : 'mail server accepts mail'} again`,
+      );
+      this.degraded.delete(component);
+      this.deps.onDegraded(component, undefined);
     }
   }
 }

@@ -2,14 +2,21 @@
  * The one place that decides what happens to an SQS message after an attempt: pure, from the outcome's facts, the
  * message's receive count and the queue's retry settings. The poller only applies the decision.
  */
-import { pendingReasons, type DeferralReason, type MessageOutcome } from '../pipeline/outcome.ts';
+import {
+  blockedBy,
+  pendingReasons,
+  type Component,
+  type DeferralReason,
+  type MessageOutcome,
+} from '../pipeline/outcome.ts';
 
 /**
  * `delete`: every recipient and effect is final. `retry`: leave it, visible again `after` seconds. `dead-letter`:
  * leave it untouched for the queue's redrive (a malformed notification, or a mail the worker gave up on).
- * `release`: make it visible again at once (the worker stopped before it started on the mail).
+ * `release`: make it visible again at once (the worker stopped before it started on the mail). `park`: hold it
+ * (invisible) until `component` is back, then retry it in place: an outage does not count against the mail.
  */
-export type RetryAction = 'delete' | 'retry' | 'dead-letter' | 'release';
+export type RetryAction = 'delete' | 'retry' | 'dead-letter' | 'release' | 'park';
 
 /** Why: `final`, `malformed`, `stopping`, or the reason the most pressing pending item gave. */
 export type RetryReason = 'final' | 'malformed' | 'stopping' | DeferralReason;
@@ -21,6 +28,8 @@ export interface RetryDecision {
   after?: number;
   /** This receive reached the give-up count: the mail is marked failed in S3 (once) before it moves on. */
   giveUp?: true;
+  /** What a parked message waits for. */
+  component?: Component;
 }
 
 export interface RetrySettings {
