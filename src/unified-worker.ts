@@ -4,8 +4,8 @@ import { runCli } from './cli/program.ts';
 
 /**
  * Entry point: the daemon (`unified-worker [run] --domains …`, the default) and the operator commands. Settings
- * are read and validated before anything touches the network; a bad setting prints one line naming it and
- * exits 2.
+ * are read and validated before anything touches the network; a bad setting prints one line naming it and exits
+ * 1, bad usage one line and the usage line and exits 2.
  */
 async function main(): Promise<void> {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -24,9 +24,9 @@ async function main(): Promise<void> {
   process.exitCode = code;
 }
 
+// runCli reports every error itself; this is for a failure to load the program at all (a broken install).
 main().catch((error: unknown) => {
-  process.stderr.write(
-    `unified-worker: fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-  );
+  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  process.stderr.write(`unified-worker: fatal: ${text.replace(/\s*\n\s*/g, ' ')}\n`);
   process.exit(1);
 });

@@ -22,17 +22,9 @@ import { createSqsQueue } from '../aws/queue.ts';
 import { awsError, awsErrorName } from '../errors.ts';
 import { parseSqsBody } from '../pipeline/notification.ts';
 import { headMail } from './audit.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  UsageError,
-  describeError,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-} from './command.ts';
+import { command, describeError, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK } from './exit.ts';
+import { parseInteger } from './options.ts';
 import { plural } from './output.ts';
 import { domainQueueNames, findQueue, queueFacts, queueNameFromArn } from './queues.ts';
 
@@ -73,21 +65,20 @@ export function dlqCommand(app: CliApp): Command {
     "what waits in each domain's dead-letter queue, and moving it back",
   );
   dlq.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('show')
         .description('count, oldest, and a sample of SES ids with the reasons from the S3 metadata')
         .option(
           '--sample <n>',
           `how many messages to look at (default ${DEFAULT_SAMPLE}, at most ${MAX_SAMPLE})`,
         ),
-    ).action(
-      app.action('dlq show', (options: ShowOptions) =>
-        runWithContext(app.streams, options, { domains: true }, (context) => showDlq(context, options)),
-      ),
+      { domains: 'required', run: (context, options: ShowOptions) => showDlq(context, options) },
     ),
   );
   dlq.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('redrive')
         .description(
           "move the dead-letter queue back to the domain's queue (StartMessageMoveTask, or receive/send/delete)",
@@ -97,10 +88,7 @@ export function dlqCommand(app: CliApp): Command {
           'with the receive/send/delete fallback: move at most this many (default: the count at start)',
         )
         .option('--no-wait', 'start the SQS move task and return without following it'),
-    ).action(
-      app.action('dlq redrive', (options: RedriveOptions) =>
-        runWithContext(app.streams, options, { domains: true }, (context) => redriveDlq(context, options)),
-      ),
+      { domains: 'required', run: (context, options: RedriveOptions) => redriveDlq(context, options) },
     ),
   );
   return dlq;
@@ -152,10 +140,7 @@ export interface DlqReport {
 }
 
 async function showDlq(context: CommandContext, options: ShowOptions): Promise<number> {
-  const sample = options.sample === undefined ? DEFAULT_SAMPLE : Number(options.sample);
-  if (!Number.isInteger(sample) || sample < 0 || sample > MAX_SAMPLE) {
-    throw new UsageError(`--sample ${options.sample}: a number 0..${MAX_SAMPLE}`);
-  }
+  const sample = parseInteger('--sample', options.sample, { min: 0, max: MAX_SAMPLE }, DEFAULT_SAMPLE);
   const reports: DlqReport[] = [];
   const errors: Array<{ domain: string; error: string }> = [];
   for (const domain of context.config.domains) {
@@ -327,9 +312,7 @@ export interface RedriveReport {
 }
 
 async function redriveDlq(context: CommandContext, options: RedriveOptions): Promise<number> {
-  const max = options.max === undefined ? undefined : Number(options.max);
-  if (max !== undefined && !(Number.isInteger(max) && max > 0))
-    throw new UsageError(`--max ${options.max}: a positive number`);
+  const max = parseInteger('--max', options.max, { min: 1 });
   const reports: RedriveReport[] = [];
   const errors: Array<{ domain: string; error: string }> = [];
   for (const domain of context.config.domains) {

@@ -20,18 +20,9 @@ import { headerView } from '../pipeline/parse.ts';
 import { detectEol } from '../pipeline/verdicts.ts';
 import { domainPart, parseMailbox } from './addresses.ts';
 import { describeAudit, waitForAudit, type AuditResult } from './audit.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  UsageError,
-  collect,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-} from './command.ts';
+import { command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
+import { collect, listOption, parseDuration } from './options.ts';
 import { buildMime } from './compose-mail.ts';
 import {
   DEFAULT_ACCOUNT_ID,
@@ -215,7 +206,8 @@ interface InjectOptions extends CommonOptions {
 }
 
 export function injectCommand(app: CliApp): Command {
-  return withCommonOptions(
+  return command(
+    app,
     new Command('inject')
       .description('hand a mail to the daemon as SES would (S3 object + notification on the queue)')
       .argument('[file]', 'the mail (.eml); without it a short test mail is sent')
@@ -236,10 +228,10 @@ export function injectCommand(app: CliApp): Command {
           .default('sns-s3'),
       )
       .option('--wait <seconds>', "wait this long for the daemon's verdict in the S3 metadata"),
-  ).action(
-    app.action('inject', (file: string | undefined, options: InjectOptions) =>
-      runWithContext(app.streams, options, { domains: true }, (context) => runInject(context, file, options)),
-    ),
+    {
+      domains: 'required',
+      run: (context, options: InjectOptions, file: string | undefined) => runInject(context, file, options),
+    },
   );
 }
 
@@ -267,13 +259,7 @@ async function runInject(
       );
     verdicts[parsed[0]] = parsed[1];
   }
-  const waitSeconds = options.wait === undefined ? undefined : Number(options.wait);
-  if (
-    waitSeconds !== undefined &&
-    !(Number.isInteger(waitSeconds) && waitSeconds > 0 && waitSeconds <= MAX_WAIT_SECONDS)
-  ) {
-    throw new UsageError(`--wait ${options.wait}: a number of seconds, 1..${MAX_WAIT_SECONDS}`);
-  }
+  const waitSeconds = parseDuration('--wait', options.wait, MAX_WAIT_SECONDS);
   const raw = file === undefined ? undefined : await readMailFile(file);
   const source = senderOf(options.from, raw, recipients);
   const mail =

@@ -26,19 +26,9 @@ import { splitMessage } from '../mail/header-block.ts';
 import { headerView } from '../pipeline/parse.ts';
 import { domainPart, parseMailbox } from './addresses.ts';
 import { headMail } from './audit.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  UsageError,
-  collect,
-  describeError,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-} from './command.ts';
+import { command, describeError, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
+import { collect, listOption, parseInteger, parseTime } from './options.ts';
 import { REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE } from '../aws/queue.ts';
 import { enqueueReceipt } from './inject.ts';
 import { plural } from './output.ts';
@@ -113,7 +103,8 @@ interface Selection {
 }
 
 export function replayCommand(app: CliApp): Command {
-  return withCommonOptions(
+  return command(
+    app,
     new Command('replay')
       .description('run stored mail through the daemon again (a fresh notification for the same S3 object)')
       .option(
@@ -142,10 +133,7 @@ export function replayCommand(app: CliApp): Command {
         'deliver again even to recipients that already got the mail (a new replay generation)',
       )
       .option('--dry-run', 'show what would be replayed, change nothing'),
-  ).action(
-    app.action('replay', (options: ReplayOptions) =>
-      runWithContext(app.streams, options, { domains: true }, (context) => runReplay(context, options)),
-    ),
+    { domains: 'required', run: (context, options: ReplayOptions) => runReplay(context, options) },
   );
 }
 
@@ -241,10 +229,7 @@ function parseSelection(options: ReplayOptions, now: number): Selection {
   }
   const statuses =
     options.status === undefined ? undefined : new Set(listOption(options.status).map(parseStatus));
-  const limit = options.limit === undefined ? DEFAULT_LIMIT : Number(options.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
-    throw new UsageError(`--limit ${options.limit}: a number 1..${MAX_LIMIT}`);
-  }
+  const limit = parseInteger('--limit', options.limit, { min: 1, max: MAX_LIMIT }, DEFAULT_LIMIT);
   const since = options.since === undefined ? undefined : parseTime('--since', options.since, now);
   const until = options.until === undefined ? undefined : parseTime('--until', options.until, now);
   if (since !== undefined && until !== undefined && since >= until)
@@ -266,29 +251,6 @@ function parseStatus(text: string): ReplayStatus {
     throw new UsageError(`--status ${text}: one of ${REPLAY_STATUSES.join(', ')}`);
   }
   return status;
-}
-
-const UNIT_MS: Record<string, number> = { m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Epoch ms of `2026-11-27`, `2026-11-27T10:00Z` (ISO 8601, UTC unless an offset is given), or `90m`/`6h`/`2d` ago. */
-export function parseTime(option: string, text: string, now: number): number {
-  const relative = /^(\d{1,6})([mhd])$/.exec(text);
-  if (relative) return now - Number(relative[1]) * (UNIT_MS[relative[2] ?? 'd'] ?? 0);
-  const iso = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(
-    text,
-  );
-  const date = /^\d{4}-\d{2}-\d{2}$/.test(text)
-    ? `${text}T00:00:00Z`
-    : /[Zz]|[+-]\d{2}:?\d{2}$/.test(text)
-      ? text
-      : `${text}Z`;
-  const ms = iso ? Date.parse(date.replace(' ', 'T')) : Number.NaN;
-  if (!Number.isFinite(ms)) {
-    throw new UsageError(
-      `${option} ${JSON.stringify(text)}: expected 2026-11-27, 2026-11-27T10:00Z, or 90m, 6h, 2d`,
-    );
-  }
-  return ms;
 }
 
 /** The audit status of a stored mail; `unprocessed` when the daemon never recorded an outcome. */

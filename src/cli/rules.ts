@@ -17,18 +17,9 @@ import {
   type AddressItem,
   type ItemChange,
 } from './address-items.ts';
-import {
-  EXIT_OK,
-  UsageError,
-  collect,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-  cacheNote,
-} from './command.ts';
+import { cacheNote, command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_OK, UsageError } from './exit.ts';
+import { collect, listOption } from './options.ts';
 import { plural } from './output.ts';
 
 /** The attributes of a rule item the daemon reads (README, "DynamoDB tables"). */
@@ -60,17 +51,14 @@ export function rulesCommand(app: CliApp): Command {
     'show and change per-address rules: out-of-office and forwards',
   );
   rules.addCommand(
-    withCommonOptions(
-      new Command('show').description("an address's rules").argument('<address>'),
-      false,
-    ).action(
-      app.action('rules show', (address: string, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) => showRule(context, address)),
-      ),
-    ),
+    command(app, new Command('show').description("an address's rules").argument('<address>'), {
+      domains: 'optional',
+      run: (context, _options: CommonOptions, address: string) => showRule(context, address),
+    }),
   );
   rules.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('set')
         .description("change an address's rules (a message turns the out-of-office on unless --ooo off)")
         .argument('<address>')
@@ -80,31 +68,23 @@ export function rulesCommand(app: CliApp): Command {
         .option('--html', 'the out-of-office text is HTML')
         .option('--forward-add <address>', 'forward every mail to this address too (repeatable)', collect)
         .option('--forward-remove <address>', 'stop forwarding to this address (repeatable)', collect),
-      false,
-    ).action(
-      app.action('rules set', (address: string, options: SetOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) =>
-          setRule(context, address, options),
-        ),
-      ),
+      {
+        domains: 'optional',
+        run: (context, options: SetOptions, address: string) => setRule(context, address, options),
+      },
     ),
   );
   rules.addCommand(
-    withCommonOptions(
-      new Command('delete').description("remove an address's rules").argument('<address>'),
-      false,
-    ).action(
-      app.action('rules delete', (address: string, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) => deleteRule(context, address)),
-      ),
-    ),
+    command(app, new Command('delete').description("remove an address's rules").argument('<address>'), {
+      domains: 'optional',
+      run: (context, _options: CommonOptions, address: string) => deleteRule(context, address),
+    }),
   );
   rules.addCommand(
-    withCommonOptions(new Command('list').description('every address with rules in the domains')).action(
-      app.action('rules list', (options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: true }, (context) => listRules(context)),
-      ),
-    ),
+    command(app, new Command('list').description('every address with rules in the domains'), {
+      domains: 'required',
+      run: (context) => listRules(context),
+    }),
   );
   return rules;
 }

@@ -3,6 +3,7 @@
  * settings passed as its environment), or as the built binary `dist/unified-worker.js` in a child process.
  * Either way the result is the exit code and what went to stdout and stderr.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 
 import { runCli } from '../../src/cli/program.ts';
@@ -70,4 +71,14 @@ export async function runBuiltCli(
   const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
   clearTimeout(timer);
   return result(code, stdout, stderr);
+}
+
+/** Bad usage as the CLI reports it: exit 2, one line saying what is wrong (`message`), then the usage line. */
+export function assertUsageError(run: CliResult, message?: RegExp, what = ''): void {
+  const detail = `${what} exit ${String(run.code)}, stderr:\n${run.stderr}`;
+  assert.equal(run.code, 2, detail);
+  const lines = run.stderr.split('\n').filter((line) => line !== '');
+  assert.equal(lines.length, 2, detail);
+  if (message) assert.match(lines[0] ?? '', message, detail);
+  assert.match(lines[1] ?? '', /^Usage: unified-worker /, detail);
 }

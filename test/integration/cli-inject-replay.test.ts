@@ -13,7 +13,7 @@ import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, ReceiveMessageCommand, type Message } from '@aws-sdk/client-sqs';
 
 import { parseSqsBody } from '../../src/pipeline/notification.ts';
-import { runCommand, type CliResult } from '../harness/cli-runner.ts';
+import { assertUsageError, runCommand, type CliResult } from '../harness/cli-runner.ts';
 import { createDomainQueue, waitUntil } from '../harness/emulators.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import { stripVerdicts } from '../harness/verdict-lines.ts';
@@ -210,9 +210,7 @@ describe('inject', () => {
       ['inject', '--to', `a@${LIVE}`, '--shape', 'carrier-pigeon'],
       ['inject', '--to', `a@${LIVE}`, '--wait', 'soon'],
     ]) {
-      const run = await cli(...argv);
-      assert.equal(run.code, 2, `${argv.join(' ')}: ${run.stderr}`);
-      assert.equal(run.stderr.split('\n').filter(Boolean).length, 1, run.stderr);
+      assertUsageError(await cli(...argv), /^unified-worker inject: /, argv.join(' '));
     }
   });
 });

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { matchesEverything, parseMailbox, parsePattern } from '../../src/cli/addresses.ts';
 import { UsageError } from '../../src/cli/command.ts';
 import { Progress } from '../../src/cli/output.ts';
-import { parseTime } from '../../src/cli/replay.ts';
+import { parseTime } from '../../src/cli/options.ts';
 import {
   hasSesTrace,
   parseVerdictOption,
