@@ -3,8 +3,6 @@
  * `ooo_active` (BOOL), `ooo_message` (S), `ooo_content_type` (`text` | `html`), `forwards` (list of S) — written in
  * exactly that shape, addresses validated and lower-cased.
  */
-import { open } from 'node:fs/promises';
-
 import { Command, Option } from 'commander';
 
 import { domainPart, parseMailbox } from './addresses.ts';
@@ -19,6 +17,7 @@ import {
 } from './address-items.ts';
 import { cacheNote, command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
 import { EXIT_OK, UsageError } from './exit.ts';
+import { readInputFile } from './input-file.ts';
 import { collect, listOption } from './options.ts';
 import { plural } from './output.ts';
 
@@ -238,28 +237,19 @@ function checkMessage(message: string | undefined): string | undefined {
 }
 
 async function readMessageFile(file: string): Promise<string> {
-  let handle;
+  const bytes = await readInputFile(file, {
+    option: '--ooo-file',
+    maxBytes: MAX_OOO_MESSAGE_BYTES,
+    what: 'text',
+    allowEmpty: true,
+  });
+  let text: string;
   try {
-    handle = await open(file, 'r');
-  } catch (error) {
-    throw new UsageError(`--ooo-file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UsageError(`--ooo-file ${file} is not UTF-8 text`);
   }
-  try {
-    const { size } = await handle.stat();
-    if (size > MAX_OOO_MESSAGE_BYTES) {
-      throw new UsageError(`--ooo-file ${file} is ${size} bytes, over ${MAX_OOO_MESSAGE_BYTES / 1024} KiB`);
-    }
-    const bytes = await handle.readFile();
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    } catch {
-      throw new UsageError(`--ooo-file ${file} is not UTF-8 text`);
-    }
-    return checkMessage(text.replace(/^\uFEFF/, '')) ?? '';
-  } finally {
-    await handle.close();
-  }
+  return checkMessage(text.replace(/^\uFEFF/, '')) ?? '';
 }
 
 function warnIfNotServed(context: CommandContext, address: string): void {
