@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { Readable } from 'node:stream';
 
 import { runCli } from '../../src/cli/program.ts';
 import { DAEMON_ENTRY } from './daemon-process.ts';
@@ -32,11 +33,20 @@ function result(code: number | null, stdout: string, stderr: string): CliResult 
   };
 }
 
+/** What a person at a terminal types, line by line (for a command that asks); without it there is no terminal. */
+export interface TerminalInput {
+  answers: string[];
+}
+
 /**
  * `runCli` in this process with `env` as the whole environment (nothing inherited). The AWS SDK reads credentials
  * from process.env, so the emulators' dummy ones are set there.
  */
-export async function runCommand(argv: readonly string[], env: Record<string, string>): Promise<CliResult> {
+export async function runCommand(
+  argv: readonly string[],
+  env: Record<string, string>,
+  terminal?: TerminalInput,
+): Promise<CliResult> {
   process.env.AWS_ACCESS_KEY_ID ??= 'test';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
   let stdout = '';
@@ -46,6 +56,9 @@ export async function runCommand(argv: readonly string[], env: Record<string, st
       stdout: { write: (chunk: string) => (stdout += chunk) },
       stderr: { write: (chunk: string) => (stderr += chunk) },
       env,
+      ...(terminal && {
+        stdin: Object.assign(Readable.from(terminal.answers.map((a) => `${a}\n`)), { isTTY: true }),
+      }),
     },
     version: 'test',
     startDaemon: () => Promise.reject(new Error('runCommand does not start the daemon')),
