@@ -12,17 +12,35 @@ async function main(): Promise<void> {
     version: string;
   };
   const code = await runCli(process.argv.slice(2), {
-    streams: { stdout: process.stdout, stderr: process.stderr, env: process.env },
+    streams: {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      env: process.env,
+      // Only a command that asks touches stdin (the daemon never does).
+      get stdin() {
+        return process.stdin;
+      },
+    },
     version: pkg.version,
     async startDaemon(config) {
       // Loaded only for the daemon: the operator commands need no worker threads or HTTP servers.
       const { startDaemon } = await import('./daemon/daemon.ts');
-      await startDaemon(config);
+      try {
+        await startDaemon(config);
+      } catch (error) {
+        startFailed = true;
+        throw error;
+      }
     },
   });
   // The daemon keeps running on its own handles; a command that is done sets the code and lets Node exit.
   process.exitCode = code;
+  // A daemon that failed to start may leave a server listening (the health server, when the metrics port is
+  // taken): its one line is printed, so exit rather than hang.
+  if (startFailed) setTimeout(() => process.exit(code), 500).unref();
 }
+
+let startFailed = false;
 
 // runCli reports every error itself; this is for a failure to load the program at all (a broken install).
 main().catch((error: unknown) => {
