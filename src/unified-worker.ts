@@ -8,6 +8,13 @@ import { runCli } from './cli/program.ts';
  * 1, bad usage one line and the usage line and exits 2.
  */
 async function main(): Promise<void> {
+  // A reader that stops early (`unified-worker --help | head`) closes the pipe: end quietly, not with a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EPIPE') throw error;
+      process.exit();
+    });
+  }
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
     version: string;
   };
