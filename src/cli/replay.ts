@@ -121,39 +121,11 @@ export function replayCommand(app: CliApp): Command {
 }
 
 async function runReplay(context: CommandContext, options: ReplayOptions): Promise<number> {
-  const { out, config } = context;
+  const { out } = context;
   const selection = parseSelection(options, Date.now());
   const waitSeconds = parseDuration('--wait', options.wait, MAX_WAIT_SECONDS);
-  if (waitSeconds !== undefined && options.dryRun)
-    throw new UsageError('--wait has nothing to wait for with --dry-run');
-  if (selection.keys.length > 0 && config.domains.length !== 1) {
-    throw new UsageError(
-      "--key needs exactly one domain (--domains): the key is looked up in that domain's bucket",
-    );
-  }
-  if (!config.tables.idempotency && !options.force) {
-    out.warn(
-      'IDEMPOTENCY_TABLE is off: the daemon cannot tell who already got a mail, so recipients that were delivered get it again',
-    );
-  }
-  const planned: Array<{ domain: string; candidate: Candidate }> = [];
-  const notReplayed: NotReplayed[] = [];
-  for (const domain of config.domains) {
-    const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
-    const { candidates, missing, more } =
-      selection.keys.length > 0
-        ? await candidatesByKey(context.clients.s3, bucket, selection.keys)
-        : await scanBucket(context.clients.s3, out, bucket, selection);
-    notReplayed.push(...missing);
-    if (out.plainProgress || options.dryRun)
-      for (const item of missing) out.line(describeReplay(item, false));
-    if (more) {
-      out.warn(
-        `${bucket}: more mail matches; stopped at --limit ${selection.limit} (run replay again for the rest)`,
-      );
-    }
-    planned.push(...candidates.map((candidate) => ({ domain, candidate })));
-  }
+  checkRequest(context, selection, options, waitSeconds);
+  const { planned, notReplayed } = await selectCandidates(context, selection, options.dryRun === true);
   if (waitSeconds !== undefined && planned.length > MAX_WAITED_MAILS) {
     throw new UsageError(
       `--wait follows at most ${MAX_WAITED_MAILS} mails and ${planned.length} are selected: add --limit ${MAX_WAITED_MAILS}, or drop --wait`,
@@ -194,6 +166,56 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
     notReplayed,
   });
   return notReplayed.length > 0 || waited?.allFinal === false ? EXIT_FAILED : EXIT_OK;
+}
+
+/** What cannot go together, and the warning when the ledger cannot keep replays single. */
+function checkRequest(
+  context: CommandContext,
+  selection: Selection,
+  options: ReplayOptions,
+  waitSeconds: number | undefined,
+): void {
+  const { config, out } = context;
+  if (waitSeconds !== undefined && options.dryRun) {
+    throw new UsageError('--wait has nothing to wait for with --dry-run');
+  }
+  if (selection.keys.length > 0 && config.domains.length !== 1) {
+    throw new UsageError(
+      "--key needs exactly one domain (--domains): the key is looked up in that domain's bucket",
+    );
+  }
+  if (!config.tables.idempotency && !options.force) {
+    out.warn(
+      'IDEMPOTENCY_TABLE is off: the daemon cannot tell who already got a mail, so recipients that were delivered get it again',
+    );
+  }
+}
+
+/** Every domain's candidates (by key or by scan), and the keys that name no object. */
+async function selectCandidates(
+  context: CommandContext,
+  selection: Selection,
+  dryRun: boolean,
+): Promise<{ planned: Array<{ domain: string; candidate: Candidate }>; notReplayed: NotReplayed[] }> {
+  const { out, config } = context;
+  const planned: Array<{ domain: string; candidate: Candidate }> = [];
+  const notReplayed: NotReplayed[] = [];
+  for (const domain of config.domains) {
+    const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
+    const { candidates, missing, more } =
+      selection.keys.length > 0
+        ? await candidatesByKey(context.clients.s3, bucket, selection.keys)
+        : await scanBucket(context.clients.s3, out, bucket, selection);
+    notReplayed.push(...missing);
+    if (out.plainProgress || dryRun) for (const item of missing) out.line(describeReplay(item, false));
+    if (more) {
+      out.warn(
+        `${bucket}: more mail matches; stopped at --limit ${selection.limit} (run replay again for the rest)`,
+      );
+    }
+    planned.push(...candidates.map((candidate) => ({ domain, candidate })));
+  }
+  return { planned, notReplayed };
 }
 
 async function replayAll(
