@@ -49,6 +49,10 @@ export type IsAnswer = (metadata: Record<string, string>) => boolean;
 /** A fresh mail: any verdict answers. */
 export const anyVerdict: IsAnswer = (metadata) => metadata.status !== undefined;
 
+/** The first looks come soon (a daemon answers within a second); later ones spread out (200 mails waited on). */
+const FIRST_POLL_MS = 100;
+const LONGEST_POLL_MS = 2_000;
+
 /** Polls the object's metadata until a verdict answers `isAnswer`, the object is gone, or `timeoutMs` passed. */
 export async function waitForOutcome(
   s3: S3Client,
@@ -57,6 +61,7 @@ export async function waitForOutcome(
   isAnswer: IsAnswer = anyVerdict,
 ): Promise<Outcome> {
   const deadline = Date.now() + timeoutMs;
+  let pause = FIRST_POLL_MS;
   for (;;) {
     const stored = await headMail(s3, location.bucket, location.key);
     if (stored.kind === 'missing') return { kind: 'removed' };
@@ -65,8 +70,10 @@ export async function waitForOutcome(
       if (verdict.processed) return { kind: 'final', verdict, metadata: stored.metadata };
       if (verdict.gaveUp) return { kind: 'gave-up', verdict, metadata: stored.metadata };
     }
-    if (Date.now() >= deadline) return { kind: 'pending', waitedMs: timeoutMs };
-    await sleep(100);
+    const left = deadline - Date.now();
+    if (left <= 0) return { kind: 'pending', waitedMs: timeoutMs };
+    await sleep(Math.min(pause, left));
+    pause = Math.min(LONGEST_POLL_MS, Math.round(pause * 1.5));
   }
 }
 
