@@ -8,7 +8,7 @@
 import { SendEmailCommand } from '@aws-sdk/client-sesv2';
 
 import type { AwsClients } from '../src/aws/clients.ts';
-import { injectMail } from '../src/cli/inject.ts';
+import { injectMail } from '../src/cli/ses-inbound.ts';
 import { buildMime } from '../src/cli/compose-mail.ts';
 import type { Config } from '../src/config/config.ts';
 import type { TestStack } from '../test/harness/emulators.ts';

@@ -4,7 +4,7 @@
  * notification onto the domain's queue), waits for the worker's verdict in the S3 audit metadata and lists the
  * files it produced. It reaches the stack through the settings the stack wrote, like any command would.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -13,9 +13,14 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { createAwsClients } from '../src/aws/clients.ts';
 import { resolveQueueUrl } from '../src/aws/queue.ts';
 import { nameFromTemplate } from '../src/aws/resources.ts';
-import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
+import { domainPart, parseMailbox, parseMailboxes } from '../src/cli/addresses.ts';
+import { describeOutcome, isFinal, waitForOutcome } from '../src/cli/audit.ts';
 import { buildMime, type MimeAttachment } from '../src/cli/compose-mail.ts';
-import { injectMail, MAIL_SHAPES, type MailShape } from '../src/cli/inject.ts';
+import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from '../src/cli/exit.ts';
+import { MAX_INJECT_BYTES } from '../src/cli/inject.ts';
+import { readInputFile } from '../src/cli/input-file.ts';
+import { listOption, parseChoice, parseDuration } from '../src/cli/options.ts';
+import { injectMail, MAIL_SHAPES } from '../src/cli/ses-inbound.ts';
 import { parseVerdictOption, VERDICT_NAMES, VERDICT_VALUES, type Verdicts } from '../src/cli/ses-trace.ts';
 import { buildConfig } from '../src/config/config.ts';
 import { DEFAULT_MAIL_DIR, readState, type LocalStackState } from './local-stack-state.ts';
@@ -37,28 +42,21 @@ Options:
       --verdict <k=v>      SES verdict, k in spam|virus|spf|dkim|dmarc, v in PASS|FAIL|GRAY|... (repeatable)
       --shape <shape>      sns-s3 (default) | raw-s3 (SNS raw delivery) | sns-inline (SNS action, no S3)
       --mail-dir <dir>     Mail directory of the stack (default: ./${DEFAULT_MAIL_DIR})
+      --wait <seconds>     How long to wait for the worker's verdict (default 20; 90, 90s, 2m)
       --no-wait            Do not wait for the worker's verdict
       --malformed          Instead of a mail, put a message on the first domain's queue that is no SES
                            notification: the worker leaves it for the dead-letter queue (try dlq show)
-  -h, --help               Show this help`;
+  -h, --help               Show this help
 
-const WAIT_MS = 20_000;
+Exit codes: 0 delivered or otherwise final, 1 the stack is not running or the outcome is not final (or AWS
+failed), 2 bad usage (an unknown option, an address that is not one, a domain the stack does not serve).`;
 
-function list(values: readonly string[] | undefined): string[] {
-  return (values ?? [])
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter((v) => v !== '');
-}
+const USAGE_LINE = 'Usage: npm run local:send -- --to <address>[,<address>...] [options]   (more: --help)';
 
-/** The bare address of `Name <addr>` or `addr`. */
-function addressOf(value: string): string {
-  return (/<([^>]*)>/.exec(value)?.[1] ?? value).trim().toLowerCase();
-}
-
-function domainOf(address: string): string {
-  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
-}
+const DEFAULT_WAIT_SECONDS = 20;
+const MAX_WAIT_SECONDS = 600;
+/** An attachment is read whole; SES itself takes 40 MB of mail in all. */
+const MAX_ATTACHMENT_BYTES = 40 * 1024 * 1024;
 
 /** Every `.eml` under the mail directory (one folder per recipient). */
 async function mailFiles(dir: string): Promise<Set<string>> {
@@ -97,128 +95,192 @@ async function sendMalformed(state: LocalStackState, domain: string): Promise<vo
   }
 }
 
-async function main(): Promise<void> {
-  // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const { values } = parseArgs({
-    args: process.argv.slice(2),
-    options: {
-      to: { type: 'string', multiple: true },
-      cc: { type: 'string', multiple: true },
-      from: { type: 'string' },
-      subject: { type: 'string' },
-      text: { type: 'string' },
-      html: { type: 'string' },
-      attach: { type: 'string', multiple: true },
-      header: { type: 'string', multiple: true },
-      eml: { type: 'string' },
-      verdict: { type: 'string', multiple: true },
-      shape: { type: 'string' },
-      'mail-dir': { type: 'string' },
-      'no-wait': { type: 'boolean' },
-      malformed: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    console.log(USAGE);
-    return;
-  }
-  const state: LocalStackState = await readState(path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR));
-  const first = state.domains[0] ?? 'example.com';
-  if (values.malformed) {
-    await sendMalformed(state, first);
-    return;
-  }
-  const recipients = list(values.to).map(addressOf);
-  if (recipients.length === 0) recipients.push(`alice@${first}`);
-  const from = values.from ?? 'Someone <someone@external.test>';
-  const shape = (values.shape ?? 'sns-s3') as MailShape;
-  if (!MAIL_SHAPES.includes(shape)) throw new Error(`--shape must be one of ${MAIL_SHAPES.join(', ')}`);
+interface SendRequest {
+  recipients: string[];
+  from: string;
+  shape: (typeof MAIL_SHAPES)[number];
+  verdicts: Partial<Verdicts>;
+  headers: Record<string, string>;
+  waitSeconds: number | undefined;
+}
 
+function parseCommandLine(argv: readonly string[]) {
+  try {
+    return parseArgs({
+      args: [...argv],
+      options: {
+        to: { type: 'string', multiple: true },
+        cc: { type: 'string', multiple: true },
+        from: { type: 'string' },
+        subject: { type: 'string' },
+        text: { type: 'string' },
+        html: { type: 'string' },
+        attach: { type: 'string', multiple: true },
+        header: { type: 'string', multiple: true },
+        eml: { type: 'string' },
+        verdict: { type: 'string', multiple: true },
+        shape: { type: 'string' },
+        'mail-dir': { type: 'string' },
+        wait: { type: 'string' },
+        'no-wait': { type: 'boolean' },
+        malformed: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+}
+
+type Values = ReturnType<typeof parseCommandLine>;
+
+/** Everything that can be checked before the stack is looked up: bad usage is found without a running stack. */
+function checkRequest(values: Values): SendRequest {
+  const recipients = parseMailboxes(listOption(values.to), '--to');
+  const from = values.from ?? 'Someone <someone@external.test>';
+  parseMailbox(from, '--from');
   const verdicts: Partial<Verdicts> = {};
   for (const item of values.verdict ?? []) {
     const parsed = parseVerdictOption(item);
     if (!parsed) {
-      throw new Error(`--verdict ${item}: expected ${VERDICT_NAMES.join('|')}=${VERDICT_VALUES.join('|')}`);
+      throw new UsageError(
+        `--verdict ${item}: expected ${VERDICT_NAMES.join('|')}=${VERDICT_VALUES.join('|')}`,
+      );
     }
     verdicts[parsed[0]] = parsed[1];
   }
+  const headers: Record<string, string> = {};
+  for (const header of values.header ?? []) {
+    const colon = header.indexOf(':');
+    if (colon <= 0) throw new UsageError(`--header ${header}: expected "Name: value"`);
+    headers[header.slice(0, colon).trim()] = header.slice(colon + 1).trim();
+  }
+  if (values.wait !== undefined && values['no-wait'])
+    throw new UsageError('--wait and --no-wait: choose one');
+  return {
+    recipients,
+    from,
+    shape: parseChoice('--shape', values.shape ?? 'sns-s3', MAIL_SHAPES),
+    verdicts,
+    headers,
+    waitSeconds: values['no-wait']
+      ? undefined
+      : (parseDuration('--wait', values.wait, MAX_WAIT_SECONDS) ?? DEFAULT_WAIT_SECONDS),
+  };
+}
 
-  for (const recipient of recipients) {
-    const domain = domainOf(recipient);
-    if (!state.domains.includes(domain)) {
-      throw new Error(
-        `${recipient}: ${domain} is not served by the stack (domains: ${state.domains.join(', ')})`,
+async function composeMail(values: Values, request: SendRequest): Promise<Buffer> {
+  if (values.eml !== undefined) {
+    return readInputFile(values.eml, { option: '--eml', maxBytes: MAX_INJECT_BYTES, what: 'mail' });
+  }
+  const attachments: MimeAttachment[] = [];
+  for (const file of values.attach ?? []) {
+    const content = await readInputFile(file, {
+      option: '--attach',
+      maxBytes: MAX_ATTACHMENT_BYTES,
+      what: 'data',
+    });
+    attachments.push({ filename: path.basename(file), content });
+  }
+  const cc = listOption(values.cc);
+  return buildMime({
+    from: request.from,
+    to: request.recipients,
+    ...(cc.length > 0 && { cc }),
+    subject: values.subject ?? 'Hello from local:send',
+    ...(values.html !== undefined && { html: values.html }),
+    ...((values.text !== undefined || values.html === undefined) && {
+      text: values.text ?? `Sent with npm run local:send at ${new Date().toISOString()}.\r\n`,
+    }),
+    ...(Object.keys(request.headers).length > 0 && { headers: request.headers }),
+    ...(attachments.length > 0 && { attachments }),
+  });
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  // Node 20 is supported; the SDK's notice that its 2027 releases need Node 22 is in the README.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const values = parseCommandLine(argv);
+  if (values.help) {
+    console.log(USAGE);
+    return EXIT_OK;
+  }
+  const request = checkRequest(values);
+  const state: LocalStackState = await readState(path.resolve(values['mail-dir'] ?? DEFAULT_MAIL_DIR));
+  const first = state.domains[0] ?? 'example.com';
+  if (values.malformed) {
+    await sendMalformed(state, first);
+    return EXIT_OK;
+  }
+  if (request.recipients.length === 0) request.recipients.push(`alice@${first}`);
+  for (const recipient of request.recipients) {
+    if (!state.domains.includes(domainPart(recipient))) {
+      throw new UsageError(
+        `--to ${recipient}: ${domainPart(recipient)} is not served by the stack (domains: ${state.domains.join(', ')})`,
       );
     }
   }
+  const raw = await composeMail(values, request);
+  return sendAndReport(state, raw, request);
+}
 
-  let raw: Buffer;
-  if (values.eml !== undefined) {
-    raw = await readFile(values.eml);
-  } else {
-    const headers: Record<string, string> = {};
-    for (const header of values.header ?? []) {
-      const colon = header.indexOf(':');
-      if (colon <= 0) throw new Error(`--header ${header}: expected "Name: value"`);
-      headers[header.slice(0, colon).trim()] = header.slice(colon + 1).trim();
-    }
-    const attachments: MimeAttachment[] = [];
-    for (const file of values.attach ?? [])
-      attachments.push({ filename: path.basename(file), content: await readFile(file) });
-    const cc = list(values.cc);
-    raw = await buildMime({
-      from,
-      to: recipients,
-      ...(cc.length > 0 && { cc }),
-      subject: values.subject ?? 'Hello from local:send',
-      ...(values.html !== undefined && { html: values.html }),
-      ...((values.text !== undefined || values.html === undefined) && {
-        text: values.text ?? `Sent with npm run local:send at ${new Date().toISOString()}.\r\n`,
-      }),
-      ...(Object.keys(headers).length > 0 && { headers }),
-      ...(attachments.length > 0 && { attachments }),
-    });
-  }
-
+async function sendAndReport(state: LocalStackState, raw: Buffer, request: SendRequest): Promise<number> {
   // The stack's own settings, as `node --env-file=local-mail/local-stack.env dist/unified-worker.js` gets them.
   Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }, state.env);
   const config = buildConfig(state.env);
   const clients = createAwsClients(config.aws);
   const before = await mailFiles(state.mailDir);
+  let final = true;
   try {
     const injected = await injectMail(
       { config, clients },
-      { raw, recipients, source: addressOf(from), verdicts, shape },
+      {
+        raw,
+        recipients: request.recipients,
+        source: parseMailbox(request.from, '--from'),
+        verdicts: request.verdicts,
+        shape: request.shape,
+      },
     );
-    const waits: Array<Promise<string>> = [];
+    const waits: Array<Promise<string[]>> = [];
     for (const put of injected) {
       const where = put.bucket ? `s3://${put.bucket}/${put.key}` : 'inline in the notification';
       console.log(`queued SES message ${put.sesMessageId} for ${put.recipients.join(', ')} (${where})`);
-      if (values['no-wait'] || !put.bucket || !put.key) continue;
+      if (request.waitSeconds === undefined || !put.bucket || !put.key) continue;
+      const location = { bucket: put.bucket, key: put.key };
       waits.push(
-        waitForAudit(clients.s3, put.bucket, put.key, WAIT_MS).then(
-          (r) => `${put.domain}: ${describeAudit(r, WAIT_MS)}`,
-        ),
+        waitForOutcome(clients.s3, location, request.waitSeconds * 1000).then((outcome) => {
+          final &&= isFinal(outcome);
+          const [verdict, ...effects] = describeOutcome(outcome);
+          return [`${put.domain}: ${verdict ?? ''}`, ...effects];
+        }),
       );
     }
-    for (const line of await Promise.all(waits)) console.log(line);
+    for (const lines of await Promise.all(waits)) for (const line of lines) console.log(line);
   } finally {
     clients.destroy();
   }
-  if (values['no-wait']) return;
+  if (request.waitSeconds === undefined) return EXIT_OK;
   // Files the stack wrote since we sent (SES copies are collected every 100 ms). Mail other senders injected
   // meanwhile would show up too.
   await new Promise((resolve) => setTimeout(resolve, 400));
   const files = [...(await mailFiles(state.mailDir))].filter((f) => !before.has(f)).sort();
   if (files.length > 0)
     console.log(`files written:\n${files.map((f) => `  ${path.relative(process.cwd(), f)}`).join('\n')}`);
+  return final ? EXIT_OK : EXIT_FAILED;
 }
 
-main().catch((error: unknown) => {
-  console.error(`local:send: ${error instanceof Error ? error.message : String(error)}`);
-  process.exit(1);
-});
+// The same exit codes as unified-worker: 2 and the usage line for bad usage, 1 for anything that failed.
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    const text = error instanceof Error ? error.message : String(error);
+    console.error(`local:send: ${text.replace(/\s*\n\s*/g, ' ')}`);
+    if (error instanceof UsageError) console.error(USAGE_LINE);
+    process.exitCode = error instanceof UsageError ? EXIT_USAGE : EXIT_FAILED;
+  },
+);

@@ -37,9 +37,9 @@ import { SMTPServer } from 'smtp-server';
 import type { AwsClients } from '../src/aws/clients.ts';
 import { createControlClients } from '../src/aws/control-clients.ts';
 import { nameFromTemplate, sesInboundHost } from '../src/aws/resources.ts';
-import { describeAudit, waitForAudit } from '../src/cli/audit.ts';
+import { describeOutcome, waitForOutcome } from '../src/cli/audit.ts';
 import { buildMime } from '../src/cli/compose-mail.ts';
-import { injectMail } from '../src/cli/inject.ts';
+import { injectMail } from '../src/cli/ses-inbound.ts';
 import { Output } from '../src/cli/output.ts';
 import { runSetup, type SetupItem } from '../src/cli/setup.ts';
 import { buildConfig, type Config } from '../src/config/config.ts';
@@ -697,9 +697,16 @@ async function main(): Promise<void> {
       text: 'This mail was stored in (emulated) S3 and announced on SQS, exactly as SES does.\r\n',
     });
     const [put] = await injectMail({ config, clients }, { raw, recipients, source: 'sender@external.test' });
-    const audit = await waitForAudit(stack.s3, put?.bucket ?? '', put?.key ?? '', 15_000);
+    const outcome = await waitForOutcome(
+      stack.s3,
+      { bucket: put?.bucket ?? '', key: put?.key ?? '' },
+      15_000,
+    );
     await new Promise((resolve) => setTimeout(resolve, 300));
-    demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put?.bucket}/${put?.key})\n`;
+    const [verdict, ...effects] = describeOutcome(outcome);
+    demoLine =
+      `  Demo mail:    ${verdict ?? ''} (s3://${put?.bucket}/${put?.key})\n` +
+      effects.map((line) => `              ${line}\n`).join('');
     if (outbound) demoLine += await bounceDemo(clients, config, `alice@${first}`, landings);
   }
   if (stopping) return;

@@ -1,7 +1,8 @@
 /**
  * The S3 audit metadata: the worker's verdict on a stored mail, kept as the object's user metadata. This module is
  * the one list of its keys, the one writer of each kind of verdict (final, failed, given up) and the one reader;
- * the pipeline's audit stage, the poller's give-up and the operator commands (inject, replay, dlq) all use it.
+ * the pipeline's audit stage, the poller's give-up and the operator commands (inject, replay, dlq) all use it. The
+ * operator commands' own marks (a forced replay's generation, a pending replay, a purged dead letter) are here too.
  */
 
 /** Every key of a verdict, in the order worth showing. A new verdict replaces all of them (see `keptMetadata`). */
@@ -11,6 +12,8 @@ export const AUDIT_KEYS = [
   'processed_at',
   'processed_by',
   'envelope_recipients',
+  'delivered_to',
+  'sent_effects',
   'invalid_inboxes',
   'invalid_source',
   'content_rejected',
@@ -26,12 +29,27 @@ export type AuditKey = (typeof AUDIT_KEYS)[number];
 /** Written by `unified-worker replay --force`, not by a verdict: kept when a new verdict replaces the old one. */
 export const REPLAY_GENERATION_KEY = 'replay_generation';
 
+/**
+ * Written by `unified-worker replay --wait` before it enqueues: the request time (epoch seconds). Any verdict
+ * removes it (like the verdict's own keys), so its absence tells the waiting command that the replay was decided.
+ */
+export const REPLAY_PENDING_KEY = 'replay_pending';
+
+/** Written by `unified-worker dlq purge` on the mail of a removed dead letter; kept by later verdicts (history). */
+export const DLQ_PURGED_AT_KEY = 'dlq_purged_at';
+export const DLQ_PURGE_REASON_KEY = 'dlq_purge_reason';
+
 /** Every status a verdict can hold. */
 export const AUDIT_STATUSES = ['delivered', 'partial', 'invalid', 'rejected', 'blocked', 'failed'] as const;
 export type AuditStatus = (typeof AUDIT_STATUSES)[number];
 
 /** Characters of `envelope_recipients`: S3 allows 2 KB of user metadata in all, shared with the other keys. */
 export const ENVELOPE_RECIPIENTS_CHARS = 400;
+/** Characters of `delivered_to` (partial mail only) and of `sent_effects`, from the same 2 KB. */
+export const DELIVERED_TO_CHARS = 300;
+export const SENT_EFFECTS_CHARS = 300;
+/** `sent_effects` when nothing went out (an item is `kind:target`, encoded `kind%3Atarget`: never this word). */
+const NO_EFFECTS = 'none';
 
 /** A verdict once every recipient of the domain is final. */
 export interface FinalVerdict {
@@ -52,12 +70,25 @@ export interface FinalVerdict {
   invalidSource?: string;
   /** Forwards and auto-replies that failed for good, as `kind:target`. */
   failedEffects: readonly string[];
+  /**
+   * The recipients whose copy was delivered (this attempt or an earlier one). Recorded only for `partial`: for
+   * `delivered` it is every envelope recipient, for the other statuses nobody.
+   */
+  delivered?: readonly string[];
+  /** Forwards and auto-replies that went out (this attempt or an earlier one), as `kind:target`. */
+  sentEffects?: readonly string[];
 }
 
 export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
   return {
     ...stamp(true, verdict.at, verdict.domain, verdict.status),
     envelope_recipients: encodeRecipients(verdict.envelopeRecipients),
+    ...(verdict.status === 'partial' &&
+      verdict.delivered !== undefined && { delivered_to: encodeList(verdict.delivered, DELIVERED_TO_CHARS) }),
+    ...(verdict.sentEffects !== undefined && {
+      sent_effects:
+        verdict.sentEffects.length === 0 ? NO_EFFECTS : encodeList(verdict.sentEffects, SENT_EFFECTS_CHARS),
+    }),
     ...(verdict.invalid.length > 0 && { invalid_inboxes: verdict.invalid.join(',') }),
     ...(verdict.invalidSource !== undefined && { invalid_source: verdict.invalidSource }),
     ...(verdict.contentRejected.length > 0 && {
@@ -85,6 +116,16 @@ export function gaveUpMetadata(at: number, domain: string, reason: string): Reco
   return { ...stamp(false, at, domain, 'failed'), failure_reason: reason };
 }
 
+/** `unified-worker dlq purge` removed the mail's dead letter: when, and why it could not be redriven. */
+export function purgedMetadata(at: number, reason: string): Record<string, string> {
+  return { [DLQ_PURGED_AT_KEY]: String(Math.floor(at / 1000)), [DLQ_PURGE_REASON_KEY]: reason };
+}
+
+/** `unified-worker replay --wait` enqueued a replay at `at` (epoch ms) and waits for the verdict that removes this. */
+export function replayPendingMetadata(at: number): Record<string, string> {
+  return { [REPLAY_PENDING_KEY]: String(Math.floor(at / 1000)) };
+}
+
 function stamp(processed: boolean, at: number, domain: string, status: AuditStatus): Record<string, string> {
   return {
     processed: String(processed),
@@ -105,22 +146,82 @@ export interface RecordedVerdict {
   processedAt?: number;
   /** The envelope recipients, and whether the list is whole (it is cut when it does not fit). */
   envelopeRecipients?: { addresses: string[]; complete: boolean };
+  /**
+   * Who got a copy: recorded for partial mail, known from the status otherwise (every envelope recipient when
+   * delivered, nobody when invalid, rejected or blocked); undefined when not known.
+   */
+  deliveredTo?: { addresses: string[]; complete: boolean };
+  /** Forwards and auto-replies that went out, as `kind:target`; undefined when not recorded. */
+  sentEffects?: { items: string[]; complete: boolean };
+  failedEffects: string[];
+  /** Recipients the mail server refused at RCPT (or unusable addresses). */
+  invalid: string[];
+  /** Recipients whose copy the mail server refused after the content, with its reply. */
+  contentRejected: Array<{ recipient: string; detail: string }>;
+  blockedSender?: string;
+  failureReason?: string;
   replayGeneration: number;
+  /** Epoch seconds of a `replay --wait` no verdict has answered yet. */
+  replayPending?: number;
 }
 
 export function readVerdict(metadata: Readonly<Record<string, string>>): RecordedVerdict {
   const at = Number(metadata.processed_at);
   const generation = Number(metadata[REPLAY_GENERATION_KEY] ?? '0');
+  const pending = Number(metadata[REPLAY_PENDING_KEY]);
+  const envelopeRecipients =
+    metadata.envelope_recipients === undefined ? undefined : decodeRecipients(metadata.envelope_recipients);
+  const deliveredTo = deliveredOf(metadata, envelopeRecipients);
   return {
     processed: metadata.processed === 'true',
     gaveUp: metadata.processed === 'false' && metadata.status === 'failed',
     ...(metadata.status !== undefined && { status: metadata.status }),
     ...(metadata.processed_at !== undefined && Number.isFinite(at) && { processedAt: at }),
-    ...(metadata.envelope_recipients !== undefined && {
-      envelopeRecipients: decodeRecipients(metadata.envelope_recipients),
-    }),
+    ...(envelopeRecipients && { envelopeRecipients }),
+    ...(deliveredTo && { deliveredTo }),
+    ...(metadata.sent_effects !== undefined && { sentEffects: effectsOf(metadata.sent_effects) }),
+    failedEffects: splitList(metadata.failed_effects),
+    invalid: splitList(metadata.invalid_inboxes),
+    contentRejected: (metadata.content_rejected ?? '')
+      .split(' | ')
+      .filter((entry) => entry !== '')
+      .map((entry) => {
+        const colon = entry.indexOf(': ');
+        return colon < 0
+          ? { recipient: entry, detail: '' }
+          : { recipient: entry.slice(0, colon), detail: entry.slice(colon + 2) };
+      }),
+    ...(metadata.blocked_sender !== undefined && { blockedSender: metadata.blocked_sender }),
+    ...(metadata.failure_reason !== undefined && { failureReason: metadata.failure_reason }),
     replayGeneration: Number.isSafeInteger(generation) && generation > 0 ? generation : 0,
+    ...(metadata[REPLAY_PENDING_KEY] !== undefined && Number.isFinite(pending) && { replayPending: pending }),
   };
+}
+
+function deliveredOf(
+  metadata: Readonly<Record<string, string>>,
+  envelope: { addresses: string[]; complete: boolean } | undefined,
+): { addresses: string[]; complete: boolean } | undefined {
+  if (metadata.delivered_to !== undefined) return decodeRecipients(metadata.delivered_to);
+  if (metadata.processed !== 'true') return undefined;
+  if (metadata.status === 'delivered') return envelope;
+  const nobody = ['invalid', 'rejected', 'blocked', 'failed'];
+  return metadata.status !== undefined && nobody.includes(metadata.status)
+    ? { addresses: [], complete: true }
+    : undefined;
+}
+
+function effectsOf(value: string): { items: string[]; complete: boolean } {
+  if (value === NO_EFFECTS) return { items: [], complete: true };
+  const list = decodeRecipients(value);
+  return { items: list.addresses, complete: list.complete };
+}
+
+function splitList(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
 }
 
 /**
@@ -133,7 +234,7 @@ export function keptMetadata(
   update: Readonly<Record<string, string>>,
 ): Record<string, string> {
   if (!old || update.status === undefined) return { ...old };
-  const audit = new Set<string>(AUDIT_KEYS);
+  const audit = new Set<string>([...AUDIT_KEYS, REPLAY_PENDING_KEY]);
   return Object.fromEntries(Object.entries(old).filter(([key]) => !audit.has(key.toLowerCase())));
 }
 
@@ -142,12 +243,17 @@ export function keptMetadata(
  * as many as fit and then `+N` for the N left out.
  */
 export function encodeRecipients(addresses: readonly string[]): string {
-  const encoded = addresses.map((a) => encodeURIComponent(a));
+  return encodeList(addresses, ENVELOPE_RECIPIENTS_CHARS);
+}
+
+/** `encodeRecipients` for any list of items, within `chars` characters. */
+export function encodeList(items: readonly string[], chars: number): string {
+  const encoded = items.map((a) => encodeURIComponent(a));
   let length = 0;
   for (let i = 0; i < encoded.length; i++) {
     const rest = encoded.length - i;
     const tail = i + 1 < encoded.length ? `,+${rest - 1}`.length : 0;
-    if (length + (i > 0 ? 1 : 0) + encoded[i]!.length + tail > ENVELOPE_RECIPIENTS_CHARS) {
+    if (length + (i > 0 ? 1 : 0) + encoded[i]!.length + tail > chars) {
       return [...encoded.slice(0, i), `+${rest}`].join(',');
     }
     length += (i > 0 ? 1 : 0) + encoded[i]!.length;

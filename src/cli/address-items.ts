@@ -12,7 +12,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 
 import { awsError, awsErrorName } from '../errors.ts';
-import { UsageError } from './command.ts';
+import { UsageError } from './exit.ts';
 
 export type AddressItem = Record<string, unknown> & { email_address: string };
 

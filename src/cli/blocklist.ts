@@ -7,16 +7,8 @@ import { Command } from 'commander';
 import { checkBlocked } from '../mail/blocklist.ts';
 import { domainPart, matchesEverything, parseMailbox, parsePattern } from './addresses.ts';
 import { editAddressList, getAddressItem, listAddressItems, stringList } from './address-items.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-  cacheNote,
-} from './command.ts';
+import { cacheNote, command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK } from './exit.ts';
 import { plural } from './output.ts';
 
 export const MAX_PATTERNS = 1000;
@@ -26,16 +18,17 @@ export function blocklistCommand(app: CliApp): Command {
     "show and change a recipient's blocked sender patterns",
   );
   blocklist.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('list')
         .description("an address's patterns, or every address with patterns in the domains")
         .argument('[address]'),
-    ).action(
-      app.action('blocklist list', (address: string | undefined, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: address === undefined }, (context) =>
+      {
+        domains: (_options: CommonOptions, address: string | undefined) =>
+          address === undefined ? 'required' : 'optional',
+        run: (context, _options, address) =>
           address === undefined ? listAll(context) : listOne(context, address),
-        ),
-      ),
+      },
     ),
   );
   for (const [name, description] of [
@@ -43,31 +36,29 @@ export function blocklistCommand(app: CliApp): Command {
     ['remove', 'unblock the patterns'],
   ] as const) {
     blocklist.addCommand(
-      withCommonOptions(
+      command(
+        app,
         new Command(name).description(description).argument('<address>').argument('<pattern...>'),
-        false,
-      ).action(
-        app.action(`blocklist ${name}`, (address: string, patterns: string[], options: CommonOptions) =>
-          runWithContext(app.streams, options, { domains: false }, (context) =>
+        {
+          domains: 'optional',
+          run: (context, _options: CommonOptions, address: string, patterns: string[]) =>
             changePatterns(context, name, address, patterns),
-          ),
-        ),
+        },
       ),
     );
   }
   blocklist.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('test')
         .description('does the address block this sender? exit 0 when blocked, 1 when not')
         .argument('<address>')
         .argument('<sender>'),
-      false,
-    ).action(
-      app.action('blocklist test', (address: string, sender: string, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) =>
+      {
+        domains: 'optional',
+        run: (context, _options: CommonOptions, address: string, sender: string) =>
           testSender(context, address, sender),
-        ),
-      ),
+      },
     ),
   );
   return blocklist;

@@ -1,27 +1,21 @@
 /**
- * What every operator command shares: the exit codes, the settings (the daemon's, plus `--domains`), the AWS
- * clients built from them, and the one place that turns an error into a line on stderr and an exit code.
+ * What every operator command shares, in one place: `command()` gives a command's body the settings (the daemon's,
+ * read from the same environment, with the global options `--domains` and `--log-level` on top), the AWS clients
+ * built from them and the output, and turns whatever it throws into lines on stderr and an exit code.
  */
 import type { Command } from 'commander';
 
 import { createAwsClients, type AwsClients } from '../aws/clients.ts';
 import { buildConfig, type Config } from '../config/config.ts';
 import { ConfigError, WorkerError } from '../errors.ts';
+import { UsageError } from './exit.ts';
 import { Output, type CliStreams } from './output.ts';
 
-/** Success; a check or an operation failed; bad usage (unknown option, invalid address, bad setting). */
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
-
-/** Bad usage: printed as one line, exit 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
-
+/** The global options (`unified-worker --domains a.com dlq show` or `... dlq show --domains a.com`). */
 export interface CommonOptions {
   domains?: string;
   json?: boolean;
+  logLevel?: string;
 }
 
 export interface CommandContext {
@@ -30,35 +24,57 @@ export interface CommandContext {
   out: Output;
 }
 
-export interface ContextNeeds {
-  /** The command works per domain: DOMAINS (or --domains) must name at least one. */
-  domains: boolean;
+/** `required`: DOMAINS (or --domains) must name a domain; `optional`: an unset DOMAINS is an empty list. */
+export type DomainNeed = 'required' | 'optional';
+
+/** What a command module gets to build its commander command: the streams, and the action wrapper. */
+export interface CliApp {
+  readonly streams: CliStreams;
+  /**
+   * Wraps an action: the global options are merged into its options argument, its exit code is recorded, and
+   * anything it throws becomes lines on stderr and a code (the command's own path names it).
+   */
+  action<A extends unknown[]>(body: (...args: A) => Promise<number>): (...args: A) => Promise<void>;
 }
 
-/** Adds `-d, --domains` and `--json`, the options every per-domain command has. */
-export function withCommonOptions(command: Command, perDomain = true): Command {
-  if (perDomain) {
-    command.option('-d, --domains <list>', 'comma-separated domains (default: the DOMAINS setting)');
-  }
-  return command.option('--json', 'print one JSON document instead of the human report');
+export interface CommandSpec<O extends CommonOptions, A extends unknown[]> {
+  /** Whether the command works per domain; a function when it depends on the arguments (`blocklist list [a]`). */
+  domains: DomainNeed | ((options: O, ...args: A) => DomainNeed);
+  run(context: CommandContext, options: O, ...args: A): Promise<number>;
 }
 
-/**
- * Runs the command's body with the settings and AWS clients, and returns the exit code. The settings are the
- * daemon's, read from the same environment, so the commands see exactly the resources the daemon uses.
- */
-export async function runWithContext(
+/** Sets the action of `definition`: `spec.run` with the context, its options and its arguments. */
+export function command<O extends CommonOptions, A extends unknown[] = []>(
+  app: CliApp,
+  definition: Command,
+  spec: CommandSpec<O, A>,
+): Command {
+  return withCommonOptions(definition).action(
+    app.action((...all: unknown[]) => {
+      // commander calls an action with the arguments, then the options, then the command itself.
+      const options = all[all.length - 2] as O;
+      const args = all.slice(0, -2) as A;
+      const need = typeof spec.domains === 'function' ? spec.domains(options, ...args) : spec.domains;
+      return withContext(app.streams, options, need, (context) => spec.run(context, options, ...args));
+    }),
+  );
+}
+
+/** Shows the global options (`--domains`, `--log-level`, `--json`) in the command's help. */
+export function withCommonOptions(definition: Command): Command {
+  return definition.configureHelp({ showGlobalOptions: true });
+}
+
+/** The settings and clients for one command run; the clients are closed when `body` is done. */
+export async function withContext(
   streams: CliStreams,
   options: CommonOptions,
-  needs: ContextNeeds,
+  need: DomainNeed,
   body: (context: CommandContext) => Promise<number>,
 ): Promise<number> {
   // The SDK's notice that its 2027 releases need Node 22 would end up in every command's output; README says it.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-  const config = buildConfig(
-    { ...streams.env, ...(options.domains !== undefined && { DOMAINS: options.domains }) },
-    { domainsOptional: !needs.domains },
-  );
+  const config = commandSettings(streams.env, options, need);
   const clients = createAwsClients(config.aws);
   try {
     return await body({ config, clients, out: new Output(streams, options.json === true) });
@@ -67,24 +83,39 @@ export async function runWithContext(
   }
 }
 
-/** One line on stderr and the exit code for whatever a command threw. */
-export function reportError(streams: CliStreams, command: string, error: unknown): number {
-  if (error instanceof ConfigError) {
-    streams.stderr.write(`unified-worker: ${error.message}\n`);
-    return EXIT_USAGE;
+/**
+ * The daemon's settings with the global options on top. A value typed on the command line that does not parse is
+ * bad usage (exit 2, it names the option); the same value from the environment is a configuration error (exit 1).
+ */
+export function commandSettings(
+  env: Readonly<Record<string, string | undefined>>,
+  options: CommonOptions,
+  need: DomainNeed,
+): Config {
+  const merged = {
+    ...env,
+    ...(options.domains !== undefined && { DOMAINS: options.domains }),
+    ...(options.logLevel !== undefined && { LOG_LEVEL: options.logLevel }),
+  };
+  if (need === 'required' && (merged.DOMAINS ?? '').trim() === '') {
+    throw new UsageError('which domains? give --domains example.com,another.com (or set DOMAINS)');
   }
-  if (error instanceof UsageError) {
-    streams.stderr.write(`unified-worker ${command}: ${error.message}\n`);
-    return EXIT_USAGE;
+  try {
+    return buildConfig(merged, { domainsOptional: need === 'optional' });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    const typed =
+      error.setting === 'DOMAINS'
+        ? options.domains
+        : error.setting === 'LOG_LEVEL'
+          ? options.logLevel
+          : undefined;
+    if (typed === undefined) throw error;
+    const option = error.setting === 'DOMAINS' ? '--domains' : '--log-level';
+    throw new UsageError(
+      `${option} ${JSON.stringify(typed)}: ${error.message.slice(`invalid configuration: ${error.setting}: `.length)}`,
+    );
   }
-  const detail =
-    error instanceof WorkerError
-      ? error.message
-      : error instanceof Error
-        ? `${error.name}: ${error.message}`
-        : String(error);
-  streams.stderr.write(`unified-worker ${command}: ${detail}\n`);
-  return EXIT_FAILED;
 }
 
 /** The text of an SDK or other error, for report lines. */
@@ -93,30 +124,6 @@ export function describeError(error: unknown): string {
   if (error instanceof Error)
     return error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message;
   return String(error);
-}
-
-/** Splits `a,b , c` (and repeated options) into trimmed, non-empty items. */
-export function listOption(values: string | readonly string[] | undefined): string[] {
-  const all = values === undefined ? [] : typeof values === 'string' ? [values] : values;
-  return all
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter((v) => v !== '');
-}
-
-/** For commander: a repeatable option collecting its values. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-/** What a command module gets to build its commander command: the streams, and the action wrapper. */
-export interface CliApp {
-  readonly streams: CliStreams;
-  /** Wraps an action so its exit code is recorded and anything it throws becomes one stderr line and a code. */
-  action<A extends unknown[]>(
-    name: string,
-    body: (...args: A) => Promise<number>,
-  ): (...args: A) => Promise<void>;
 }
 
 /** When the daemon sees a rules or blocklist change: its per-thread cache keeps the old one that long. */

@@ -10,17 +10,9 @@ import { Command } from 'commander';
 
 import { createControlClients } from '../aws/control-clients.ts';
 import { parseMailbox } from './addresses.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  UsageError,
-  collect,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommonOptions,
-} from './command.ts';
+import { command, type CliApp, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
+import { collect, listOption } from './options.ts';
 import { mapBounded } from './doctor/bounded.ts';
 import { callerCheck } from './doctor/caller-checks.ts';
 import { skip, type CheckResult } from './doctor/check.ts';
@@ -50,38 +42,36 @@ const MAX_TIMEOUT_SECONDS = 300;
 const DOMAINS_AT_ONCE = 8;
 
 export function doctorCommand(app: CliApp): Command {
-  return withCommonOptions(
-    new Command('doctor')
-      .description(
-        'check the deployment: AWS caller, per domain MX, receipt rule, SES identity, bucket, queue and subscription; tables, SES sending and its events, the mail server',
-      )
-      .option(
-        '--rcpt <address>',
-        'hosted address the mail server must accept in RCPT TO (repeatable; default postmaster@<each domain>)',
-        collect,
-      )
-      .option(
-        '--timeout <seconds>',
-        `deadline of each AWS, DNS and mail server call (default ${DEFAULT_TIMEOUT_SECONDS})`,
-      ),
-  ).action(
-    app.action('doctor', (options: DoctorOptions) =>
-      runWithContext(app.streams, options, { domains: true }, async (context) => {
-        const recipients = listOption(options.rcpt).map((r) => parseMailbox(r, '--rcpt'));
-        const timeoutMs = parseTimeout(options.timeout) * 1000;
-        const control = createControlClients(context.config.aws);
-        const resolver = createMxResolver(context.config.doctorDnsServers, timeoutMs);
-        try {
-          const checks = await runDoctor({ ...context, control, resolver, timeoutMs }, recipients);
-          printChecks(context.out, context.config, checks);
-          return checks.some((c) => c.status === 'fail') ? EXIT_FAILED : EXIT_OK;
-        } finally {
-          resolver.cancel();
-          control.destroy();
-        }
-      }),
-    ),
-  );
+  const definition = new Command('doctor')
+    .description(
+      'check the deployment: AWS caller, per domain MX, receipt rule, SES identity, bucket, queue and subscription; tables, SES sending and its events, the mail server',
+    )
+    .option(
+      '--rcpt <address>',
+      'hosted address the mail server must accept in RCPT TO (repeatable; default postmaster@<each domain>)',
+      collect,
+    )
+    .option(
+      '--timeout <seconds>',
+      `deadline of each AWS, DNS and mail server call (default ${DEFAULT_TIMEOUT_SECONDS})`,
+    );
+  return command<DoctorOptions>(app, definition, {
+    domains: 'required',
+    async run(context, options) {
+      const recipients = listOption(options.rcpt).map((r) => parseMailbox(r, '--rcpt'));
+      const timeoutMs = parseTimeout(options.timeout) * 1000;
+      const control = createControlClients(context.config.aws);
+      const resolver = createMxResolver(context.config.doctorDnsServers, timeoutMs);
+      try {
+        const checks = await runDoctor({ ...context, control, resolver, timeoutMs }, recipients);
+        printChecks(context.out, context.config, checks);
+        return checks.some((c) => c.status === 'fail') ? EXIT_FAILED : EXIT_OK;
+      } finally {
+        resolver.cancel();
+        control.destroy();
+      }
+    },
+  });
 }
 
 function parseTimeout(value: string | undefined): number {

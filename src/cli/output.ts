@@ -10,10 +10,17 @@ export interface OutputStream {
   readonly columns?: number;
 }
 
+/** Where a confirmation is read from (process.stdin, or a stream in tests). */
+export interface InputStream extends NodeJS.ReadableStream {
+  readonly isTTY?: boolean;
+}
+
 export interface CliStreams {
   stdout: OutputStream;
   stderr: OutputStream;
   env: Readonly<Record<string, string | undefined>>;
+  /** Absent: nothing can be asked (a command that must confirm then needs --yes). */
+  stdin?: InputStream;
 }
 
 export class Output {
@@ -34,6 +41,11 @@ export class Output {
 
   /** A plain progress line on stderr (where no progress line is redrawn: not a terminal). */
   note(text: string): void {
+    this.streams.stderr.write(`${text}\n`);
+  }
+
+  /** A record of something done that cannot be undone, on stderr in both modes (`dlq purge`'s removals). */
+  audit(text: string): void {
     this.streams.stderr.write(`${text}\n`);
   }
 

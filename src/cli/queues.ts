@@ -95,3 +95,38 @@ export function domainQueueNames(config: Config, domain: string): DomainQueueNam
   const queue = nameFromTemplate(config.queueNameTemplate, domain);
   return { queue, deadLetter: deadLetterQueueName(queue) };
 }
+
+/** A domain's queue and the dead-letter queue its redrive policy names (or `<queue>-dlq`). */
+export interface DomainQueues {
+  domain: string;
+  queueName: string;
+  queueUrl: string;
+  queueArn: string;
+  dlqName: string;
+  dlqUrl: string;
+  dlqArn: string;
+}
+
+export async function resolveDomainQueues(
+  sqs: SQSClient,
+  config: Config,
+  domain: string,
+): Promise<DomainQueues> {
+  const names = domainQueueNames(config, domain);
+  const queueUrl = await findQueue(sqs, names.queue);
+  if (queueUrl === undefined) {
+    throw new Error(`queue ${names.queue} does not exist (unified-worker setup creates it)`);
+  }
+  const facts = await queueFacts(sqs, queueUrl);
+  const dlqName = facts.redrive ? queueNameFromArn(facts.redrive.deadLetterTargetArn) : names.deadLetter;
+  const dlqUrl = await findQueue(sqs, dlqName);
+  if (dlqUrl === undefined) {
+    throw new Error(
+      facts.redrive
+        ? `the dead-letter queue ${dlqName} named by ${names.queue}'s redrive policy does not exist`
+        : `${names.queue} has no redrive policy and there is no ${dlqName} (unified-worker setup adds both)`,
+    );
+  }
+  const dlqArn = facts.redrive?.deadLetterTargetArn ?? (await queueFacts(sqs, dlqUrl)).arn;
+  return { domain, queueName: names.queue, queueUrl, queueArn: facts.arn, dlqName, dlqUrl, dlqArn };
+}

@@ -1,7 +1,7 @@
 /**
  * `unified-worker replay`: runs stored mail through the daemon again by enqueueing a fresh SES notification for
  * the same SES message id and S3 object — after an outage, a fixed mailbox, a raised limit. The mail is chosen
- * by `--key`, or by a scan of the domain's bucket on the audit metadata (`--status`, `--since`, `--until`).
+ * by `--key`, or by a scan of the domain's bucket on the audit metadata (replay-selection.ts).
  *
  * The contract with the daemon: every replayed notification carries the SQS message attribute `uw-replay`
  * (String `true`), so the daemon does not take the mail's `processed=true` metadata for a duplicate delivery.
@@ -10,80 +10,63 @@
  * in the object's metadata (`replay_generation`, written here before enqueueing); the daemon puts a generation
  * above 0 into its ledger keys and delivery ids, so the mail is delivered again, on purpose, exactly once more.
  *
- * SES keeps the envelope recipients only in the notification, so a replay needs them from elsewhere: `--to`, or
- * the recipients the mail server rejected (`invalid_inboxes`) for invalid and partial mail. The envelope sender
- * and SES's verdicts come from the trace headers SES put on the stored mail (see ses-trace.ts).
+ * SES keeps the envelope recipients only in the notification; the daemon records them in the audit metadata
+ * (`envelope_recipients`, bounded), which is where a replay takes them from, unless `--to` names them. The
+ * envelope sender and SES's verdicts come from the trace headers SES put on the stored mail (see ses-trace.ts).
+ * With `--wait`, each mail is marked `replay_pending` before its notification goes out; the daemon's next verdict
+ * removes the mark, and that verdict is the replay's.
  */
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { MessageAttributeValue } from '@aws-sdk/client-sqs';
 import { Command } from 'commander';
 
+import {
+  REPLAY_GENERATION_KEY,
+  REPLAY_PENDING_KEY,
+  readVerdict,
+  replayPendingMetadata,
+  type RecordedVerdict,
+} from '../aws/audit-metadata.ts';
 import { createS3MailStore } from '../aws/mail-store.ts';
+import { REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE } from '../aws/queue.ts';
 import { nameFromTemplate } from '../aws/resources.ts';
 import { systemClock } from '../clock.ts';
 import { awsError } from '../errors.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import { headerView } from '../pipeline/parse.ts';
-import { domainPart, parseMailbox } from './addresses.ts';
-import { headMail } from './audit.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  UsageError,
-  collect,
-  describeError,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-} from './command.ts';
-import { REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE } from '../aws/queue.ts';
-import { enqueueReceipt } from './inject.ts';
+import { domainPart } from './addresses.ts';
+import { awaitOutcomes, type AwaitedOutcome } from './audit.ts';
+import { command, describeError, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
+import { collect, parseDuration } from './options.ts';
 import { plural } from './output.ts';
+import {
+  DEFAULT_LIMIT,
+  REPLAY_STATUSES,
+  candidatesByKey,
+  parseSelection,
+  scanBucket,
+  statusOf,
+  type Candidate,
+  type NotReplayed,
+  type Selection,
+  type SelectionOptions,
+} from './replay-selection.ts';
+import { enqueueReceipt } from './ses-inbound.ts';
 import { readSesTrace } from './ses-trace.ts';
 
-/** Object metadata key holding the last forced replay's generation. */
-export const REPLAY_GENERATION_METADATA = 'replay_generation';
-
-export const REPLAY_STATUSES = [
-  'delivered',
-  'partial',
-  'invalid',
-  'blocked',
-  'failed',
-  'unprocessed',
-] as const;
-export type ReplayStatus = (typeof REPLAY_STATUSES)[number];
-
-const DEFAULT_LIMIT = 1000;
-const MAX_LIMIT = 100_000;
-const MAX_KEYS = 1000;
 /** SES's trace headers are on top: this much of the object is read to find them. */
 const HEADER_READ_BYTES = 64 * 1024;
-/** HeadObject calls in flight while scanning. */
-const SCAN_CONCURRENCY = 8;
 /** The daemon's own check of an SES message id (pipeline/notification.ts). */
 const SES_MESSAGE_ID = /^[A-Za-z0-9._-]{1,200}$/;
+/** --wait bound, and how many replayed mails it follows (each is polled on S3 until its verdict comes). */
+const MAX_WAIT_SECONDS = 600;
+const MAX_WAITED_MAILS = 200;
 
-interface ReplayOptions extends CommonOptions {
-  key?: string[];
-  to?: string[];
-  status?: string;
-  since?: string;
-  until?: string;
-  prefix?: string;
-  limit?: string;
+interface ReplayOptions extends CommonOptions, SelectionOptions {
   force?: boolean;
   dryRun?: boolean;
-}
-
-/** A stored mail chosen for replay. */
-interface Candidate {
-  bucket: string;
-  key: string;
-  metadata: Record<string, string>;
+  wait?: string;
 }
 
 export interface ReplayedMail {
@@ -96,24 +79,11 @@ export interface ReplayedMail {
   generation?: number;
 }
 
-export interface NotReplayed {
-  bucket: string;
-  key: string;
-  reason: string;
-}
-
-interface Selection {
-  keys: string[];
-  recipients: string[];
-  statuses: ReadonlySet<ReplayStatus> | undefined;
-  since?: number;
-  until?: number;
-  prefix: string;
-  limit: number;
-}
+export type { NotReplayed };
 
 export function replayCommand(app: CliApp): Command {
-  return withCommonOptions(
+  return command(
+    app,
     new Command('replay')
       .description('run stored mail through the daemon again (a fresh notification for the same S3 object)')
       .option(
@@ -123,7 +93,7 @@ export function replayCommand(app: CliApp): Command {
       )
       .option(
         '--to <list>',
-        'with --key: the envelope recipients (needed unless the mail has invalid_inboxes)',
+        'with --key: the envelope recipients (default: those recorded in the audit metadata)',
         collect,
       )
       .option(
@@ -141,17 +111,74 @@ export function replayCommand(app: CliApp): Command {
         '--force',
         'deliver again even to recipients that already got the mail (a new replay generation)',
       )
-      .option('--dry-run', 'show what would be replayed, change nothing'),
-  ).action(
-    app.action('replay', (options: ReplayOptions) =>
-      runWithContext(app.streams, options, { domains: true }, (context) => runReplay(context, options)),
-    ),
+      .option('--dry-run', 'show what would be replayed, change nothing')
+      .option(
+        '--wait <seconds>',
+        `wait this long (90, 5m) for the daemon's verdicts and say every effect; exit 1 if one is not final (at most ${MAX_WAITED_MAILS} mails)`,
+      ),
+    { domains: 'required', run: (context, options: ReplayOptions) => runReplay(context, options) },
   );
 }
 
 async function runReplay(context: CommandContext, options: ReplayOptions): Promise<number> {
-  const { out, config } = context;
+  const { out } = context;
   const selection = parseSelection(options, Date.now());
+  const waitSeconds = parseDuration('--wait', options.wait, MAX_WAIT_SECONDS);
+  checkRequest(context, selection, options, waitSeconds);
+  const { planned, notReplayed } = await selectCandidates(context, selection, options.dryRun === true);
+  if (waitSeconds !== undefined && planned.length > MAX_WAITED_MAILS) {
+    throw new UsageError(
+      `--wait follows at most ${MAX_WAITED_MAILS} mails and ${planned.length} are selected: add --limit ${MAX_WAITED_MAILS}, or drop --wait`,
+    );
+  }
+  const selected = planned.length + notReplayed.length;
+  const replayed = await replayAll(
+    context,
+    planned,
+    selection,
+    options,
+    waitSeconds !== undefined,
+    notReplayed,
+  );
+  const verb = options.dryRun ? 'would be replayed' : 'replayed';
+  out.line(
+    `${plural(selected, 'mail')} selected: ${replayed.length} ${verb}, ${notReplayed.length} not replayed` +
+      (options.force && replayed.length > 0 ? ' (forced: a new replay generation, delivered again)' : ''),
+  );
+  if (!out.plainProgress && !options.dryRun) {
+    for (const item of notReplayed) out.line(describeReplay(item, false));
+  }
+  const waited =
+    waitSeconds === undefined
+      ? undefined
+      : await awaitOutcomes(
+          context.clients.s3,
+          out,
+          replayed.map((r) => ({ label: `${r.bucket}/${r.key}`, bucket: r.bucket, key: r.key })),
+          waitSeconds * 1000,
+          (metadata) => metadata[REPLAY_PENDING_KEY] === undefined,
+        );
+  out.result({
+    dryRun: options.dryRun === true,
+    force: options.force === true,
+    selected,
+    replayed: withOutcomes(replayed, waited?.outcomes),
+    notReplayed,
+  });
+  return notReplayed.length > 0 || waited?.allFinal === false ? EXIT_FAILED : EXIT_OK;
+}
+
+/** What cannot go together, and the warning when the ledger cannot keep replays single. */
+function checkRequest(
+  context: CommandContext,
+  selection: Selection,
+  options: ReplayOptions,
+  waitSeconds: number | undefined,
+): void {
+  const { config, out } = context;
+  if (waitSeconds !== undefined && options.dryRun) {
+    throw new UsageError('--wait has nothing to wait for with --dry-run');
+  }
   if (selection.keys.length > 0 && config.domains.length !== 1) {
     throw new UsageError(
       "--key needs exactly one domain (--domains): the key is looked up in that domain's bucket",
@@ -162,258 +189,125 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
       'IDEMPOTENCY_TABLE is off: the daemon cannot tell who already got a mail, so recipients that were delivered get it again',
     );
   }
-  const replayed: ReplayedMail[] = [];
+}
+
+/** Every domain's candidates (by key or by scan), and the keys that name no object. */
+async function selectCandidates(
+  context: CommandContext,
+  selection: Selection,
+  dryRun: boolean,
+): Promise<{ planned: Array<{ domain: string; candidate: Candidate }>; notReplayed: NotReplayed[] }> {
+  const { out, config } = context;
+  const planned: Array<{ domain: string; candidate: Candidate }> = [];
   const notReplayed: NotReplayed[] = [];
-  let selected = 0;
   for (const domain of config.domains) {
     const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
     const { candidates, missing, more } =
       selection.keys.length > 0
-        ? await candidatesByKey(context, bucket, selection.keys)
-        : await scanBucket(context, bucket, selection);
+        ? await candidatesByKey(context.clients.s3, bucket, selection.keys)
+        : await scanBucket(context.clients.s3, out, bucket, selection);
     notReplayed.push(...missing);
-    selected += candidates.length + missing.length;
-    if (out.plainProgress || options.dryRun)
-      for (const item of missing) out.line(describeOutcome(item, false));
+    if (out.plainProgress || dryRun) for (const item of missing) out.line(describeReplay(item, false));
     if (more) {
       out.warn(
         `${bucket}: more mail matches; stopped at --limit ${selection.limit} (run replay again for the rest)`,
       );
     }
-    const progress = out.progress(
-      options.dryRun ? `checking ${bucket}` : `replaying ${bucket}`,
-      candidates.length,
-    );
-    for (const candidate of candidates) {
-      const outcome = await replayOne(context, domain, candidate, selection, options);
+    planned.push(...candidates.map((candidate) => ({ domain, candidate })));
+  }
+  return { planned, notReplayed };
+}
+
+async function replayAll(
+  context: CommandContext,
+  planned: ReadonlyArray<{ domain: string; candidate: Candidate }>,
+  selection: Selection,
+  options: ReplayOptions,
+  wait: boolean,
+  notReplayed: NotReplayed[],
+): Promise<ReplayedMail[]> {
+  const { out } = context;
+  const replayed: ReplayedMail[] = [];
+  const progress = out.progress(options.dryRun ? 'checking' : 'replaying', planned.length);
+  try {
+    for (const { domain, candidate } of planned) {
+      const outcome = await replayOne(context, domain, candidate, selection, options, wait);
       progress.tick();
       if ('reason' in outcome) notReplayed.push(outcome);
       else replayed.push(outcome);
-      if (out.plainProgress || options.dryRun) out.line(describeOutcome(outcome, options.dryRun === true));
+      if (out.plainProgress || options.dryRun) out.line(describeReplay(outcome, options.dryRun === true));
     }
+  } finally {
     progress.finish();
   }
-  out.result({
-    dryRun: options.dryRun === true,
-    force: options.force === true,
-    selected,
-    replayed,
-    notReplayed,
-  });
-  const verb = options.dryRun ? 'would be replayed' : 'replayed';
-  out.line(
-    `${plural(selected, 'mail')} selected: ${replayed.length} ${verb}, ${notReplayed.length} not replayed` +
-      (options.force && replayed.length > 0 ? ' (forced: a new replay generation, delivered again)' : ''),
-  );
-  if (!out.plainProgress && !options.dryRun) {
-    for (const item of notReplayed) out.line(`  not replayed ${item.bucket}/${item.key}: ${item.reason}`);
-  }
-  return notReplayed.length > 0 ? EXIT_FAILED : EXIT_OK;
+  return replayed;
 }
 
-function describeOutcome(outcome: ReplayedMail | NotReplayed, dryRun: boolean): string {
+function withOutcomes(
+  replayed: readonly ReplayedMail[],
+  outcomes: readonly AwaitedOutcome[] | undefined,
+): Array<ReplayedMail & { outcome?: AwaitedOutcome['outcome'] }> {
+  if (!outcomes) return [...replayed];
+  return replayed.map((r) => {
+    const found = outcomes.find((o) => o.bucket === r.bucket && o.key === r.key);
+    return found ? { ...r, outcome: found.outcome } : r;
+  });
+}
+
+function describeReplay(outcome: ReplayedMail | NotReplayed, dryRun: boolean): string {
   if ('reason' in outcome) return `  not replayed ${outcome.bucket}/${outcome.key}: ${outcome.reason}`;
   const generation = outcome.generation !== undefined ? `, generation ${outcome.generation}` : '';
   return `  ${dryRun ? 'would replay' : 'replayed'} ${outcome.bucket}/${outcome.key} (status ${outcome.status}) to ${outcome.recipients.join(', ')}${generation}`;
 }
 
-function parseSelection(options: ReplayOptions, now: number): Selection {
-  const keys = listOption(options.key);
-  const recipients = [...new Set(listOption(options.to).map((r) => parseMailbox(r, '--to')))];
-  const scanning = options.status !== undefined || options.since !== undefined || options.until !== undefined;
-  if (keys.length === 0 && !scanning) {
-    throw new UsageError(
-      'say which mail: --key <key>, or --status (with --since/--until) to scan the bucket',
-    );
-  }
-  if (keys.length > 0 && (scanning || options.prefix !== undefined)) {
-    throw new UsageError(
-      '--key names the mail itself: it does not go with --status, --since, --until or --prefix',
-    );
-  }
-  if (recipients.length > 0 && keys.length === 0) {
-    throw new UsageError('--to goes with --key: a scan cannot know which recipients each mail had');
-  }
-  if (keys.length > MAX_KEYS) throw new UsageError(`at most ${MAX_KEYS} --key options`);
-  for (const key of keys) {
-    if (key.length > 1024 || /[\0-\x1f]/.test(key))
-      throw new UsageError(`--key ${JSON.stringify(key)} is not an S3 key`);
-  }
-  const statuses =
-    options.status === undefined ? undefined : new Set(listOption(options.status).map(parseStatus));
-  const limit = options.limit === undefined ? DEFAULT_LIMIT : Number(options.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
-    throw new UsageError(`--limit ${options.limit}: a number 1..${MAX_LIMIT}`);
-  }
-  const since = options.since === undefined ? undefined : parseTime('--since', options.since, now);
-  const until = options.until === undefined ? undefined : parseTime('--until', options.until, now);
-  if (since !== undefined && until !== undefined && since >= until)
-    throw new UsageError('--since must be before --until');
-  return {
-    keys,
-    recipients,
-    statuses,
-    ...(since !== undefined && { since }),
-    ...(until !== undefined && { until }),
-    prefix: options.prefix ?? '',
-    limit,
-  };
-}
-
-function parseStatus(text: string): ReplayStatus {
-  const status = text.toLowerCase() as ReplayStatus;
-  if (!REPLAY_STATUSES.includes(status)) {
-    throw new UsageError(`--status ${text}: one of ${REPLAY_STATUSES.join(', ')}`);
-  }
-  return status;
-}
-
-const UNIT_MS: Record<string, number> = { m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Epoch ms of `2026-11-27`, `2026-11-27T10:00Z` (ISO 8601, UTC unless an offset is given), or `90m`/`6h`/`2d` ago. */
-export function parseTime(option: string, text: string, now: number): number {
-  const relative = /^(\d{1,6})([mhd])$/.exec(text);
-  if (relative) return now - Number(relative[1]) * (UNIT_MS[relative[2] ?? 'd'] ?? 0);
-  const iso = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/.test(
-    text,
-  );
-  const date = /^\d{4}-\d{2}-\d{2}$/.test(text)
-    ? `${text}T00:00:00Z`
-    : /[Zz]|[+-]\d{2}:?\d{2}$/.test(text)
-      ? text
-      : `${text}Z`;
-  const ms = iso ? Date.parse(date.replace(' ', 'T')) : Number.NaN;
-  if (!Number.isFinite(ms)) {
-    throw new UsageError(
-      `${option} ${JSON.stringify(text)}: expected 2026-11-27, 2026-11-27T10:00Z, or 90m, 6h, 2d`,
-    );
-  }
-  return ms;
-}
-
-/** The audit status of a stored mail; `unprocessed` when the daemon never recorded an outcome. */
-function statusOf(metadata: Record<string, string>): ReplayStatus | string {
-  return metadata.status ?? (metadata.processed === undefined ? 'unprocessed' : 'unknown');
-}
-
-async function candidatesByKey(
-  context: CommandContext,
-  bucket: string,
-  keys: readonly string[],
-): Promise<{ candidates: Candidate[]; missing: NotReplayed[]; more: boolean }> {
-  const candidates: Candidate[] = [];
-  const missing: NotReplayed[] = [];
-  for (const key of keys) {
-    const stored = await headMail(context.clients.s3, bucket, key);
-    if (stored.kind === 'missing') missing.push({ bucket, key, reason: 'no such object' });
-    else candidates.push({ bucket, key, metadata: stored.metadata });
-  }
-  return { candidates, missing, more: false };
-}
-
 /**
- * Lists the bucket and reads each object's metadata, keeping what matches the selection. An object last modified
- * before `--since` is skipped unread: the daemon writes the audit metadata after taking `processed_at`, so
- * LastModified is never earlier than the recorded processing time.
+ * The envelope recipients of a replay of this mail in `domain`, or why there are none: `--to`, else those the
+ * daemon recorded. `toAll` when the ledger skips who got it already, or `--force` delivers again; otherwise a
+ * partial mail goes only to the recipients that did not get it.
  */
-async function scanBucket(
-  context: CommandContext,
-  bucket: string,
-  selection: Selection,
-): Promise<{ candidates: Candidate[]; missing: NotReplayed[]; more: boolean }> {
-  const { s3 } = context.clients;
-  const candidates: Candidate[] = [];
-  const progress = context.out.progress(`scanning ${bucket}`, 0);
-  let scanned = 0;
-  let token: string | undefined;
-  try {
-    do {
-      const page = await listPage(s3, bucket, selection.prefix, token);
-      token = page.NextContinuationToken;
-      const objects = (page.Contents ?? []).filter(
-        (o) =>
-          o.Key !== undefined &&
-          !o.Key.endsWith('AMAZON_SES_SETUP_NOTIFICATION') &&
-          (selection.since === undefined ||
-            o.LastModified === undefined ||
-            o.LastModified.getTime() >= selection.since),
-      );
-      for (let i = 0; i < objects.length; i += SCAN_CONCURRENCY) {
-        const heads = await Promise.all(
-          objects.slice(i, i + SCAN_CONCURRENCY).map(async (o) => {
-            const key = o.Key ?? '';
-            const stored = await headMail(s3, bucket, key);
-            return stored.kind === 'stored'
-              ? { key, metadata: stored.metadata, lastModified: o.LastModified }
-              : undefined;
-          }),
-        );
-        scanned += heads.length;
-        for (const head of heads) {
-          if (head && matches(head.metadata, head.lastModified, selection)) {
-            if (candidates.length >= selection.limit) return { candidates, missing: [], more: true };
-            candidates.push({ bucket, key: head.key, metadata: head.metadata });
-          }
-        }
-        progress.status(`${plural(scanned, 'object')}, ${candidates.length} selected`);
-      }
-    } while (token !== undefined);
-  } finally {
-    progress.finish();
-  }
-  return { candidates, missing: [], more: false };
-}
-
-async function listPage(s3: S3Client, bucket: string, prefix: string, token: string | undefined) {
-  try {
-    return await s3.send(
-      new ListObjectsV2Command({
-        Bucket: bucket,
-        ...(prefix !== '' && { Prefix: prefix }),
-        ...(token !== undefined && { ContinuationToken: token }),
-      }),
-    );
-  } catch (error) {
-    throw awsError('S3_ERROR', `ListObjectsV2 ${bucket}`, error);
-  }
-}
-
-function matches(
-  metadata: Record<string, string>,
-  lastModified: Date | undefined,
-  selection: Selection,
-): boolean {
-  if (selection.statuses && !selection.statuses.has(statusOf(metadata) as ReplayStatus)) return false;
-  const processedAt = Number(metadata.processed_at);
-  const when =
-    Number.isFinite(processedAt) && metadata.processed_at !== undefined
-      ? processedAt * 1000
-      : lastModified?.getTime();
-  if (when === undefined) return selection.since === undefined && selection.until === undefined;
-  if (selection.since !== undefined && when < selection.since) return false;
-  if (selection.until !== undefined && when >= selection.until) return false;
-  return true;
-}
-
-/** The envelope recipients of a replay of this mail in `domain`, or why there are none. */
-function recipientsOf(candidate: Candidate, domain: string, selection: Selection): string[] | string {
+export function recipientsOf(
+  candidate: Candidate,
+  domain: string,
+  selection: Pick<Selection, 'recipients'>,
+  toAll: boolean,
+): string[] | string {
+  const howTo = `replay --domains ${domain} --key ${candidate.key} --to <recipients>`;
   if (selection.recipients.length > 0) {
     const foreign = selection.recipients.filter((r) => domainPart(r) !== domain);
     if (foreign.length > 0) return `--to ${foreign.join(', ')} is not in ${domain}`;
     return selection.recipients;
   }
-  const rejected = candidate.metadata.invalid_inboxes;
-  if (rejected !== undefined && rejected !== '' && !rejected.endsWith('(cut)')) {
-    const list = rejected
-      .split(',')
-      .map((r) => r.trim().toLowerCase())
-      .filter((r) => domainPart(r) === domain);
-    if (list.length > 0) return list;
+  const verdict = readVerdict(candidate.metadata);
+  const recorded = verdict.envelopeRecipients;
+  if (recorded && !recorded.complete) {
+    return `the envelope recipients were too many to record whole (${recorded.addresses.length} kept): ${howTo}`;
   }
-  return (
-    `the envelope recipients are not recorded (status ${statusOf(candidate.metadata)}): ` +
-    `replay --domains ${domain} --key ${candidate.key} --to <recipients>`
+  const inDomain = (list: readonly string[]) =>
+    [...new Set(list.map((r) => r.trim().toLowerCase()))].filter((r) => domainPart(r) === domain);
+  const all = inDomain(recorded?.addresses ?? []);
+  if (all.length > 0) {
+    if (toAll || verdict.status !== 'partial') return all;
+    const missed = notDelivered(verdict, all);
+    return missed.length > 0 ? missed : `every recipient got it already (status partial): ${howTo}`;
+  }
+  // A verdict from before envelope_recipients was recorded: the recipients the mail server refused, if listed.
+  const refused = inDomain(verdict.invalid.filter((r) => !r.endsWith('(cut)')));
+  if (refused.length > 0) return refused;
+  return `the envelope recipients are not recorded (status ${statusOf(candidate.metadata)}): ${howTo}`;
+}
+
+/** Of a partial mail's recipients, those without a copy. */
+function notDelivered(verdict: RecordedVerdict, recipients: readonly string[]): string[] {
+  if (verdict.deliveredTo?.complete) {
+    const got = new Set(verdict.deliveredTo.addresses.map((a) => a.toLowerCase()));
+    return recipients.filter((r) => !got.has(r));
+  }
+  const missed = new Set(
+    [...verdict.invalid, ...verdict.contentRejected.map((r) => r.recipient)].map((r) =>
+      r.trim().toLowerCase(),
+    ),
   );
+  return recipients.filter((r) => missed.has(r));
 }
 
 async function replayOne(
@@ -422,22 +316,23 @@ async function replayOne(
   candidate: Candidate,
   selection: Selection,
   options: ReplayOptions,
+  wait: boolean,
 ): Promise<ReplayedMail | NotReplayed> {
   const { bucket, key, metadata } = candidate;
   const sesMessageId = key.slice(key.lastIndexOf('/') + 1);
   if (!SES_MESSAGE_ID.test(sesMessageId)) {
     return { bucket, key, reason: 'the key does not end in an SES message id, which the notification needs' };
   }
-  const recipients = recipientsOf(candidate, domain, selection);
+  const toAll = Boolean(context.config.tables.idempotency) || options.force === true;
+  const recipients = recipientsOf(candidate, domain, selection, toAll);
   if (typeof recipients === 'string') return { bucket, key, reason: recipients };
-  const status = statusOf(metadata);
-  const generation = options.force ? nextGeneration(metadata) : undefined;
+  const generation = options.force ? readVerdict(metadata).replayGeneration + 1 : undefined;
   const planned: ReplayedMail = {
     bucket,
     key,
     sesMessageId,
     recipients,
-    status,
+    status: statusOf(metadata),
     ...(generation !== undefined && { generation }),
   };
   if (options.dryRun) return planned;
@@ -445,18 +340,16 @@ async function replayOne(
     const head = await readHeaderBlock(context.clients.s3, bucket, key);
     const trace = readSesTrace(head);
     const source = trace.source ?? headerView(splitMessage(head)).from?.address ?? '';
-    if (generation !== undefined) {
+    const marks = {
+      ...(generation !== undefined && { [REPLAY_GENERATION_KEY]: String(generation) }),
+      ...(wait && replayPendingMetadata(Date.now())),
+    };
+    if (Object.keys(marks).length > 0) {
       await createS3MailStore(context.clients.s3, { maxAttempts: 1, clock: systemClock }).updateMetadata(
         { bucket, key },
-        { [REPLAY_GENERATION_METADATA]: String(generation) },
+        marks,
       );
     }
-    const attributes: Record<string, MessageAttributeValue> = {
-      [REPLAY_ATTRIBUTE]: { DataType: 'String', StringValue: 'true' },
-      ...(generation !== undefined && {
-        [REPLAY_GENERATION_ATTRIBUTE]: { DataType: 'Number', StringValue: String(generation) },
-      }),
-    };
     await enqueueReceipt(context, {
       domain,
       sesMessageId,
@@ -466,7 +359,7 @@ async function replayOne(
       verdicts: trace.verdicts,
       mail: head,
       location: { bucket, key },
-      messageAttributes: attributes,
+      messageAttributes: replayAttributes(generation),
     });
     return planned;
   } catch (error) {
@@ -474,9 +367,13 @@ async function replayOne(
   }
 }
 
-function nextGeneration(metadata: Record<string, string>): number {
-  const last = Number(metadata[REPLAY_GENERATION_METADATA] ?? '0');
-  return (Number.isInteger(last) && last >= 0 ? last : 0) + 1;
+function replayAttributes(generation: number | undefined): Record<string, MessageAttributeValue> {
+  return {
+    [REPLAY_ATTRIBUTE]: { DataType: 'String', StringValue: 'true' },
+    ...(generation !== undefined && {
+      [REPLAY_GENERATION_ATTRIBUTE]: { DataType: 'Number', StringValue: String(generation) },
+    }),
+  };
 }
 
 /** The first bytes of the stored mail, cut after the last complete line: enough for SES's trace headers. */

@@ -3,8 +3,6 @@
  * `ooo_active` (BOOL), `ooo_message` (S), `ooo_content_type` (`text` | `html`), `forwards` (list of S) — written in
  * exactly that shape, addresses validated and lower-cased.
  */
-import { open } from 'node:fs/promises';
-
 import { Command, Option } from 'commander';
 
 import { domainPart, parseMailbox } from './addresses.ts';
@@ -17,18 +15,10 @@ import {
   type AddressItem,
   type ItemChange,
 } from './address-items.ts';
-import {
-  EXIT_OK,
-  UsageError,
-  collect,
-  listOption,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-  cacheNote,
-} from './command.ts';
+import { cacheNote, command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
+import { EXIT_OK, UsageError } from './exit.ts';
+import { readInputFile } from './input-file.ts';
+import { collect, listOption } from './options.ts';
 import { plural } from './output.ts';
 
 /** The attributes of a rule item the daemon reads (README, "DynamoDB tables"). */
@@ -60,17 +50,14 @@ export function rulesCommand(app: CliApp): Command {
     'show and change per-address rules: out-of-office and forwards',
   );
   rules.addCommand(
-    withCommonOptions(
-      new Command('show').description("an address's rules").argument('<address>'),
-      false,
-    ).action(
-      app.action('rules show', (address: string, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) => showRule(context, address)),
-      ),
-    ),
+    command(app, new Command('show').description("an address's rules").argument('<address>'), {
+      domains: 'optional',
+      run: (context, _options: CommonOptions, address: string) => showRule(context, address),
+    }),
   );
   rules.addCommand(
-    withCommonOptions(
+    command(
+      app,
       new Command('set')
         .description("change an address's rules (a message turns the out-of-office on unless --ooo off)")
         .argument('<address>')
@@ -80,31 +67,23 @@ export function rulesCommand(app: CliApp): Command {
         .option('--html', 'the out-of-office text is HTML')
         .option('--forward-add <address>', 'forward every mail to this address too (repeatable)', collect)
         .option('--forward-remove <address>', 'stop forwarding to this address (repeatable)', collect),
-      false,
-    ).action(
-      app.action('rules set', (address: string, options: SetOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) =>
-          setRule(context, address, options),
-        ),
-      ),
+      {
+        domains: 'optional',
+        run: (context, options: SetOptions, address: string) => setRule(context, address, options),
+      },
     ),
   );
   rules.addCommand(
-    withCommonOptions(
-      new Command('delete').description("remove an address's rules").argument('<address>'),
-      false,
-    ).action(
-      app.action('rules delete', (address: string, options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: false }, (context) => deleteRule(context, address)),
-      ),
-    ),
+    command(app, new Command('delete').description("remove an address's rules").argument('<address>'), {
+      domains: 'optional',
+      run: (context, _options: CommonOptions, address: string) => deleteRule(context, address),
+    }),
   );
   rules.addCommand(
-    withCommonOptions(new Command('list').description('every address with rules in the domains')).action(
-      app.action('rules list', (options: CommonOptions) =>
-        runWithContext(app.streams, options, { domains: true }, (context) => listRules(context)),
-      ),
-    ),
+    command(app, new Command('list').description('every address with rules in the domains'), {
+      domains: 'required',
+      run: (context) => listRules(context),
+    }),
   );
   return rules;
 }
@@ -258,28 +237,19 @@ function checkMessage(message: string | undefined): string | undefined {
 }
 
 async function readMessageFile(file: string): Promise<string> {
-  let handle;
+  const bytes = await readInputFile(file, {
+    option: '--ooo-file',
+    maxBytes: MAX_OOO_MESSAGE_BYTES,
+    what: 'text',
+    allowEmpty: true,
+  });
+  let text: string;
   try {
-    handle = await open(file, 'r');
-  } catch (error) {
-    throw new UsageError(`--ooo-file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UsageError(`--ooo-file ${file} is not UTF-8 text`);
   }
-  try {
-    const { size } = await handle.stat();
-    if (size > MAX_OOO_MESSAGE_BYTES) {
-      throw new UsageError(`--ooo-file ${file} is ${size} bytes, over ${MAX_OOO_MESSAGE_BYTES / 1024} KiB`);
-    }
-    const bytes = await handle.readFile();
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    } catch {
-      throw new UsageError(`--ooo-file ${file} is not UTF-8 text`);
-    }
-    return checkMessage(text.replace(/^\uFEFF/, '')) ?? '';
-  } finally {
-    await handle.close();
-  }
+  return checkMessage(text.replace(/^\uFEFF/, '')) ?? '';
 }
 
 function warnIfNotServed(context: CommandContext, address: string): void {

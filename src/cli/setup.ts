@@ -19,16 +19,8 @@ import { createControlClients, type ControlClients } from '../aws/control-client
 import { TABLES, nameFromTemplate, notificationTopicName, sesInboundHost } from '../aws/resources.ts';
 import { configuredTableName } from '../aws/table-check.ts';
 import { ConfigError, WorkerError } from '../errors.ts';
-import {
-  EXIT_FAILED,
-  EXIT_OK,
-  describeError,
-  runWithContext,
-  withCommonOptions,
-  type CliApp,
-  type CommandContext,
-  type CommonOptions,
-} from './command.ts';
+import { command, describeError, type CliApp, type CommandContext } from './command.ts';
+import { EXIT_FAILED, EXIT_OK } from './exit.ts';
 import { plural } from './output.ts';
 import { domainQueueNames } from './queues.ts';
 import { ensureBucket, ensureBucketPolicy } from './setup/buckets.ts';
@@ -51,24 +43,22 @@ export type { SetupItem, SetupKind, SetupOutcome } from './setup/item.ts';
 const DOMAIN_STEPS = 8;
 
 export function setupCommand(app: CliApp): Command {
-  return withCommonOptions(
-    new Command('setup').description(
-      'create what the mail path needs (idempotent): tables; per domain queue, bucket, topic, subscription, policies, receipt rule, SES identity; the configuration set and events queue',
-    ),
-  ).action(
-    app.action('setup', (options: CommonOptions) =>
-      runWithContext(app.streams, options, { domains: true }, async (context) => {
-        const control = createControlClients(context.config.aws);
-        try {
-          const items = await runSetup({ ...context, control });
-          printSetup(context, items);
-          return items.some((i) => i.outcome === 'failed') ? EXIT_FAILED : EXIT_OK;
-        } finally {
-          control.destroy();
-        }
-      }),
-    ),
+  const definition = new Command('setup').description(
+    'create what the mail path needs (idempotent): tables; per domain queue, bucket, topic, subscription, policies, receipt rule, SES identity; the configuration set and events queue',
   );
+  return command(app, definition, {
+    domains: 'required',
+    async run(context) {
+      const control = createControlClients(context.config.aws);
+      try {
+        const items = await runSetup({ ...context, control });
+        printSetup(context, items);
+        return items.some((i) => i.outcome === 'failed') ? EXIT_FAILED : EXIT_OK;
+      } finally {
+        control.destroy();
+      }
+    },
+  });
 }
 
 export async function runSetup(context: CommandContext & { control: ControlClients }): Promise<SetupItem[]> {

@@ -49,16 +49,28 @@ export interface RetrySettings {
  */
 const PRECEDENCE: readonly DeferralReason[] = ['table', 'deployment', 'temporary', 'unreachable', 'claims'];
 
+/** Reasons that mean a component is out: a message held up by nothing else waits for it, parked. */
+const OUTAGES: ReadonlySet<string> = new Set(['unreachable', 'deployment']);
+
+/**
+ * `canPark`: the poller has room to hold one more message for an outage (its parking lot is bounded); without it an
+ * outage takes the ordinary schedule.
+ */
 export function decideRetry(
   outcome: MessageOutcome,
   receiveCount: number,
   settings: RetrySettings,
+  canPark = false,
 ): RetryDecision {
   if (outcome.status === 'malformed') return { action: 'dead-letter', reason: 'malformed' };
   const pending = pendingReasons(outcome);
   if (pending.length === 0) return { action: 'delete', reason: 'final' };
   if (pending.includes('stopping')) return { action: 'release', reason: 'stopping', after: 0 };
   const reason = PRECEDENCE.find((r) => pending.includes(r)) ?? 'temporary';
+  if (canPark && pending.every((r) => OUTAGES.has(r))) {
+    const blocked = blockedBy(outcome);
+    return { action: 'park', reason, component: blocked.has('mail-server') ? 'mail-server' : 'ses' };
+  }
   const { schedule } = settings;
   const longest = schedule[schedule.length - 1] ?? 900;
   if (receiveCount >= settings.maxReceives) {

@@ -3,7 +3,9 @@
  * settings passed as its environment), or as the built binary `dist/unified-worker.js` in a child process.
  * Either way the result is the exit code and what went to stdout and stderr.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { Readable } from 'node:stream';
 
 import { runCli } from '../../src/cli/program.ts';
 import { DAEMON_ENTRY } from './daemon-process.ts';
@@ -31,11 +33,20 @@ function result(code: number | null, stdout: string, stderr: string): CliResult 
   };
 }
 
+/** What a person at a terminal types, line by line (for a command that asks); without it there is no terminal. */
+export interface TerminalInput {
+  answers: string[];
+}
+
 /**
  * `runCli` in this process with `env` as the whole environment (nothing inherited). The AWS SDK reads credentials
  * from process.env, so the emulators' dummy ones are set there.
  */
-export async function runCommand(argv: readonly string[], env: Record<string, string>): Promise<CliResult> {
+export async function runCommand(
+  argv: readonly string[],
+  env: Record<string, string>,
+  terminal?: TerminalInput,
+): Promise<CliResult> {
   process.env.AWS_ACCESS_KEY_ID ??= 'test';
   process.env.AWS_SECRET_ACCESS_KEY ??= 'test';
   let stdout = '';
@@ -45,6 +56,9 @@ export async function runCommand(argv: readonly string[], env: Record<string, st
       stdout: { write: (chunk: string) => (stdout += chunk) },
       stderr: { write: (chunk: string) => (stderr += chunk) },
       env,
+      ...(terminal && {
+        stdin: Object.assign(Readable.from(terminal.answers.map((a) => `${a}\n`)), { isTTY: true }),
+      }),
     },
     version: 'test',
     startDaemon: () => Promise.reject(new Error('runCommand does not start the daemon')),
@@ -70,4 +84,14 @@ export async function runBuiltCli(
   const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
   clearTimeout(timer);
   return result(code, stdout, stderr);
+}
+
+/** Bad usage as the CLI reports it: exit 2, one line saying what is wrong (`message`), then the usage line. */
+export function assertUsageError(run: CliResult, message?: RegExp, what = ''): void {
+  const detail = `${what} exit ${String(run.code)}, stderr:\n${run.stderr}`;
+  assert.equal(run.code, 2, detail);
+  const lines = run.stderr.split('\n').filter((line) => line !== '');
+  assert.equal(lines.length, 2, detail);
+  if (message) assert.match(lines[0] ?? '', message, detail);
+  assert.match(lines[1] ?? '', /^Usage: unified-worker /, detail);
 }

@@ -1,5 +1,5 @@
 /**
- * `unified-worker dlq show|redrive` against fauxqs and the real pipeline. fauxqs has no StartMessageMoveTask, so
+ * `unified-worker dlq show|redrive|purge` against fauxqs and the real pipeline. fauxqs has no StartMessageMoveTask, so
  * the receive → send → delete fallback runs against it as it is. The native path (StartMessageMoveTask followed
  * with ListMessageMoveTasks) exists in no emulator that runs here: it is tested against a fake of those two calls,
  * shaped after the SQS API reference (a completed task is listed without its TaskHandle), that sits in front of
@@ -10,7 +10,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
-import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import {
   ChangeMessageVisibilityCommand,
   DeleteMessageCommand,
@@ -20,14 +20,16 @@ import {
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 
-import type { DlqReport, RedriveReport } from '../../src/cli/dlq.ts';
+import { finalMetadata, gaveUpMetadata } from '../../src/aws/audit-metadata.ts';
+import type { DlqReport, PurgedReport, RedriveReport } from '../../src/cli/dlq.ts';
 import { sesMessageId, sesNotification, snsEnvelope } from '../../src/cli/ses-notification.ts';
-import { runCommand, type CliResult } from '../harness/cli-runner.ts';
+import { assertUsageError, runCommand, type CliResult, type TerminalInput } from '../harness/cli-runner.ts';
 import { createDomainQueue, queueCounts } from '../harness/emulators.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 
 const LIVE = 'cli-dlq.test';
 const PARKED = 'dlq-parked.test';
+const PURGE = 'dlq-purge.test';
 let rig: Rig;
 let env: Record<string, string>;
 const url: Record<string, string> = {};
@@ -35,7 +37,12 @@ const url: Record<string, string> = {};
 before(async () => {
   rig = await startRig({ domains: [LIVE] });
   await createDomainQueue(rig.stack.sqs, PARKED);
-  env = { ...rig.stack.env, DOMAINS: `${LIVE},${PARKED}`, IDEMPOTENCY_TABLE: 'email-worker-idempotency' };
+  await createDomainQueue(rig.stack.sqs, PURGE);
+  env = {
+    ...rig.stack.env,
+    DOMAINS: `${LIVE},${PARKED},${PURGE}`,
+    IDEMPOTENCY_TABLE: 'email-worker-idempotency',
+  };
   const setup = await runCommand(['setup'], env);
   assert.equal(setup.code, 0, setup.stdout + setup.stderr);
   for (const name of [
@@ -43,14 +50,19 @@ before(async () => {
     'cli-dlq-test-queue-dlq',
     'dlq-parked-test-queue',
     'dlq-parked-test-queue-dlq',
+    'dlq-purge-test-queue-dlq',
   ]) {
     url[name] = (await rig.stack.sqs.send(new GetQueueUrlCommand({ QueueName: name }))).QueueUrl ?? '';
   }
 });
 after(() => rig.stop());
 
-function cli(argv: string[], overrides: Record<string, string> = {}): Promise<CliResult> {
-  return runCommand(argv, { ...env, ...overrides });
+function cli(
+  argv: string[],
+  overrides: Record<string, string> = {},
+  terminal?: TerminalInput,
+): Promise<CliResult> {
+  return runCommand(argv, { ...env, ...overrides }, terminal);
 }
 
 /** A mail in the domain's bucket and its notification on the dead-letter queue, as the redrive policy leaves it. */
@@ -113,10 +125,20 @@ describe('dlq show', () => {
     assert.equal(report?.waiting, 3);
     assert.equal(report?.oldestExact, true, 'the sample is the whole queue');
     assert.ok(report?.oldest && Date.parse(report.oldest) <= Date.now());
-    const reasons = new Map(report?.samples.map((s) => [s.sesMessageId ?? 'malformed', s.reason]));
-    assert.match(reasons.get('malformed') ?? '', /^malformed: body is not JSON/);
-    assert.equal(reasons.get(failed), 'failed: SMTP_CONNECTION: connection refused');
-    assert.match(reasons.get(unrecorded) ?? '', /^no outcome recorded in S3/);
+    const judged = new Map(
+      report?.samples.map((s) => [s.sesMessageId ?? 'malformed', [s.redrivable, s.reason] as const]),
+    );
+    assert.equal(judged.get('malformed')?.[0], 'no');
+    assert.match(
+      judged.get('malformed')?.[1] ?? '',
+      /^malformed notification \(body is not JSON.*it can never succeed$/,
+    );
+    assert.deepEqual(judged.get(failed), [
+      'yes',
+      'deferred until MAX_RECEIVES (SMTP_CONNECTION: connection refused): redrive once that is fixed',
+    ]);
+    assert.equal(judged.get(unrecorded)?.[0], 'yes');
+    assert.match(judged.get(unrecorded)?.[1] ?? '', /^no outcome recorded/);
     assert.deepEqual(
       await queueCounts(rig.stack.sqs, dlq),
       { visible: 3, inFlight: 0 },
@@ -128,7 +150,20 @@ describe('dlq show', () => {
       human.stdout,
       /^dlq-parked\.test: 3 messages waiting in dlq-parked-test-queue-dlq, oldest /m,
     );
-    assert.match(human.stdout, /unified-worker dlq redrive --domains dlq-parked\.test/);
+    assert.match(human.stdout, /^ {2}of the 3 messages looked at: 2 redrivable, 1 never redrivable$/m);
+    assert.match(
+      human.stdout,
+      new RegExp(`^  \\S+  ${failed} to x@dlq-parked\\.test  redrivable: deferred until`, 'm'),
+    );
+    assert.match(human.stdout, /^ {2}\S+ {2}SQS \S+ {2}never redrivable: malformed notification/m);
+    assert.match(
+      human.stdout,
+      /^ {2}remove what can never succeed: unified-worker dlq purge --domains dlq-parked\.test --never-redrivable$/m,
+    );
+    assert.match(
+      human.stdout,
+      /unified-worker dlq redrive --domains dlq-parked\.test \(it moves every message: purge the never redrivable first\)/,
+    );
   });
 });
 
@@ -215,6 +250,109 @@ describe('dlq redrive', () => {
     } finally {
       await fake.stop();
     }
+  });
+});
+
+describe('dlq purge', () => {
+  const dlqOf = () => url['dlq-purge-test-queue-dlq'] ?? '';
+  let deferred = '';
+
+  it('refuses without --yes when no terminal can answer, and without a choice; removes nothing', async () => {
+    await rig.stack.sqs.send(new SendMessageCommand({ QueueUrl: dlqOf(), MessageBody: 'not json' }));
+    assertUsageError(
+      await cli(['dlq', 'purge', '--domains', PURGE, '--never-redrivable']),
+      /^unified-worker dlq purge: dlq purge asks for confirmation on a terminal: give --yes/,
+    );
+    assertUsageError(
+      await cli(['dlq', 'purge', '--domains', PURGE, '--yes']),
+      /say which: --id .* or --never-redrivable/,
+    );
+    assert.deepEqual(await queueCounts(rig.stack.sqs, dlqOf()), { visible: 1, inFlight: 0 });
+  });
+
+  it('--never-redrivable --yes removes what can never succeed, keeps the rest, and leaves an audit trail', async () => {
+    const gone = await deadLetter(PURGE, `gone@${PURGE}`);
+    await rig.stack.s3.send(new DeleteObjectCommand({ Bucket: 'dlq-purge-test-emails', Key: gone }));
+    const decided = await deadLetter(
+      PURGE,
+      `done@${PURGE}`,
+      finalMetadata({
+        status: 'delivered',
+        at: Date.now(),
+        domain: PURGE,
+        envelopeRecipients: [`done@${PURGE}`],
+        invalid: [],
+        contentRejected: [],
+        failedEffects: [],
+      }),
+    );
+    deferred = await deadLetter(
+      PURGE,
+      `later@${PURGE}`,
+      gaveUpMetadata(Date.now(), PURGE, 'SMTP_CONNECTION: refused'),
+    );
+    const run = await cli(['dlq', 'purge', '--domains', PURGE, '--never-redrivable', '--yes', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const { purged } = run.json<{ purged: PurgedReport[] }>();
+    assert.deepEqual(
+      purged.map((p) => [p.sesMessageId ?? 'malformed', p.redrivable, p.removed, p.audit]).sort(),
+      [
+        [decided, 'no', true, 'written'],
+        [gone, 'no', true, 'no object'],
+        ['malformed', 'no', true, 'no object'],
+      ].sort(),
+    );
+    const audit = run.stderr.split('\n').filter((l) => l.startsWith('unified-worker dlq purge: removed '));
+    assert.equal(audit.length, 3, run.stderr);
+    assert.ok(
+      audit.some((l) => l.includes(`SES ${gone} to gone@${PURGE}`) && l.includes('is gone (deleted')),
+    );
+    const head = await rig.stack.s3.send(
+      new HeadObjectCommand({ Bucket: 'dlq-purge-test-emails', Key: decided }),
+    );
+    assert.match(head.Metadata?.dlq_purged_at ?? '', /^\d+$/);
+    assert.match(head.Metadata?.dlq_purge_reason ?? '', /^already decided \(status delivered\)/);
+    assert.equal(head.Metadata?.status, 'delivered', 'the verdict stays');
+    const show = await cli(['dlq', 'show', '--domains', PURGE, '--json']);
+    const [report] = show.json<{ deadLetterQueues: DlqReport[] }>().deadLetterQueues;
+    assert.deepEqual(
+      report?.samples.map((s) => [s.sesMessageId, s.redrivable]),
+      [[deferred, 'yes']],
+      'the redrivable one stays, visible',
+    );
+  });
+
+  it('--id asks on the terminal: no keeps the message (exit 1), yes removes it; an unknown id is said', async () => {
+    const declined = await cli(
+      ['dlq', 'purge', '--domains', PURGE, '--id', deferred],
+      {},
+      { answers: ['n'] },
+    );
+    assert.equal(declined.code, 1, declined.stderr);
+    assert.match(declined.stderr, /Remove 1 message from the dead-letter queue for good\? \[y\/N\] $/);
+    assert.match(
+      declined.stdout,
+      new RegExp(`SES ${deferred} to later@dlq-purge\\.test\\), redrivable: deferred`),
+    );
+    assert.match(declined.stdout, /^nothing removed$/m);
+    assert.deepEqual(await queueCounts(rig.stack.sqs, dlqOf()), { visible: 1, inFlight: 0 }, 'released');
+
+    const unanswered = await cli(['dlq', 'purge', '--domains', PURGE, '--id', deferred], {}, { answers: [] });
+    assert.equal(unanswered.code, 1);
+    assert.match(unanswered.stderr, /no answer \(end of input\): taken as no/);
+
+    const show = await cli(['dlq', 'show', '--domains', PURGE, '--json']);
+    const sqsId =
+      show.json<{ deadLetterQueues: DlqReport[] }>().deadLetterQueues[0]?.samples[0]?.sqsMessageId ?? '';
+    const accepted = await cli(['dlq', 'purge', '--domains', PURGE, '--id', sqsId], {}, { answers: ['y'] });
+    assert.equal(accepted.code, 0, accepted.stderr);
+    assert.match(accepted.stdout, /^removed 1 message$/m);
+    assert.deepEqual(await queueCounts(rig.stack.sqs, dlqOf()), { visible: 0, inFlight: 0 });
+
+    const unknown = await cli(['dlq', 'purge', '--domains', PURGE, '--id', 'no-such-id', '--yes']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /--id no-such-id: not in the dead-letter queues looked at/);
+    assert.match(unknown.stdout, /^nothing to remove$/m);
   });
 });
 

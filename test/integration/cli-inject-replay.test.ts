@@ -12,8 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, ReceiveMessageCommand, type Message } from '@aws-sdk/client-sqs';
 
+import { finalMetadata } from '../../src/aws/audit-metadata.ts';
+import { createS3MailStore, type MailStore } from '../../src/aws/mail-store.ts';
+import { systemClock } from '../../src/clock.ts';
 import { parseSqsBody } from '../../src/pipeline/notification.ts';
-import { runCommand, type CliResult } from '../harness/cli-runner.ts';
+import { assertUsageError, runCommand, type CliResult } from '../harness/cli-runner.ts';
 import { createDomainQueue, waitUntil } from '../harness/emulators.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import { stripVerdicts } from '../harness/verdict-lines.ts';
@@ -23,6 +26,7 @@ const PARKED = 'parked.test';
 let rig: Rig;
 let env: Record<string, string>;
 let parkedQueue: string;
+let store: MailStore;
 
 interface Injected {
   domain: string;
@@ -49,6 +53,7 @@ before(async () => {
   assert.equal(setup.code, 0, setup.stdout + setup.stderr);
   parkedQueue =
     (await rig.stack.sqs.send(new GetQueueUrlCommand({ QueueName: 'parked-test-queue' }))).QueueUrl ?? '';
+  store = createS3MailStore(rig.stack.s3, { maxAttempts: 1, clock: systemClock });
 });
 after(() => rig.stop());
 
@@ -97,6 +102,17 @@ async function object(
     bytes: Buffer.from((await result.Body?.transformToByteArray()) ?? []),
     metadata: result.Metadata ?? {},
   };
+}
+
+/** Waits until a notification is on the parked queue, and takes everything there. */
+async function waitForParked(): Promise<Message[]> {
+  let found: Message[] = [];
+  await waitUntil(
+    async () => (found = await parkedMessages()).length > 0,
+    10_000,
+    'the injected notification',
+  );
+  return found;
 }
 
 function copiesFor(recipient: string): number {
@@ -210,10 +226,67 @@ describe('inject', () => {
       ['inject', '--to', `a@${LIVE}`, '--shape', 'carrier-pigeon'],
       ['inject', '--to', `a@${LIVE}`, '--wait', 'soon'],
     ]) {
-      const run = await cli(...argv);
-      assert.equal(run.code, 2, `${argv.join(' ')}: ${run.stderr}`);
-      assert.equal(run.stderr.split('\n').filter(Boolean).length, 1, run.stderr);
+      assertUsageError(await cli(...argv), /^unified-worker inject: /, argv.join(' '));
     }
+    assertUsageError(
+      await cli('inject', '/nonexistent.eml', '--to', `a@${LIVE}`),
+      /^unified-worker inject: \/nonexistent\.eml: no such file$/,
+    );
+    assertUsageError(
+      await cli('inject', '--to', `a@${LIVE}`, '--shape', 'sns-inline', '--wait', '5'),
+      /--wait reads the verdict from the S3 object/,
+    );
+  });
+
+  it('takes the domain from --to: no DOMAINS or --domains needed', async () => {
+    const run = await runCommand(['inject', '--to', `Someone <x@${PARKED}>`, '--json'], {
+      ...env,
+      DOMAINS: '',
+    });
+    assert.equal(run.code, 0, run.stderr);
+    const [injected] = run.json<{ injected: Injected[] }>().injected;
+    assert.deepEqual([injected?.domain, injected?.recipients], [PARKED, [`x@${PARKED}`]]);
+    assert.equal((await parkedMessages()).length, 1);
+  });
+
+  it('--wait says every effect the verdict records, and exits 0 only when it is final', async () => {
+    // The parked domain has no daemon: this test writes the verdict the way the daemon does.
+    const pending = cli('inject', '--to', `a@${PARKED},b@${PARKED}`, '--wait', '20');
+    const [message] = await waitForParked();
+    const parsed = parseSqsBody(message?.Body);
+    assert.ok(parsed.kind === 'receipt' && parsed.receipt.mail.kind === 's3');
+    await store.updateMetadata(
+      parsed.receipt.mail,
+      finalMetadata({
+        status: 'partial',
+        at: Date.now(),
+        domain: PARKED,
+        envelopeRecipients: [`a@${PARKED}`, `b@${PARKED}`],
+        delivered: [`a@${PARKED}`],
+        invalid: [`b@${PARKED}`],
+        contentRejected: [],
+        sentEffects: ['forward:fwd@elsewhere.test', 'autoreply:postmaster@parked.test'],
+        failedEffects: [],
+      }),
+    );
+    const run = await pending;
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(
+      run.stdout,
+      new RegExp(
+        `^parked\\.test: status=partial\n  delivered to a@parked\\.test\n` +
+          `  refused: b@parked\\.test \\(mailbox unknown or unusable\\)\n` +
+          `  forwarded to fwd@elsewhere\\.test\n  auto-replied to postmaster@parked\\.test\n`,
+        'm',
+      ),
+    );
+
+    const notFinal = await cli('inject', '--to', `c@${PARKED}`, '--wait', '1', '--json');
+    assert.equal(notFinal.code, 1, 'no verdict within the wait');
+    assert.deepEqual(notFinal.json<{ outcomes: unknown[] }>().outcomes, [
+      { domain: PARKED, status: 'pending', final: false, effectsComplete: false },
+    ]);
+    await parkedMessages();
   });
 });
 
@@ -389,6 +462,89 @@ describe('replay', () => {
       new HeadObjectCommand({ Bucket: 'cli-replay-test-emails', Key: key }),
     );
     assert.ok(Number(head.Metadata?.processed_at) > Date.now() / 1000 - 600);
+  });
+
+  it('takes the recorded envelope recipients: a delivered mail replays without --to, with --wait its verdict', async () => {
+    const erin = `erin@${LIVE}`;
+    const injected = await inject('--to', erin);
+    assert.equal((await rig.outcome(injected.sesMessageId)).status, 'delivered');
+    assert.equal(
+      (await object(injected.bucket, injected.key)).metadata.envelope_recipients,
+      'erin%40cli-replay.test',
+    );
+    const before = copiesFor(erin);
+    const run = await cli('replay', '--domains', LIVE, '--key', injected.key, '--wait', '20', '--json');
+    assert.equal(run.code, 0, run.stderr);
+    const [replayed] = run.json<{
+      replayed: Array<ReplayReport['replayed'][number] & { outcome?: { status: string; final: boolean } }>;
+    }>().replayed;
+    assert.deepEqual(replayed?.recipients, [erin]);
+    assert.deepEqual([replayed?.outcome?.status, replayed?.outcome?.final], ['delivered', true]);
+    // The verdict waited for is the replay's: the daemon logs its outcome line right after writing it.
+    await waitUntil(() => rig.outcomes(injected.sesMessageId).length === 2, 5_000, 'the replayed outcome');
+    assert.equal(copiesFor(erin), before, 'the ledger skipped erin');
+    const metadata = (await object(injected.bucket, injected.key)).metadata;
+    assert.equal(metadata.replay_pending, undefined, "the daemon's verdict removed the mark");
+    assert.equal(metadata.status, 'delivered');
+
+    const human = await cli('replay', '--domains', LIVE, '--key', injected.key, '--wait', '20');
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(
+      human.stdout,
+      new RegExp(
+        `^cli-replay-test-emails/${injected.key}: status=delivered\n  delivered to erin@cli-replay\\.test$`,
+        'm',
+      ),
+    );
+  });
+
+  it('--status takes every status the audit metadata holds (rejected too)', async () => {
+    for (const status of [
+      'delivered',
+      'partial',
+      'invalid',
+      'rejected',
+      'blocked',
+      'failed',
+      'unprocessed',
+    ]) {
+      const run = await cli(
+        'replay',
+        '--domains',
+        LIVE,
+        '--status',
+        status,
+        '--since',
+        '1m',
+        '--dry-run',
+        '--json',
+      );
+      assert.equal(run.code, 0, `${status}: ${run.stderr}`);
+    }
+  });
+
+  it('--wait without a daemon: not final, exit 1, and the pending mark stays on the object', async () => {
+    const injected = await inject('--to', `x@${PARKED}`);
+    await parkedMessages();
+    const run = await cli(
+      'replay',
+      '--domains',
+      PARKED,
+      '--key',
+      injected.key,
+      '--to',
+      `x@${PARKED}`,
+      '--wait',
+      '1',
+    );
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stdout, /: no final outcome within 1 s/);
+    assert.match((await object(injected.bucket, injected.key)).metadata.replay_pending ?? '', /^\d+$/);
+    await parkedMessages();
+    assertUsageError(
+      await cli('replay', '--domains', PARKED, '--key', injected.key, '--wait', '5', '--dry-run'),
+      /--wait has nothing to wait for with --dry-run/,
+    );
   });
 
   it('refuses an unclear selection with exit 2', async () => {

@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 
-import { runCommand, type CliResult } from '../harness/cli-runner.ts';
+import { assertUsageError, runCommand, type CliResult } from '../harness/cli-runner.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 
 const DOMAIN = 'cli-rules.test';
@@ -156,17 +156,45 @@ describe('rules', () => {
   it('refuses anything but a plain mailbox with exit 2 and writes nothing', async () => {
     for (const address of [
       `evil@${DOMAIN}\r\nBcc: x@y.test`,
-      'Alice <alice@cli-rules.test>',
+      'Alice <alice@cli-rules.test> <bob@cli-rules.test>',
       'no-at-sign',
       `"quoted"@${DOMAIN}`,
     ]) {
       const run = await cli('rules', 'set', address, '--ooo-message', 'x');
-      assert.equal(run.code, 2, address);
-      assert.equal(run.stderr.split('\n').filter(Boolean).length, 1, run.stderr);
+      assertUsageError(run, /^unified-worker rules set: /, address);
     }
     const target = await cli('rules', 'set', `ok@${DOMAIN}`, '--forward-add', `bad\n@${DOMAIN}`);
     assert.equal(target.code, 2);
     assert.equal(await rawItem('email-rules', `ok@${DOMAIN}`), undefined);
+  });
+
+  it('takes the address of a display-name form, and says what to type for a missing file', async () => {
+    const set = await cli('rules', 'set', `Bob Smith <Bob@${DOMAIN}>`, '--ooo-message', 'Out.', '--json');
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(set.json().email_address, `bob@${DOMAIN}`);
+    const show = await cli('rules', 'show', `Bob <bob@${DOMAIN}>`);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /out-of-office: on \(text\)\n {4}\| Out\./);
+    assertUsageError(
+      await cli('rules', 'set', `bob@${DOMAIN}`, '--ooo-file', '/nonexistent/away.txt'),
+      /^unified-worker rules set: --ooo-file \/nonexistent\/away\.txt: no such file$/,
+    );
+    assertUsageError(
+      await cli('blocklist', 'add', `bob@${DOMAIN}`, 'Spammer <spam@x.test>'),
+      /type the address only, spam@x\.test$/,
+    );
+    const deleted = await cli('rules', 'delete', `bob@${DOMAIN}`);
+    assert.equal(deleted.code, 0, deleted.stderr);
+  });
+
+  it('global options work before the command too', async () => {
+    const run = await cli('--json', '--domains', DOMAIN, 'rules', 'list');
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(Array.isArray(run.json<{ rules: unknown[] }>().rules));
+    const bad = await runCommand(['--domains', 'not a domain', 'rules', 'list'], env);
+    assertUsageError(bad, /^unified-worker rules list: --domains "not a domain": /);
+    const unset = await runCommand(['rules', 'list'], { ...env, DOMAINS: '' });
+    assertUsageError(unset, /^unified-worker rules list: which domains\? give --domains/);
   });
 
   it('an unreachable DynamoDB is one line and exit 1', async () => {

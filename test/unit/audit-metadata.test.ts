@@ -1,13 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  AUDIT_KEYS,
   ENVELOPE_RECIPIENTS_CHARS,
+  SENT_EFFECTS_CHARS,
   encodeRecipients,
   failedMetadata,
   finalMetadata,
   gaveUpMetadata,
   keptMetadata,
+  purgedMetadata,
   readVerdict,
+  replayPendingMetadata,
 } from '../../src/aws/audit-metadata.ts';
 
 const base = {
@@ -92,4 +96,86 @@ test('a new verdict replaces every audit key of the old one and keeps the others
   });
   assert.deepEqual(keptMetadata(old, { replay_generation: '3' }), old);
   assert.equal(readVerdict(old).replayGeneration, 2);
+});
+
+test('the effects: who got a copy (recorded for partial mail only) and what went out', () => {
+  const partial = finalMetadata({
+    ...base,
+    status: 'partial',
+    envelopeRecipients: ['a@example.com', 'b@example.com', 'c@example.com'],
+    invalid: ['c@example.com'],
+    delivered: ['a@example.com', 'b@example.com'],
+    sentEffects: ['forward:x@other.test', 'autoreply:sender@external.test'],
+  });
+  assert.equal(partial.delivered_to, 'a%40example.com,b%40example.com');
+  assert.equal(partial.sent_effects, 'forward%3Ax%40other.test,autoreply%3Asender%40external.test');
+  const read = readVerdict(partial);
+  assert.deepEqual(read.deliveredTo, { addresses: ['a@example.com', 'b@example.com'], complete: true });
+  assert.deepEqual(read.sentEffects, {
+    items: ['forward:x@other.test', 'autoreply:sender@external.test'],
+    complete: true,
+  });
+  assert.deepEqual(read.invalid, ['c@example.com']);
+
+  const delivered = finalMetadata({
+    ...base,
+    status: 'delivered',
+    envelopeRecipients: ['a@example.com'],
+    delivered: ['a@example.com'],
+    sentEffects: [],
+  });
+  assert.equal(delivered.delivered_to, undefined, 'delivered mail: every envelope recipient, not repeated');
+  assert.equal(delivered.sent_effects, 'none');
+  assert.deepEqual(readVerdict(delivered).deliveredTo, { addresses: ['a@example.com'], complete: true });
+  assert.deepEqual(readVerdict(delivered).sentEffects, { items: [], complete: true });
+
+  const rejected = finalMetadata({
+    ...base,
+    status: 'rejected',
+    envelopeRecipients: ['a@example.com'],
+    contentRejected: [{ recipient: 'a@example.com', detail: '552 5.2.2 Quota exceeded' }],
+  });
+  assert.deepEqual(readVerdict(rejected).deliveredTo, { addresses: [], complete: true });
+  assert.deepEqual(readVerdict(rejected).contentRejected, [
+    { recipient: 'a@example.com', detail: '552 5.2.2 Quota exceeded' },
+  ]);
+  assert.equal(readVerdict(rejected).sentEffects, undefined, 'a worker that did not record them');
+  assert.equal(readVerdict({ status: 'partial', processed: 'true' }).deliveredTo, undefined, 'not known');
+});
+
+test('sent effects that do not fit are cut and say so', () => {
+  const effects = Array.from({ length: 30 }, (_, i) => `forward:target-number-${i}@other.test`);
+  const metadata = finalMetadata({
+    ...base,
+    status: 'delivered',
+    envelopeRecipients: ['a@example.com'],
+    sentEffects: effects,
+  });
+  assert.ok((metadata.sent_effects ?? '').length <= SENT_EFFECTS_CHARS);
+  const read = readVerdict(metadata).sentEffects;
+  assert.equal(read?.complete, false);
+  assert.deepEqual(read?.items, effects.slice(0, read?.items.length));
+});
+
+test('a pending replay is answered by the next verdict, which removes the mark; a purge mark stays', () => {
+  const before = {
+    ...finalMetadata({
+      ...base,
+      status: 'invalid',
+      envelopeRecipients: ['a@example.com'],
+      invalid: ['a@example.com'],
+    }),
+    ...replayPendingMetadata(base.at),
+    ...purgedMetadata(base.at, 'malformed'),
+  };
+  assert.equal(readVerdict(before).replayPending, 1_706_000_000);
+  assert.deepEqual(
+    keptMetadata(before, { replay_generation: '1' }),
+    before,
+    'a mark is merged, not a verdict',
+  );
+  const kept = keptMetadata(before, { status: 'delivered' });
+  assert.equal(kept.replay_pending, undefined);
+  assert.deepEqual(kept, { dlq_purged_at: '1706000000', dlq_purge_reason: 'malformed' });
+  assert.ok(!(AUDIT_KEYS as readonly string[]).includes('replay_pending'), 'not a key a verdict writes');
 });

@@ -1,14 +1,14 @@
 /**
- * What the operator commands accept: addresses, blocklist patterns, verdicts, replay times; the SES trace headers
- * inject writes and replay reads back; the progress line.
+ * What the operator commands accept: addresses (display names too), blocklist patterns, verdicts, numbers,
+ * durations, replay times; the SES trace headers inject writes and replay reads back; the progress line.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { matchesEverything, parseMailbox, parsePattern } from '../../src/cli/addresses.ts';
-import { UsageError } from '../../src/cli/command.ts';
+import { matchesEverything, parseMailbox, parseMailboxes, parsePattern } from '../../src/cli/addresses.ts';
+import { UsageError } from '../../src/cli/exit.ts';
 import { Progress } from '../../src/cli/output.ts';
-import { parseTime } from '../../src/cli/replay.ts';
+import { listOption, parseChoice, parseDuration, parseInteger, parseTime } from '../../src/cli/options.ts';
 import {
   hasSesTrace,
   parseVerdictOption,
@@ -29,14 +29,16 @@ describe('parseMailbox', () => {
       ['alice@example.com\r\nBcc: x@evil.test', /line break/],
       ['alice@example.com\n', /line break/],
       ['alice\0@example.com', /line break or NUL/],
-      ['Alice <alice@example.com>', /not a plain local part/],
       ['"alice"@example.com', /not a plain local part/],
       ['al ice@example.com', /not a plain local part/],
       ['.alice@example.com', /not a plain local part/],
       ['alice..b@example.com', /not a plain local part/],
       ['alice@localhost', /not a domain name/],
       ['alice@exa_mple.com', /not a domain name/],
-      ['alice', /not a mailbox/],
+      ['alice', /not a mailbox: type local@domain/],
+      ['Alice <alice>', /not a mailbox/],
+      ['Alice <>', /not a mailbox/],
+      ['Alice <a@b.test> <c@d.test>', /not a plain local part/],
       ['@example.com', /not a mailbox/],
       ['alice@', /not a mailbox/],
       [`${'a'.repeat(65)}@example.com`, /not a plain local part/],
@@ -50,6 +52,28 @@ describe('parseMailbox', () => {
         JSON.stringify(input),
       );
     }
+  });
+});
+
+describe('parseMailbox with a display name', () => {
+  it('takes the address inside the angle brackets, as a mail program shows it', () => {
+    assert.equal(parseMailbox('Bob <Bob@Example.com>'), 'bob@example.com');
+    assert.equal(parseMailbox('  "Smith, Bob" <bob@example.com> '), 'bob@example.com');
+    assert.equal(parseMailbox('<bob@example.com>'), 'bob@example.com');
+    assert.equal(parseMailbox('Bob Smith <bob.smith+x@mail.example.com>'), 'bob.smith+x@mail.example.com');
+  });
+
+  it('still refuses a header injection inside the name', () => {
+    assert.throws(() => parseMailbox('Bob\r\nBcc: x@evil.test <bob@example.com>'), /line break/);
+  });
+});
+
+describe('parseMailboxes', () => {
+  it('parses each and keeps the first of duplicates, in order', () => {
+    assert.deepEqual(parseMailboxes(['B@x.test', 'Al <a@x.test>', 'b@x.test'], '--to'), [
+      'b@x.test',
+      'a@x.test',
+    ]);
   });
 });
 
@@ -75,6 +99,10 @@ describe('parsePattern', () => {
     ]) {
       assert.throws(() => parsePattern(input), UsageError, JSON.stringify(input));
     }
+    assert.throws(
+      () => parsePattern('Spammer <Spam@Example.com>'),
+      /has a display name: type the address only, spam@example\.com/,
+    );
     assert.equal(parsePattern('a'.repeat(256)).length, 256);
   });
 
@@ -169,6 +197,52 @@ describe('option values', () => {
     for (const bad of ['yesterday', '2026-13-01', '27.11.2026', '5w', '-1d', '1700000000', '']) {
       assert.throws(() => parseTime('--since', bad, now), UsageError, bad);
     }
+  });
+});
+
+describe('shared option parsers', () => {
+  it('lists: comma-separated and repeated, trimmed, empty items dropped', () => {
+    assert.deepEqual(listOption(['a, b', 'c', ' ,', 'd']), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(listOption(undefined), []);
+  });
+
+  it('whole numbers within a range, a fallback when absent, the option named when wrong', () => {
+    assert.equal(parseInteger('--limit', '12', { min: 1, max: 100 }), 12);
+    assert.equal(parseInteger('--limit', undefined, { min: 1 }, 7), 7);
+    assert.equal(parseInteger('--limit', undefined, { min: 1 }), undefined);
+    for (const bad of ['0', '101', '1.5', '1e3', 'ten', '', '-3', '0x10']) {
+      assert.throws(
+        () => parseInteger('--limit', bad, { min: 1, max: 100 }),
+        (error: unknown) =>
+          error instanceof UsageError &&
+          error.message === `--limit ${JSON.stringify(bad)}: expected a whole number, 1..100`,
+        bad,
+      );
+    }
+    assert.throws(() => parseInteger('--max', '0', { min: 1 }), /expected a whole number, 1 or more/);
+  });
+
+  it('durations: seconds, or with s, m, h, d, within the bound', () => {
+    assert.equal(parseDuration('--wait', '90', 600), 90);
+    assert.equal(parseDuration('--wait', '90s', 600), 90);
+    assert.equal(parseDuration('--wait', '5m', 600), 300);
+    assert.equal(parseDuration('--wait', '1h', 3600), 3600);
+    assert.equal(parseDuration('--wait', undefined, 600), undefined);
+    for (const bad of ['0', '601', '11m', 'soon', '1.5m', '-5', '5 min']) {
+      assert.throws(
+        () => parseDuration('--wait', bad, 600),
+        /^UsageError: --wait .*expected a duration of 1 s to 600 s/,
+        bad,
+      );
+    }
+  });
+
+  it('choices, case-insensitive, listed when wrong', () => {
+    assert.equal(parseChoice('--status', 'Rejected', ['delivered', 'rejected'] as const), 'rejected');
+    assert.throws(
+      () => parseChoice('--status', 'lost', ['delivered', 'rejected'] as const),
+      /--status "lost": expected one of delivered, rejected/,
+    );
   });
 });
 

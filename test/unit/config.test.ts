@@ -598,17 +598,16 @@ describe('dist/unified-worker.js with a bad setting', { skip: skipUnlessCi(distM
     }
   }
 
-  const cases: Array<{ setting: string; env: Record<string, string>; args?: string[] }> = [
+  const cases: Array<{ setting: string; env: Record<string, string> }> = [
     { setting: 'DELIVERY_PROTOCOL', env: { DELIVERY_PROTOCOL: 'smtps' } },
     { setting: 'SMTP_PORT', env: { SMTP_PORT: '65536' } },
     { setting: 'DOMAINS', env: { DOMAINS: 'not a domain' } },
     { setting: 'IN_FLIGHT_BYTES', env: { MAX_MAIL_BYTES: '4096', IN_FLIGHT_BYTES: '2048' } },
-    { setting: 'command line', env: {}, args: ['--no-such-option'] },
   ];
-  for (const { setting, env, args } of cases) {
-    it(`exits 2 with one stderr line naming ${setting}, before any network connection`, async () => {
-      const result = await runWorker(env, args);
-      assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
+  for (const { setting, env } of cases) {
+    it(`exits 1 with one stderr line naming ${setting}, before any network connection`, async () => {
+      const result = await runWorker(env);
+      assert.equal(result.code, 1, `exit code (stderr: ${result.stderr})`);
       const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
       assert.equal(lines.length, 1, `exactly one stderr line, got: ${result.stderr}`);
       assert.match(lines[0] ?? '', /^unified-worker: invalid configuration: /);
@@ -617,6 +616,24 @@ describe('dist/unified-worker.js with a bad setting', { skip: skipUnlessCi(distM
       assert.equal(result.connections, 0, 'no connection to AWS endpoints or the mail server');
     });
   }
+
+  it('exits 2 for bad usage: the problem and the usage line, before any network connection', async () => {
+    for (const [args, problem] of [
+      [['--no-such-option'], /^unified-worker run: unknown option '--no-such-option'$/],
+      [
+        ['--domains', 'not a domain'],
+        /^unified-worker run: --domains "not a domain": "not a domain" is not a valid/,
+      ],
+    ] as const) {
+      const result = await runWorker({}, [...args]);
+      assert.equal(result.code, 2, `exit code (stderr: ${result.stderr})`);
+      const lines = result.stderr.split('\n').filter((l) => l.trim() !== '');
+      assert.equal(lines.length, 2, result.stderr);
+      assert.match(lines[0] ?? '', problem);
+      assert.match(lines[1] ?? '', /^Usage: unified-worker run \[options\]/);
+      assert.equal(result.connections, 0);
+    }
+  });
 
   it('prints the help (every setting) and exits 0 without touching the network', async () => {
     const result = await runWorker({ SMTP_PORT: 'not-checked-for-help' }, ['--help']);
