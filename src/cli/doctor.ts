@@ -11,8 +11,8 @@ import { Command } from 'commander';
 import { createControlClients } from '../aws/control-clients.ts';
 import { parseMailbox } from './addresses.ts';
 import { command, type CliApp, type CommonOptions } from './command.ts';
-import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
-import { collect, listOption } from './options.ts';
+import { EXIT_FAILED, EXIT_OK } from './exit.ts';
+import { collect, listOption, parseInteger } from './options.ts';
 import { mapBounded } from './doctor/bounded.ts';
 import { callerCheck } from './doctor/caller-checks.ts';
 import { skip, type CheckResult } from './doctor/check.ts';
@@ -59,7 +59,13 @@ export function doctorCommand(app: CliApp): Command {
     domains: 'required',
     async run(context, options) {
       const recipients = listOption(options.rcpt).map((r) => parseMailbox(r, '--rcpt'));
-      const timeoutMs = parseTimeout(options.timeout) * 1000;
+      const timeoutMs =
+        parseInteger(
+          '--timeout',
+          options.timeout,
+          { min: 1, max: MAX_TIMEOUT_SECONDS },
+          DEFAULT_TIMEOUT_SECONDS,
+        ) * 1000;
       const control = createControlClients(context.config.aws);
       const resolver = createMxResolver(context.config.doctorDnsServers, timeoutMs);
       try {
@@ -72,17 +78,6 @@ export function doctorCommand(app: CliApp): Command {
       }
     },
   });
-}
-
-function parseTimeout(value: string | undefined): number {
-  if (value === undefined) return DEFAULT_TIMEOUT_SECONDS;
-  const seconds = Number(value);
-  if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_TIMEOUT_SECONDS) {
-    throw new UsageError(
-      `--timeout "${value}" is not a whole number of seconds from 1 to ${MAX_TIMEOUT_SECONDS}`,
-    );
-  }
-  return seconds;
 }
 
 export async function runDoctor(

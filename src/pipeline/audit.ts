@@ -85,6 +85,12 @@ function verdictOf(
     ...(blocklist.virusRejected && { virus: receipt.verdicts.virus }),
     ...(receipt.invalidSource && { invalidSource: receipt.invalidSource.address }),
     failedEffects: input.effects.filter((e) => e.status === 'failed').map((e) => `${e.kind}:${e.target}`),
+    ...(status === 'partial' && {
+      delivered: recipients.filter((r) => r.state === 'delivered').map((r) => r.recipient),
+    }),
+    sentEffects: input.effects
+      .filter((e) => e.status === 'sent' || e.status === 'done-before')
+      .map((e) => `${e.kind}:${e.target}`),
   };
 }
 

@@ -572,7 +572,8 @@ describe('doctor', () => {
     assert.match(secret.fix ?? '', /long random string/);
   });
 
-  it('refuses a bad --rcpt, --timeout or setting with exit 2 and one line', async () => {
+  it('refuses a bad --rcpt or --timeout with exit 2 and its usage, a bad setting with exit 1 and one line', async () => {
+    const usage = 'Usage: unified-worker doctor [options]   (more: unified-worker help doctor)\n';
     const rcpt = await runCommand(['doctor', '--rcpt', 'not an address'], env);
     assert.equal(rcpt.code, 2);
     assert.match(rcpt.stderr, /^unified-worker doctor: --rcpt "not an address"/);
@@ -581,17 +582,17 @@ describe('doctor', () => {
       assert.equal(timeout.code, 2);
       assert.equal(
         timeout.stderr,
-        `unified-worker doctor: --timeout "${value}" is not a whole number of seconds from 1 to 300\n`,
+        `unified-worker doctor: --timeout "${value}": expected a whole number, 1..300\n${usage}`,
       );
     }
     const bad = await runCommand(['doctor'], { ...env, DOCTOR_DNS_SERVERS: 'dns.google' });
-    assert.equal(bad.code, 2);
+    assert.equal(bad.code, 1);
     assert.match(
       bad.stderr,
       /^unified-worker: invalid configuration: DOCTOR_DNS_SERVERS: "dns\.google" is not an IP address/,
     );
     const setting = await runCommand(['doctor'], { ...env, SMTP_PORT: '70000' });
-    assert.equal(setting.code, 2);
+    assert.equal(setting.code, 1);
     assert.equal(
       setting.stderr,
       'unified-worker: invalid configuration: SMTP_PORT: 70000 is not a valid port (1..65535)\n',
