@@ -55,6 +55,9 @@ export interface Config {
     maxMessages: number;
     messageConcurrency: number;
     maxReceives: number;
+    /** RETRY_DELAYS_SECONDS. */
+    retryDelaysSeconds: readonly number[];
+    outageProbeSeconds: number;
   };
   limits: {
     maxMailBytes: number;
@@ -196,6 +199,8 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       maxMessages: read.int('MAX_MESSAGES_PER_RECEIVE', 1, 10),
       messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 1000),
       maxReceives: read.int('MAX_RECEIVES', 1, 1000),
+      retryDelaysSeconds: read.seconds('RETRY_DELAYS_SECONDS', 0, 43_200),
+      outageProbeSeconds: read.number('OUTAGE_PROBE_SECONDS', 0.1, 3600),
     },
     limits: {
       maxMailBytes: read.int('MAX_MAIL_BYTES', 1024, 200 * 1024 * 1024),
@@ -343,6 +348,18 @@ class SettingReader {
       throw new ConfigError(name, `"${value}" must be an http:// or https:// URL`);
     }
     return value.replace(/\/+$/, '');
+  }
+
+  /** A comma-separated list of whole seconds, at least one, each within `min..max` (SQS: visibility ≤ 12 h). */
+  seconds(name: SettingName, min: number, max: number): number[] {
+    const items = this.list(name);
+    if (items.length === 0) throw new ConfigError(name, 'must list at least one number of seconds');
+    return items.map((item) => {
+      const n = Number(item);
+      if (!/^\d+$/.test(item) || n < min || n > max)
+        throw new ConfigError(name, `"${item}" is not a whole number of seconds from ${min} to ${max}`);
+      return n;
+    });
   }
 
   /** A comma-separated list; blanks dropped. */

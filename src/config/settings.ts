@@ -158,6 +158,16 @@ export const SETTINGS = {
   WAIT_TIME_SECONDS: { group: 'Polling', default: '20', help: 'SQS long-poll wait (0..20).' },
   MAX_MESSAGES_PER_RECEIVE: { group: 'Polling', default: '10', help: 'Messages per ReceiveMessage (1..10).' },
   MESSAGE_CONCURRENCY: { group: 'Polling', default: '100', help: 'Messages processed at once per domain.' },
+  RETRY_DELAYS_SECONDS: {
+    group: 'Polling',
+    default: '30,60,120,300,600,900',
+    help: 'How long a message waits after a temporary failure, by receive count (the last delay repeats), in seconds.',
+  },
+  OUTAGE_PROBE_SECONDS: {
+    group: 'Polling',
+    default: '30',
+    help: 'While mail waits for the mail server or SES to come back (held in the queue, its receive count untouched), one waiting mail is tried again this often; the mail server coming back is also seen within seconds by its own check.',
+  },
   MAX_RECEIVES: {
     group: 'Polling',
     default: '10',

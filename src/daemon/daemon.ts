@@ -40,12 +40,14 @@ export async function startDaemon(
 
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
   const metrics = createCoordinatorMetrics(delivery, config.smtp.maxConnections);
-  const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) =>
-    metrics.mailServerUp(ok),
-  );
+  let pollers: PollerSupervisor | undefined;
+  const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) => {
+    metrics.mailServerUp(ok);
+    pollers?.mailServerChanged(ok);
+  });
   const threadMetrics = new ThreadMetricsCollector();
   const sesPacer = new SendPacerRelay(config, logger, metrics);
-  const pollers = new PollerSupervisor({
+  pollers = new PollerSupervisor({
     config,
     logger,
     delivery,

@@ -4,9 +4,6 @@ import { queueNameFor, type Config } from '../config/config.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RetrySettings } from '../poller/retry-policy.ts';
 
-/** Retry visibility (seconds) by receive count: quick first retries, then up to 15 minutes. */
-export const RETRY_SCHEDULE = [30, 60, 120, 300, 600, 900] as const;
-
 export interface DomainQueue {
   queue: MailQueue;
   name: string;
@@ -36,7 +33,7 @@ export async function openDomainQueue(
     attributes,
     visibilityTimeoutSeconds,
     retry: {
-      schedule: RETRY_SCHEDULE,
+      schedule: config.poll.retryDelaysSeconds,
       maxReceives: agreedMaxReceives(attributes, config.poll.maxReceives, name, logger),
       // Unknown (the attributes could not be read) counts as having one: a policy-less queue is the exception.
       hasRedrivePolicy: attributes?.hasRedrivePolicy ?? true,

@@ -1,5 +1,6 @@
 import type { MailQueue } from '../aws/queue.ts';
 import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
+import type { MailServerWatch } from '../poller/mail-server-watch.ts';
 import { leaseSecondsFor, openDomainQueue } from './domain-queue.ts';
 import { buildPipelinePorts, type PortsDeps } from './pipeline-ports.ts';
 import { startQueueGauges } from './queue-gauges.ts';
@@ -7,6 +8,8 @@ import { TableGuard } from './table-guard.ts';
 
 export interface DomainRuntimeDeps extends Omit<PortsDeps, 'leaseSeconds'> {
   onStatus?: (status: PollerStatus) => void;
+  /** Whether the mail server answers, as the coordinator sees it; default: assumed up. */
+  mailServer?: MailServerWatch;
 }
 
 export interface DomainRuntime {
@@ -39,9 +42,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
       concurrency: config.poll.messageConcurrency,
       retry: opened.retry,
       visibilityTimeoutSeconds: opened.visibilityTimeoutSeconds,
+      outage: { probeSeconds: config.poll.outageProbeSeconds },
       onTableFault: () => tables.suspect(),
     },
     deps.onStatus,
+    deps.mailServer,
   );
   const tables = new TableGuard({
     ddb: clients.ddb,

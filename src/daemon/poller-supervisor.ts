@@ -74,6 +74,11 @@ export class PollerSupervisor {
     return [...this.slots.values()].flatMap((slot) => (slot.port ? [slot.port] : []));
   }
 
+  /** Tells every running thread whether the mail server answers. */
+  mailServerChanged(up: boolean): void {
+    for (const port of this.runningPorts()) post(port, { type: 'mail-server', up });
+  }
+
   /** Test hook (UNSAFE_TEST_HOOKS): makes a domain's thread crash as a bug would. */
   crash(domain: string, how: 'exception' | 'rejection'): boolean {
     const port = this.slots.get(domain)?.port;
@@ -119,6 +124,7 @@ export class PollerSupervisor {
       channel.port1.on('message', (message: ThreadMessage) =>
         this.onThreadMessage(slot, channel.port1, message),
       );
+      post(channel.port1, { type: 'mail-server', up: this.deps.mailServer.ok });
       const started = Date.now();
       try {
         await this.pool.run(

@@ -12,6 +12,7 @@ import { createPipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import { permitAborted, type SendPacer } from '../flow-control/send-pacer.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { DeliveryRequest, MailDelivery } from '../smtp/transport.ts';
+import { MailServerState } from '../poller/mail-server-watch.ts';
 import { startDomainRuntime, type DomainRuntime } from './domain-runtime.ts';
 import type { CoordinatorMessage, DomainStatus, PollerTask, ThreadMessage } from './protocol.ts';
 
@@ -36,6 +37,8 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   const post = (message: ThreadMessage) => port.postMessage(message);
   const postStatus = (status: DomainStatus) => post({ type: 'status', status });
 
+  // Down until the coordinator says otherwise: mail is received only once the mail server is known to answer.
+  const mailServer = new MailServerState(false);
   let runtime: DomainRuntime | undefined;
   let stopped = false;
   let wakeUp: (() => void) | undefined;
@@ -47,6 +50,9 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
         break;
       case 'ses-permit':
         sesPacer.grant(message.id);
+        break;
+      case 'mail-server':
+        mailServer.set(message.up);
         break;
       case 'collect-metrics':
         void metrics.registry
@@ -84,6 +90,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
           logger: rootLogger,
           metrics,
           onStatus: (status) => postStatus(status),
+          mailServer,
         });
         break;
       } catch (error) {

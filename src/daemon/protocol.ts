@@ -51,6 +51,8 @@ export type CoordinatorMessage =
   | { type: 'delivered'; id: number; results: RecipientDelivery[] }
   | { type: 'collect-metrics'; id: number }
   | { type: 'ses-permit'; id: number }
+  /** Whether the mail server answers (the coordinator's monitor): sent at start and on every change. */
+  | { type: 'mail-server'; up: boolean }
   | { type: 'stop' }
   /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would (thrown, or a rejection nobody handles). */
   | { type: 'crash'; how?: 'exception' | 'rejection' };

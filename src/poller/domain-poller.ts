@@ -3,13 +3,15 @@ import type { Claim } from '../aws/effect-ledger.ts';
 import type { MailQueue, QueueMessage } from '../aws/queue.ts';
 import { backoffMs } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
-import type { MessageOutcome } from '../pipeline/outcome.ts';
+import type { Component, MessageOutcome } from '../pipeline/outcome.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
 import { processMessage } from '../pipeline/process-message.ts';
 import { DeleteBatcher } from './delete-batcher.ts';
+import { assumedUp, type MailServerWatch } from './mail-server-watch.ts';
 import { startHeartbeat, type HeartbeatDeps } from './heartbeat.ts';
 import { resolvePollerOptions, type PollerOptions, type ResolvedPollerOptions } from './options.ts';
 import { OutcomeObserver } from './outcome-observer.ts';
+import { ParkingLot } from './parking.ts';
 import { decideRetry, type RetryDecision } from './retry-policy.ts';
 import { settle, type SettleDeps } from './settle.ts';
 import { Slots } from './slots.ts';
@@ -48,6 +50,12 @@ export class DomainPoller {
   private readonly observer: OutcomeObserver;
   private readonly heartbeatDeps: HeartbeatDeps;
   private readonly settleDeps: SettleDeps;
+  private readonly parking: ParkingLot;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private readonly stopWatching: () => void;
+  /** Wakes the receivers waiting for the mail server to answer again. */
+  private readonly serverWaiters = new Set<() => void>();
+  private degradedBy = new Map<Component, string>();
   /** Aborts work that has not really started (waiting for memory budget, fetching) when stopping. */
   private readonly stopAbort = new AbortController();
   private stopping = false;
@@ -66,6 +74,7 @@ export class DomainPoller {
     private readonly ports: PipelinePorts,
     options: PollerOptions,
     private readonly onStatus: (status: PollerStatus) => void = () => undefined,
+    private readonly mailServer: MailServerWatch = assumedUp,
   ) {
     this.options = resolvePollerOptions(options);
     const { domain, logger, metrics } = ports;
@@ -78,7 +87,7 @@ export class DomainPoller {
       logger,
       metrics,
       redact: ports.redact,
-      onDegraded: (reply) => this.degrade(reply),
+      onDegraded: (component, reply) => this.degrade(component, reply),
       ...(this.options.onTableFault && { onTableFault: this.options.onTableFault }),
     });
     this.heartbeatDeps = {
@@ -98,6 +107,11 @@ export class DomainPoller {
       logger,
       clock: ports.clock,
     };
+    this.parking = new ParkingLot(queue, logger, {
+      capacity: this.options.outage.parkCapacity,
+      holdSeconds: this.options.outage.holdSeconds,
+    });
+    this.stopWatching = mailServer.onChange((up) => this.mailServerChanged(up));
     this.status = { domain, state: 'starting', inFlight: 0 };
     // Every message in flight (and every one waiting for SES) listens for the stop: hundreds, by design.
     setMaxListeners(0, this.stopAbort.signal);
@@ -111,9 +125,12 @@ export class DomainPoller {
   async run(): Promise<void> {
     // The queue is resolved by now; waiting for the first long poll to return would keep /ready at 503 for 20 s.
     this.update({ state: 'polling' });
+    this.probeTimer = setInterval(() => void this.probe(), this.options.outage.probeSeconds * 1000);
     await Promise.all(Array.from({ length: this.options.receivers }, (_, i) => this.receiveLoop(i === 0)));
     await this.slots.drained();
-    await this.batcher.flush();
+    clearInterval(this.probeTimer);
+    this.stopWatching();
+    await Promise.all([this.batcher.flush(), this.parking.releaseAll()]);
     this.update({ state: 'stopped' });
   }
 
@@ -125,6 +142,7 @@ export class DomainPoller {
     this.stopAbort.abort();
     this.slots.wake();
     wakeAll(this.holdWaiters);
+    wakeAll(this.serverWaiters);
     this.noteBacklog(true);
   }
 
@@ -170,7 +188,7 @@ export class DomainPoller {
         continue;
       }
       failures = 0;
-      for (const message of received) this.slots.track(this.handle(message), () => this.noteActivity());
+      for (const message of received) void this.tracked(message);
     }
   }
 
@@ -179,6 +197,12 @@ export class DomainPoller {
     if (this.holdReason !== undefined) {
       this.update({ state: 'held', lastError: this.holdReason });
       await new Promise<void>((resolve) => this.holdWaiters.add(resolve));
+      return true;
+    }
+    if (!this.mailServer.up) {
+      // Mail received now could only fail: it waits in the queue, its receive count untouched.
+      this.update({ state: 'paused', pausedReason: 'mail server unreachable' });
+      await new Promise<void>((resolve) => this.serverWaiters.add(resolve));
       return true;
     }
     const now = this.ports.clock.now();
@@ -231,22 +255,76 @@ export class DomainPoller {
     }
   }
 
-  private async handle(message: QueueMessage): Promise<void> {
+  /** One attempt at a message (just received, or held for an outage and retried in place); returns the decision. */
+  private async handle(message: QueueMessage): Promise<RetryDecision> {
     const { ports } = this;
     const started = ports.clock.now();
     ports.metrics.inFlight(ports.domain, 1);
     const outcome = await this.process(message).finally(() => ports.metrics.inFlight(ports.domain, -1));
-    const decision = decideRetry(outcome, message.receiveCount, this.options.retry);
+    const decision = decideRetry(outcome, message.receiveCount, this.options.retry, this.parking.hasRoom());
     this.observer.observe({ message, outcome, decision, durationMs: ports.clock.now() - started });
     this.react(decision);
     try {
-      await settle(message, outcome, decision, this.settleDeps);
+      if (decision.action === 'park') await this.parking.park(message, decision.component ?? 'mail-server');
+      else await settle(message, outcome, decision, this.settleDeps);
     } catch (error) {
       ports.logger.error(
         { sqsMessageId: message.messageId, err: errorMessage(error) },
         'could not settle the SQS message; it will reappear after its visibility timeout',
       );
     }
+    return decision;
+  }
+
+  /** The mail server answers again: the mail held for it is taken up at once, and receiving resumes. */
+  private mailServerChanged(up: boolean): void {
+    if (!up || this.stopping) return;
+    delete this.status.pausedReason;
+    wakeAll(this.serverWaiters);
+    this.retryHeld(this.parking.take('mail-server'));
+  }
+
+  /**
+   * Every probe interval, one held message per component is tried again in place; when it is no longer held up by
+   * that component, the rest of its mail follows.
+   */
+  private async probe(): Promise<void> {
+    if (this.stopping) return;
+    await Promise.all(
+      (['mail-server', 'ses'] as const).map(async (component) => {
+        const [first] = this.parking.take(component, 1);
+        if (!first) return;
+        await this.slots.waitFor(1, () => this.stopping);
+        const decision = await this.tracked(first);
+        if (decision.action !== 'park' || decision.component !== component)
+          this.retryHeld(this.parking.take(component));
+      }),
+    );
+  }
+
+  /** Held messages back into processing, each when a slot is free. */
+  private retryHeld(messages: QueueMessage[]): void {
+    if (messages.length === 0) return;
+    this.ports.logger.info({ messages: messages.length }, 'retrying held mail in place');
+    void (async () => {
+      for (const message of messages) {
+        await this.slots.waitFor(1, () => this.stopping);
+        void this.tracked(message);
+      }
+    })();
+  }
+
+  /** `handle` holding a slot. */
+  private tracked(message: QueueMessage): Promise<RetryDecision> {
+    const work = this.handle(message);
+    this.slots.track(
+      work.then(
+        () => undefined,
+        () => undefined,
+      ),
+      () => this.noteActivity(),
+    );
+    return work;
   }
 
   /** The pipeline, with the heartbeat running and the message's claims renewed while it works. */
@@ -270,14 +348,21 @@ export class DomainPoller {
     else if (decision.reason === 'unreachable') this.pause('mail server unreachable');
   }
 
-  private degrade(reply: string | undefined): void {
-    if (reply === undefined) {
-      delete this.status.degraded;
-      this.update({});
-      return;
-    }
-    this.update({ degraded: reply });
-    this.pause('mail server refuses the domain');
+  /**
+   * A component says the deployment is wrong (or no longer does). The mail server refusing pauses receiving (every
+   * mail would meet the same answer); SES refusing does not: the mailbox copies go on, forwards and replies wait.
+   */
+  private degrade(component: Component, reply: string | undefined): void {
+    if (reply === undefined) this.degradedBy.delete(component);
+    else this.degradedBy.set(component, reply);
+    const mailServer = this.degradedBy.get('mail-server');
+    const ses = this.degradedBy.get('ses');
+    const text = [mailServer, ses === undefined ? undefined : `SES: ${ses}`]
+      .filter((t) => t !== undefined)
+      .join('; ');
+    if (text === '') delete this.status.degraded;
+    this.update(text === '' ? {} : { degraded: text });
+    if (component === 'mail-server' && reply !== undefined) this.pause('mail server refuses the domain');
   }
 
   private pause(reason: string): void {

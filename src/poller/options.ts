@@ -21,13 +21,24 @@ export interface PollerOptions {
   visibilityTimeoutSeconds: number;
   /** How often the heartbeat renews (seconds); default a third of the visibility timeout. */
   heartbeatSeconds?: number;
+  /** How mail waiting for an outage (the mail server down, SES refusing) is held and retried. */
+  outage?: OutageOptions;
   /** A table call failed as a missing or misshapen table would: the tables should be checked again now. */
   onTableFault?: (awsCode: string) => void;
 }
 
+export interface OutageOptions {
+  /** Messages held at most (beyond: the ordinary retry schedule); default 10 per processing slot. */
+  parkCapacity?: number;
+  /** Visibility a held message is kept at, renewed every third of it; default 300 s. */
+  holdSeconds?: number;
+  /** How often one held message is retried to see whether its component is back; default 30 s. */
+  probeSeconds?: number;
+}
+
 /** The options with every default filled in, checked. */
-export type ResolvedPollerOptions = Required<Omit<PollerOptions, 'onTableFault'>> &
-  Pick<PollerOptions, 'onTableFault'>;
+export type ResolvedPollerOptions = Required<Omit<PollerOptions, 'onTableFault' | 'outage'>> &
+  Pick<PollerOptions, 'onTableFault'> & { outage: Required<OutageOptions> };
 
 /** A poller option that cannot work, named with why; the domain does not start with it. */
 export class PollerOptionsError extends Error {
@@ -55,7 +66,18 @@ export function resolvePollerOptions(options: PollerOptions): ResolvedPollerOpti
   retry.schedule.forEach((seconds, i) => integer(`retry.schedule[${i}]`, seconds, 0, MAX_VISIBILITY_SECONDS));
   integer('retry.maxReceives', retry.maxReceives, 1, 1000);
   integer('retry.claimLeaseSeconds', retry.claimLeaseSeconds, 1, MAX_VISIBILITY_SECONDS);
-  return { ...options, receivers, heartbeatSeconds };
+  const outage = {
+    parkCapacity: options.outage?.parkCapacity ?? 10 * options.concurrency,
+    holdSeconds: options.outage?.holdSeconds ?? 300,
+    probeSeconds: options.outage?.probeSeconds ?? 30,
+  };
+  integer('outage.parkCapacity', outage.parkCapacity, 0, 1_000_000);
+  integer('outage.holdSeconds', outage.holdSeconds, 3, MAX_VISIBILITY_SECONDS);
+  if (!(outage.probeSeconds > 0 && outage.probeSeconds <= 3600))
+    throw new PollerOptionsError(
+      `outage.probeSeconds is ${outage.probeSeconds}: must be above 0, at most 3600`,
+    );
+  return { ...options, receivers, heartbeatSeconds, outage };
 }
 
 function integer(name: string, value: number, min: number, max: number): void {

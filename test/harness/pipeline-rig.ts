@@ -9,6 +9,8 @@ import { nameConfigurationSet } from '../../src/aws/ses-configuration-set.ts';
 import { systemClock, type Clock } from '../../src/clock.ts';
 import { buildConfig, type Config } from '../../src/config/config.ts';
 import { startDomainRuntime, type DomainRuntime } from '../../src/daemon/domain-runtime.ts';
+import { MailServerMonitor } from '../../src/daemon/mail-server-monitor.ts';
+import { MailServerState } from '../../src/poller/mail-server-watch.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { createPipelineMetrics, type PipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
 import { createPooledDelivery, type MailDelivery } from '../../src/smtp/transport.ts';
@@ -152,6 +154,10 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
   }
   const delivery: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
   const metrics = createPipelineMetrics();
+  // As the coordinator does: the pollers hear from a monitor of the mail server whether it answers.
+  const mailServer = new MailServerState(false);
+  const monitor = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) => mailServer.set(ok));
+  monitor.start();
   const runtimes = new Map<string, DomainRuntime>();
   const runs: Promise<void>[] = [];
   for (const domain of options.domains) {
@@ -163,6 +169,7 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
       clock: options.clock ?? new ShiftableClock(),
       logger,
       metrics,
+      mailServer,
     });
     runtimes.set(domain, runtime);
     runs.push(runtime.run());
@@ -186,6 +193,7 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
     async stop() {
       for (const runtime of runtimes.values()) runtime.stop();
       await Promise.all(runs);
+      monitor.stop();
       await delivery.close();
       clients.destroy();
       if (sinks) await Promise.all([sinks.mailbox.stop(), sinks.internal.stop()]);

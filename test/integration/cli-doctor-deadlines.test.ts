@@ -102,7 +102,7 @@ describe('without AWS credentials', () => {
 
   it('setup: one line naming what is missing and how to provide it, nothing created', async () => {
     const run = await runBuiltCli(['setup'], noCredentials());
-    assert.equal(run.code, 2);
+    assert.equal(run.code, 1);
     assert.equal(run.stdout, '');
     assert.match(
       run.stderr,

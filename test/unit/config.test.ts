@@ -57,6 +57,7 @@ describe('buildConfig defaults', () => {
         sts: undefined,
       },
       s3ForcePathStyle: bool('S3_FORCE_PATH_STYLE'),
+      deadlines: { connectMs: 3000, callMs: int('AWS_CALL_TIMEOUT_MS'), idleMs: int('AWS_IDLE_TIMEOUT_MS') },
     });
     assert.equal(config.queueNameTemplate, SETTINGS.QUEUE_NAME_TEMPLATE.default);
     assert.deepEqual(config.smtp, {
@@ -80,6 +81,8 @@ describe('buildConfig defaults', () => {
       maxMessages: int('MAX_MESSAGES_PER_RECEIVE'),
       messageConcurrency: int('MESSAGE_CONCURRENCY'),
       maxReceives: int('MAX_RECEIVES'),
+      retryDelaysSeconds: SETTINGS.RETRY_DELAYS_SECONDS.default.split(',').map(Number),
+      outageProbeSeconds: int('OUTAGE_PROBE_SECONDS'),
     });
     assert.deepEqual(config.limits, {
       maxMailBytes: int('MAX_MAIL_BYTES'),
