@@ -152,12 +152,21 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
   if (config.sesConfigurationSet) {
     nameConfigurationSet(clients.sesv2, config.sesConfigurationSet, { clock: systemClock, logger });
   }
-  const delivery: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
+  const pool: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
   const metrics = createPipelineMetrics();
-  // As the coordinator does: the pollers hear from a monitor of the mail server whether it answers.
+  // As the coordinator does: the pollers hear from a monitor of the mail server whether it answers, and the monitor
+  // learns from every delivery.
   const mailServer = new MailServerState(false);
-  const monitor = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) => mailServer.set(ok));
+  const monitor = new MailServerMonitor(pool, logger, config.smtp.host, (ok) => mailServer.set(ok));
   monitor.start();
+  const delivery: MailDelivery = {
+    ...pool,
+    async deliver(request) {
+      const results = await pool.deliver(request);
+      monitor.noteDelivery(results);
+      return results;
+    },
+  };
   const runtimes = new Map<string, DomainRuntime>();
   const runs: Promise<void>[] = [];
   for (const domain of options.domains) {
