@@ -355,6 +355,8 @@ export class DomainPoller {
   private degrade(component: Component, reply: string | undefined): void {
     if (reply === undefined) this.degradedBy.delete(component);
     else this.degradedBy.set(component, reply);
+    // It takes mail again: what was held for it need not wait for the next probe.
+    if (reply === undefined) this.retryHeld(this.parking.take(component));
     const mailServer = this.degradedBy.get('mail-server');
     const ses = this.degradedBy.get('ses');
     const text = [mailServer, ses === undefined ? undefined : `SES: ${ses}`]

@@ -96,7 +96,7 @@ describe('deployment faults are retried and shown, not verdicts on the mail', { 
     rig.mailbox.setRcptReply(to, RELAY_DENIED(to));
     const first = await put(domain, 'relay-1', to);
     const outcome = await nthOutcome(rig, first.messageId, 1);
-    assert.equal(outcome.disposition, 'retry');
+    assert.equal(outcome.disposition, 'park', 'held until the mail server takes mail for the domain');
     assert.equal(outcome.status, 'deferred');
     assert.equal(outcome.recipients?.[0]?.state, 'deferred');
     assert.equal(outcome.recipients?.[0]?.code, 554);
@@ -131,8 +131,10 @@ describe('deployment faults are retried and shown, not verdicts on the mail', { 
       await metric(rig.metrics, 'ses_worker_deployment_check_failed', { domain, check: 'smtp' }),
       0,
     );
-    // The first mail comes back after its 30 s retry visibility and is delivered.
-    assert.equal((await nthOutcome(rig, first.messageId, 2)).status, 'delivered');
+    // The first mail was held for the mail server: retried in place as soon as a delivery got through.
+    const again = await nthOutcome(rig, first.messageId, 2, 5_000);
+    assert.equal(again.status, 'delivered');
+    assert.equal(again.receiveCount, 1, 'retried in place, not received again');
     await waitUntil(() => drained(first.queueUrl), 10_000, 'queue drained', 100);
     assert.deepEqual([...countBySeq(rig.mailbox.messages)].sort(), [
       ['relay-1', 1],
