@@ -2,6 +2,7 @@ import { SendEmailCommand, type SESv2Client } from '@aws-sdk/client-sesv2';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, awsHttpStatus, errorMessage } from '../errors.ts';
 import { unpaced, type PermitOptions, type SendPacer } from '../flow-control/send-pacer.ts';
+import { DEFAULT_AWS_DEADLINES, uploadDeadlineMs, type AwsDeadlines } from './deadlines.ts';
 
 /**
  * SES v2's raw send takes 40 MB — what SES accepts inbound — where v1 SendRawEmail stops at 10 MB; every mail SES
@@ -37,6 +38,8 @@ export interface SesSenderOptions {
    * counts as a temporary failure of the effect, retried with the message.
    */
   throttleBudgetMs?: number;
+  /** The AWS deadlines: a send's scales with its size (an upload), silence is caught by the idle deadline. */
+  deadlines?: AwsDeadlines;
 }
 
 /**
@@ -130,6 +133,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
   const attempts = options.attempts ?? 3;
   const pacer = options.pacer ?? unpaced;
   const throttleBudgetMs = options.throttleBudgetMs ?? 120_000;
+  const deadlines = options.deadlines ?? DEFAULT_AWS_DEADLINES;
   return {
     async send({ from, destinations, raw, permit }) {
       // SES measures the limit after base64 encoding of the request.
@@ -152,6 +156,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
               Destination: { ToAddresses: [...destinations] },
               Content: { Raw: { Data: raw } },
             }),
+            { requestTimeout: uploadDeadlineMs(encoded, deadlines) },
           );
           return result.MessageId ?? '';
         } catch (error) {

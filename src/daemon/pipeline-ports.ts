@@ -51,7 +51,11 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     }),
     outbound: createDynamoOutboundRecords(clients.ddb, { table: config.tables.outbound, clock }),
     replies: createDynamoReplyLog(clients.ddb, { table: config.tables.oooState }),
-    ses: createSesSender(clients.sesv2, { clock, ...(deps.sesPacer && { pacer: deps.sesPacer }) }),
+    ses: createSesSender(clients.sesv2, {
+      clock,
+      deadlines: config.aws.deadlines,
+      ...(deps.sesPacer && { pacer: deps.sesPacer }),
+    }),
     delivery: deps.delivery,
     budget: new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
     ledger: config.tables.idempotency

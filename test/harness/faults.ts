@@ -67,6 +67,8 @@ export interface FaultRule {
   fault?: AwsFault;
   /** Hold the request this long, then pass it on (latency injection: reorders concurrent calls). */
   delayMs?: number;
+  /** Read the request and never answer it: the connection stays open until the client gives up on it. */
+  silent?: boolean;
   /** How many more requests to fail; `Infinity` until removed. */
   remaining: number;
   /** Requests failed by this rule so far. */
@@ -84,6 +86,10 @@ export interface FaultProxy {
   fail(match: ((request: ProxiedRequest) => boolean) | string, fault: AwsFault, times?: number): FaultRule;
   /** Holds matching requests for `ms` before passing them on (e.g. to let a later call overtake an earlier one). */
   delay(match: ((request: ProxiedRequest) => boolean) | string, ms: number, times?: number): FaultRule;
+  /** Reads matching requests and never answers them, as a silent network path does. */
+  silence(match: ((request: ProxiedRequest) => boolean) | string, times?: number): FaultRule;
+  /** Connections holding an unanswered (silenced) request the client has not closed yet. */
+  openSilentConnections(): number;
   /** Removes one rule, or all of them. */
   clear(rule?: FaultRule): void;
   stop(): Promise<void>;
@@ -178,6 +184,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const agent = new http.Agent({ keepAlive: true });
   const requests: ProxiedRequest[] = [];
   const rules: FaultRule[] = [];
+  const silent = new Set<http.ServerResponse>();
 
   function passOn(
     req: http.IncomingMessage,
@@ -240,6 +247,12 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
     rule.remaining -= 1;
     rule.hits += 1;
     const fault = rule.fault;
+    if (rule.silent) {
+      req.resume();
+      silent.add(res);
+      res.once('close', () => silent.delete(res));
+      return;
+    }
     if (fault === undefined) {
       setTimeout(() => passOn(req, res, request, body), rule.delayMs ?? 0);
       return;
@@ -289,6 +302,13 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       rules.push(rule);
       return rule;
     },
+    silence(match, times = Infinity) {
+      const matcher = typeof match === 'string' ? (r: ProxiedRequest) => r.operation === match : match;
+      const rule: FaultRule = { match: matcher, silent: true, remaining: times, hits: 0 };
+      rules.push(rule);
+      return rule;
+    },
+    openSilentConnections: () => silent.size,
     clear(rule) {
       if (rule === undefined) rules.length = 0;
       else {
