@@ -40,14 +40,15 @@ export async function startDaemon(
 
   const delivery = createPooledDelivery({ ...config.smtp, logger: logger.child({ component: 'smtp-pool' }) });
   const metrics = createCoordinatorMetrics(delivery, config.smtp.maxConnections);
-  let pollers: PollerSupervisor | undefined;
+  // The pollers hear whether the mail server answers; they exist only once the monitor does.
+  let tellPollers: (ok: boolean) => void = () => undefined;
   const mailServer = new MailServerMonitor(delivery, logger, config.smtp.host, (ok) => {
     metrics.mailServerUp(ok);
-    pollers?.mailServerChanged(ok);
+    tellPollers(ok);
   });
   const threadMetrics = new ThreadMetricsCollector();
   const sesPacer = new SendPacerRelay(config, logger, metrics);
-  pollers = new PollerSupervisor({
+  const pollers = new PollerSupervisor({
     config,
     logger,
     delivery,
@@ -56,6 +57,7 @@ export async function startDaemon(
     threadMetrics,
     sesPacer,
   });
+  tellPollers = (ok) => pollers.mailServerChanged(ok);
   mailServer.start();
   sesPacer.start();
 
