@@ -21,6 +21,7 @@ export const AUDIT_KEYS = [
   'blocked_reason',
   'virus_verdict',
   'failed_effects',
+  'rule_limits',
   'failure_reason',
 ] as const;
 
@@ -71,6 +72,11 @@ export interface FinalVerdict {
   /** Forwards and auto-replies that failed for good, as `kind:target`. */
   failedEffects: readonly string[];
   /**
+   * Recipients whose rules or blocklist held more than the bounds allow (MAIL_LIMITS: too many forward targets, an
+   * unusable one, an over-long message or pattern): that part was skipped or cut, the mail handled with the rest.
+   */
+  ruleLimits?: ReadonlyArray<{ recipient: string; limits: readonly string[] }>;
+  /**
    * The recipients whose copy was delivered (this attempt or an earlier one). Recorded only for `partial`: for
    * `delivered` it is every envelope recipient, for the other statuses nobody.
    */
@@ -97,6 +103,10 @@ export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
     ...(verdict.blockedSender !== undefined && { blocked_sender: verdict.blockedSender }),
     ...(verdict.virus !== undefined && { blocked_reason: 'virus', virus_verdict: verdict.virus }),
     ...(verdict.failedEffects.length > 0 && { failed_effects: verdict.failedEffects.join(',') }),
+    ...(verdict.ruleLimits !== undefined &&
+      verdict.ruleLimits.length > 0 && {
+        rule_limits: verdict.ruleLimits.map((r) => `${r.recipient}: ${r.limits.join(',')}`).join(' | '),
+      }),
   };
 }
 

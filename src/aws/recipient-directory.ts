@@ -43,6 +43,7 @@ export function createDynamoDirectory(
   const cacheMs = options.cacheSeconds * 1000;
 
   function noteCut(recipient: string, entry: RecipientEntry, limit: MailLimit): void {
+    if (entry.limits?.includes(limit)) return;
     (entry.limits ??= []).push(limit);
     options.onLimit?.(recipient, limit);
   }
@@ -66,9 +67,7 @@ export function createDynamoDirectory(
         const key = String(item.email_address ?? '').toLowerCase();
         const entry = result.get(key);
         if (!entry) continue;
-        entry.blockedPatterns = bounded(stringList(item.blocked_patterns), MAIL_LIMITS.blockedPatterns, () =>
-          noteCut(key, entry, 'blocked-patterns'),
-        );
+        entry.blockedPatterns = blockedPatterns(item.blocked_patterns, (limit) => noteCut(key, entry, limit));
       }
     }
     return result;
@@ -98,22 +97,34 @@ export function createDynamoDirectory(
   };
 }
 
-/** A rules item, each mail-facing size cut to its bound (an item may be 400 KB of whatever a UI wrote). */
+/**
+ * A rules item, each mail-facing size cut to its bound (an item may be 400 KB of whatever a UI wrote). A forward
+ * target that is not a usable mailbox (over MAIL_LIMITS.forwardTargetChars, no `@`, a control character or space)
+ * is skipped: sending to it could only fail, and its ledger key would be refused.
+ */
 function toRule(item: Record<string, unknown>, onLimit: (limit: MailLimit) => void): RecipientRule {
   const message = typeof item.ooo_message === 'string' ? item.ooo_message : '';
-  const forwards = [
-    ...new Set(
-      stringList(item.forwards)
-        .map((f) => f.trim().toLowerCase())
-        .filter((f) => f.includes('@')),
-    ),
-  ];
+  const targets = stringList(item.forwards).map((f) => f.trim().toLowerCase());
+  const usable = targets.filter(usableForwardTarget);
+  if (usable.length < targets.length) onLimit('forward-target');
   return {
     oooActive: item.ooo_active === true,
     oooMessage: boundedText(message, MAIL_LIMITS.oooMessageChars, () => onLimit('ooo-message')),
     oooContentType: item.ooo_content_type === 'html' ? 'html' : 'text',
-    forwards: bounded(forwards, MAIL_LIMITS.forwards, () => onLimit('forwards')),
+    forwards: bounded([...new Set(usable)], MAIL_LIMITS.forwards, () => onLimit('forwards')),
   };
+}
+
+function usableForwardTarget(target: string): boolean {
+  return target.length <= MAIL_LIMITS.forwardTargetChars && /^[^\s@]+@[^\s@]+$/.test(target);
+}
+
+/** Patterns over MAIL_LIMITS.patternChars are skipped; the rest are cut to MAIL_LIMITS.blockedPatterns. */
+function blockedPatterns(value: unknown, onLimit: (limit: MailLimit) => void): string[] {
+  const patterns = stringList(value);
+  const usable = patterns.filter((p) => p.length <= MAIL_LIMITS.patternChars);
+  if (usable.length < patterns.length) onLimit('blocked-patterns');
+  return bounded(usable, MAIL_LIMITS.blockedPatterns, () => onLimit('blocked-patterns'));
 }
 
 function bounded<T>(list: T[], max: number, onCut: () => void): T[] {

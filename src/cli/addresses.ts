@@ -6,6 +6,7 @@
  */
 import { isDomainName } from '../config/config.ts';
 import { FNMATCH_MAX_LENGTH } from '../mail/fnmatch.ts';
+import { MAIL_LIMITS } from '../mail/mail-limits.ts';
 import { UsageError } from './exit.ts';
 
 // RFC 5321 dot-atom local part: atext characters, dots only between them.
@@ -13,7 +14,7 @@ const LOCAL_PART = /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-
 
 /** RFC 5321: 64 octets of local part, 254 for the whole address. */
 const MAX_LOCAL = 64;
-const MAX_ADDRESS = 254;
+const MAX_ADDRESS = MAIL_LIMITS.forwardTargetChars;
 
 /** `Bob <bob@example.com>`, `"Smith, Bob" <bob@example.com>`, `<bob@example.com>`: the part in angle brackets. */
 const NAME_ADDR = /^\s*(?:"[^"]*"|[^<>"]*)\s*<([^<>]*)>\s*$/;
@@ -58,7 +59,8 @@ export function domainPart(address: string): string {
 }
 
 /** Longest pattern accepted: an address is at most 254 characters, wildcards included this leaves room. */
-export const MAX_PATTERN_LENGTH = 256;
+/** The daemon's bound: a longer pattern is skipped. */
+const MAX_PATTERN_LENGTH = MAIL_LIMITS.patternChars;
 
 /**
  * A blocklist pattern, lower-cased (the daemon matches case-insensitively, so the stored form is canonical).

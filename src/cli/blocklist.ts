@@ -4,6 +4,8 @@
  */
 import { Command } from 'commander';
 
+import { MAIL_LIMITS } from '../mail/mail-limits.ts';
+
 import { checkBlocked } from '../mail/blocklist.ts';
 import { domainPart, matchesEverything, parseMailbox, parsePattern } from './addresses.ts';
 import { editAddressList, getAddressItem, listAddressItems, stringList } from './address-items.ts';
@@ -11,7 +13,8 @@ import { cacheNote, command, type CliApp, type CommandContext, type CommonOption
 import { EXIT_FAILED, EXIT_OK } from './exit.ts';
 import { plural } from './output.ts';
 
-export const MAX_PATTERNS = 1000;
+/** The daemon's bound: patterns beyond it are not used. */
+const MAX_PATTERNS = MAIL_LIMITS.blockedPatterns;
 
 export function blocklistCommand(app: CliApp): Command {
   const blocklist = new Command('blocklist').description(

@@ -5,6 +5,8 @@
  */
 import { Command, Option } from 'commander';
 
+import { MAIL_LIMITS } from '../mail/mail-limits.ts';
+
 import { domainPart, parseMailbox } from './addresses.ts';
 import {
   deleteAddressItem,
@@ -30,9 +32,8 @@ export interface RuleFields {
   forwards?: string[];
 }
 
-/** An auto-reply text is quoted into every reply; DynamoDB's item limit is 400 KB. */
-export const MAX_OOO_MESSAGE_BYTES = 64 * 1024;
-export const MAX_FORWARDS = 50;
+/** The daemon's bounds on what a rule holds (the same table: beyond them it would skip or cut). */
+const { forwards: MAX_FORWARDS, oooMessageChars: MAX_OOO_MESSAGE_CHARS } = MAIL_LIMITS;
 /** Rules looked up while following a forward chain for loops. */
 const MAX_CHAIN_LOOKUPS = 100;
 
@@ -230,8 +231,10 @@ function printRule(context: CommandContext, rule: RuleFields): void {
 function checkMessage(message: string | undefined): string | undefined {
   if (message === undefined) return undefined;
   if (message.includes('\0')) throw new UsageError('the out-of-office text contains a NUL character');
-  if (Buffer.byteLength(message, 'utf8') > MAX_OOO_MESSAGE_BYTES) {
-    throw new UsageError(`the out-of-office text is over ${MAX_OOO_MESSAGE_BYTES / 1024} KiB`);
+  if (message.length > MAX_OOO_MESSAGE_CHARS) {
+    throw new UsageError(
+      `the out-of-office text is ${message.length} characters: at most ${MAX_OOO_MESSAGE_CHARS} are used`,
+    );
   }
   return message;
 }
@@ -239,7 +242,8 @@ function checkMessage(message: string | undefined): string | undefined {
 async function readMessageFile(file: string): Promise<string> {
   const bytes = await readInputFile(file, {
     option: '--ooo-file',
-    maxBytes: MAX_OOO_MESSAGE_BYTES,
+    // UTF-8 takes up to 3 bytes for a character the daemon counts as one; the text is checked in characters after.
+    maxBytes: 3 * MAX_OOO_MESSAGE_CHARS,
     what: 'text',
     allowEmpty: true,
   });

@@ -1,7 +1,8 @@
 /**
- * Every bound on a size that a mail, or data someone wrote into DynamoDB, controls. Past a bound the mail is still
- * delivered (with the verdict headers); only the feature that needed the parse is skipped or cut to the bound, the
- * outcome log line names the limit, and `ses_worker_mail_limits_total{domain,limit}` counts it. The numbers sit far
+ * Every bound on a size that a mail, or data someone wrote into DynamoDB, controls: the daemon's, and the one
+ * `rules set` and `blocklist add` refuse beyond. Past a bound the mail is still delivered (with the verdict
+ * headers); only the feature that needed the parse is skipped or cut to the bound, the outcome log line names the
+ * limit, and `ses_worker_mail_limits_total{domain,limit}` counts it. The numbers sit far
  * above what real mail carries; ARCHITECTURE.md ("Bounded work") says why each one is where it is.
  */
 export const MAIL_LIMITS = {
@@ -25,8 +26,12 @@ export const MAIL_LIMITS = {
   threadHeaderBytes: 64 * 1024,
   /** Blocked-sender patterns used per recipient. */
   blockedPatterns: 1_000,
+  /** Characters of one blocked-sender pattern; a longer one is skipped (it would never match anything real). */
+  patternChars: 256,
   /** Forward targets used per rule. */
   forwards: 20,
+  /** Characters of one forward target: an RFC 5321 mailbox is at most 254; a longer one is skipped. */
+  forwardTargetChars: 254,
   /** Characters of an out-of-office message used. */
   oooMessageChars: 64 * 1024,
 } as const;
@@ -41,6 +46,7 @@ export type MailLimit =
   | 'references'
   | 'blocked-patterns'
   | 'forwards'
+  | 'forward-target'
   | 'ooo-message';
 
 /** Limits that leave the header block incomplete: nothing that reads or edits headers may run then. */

@@ -19,6 +19,8 @@ export interface AuditInput {
   blocklist: BlocklistResult;
   /** The object's headers as fetched: the update restates them without a HeadObject. */
   head?: ObjectHead;
+  /** Recipients whose table items went past a bound (the bad part skipped or cut). */
+  ruleLimits?: ReadonlyArray<{ recipient: string; limits: readonly string[] }>;
 }
 
 /** The message's status from its recipients: `deferred` while any recipient or effect is not final. */
@@ -85,6 +87,7 @@ function verdictOf(
     ...(blocklist.virusRejected && { virus: receipt.verdicts.virus }),
     ...(receipt.invalidSource && { invalidSource: receipt.invalidSource.address }),
     failedEffects: input.effects.filter((e) => e.status === 'failed').map((e) => `${e.kind}:${e.target}`),
+    ...(input.ruleLimits && { ruleLimits: input.ruleLimits }),
     ...(status === 'partial' && {
       delivered: recipients.filter((r) => r.state === 'delivered').map((r) => r.recipient),
     }),

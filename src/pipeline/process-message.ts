@@ -55,9 +55,12 @@ async function processMail(
   const { effects, view } = await runEffects(attempt, raw, parsed, bounce, entries, ports);
   const recipients = recipientResults(attempt);
   const head = fetched.mail.head;
+  const ruleLimits = [...entries].flatMap(([recipient, e]) =>
+    e.limits ? [{ recipient, limits: e.limits }] : [],
+  );
   const status = await recordAudit(
     attempt,
-    { recipients, effects, view, blocklist, ...(head && { head }) },
+    { recipients, effects, view, blocklist, ruleLimits, ...(head && { head }) },
     ports,
   );
   const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...entryLimits(entries)])];

@@ -4,6 +4,7 @@
  * Mail goes in with `unified-worker inject`.
  */
 import assert from 'node:assert/strict';
+import { MAIL_LIMITS } from '../../src/mail/mail-limits.ts';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -166,6 +167,34 @@ describe('rules', () => {
     const target = await cli('rules', 'set', `ok@${DOMAIN}`, '--forward-add', `bad\n@${DOMAIN}`);
     assert.equal(target.code, 2);
     assert.equal(await rawItem('email-rules', `ok@${DOMAIN}`), undefined);
+  });
+
+  it('refuses what the daemon would skip or cut: the same bounds on both sides (MAIL_LIMITS)', async () => {
+    const targets = Array.from({ length: MAIL_LIMITS.forwards + 1 }, (_, i) => [
+      `--forward-add`,
+      `t${i}@${DOMAIN}`,
+    ]).flat();
+    const many = await cli('rules', 'set', `bounded@${DOMAIN}`, ...targets);
+    assertUsageError(many, new RegExp(`at most ${MAIL_LIMITS.forwards} entries in forwards`));
+    assert.equal(await rawItem('email-rules', `bounded@${DOMAIN}`), undefined);
+    const long = await cli(
+      'rules',
+      'set',
+      `bounded@${DOMAIN}`,
+      '--forward-add',
+      `${'x'.repeat(250)}@outside.test`,
+    );
+    assert.equal(long.code, 2);
+    const text = await cli(
+      'rules',
+      'set',
+      `bounded@${DOMAIN}`,
+      '--ooo-message',
+      'x'.repeat(MAIL_LIMITS.oooMessageChars + 1),
+    );
+    assertUsageError(text, new RegExp(`at most ${MAIL_LIMITS.oooMessageChars} are used`));
+    const fits = await cli('rules', 'set', `bounded@${DOMAIN}`, ...targets.slice(0, -2));
+    assert.equal(fits.code, 0, fits.stderr);
   });
 
   it('takes the address of a display-name form, and says what to type for a missing file', async () => {

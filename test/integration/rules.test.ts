@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import { MAIL_LIMITS } from '../../src/mail/mail-limits.ts';
 import { createSesSender } from '../../src/aws/ses-sender.ts';
 import { WorkerError } from '../../src/errors.ts';
 import { createDomainQueue, startStack, type TestStack } from '../harness/emulators.ts';
@@ -231,6 +232,46 @@ describe('mail behaviour through the pipeline', () => {
     assert.equal(stack.ses.sent.length, 1);
     // The forwarded copy carries our marker, so if it ever comes back in through SES no rule runs on it.
     assert.match(headerBlock(stack.ses.sent[0]?.raw), /^X-SES-Worker-Processed: worker-rules\.test; id=/im);
+  });
+
+  it('rule data past its bounds cannot wedge mail: bad forward targets skipped, the rest cut, the reason recorded', async () => {
+    const tooLong = `${'x'.repeat(1_700)}@outside.test`;
+    const many = Array.from({ length: 25 }, (_, i) => `target-${i}@${DOMAIN}`);
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: {
+          email_address: `wedge@${DOMAIN}`,
+          ooo_active: false,
+          forwards: [tooLong, 'no-at-sign', ...many],
+        },
+      }),
+    );
+    const put = await putMail(stack, {
+      domain: DOMAIN,
+      raw: await buildMime({ from: 'a@external.test', to: `wedge@${DOMAIN}`, subject: 'wedge', text: 'x' }),
+      recipients: [`wedge@${DOMAIN}`],
+      source: 'a@external.test',
+      shape: 'sns-s3',
+    });
+    const outcome = await rig.outcome(put.messageId);
+    assert.equal(outcome.disposition, 'delete', 'final on the first receive: no table fault, no retry');
+    assert.equal(outcome.status, 'delivered');
+    assert.deepEqual(
+      outcome.effects?.map((e) => e.target),
+      many.slice(0, MAIL_LIMITS.forwards),
+      'the usable targets, cut to MAIL_LIMITS.forwards',
+    );
+    assert.ok(outcome.effects?.every((e) => e.status === 'sent'));
+    assert.deepEqual(outcome.limits, ['forward-target', 'forwards']);
+    const head = await stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
+    assert.equal(head.Metadata?.rule_limits, `wedge@${DOMAIN}: forward-target,forwards`);
+    assert.ok(
+      rig.logs.some(
+        (l) =>
+          l.msg === 'rules data over its bound: only the first part is used' && l.limit === 'forward-target',
+      ),
+    );
   });
 
   it('reads rules and blocklists of all recipients in one DynamoDB call, then from the per-thread cache', async () => {
