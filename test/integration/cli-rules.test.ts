@@ -4,7 +4,6 @@
  * Mail goes in with `unified-worker inject`.
  */
 import assert from 'node:assert/strict';
-import { MAIL_LIMITS } from '../../src/mail/mail-limits.ts';
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 
+import { MAIL_LIMITS } from '../../src/mail/mail-limits.ts';
 import { assertUsageError, runCommand, type CliResult } from '../harness/cli-runner.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 
