@@ -70,7 +70,7 @@ export class OutboundEventsConsumer {
     };
   }
 
-  /** Lets the current long poll and batch finish within `graceMs`, then cancels what is still in flight. */
+  /** Ends the long poll at once, lets a batch being recorded finish within `graceMs`, then cancels the rest. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.wake.abort();
@@ -132,8 +132,14 @@ export class OutboundEventsConsumer {
   private async pollOnce(queue: EventsQueue): Promise<void> {
     let messages: EventMessage[];
     try {
-      messages = await queue.receive(MAX_MESSAGES, this.options.waitTimeSeconds, this.cancel.signal);
+      // The stop ends the long poll at once (waking the pause too); a batch being recorded gets the grace period.
+      messages = await queue.receive(
+        MAX_MESSAGES,
+        this.options.waitTimeSeconds,
+        AbortSignal.any([this.cancel.signal, this.wake.signal]),
+      );
     } catch (error) {
+      if (this.stopping) return;
       this.options.metrics.failure('receive');
       if (isMissingQueue(error)) {
         this.queue = undefined;

@@ -215,12 +215,13 @@ export class DomainPoller {
   private async receive(room: number): Promise<QueueMessage[] | 'failed' | 'stopped'> {
     const unreserve = this.slots.reserve(room);
     try {
-      // Never aborted: SQS keeps serving a long poll whose client went away, and hides whatever it hands to it
-      // until the visibility timeout. Letting the poll end costs at most WAIT_TIME_SECONDS on shutdown; what it
-      // returns is released at once.
+      // Aborted on stop, so an idle domain stops at once. SQS may still hand a message to the poll it no longer has
+      // a client for: that one reappears after its visibility timeout (late, never lost); what a poll that ended
+      // returns while stopping is released at once.
       const messages = await this.queue.receive({
         maxMessages: room,
         waitTimeSeconds: this.options.waitTimeSeconds,
+        signal: this.stopAbort.signal,
       });
       if (this.stopping) {
         await this.releaseReceived(messages);
