@@ -3,7 +3,7 @@
  * test: what is resent and what never is, and one transaction per mailbox over LMTP. Counts, not timings.
  */
 import assert from 'node:assert/strict';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { Writable } from 'node:stream';
 import { SMTPServer, type SMTPServerSession } from 'smtp-server';
@@ -34,7 +34,7 @@ async function scriptedServer(options: {
   lmtp?: boolean;
   port?: number;
   rcpt?: (address: string, attempt: number) => Error | undefined;
-  data?: (session: SMTPServerSession) => 'accept' | 'drop-connection';
+  data?: (session: SMTPServerSession) => 'accept' | 'drop-connection' | 'hang';
   dataDelayMs?: number;
 }): Promise<Scripted> {
   const inData = new Map<string, number>();
@@ -70,7 +70,10 @@ async function scriptedServer(options: {
         setTimeout(() => {
           concurrent -= 1;
           for (const r of recipients) inData.set(r, (inData.get(r) ?? 1) - 1);
-          if (options.data?.(session) === 'drop-connection') {
+          const answer = options.data?.(session);
+          // The content arrived and no reply ever comes, the connection left open.
+          if (answer === 'hang') return;
+          if (answer === 'drop-connection') {
             // The content arrived, but no reply ever does: did the server take it? Nobody knows.
             (session as unknown as { _socket?: { destroy(): void } })._socket?.destroy();
             return;
@@ -200,6 +203,68 @@ describe('the pooled transport', () => {
     const [result] = await sending;
     assert.equal(result?.status, 'delivered');
     assert.equal(server.dataCount, 1);
+  });
+
+  it('gives up on a mail server that accepts the connection and never greets: deferred, nothing waits forever', async () => {
+    const held = new Set<Socket>();
+    const silent = createServer((socket) => held.add(socket));
+    const port = await new Promise<number>((resolve) =>
+      silent.listen(0, '127.0.0.1', () => resolve((silent.address() as AddressInfo).port)),
+    );
+    closers.push(async () => {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    });
+    const pool = createPooledDelivery({
+      host: '127.0.0.1',
+      port,
+      internalPort: port,
+      lmtpPort: port,
+      protocol: 'smtp',
+      maxConnections: 2,
+      timeoutMs: 1_000,
+      logger,
+      retryDelaysMs: [],
+    });
+    closers.push(() => pool.close());
+    const [result] = await pool.deliver({
+      route: 'mailbox',
+      from: 'a@b.test',
+      to: ['x@example.com'],
+      raw: MAIL,
+    });
+    assert.equal(result?.status, 'deferred');
+    assert.equal(result?.code, undefined, 'no reply: the mail server is unreachable');
+    assert.ok(held.size >= 1, 'the silent server never saw a connection: the precondition failed');
+  });
+
+  it('gives up on a mail server that goes silent after the content: deferred, and never resent', async () => {
+    const server = await scriptedServer({ data: () => 'hang' });
+    closers.push(() => server.stop());
+    const pool = createPooledDelivery({
+      host: '127.0.0.1',
+      port: server.port,
+      internalPort: server.port,
+      lmtpPort: server.port,
+      protocol: 'smtp',
+      maxConnections: 2,
+      timeoutMs: 300,
+      logger,
+      retryDelaysMs: [50, 100],
+    });
+    closers.push(() => pool.close());
+    const [result] = await pool.deliver({
+      route: 'mailbox',
+      from: 'a@b.test',
+      to: ['x@example.com'],
+      raw: MAIL,
+    });
+    assert.equal(result?.status, 'deferred');
+    assert.equal(
+      server.dataCount,
+      1,
+      'the content went out once: a silent answer is not a reason to send it again',
+    );
   });
 
   it('over LMTP sends one transaction per mailbox at a time, and different mailboxes in parallel', async () => {
