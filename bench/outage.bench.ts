@@ -5,8 +5,9 @@
  *   how long after its return the last of the 20 is in the mailbox, and the largest receive count a mail had;
  * - shutdown: an idle daemon (nothing in flight, its long poll open) gets SIGTERM: how long until it has exited.
  *
- * Each run uses a fresh daemon. `--entry` measures another build (e.g. an older commit's dist/) in the same run.
- * Run: `node --import tsx bench/outage.bench.ts [--runs 3] [--entry dist/unified-worker.js] [--down-seconds 10]`
+ * Each run uses a fresh daemon. `--entry` (repeatable) measures other builds side by side, run by run (e.g. an older
+ * commit's dist/ against this one's).
+ * Run: `node --import tsx bench/outage.bench.ts [--runs 3] [--entry a/unified-worker.js --entry b/...] [--down-seconds 10]`
  */
 import { parseArgs } from 'node:util';
 import { createDomainQueue, startStack, waitUntil, type TestStack } from '../test/harness/emulators.ts';
@@ -19,18 +20,19 @@ import { median } from './lib/stats.ts';
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
-    entry: { type: 'string', default: DAEMON_ENTRY },
+    entry: { type: 'string', multiple: true },
     'down-seconds': { type: 'string', default: '10' },
   },
 });
 const runs = Math.max(1, Number(values.runs));
-const entry = values.entry ?? DAEMON_ENTRY;
+/** Builds measured side by side, run by run (the first is this checkout's dist/ unless named). */
+const entries = values.entry ?? [DAEMON_ENTRY];
 const downMs = Number(values['down-seconds']) * 1000;
 const MAILS = 20;
 
 let counter = 0;
 
-async function daemonFor(stack: TestStack, sink: SmtpSink, env: Record<string, string> = {}) {
+async function daemonFor(entry: string, stack: TestStack, sink: SmtpSink, env: Record<string, string> = {}) {
   const domain = `outage${++counter}.test`;
   await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 30, withDlq: true, maxReceiveCount: 10 });
   const daemon = await spawnDaemon({
@@ -51,10 +53,11 @@ async function daemonFor(stack: TestStack, sink: SmtpSink, env: Record<string, s
 }
 
 async function recovery(
+  entry: string,
   stack: TestStack,
   sink: SmtpSink,
 ): Promise<{ lastAfterUpMs: number; maxReceives: number }> {
-  const { daemon, domain } = await daemonFor(stack, sink);
+  const { daemon, domain } = await daemonFor(entry, stack, sink);
   try {
     sink.clear();
     await sink.down();
@@ -86,8 +89,8 @@ async function recovery(
   }
 }
 
-async function shutdown(stack: TestStack, sink: SmtpSink): Promise<number> {
-  const { daemon } = await daemonFor(stack, sink, { WAIT_TIME_SECONDS: '20' });
+async function shutdown(entry: string, stack: TestStack, sink: SmtpSink): Promise<number> {
+  const { daemon } = await daemonFor(entry, stack, sink, { WAIT_TIME_SECONDS: '20' });
   // Its long poll is open by now: /ready says every domain polled once.
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   const signalledAt = Date.now();
@@ -100,22 +103,29 @@ async function main(): Promise<void> {
   const stack = await startStack({ tables: true });
   const sink = await startSmtpSink();
   try {
-    const recoveries: Array<{ lastAfterUpMs: number; maxReceives: number }> = [];
-    const shutdowns: number[] = [];
+    const samples = entries.map(() => ({
+      recoveries: [] as Array<{ lastAfterUpMs: number; maxReceives: number }>,
+      shutdowns: [] as number[],
+    }));
     for (let run = 0; run < runs; run++) {
-      recoveries.push(await recovery(stack, sink));
-      shutdowns.push(await shutdown(stack, sink));
+      for (const [i, entry] of entries.entries()) {
+        samples[i]!.recoveries.push(await recovery(entry, stack, sink));
+        samples[i]!.shutdowns.push(await shutdown(entry, stack, sink));
+      }
     }
-    const result = {
-      entry,
-      downSeconds: downMs / 1000,
-      mails: MAILS,
-      recoveryLastAfterUpMs: recoveries.map((r) => r.lastAfterUpMs),
-      recoveryMedianMs: median(recoveries.map((r) => r.lastAfterUpMs)),
-      maxReceiveCount: Math.max(...recoveries.map((r) => r.maxReceives)),
-      shutdownMs: shutdowns,
-      shutdownMedianMs: median(shutdowns),
-    };
+    const result = entries.map((entry, i) => {
+      const { recoveries, shutdowns } = samples[i]!;
+      return {
+        entry,
+        downSeconds: downMs / 1000,
+        mails: MAILS,
+        recoveryLastAfterUpMs: recoveries.map((r) => r.lastAfterUpMs),
+        recoveryMedianMs: median(recoveries.map((r) => r.lastAfterUpMs)),
+        maxReceiveCount: Math.max(...recoveries.map((r) => r.maxReceives)),
+        shutdownMs: shutdowns,
+        shutdownMedianMs: median(shutdowns),
+      };
+    });
     console.log(JSON.stringify(result, null, 2));
   } finally {
     await killAllDaemons();
