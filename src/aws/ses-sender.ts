@@ -40,6 +40,11 @@ export interface SesSenderOptions {
   throttleBudgetMs?: number;
   /** The AWS deadlines: a send's scales with its size (an upload), silence is caught by the idle deadline. */
   deadlines?: AwsDeadlines;
+  /**
+   * SES_CONFIGURATION_SET, named on every send so SES publishes its events and the outbound events consumer records
+   * the mail (a bounce of a forward is then rewritten like any other). A set SES does not know is a deployment fault.
+   */
+  configurationSet?: string;
 }
 
 /**
@@ -155,6 +160,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
               FromEmailAddress: from,
               Destination: { ToAddresses: [...destinations] },
               Content: { Raw: { Data: raw } },
+              ...(options.configurationSet && { ConfigurationSetName: options.configurationSet }),
             }),
             { requestTimeout: uploadDeadlineMs(encoded, deadlines) },
           );

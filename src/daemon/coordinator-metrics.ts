@@ -26,8 +26,8 @@ export interface CoordinatorMetrics {
  */
 export function createCoordinatorMetrics(delivery: MailDelivery, maxConnections: number): CoordinatorMetrics {
   const registry = new Registry();
-  // The event-loop delay monitor samples every eventLoopMonitoringPrecision ms; the default 10 ms wakes an idle
-  // process 100 times a second, which was most of its idle CPU (BENCHMARKS.md).
+  // The event-loop delay monitor samples every eventLoopMonitoringPrecision ms; the default 10 ms would wake an idle
+  // process 100 times a second.
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 250 });
   // prom-client names these three gauges `*_total`, which `promtool check metrics` rejects (the suffix is for
   // counters). Their per-type siblings (`nodejs_active_handles{type}` ...) carry the same numbers.

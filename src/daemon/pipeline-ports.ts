@@ -54,6 +54,7 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     ses: createSesSender(clients.sesv2, {
       clock,
       deadlines: config.aws.deadlines,
+      ...(config.sesConfigurationSet && { configurationSet: config.sesConfigurationSet }),
       ...(deps.sesPacer && { pacer: deps.sesPacer }),
     }),
     delivery: deps.delivery,

@@ -4,7 +4,6 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import { createAwsClients } from '../aws/clients.ts';
-import { nameConfigurationSet } from '../aws/ses-configuration-set.ts';
 import { systemClock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { createLogger } from '../log/logger.ts';
@@ -25,13 +24,6 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   const logger = rootLogger.child({ domain });
   const metrics = createPipelineMetrics();
   const clients = createAwsClients(config.aws);
-  if (config.sesConfigurationSet) {
-    nameConfigurationSet(clients.sesv2, config.sesConfigurationSet, {
-      clock: systemClock,
-      logger,
-      onMissing: (missing) => metrics.deploymentCheck(domain, 'ses-configuration-set', missing),
-    });
-  }
   const delivery = createDeliveryProxy(port);
   const sesPacer = createPacerProxy(port);
   const post = (message: ThreadMessage) => port.postMessage(message);

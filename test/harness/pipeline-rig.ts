@@ -5,8 +5,7 @@
  */
 import { Writable } from 'node:stream';
 import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
-import { nameConfigurationSet } from '../../src/aws/ses-configuration-set.ts';
-import { systemClock, type Clock } from '../../src/clock.ts';
+import type { Clock } from '../../src/clock.ts';
 import { buildConfig, type Config } from '../../src/config/config.ts';
 import { startDomainRuntime, type DomainRuntime } from '../../src/daemon/domain-runtime.ts';
 import { MailServerMonitor } from '../../src/daemon/mail-server-monitor.ts';
@@ -148,10 +147,6 @@ export async function startRig(options: RigOptions): Promise<Rig | MailServerRig
     }),
   });
   const clients: AwsClients = createAwsClients(config.aws);
-  // As the poller thread does (src/daemon/poller-thread.ts).
-  if (config.sesConfigurationSet) {
-    nameConfigurationSet(clients.sesv2, config.sesConfigurationSet, { clock: systemClock, logger });
-  }
   const pool: MailDelivery = createPooledDelivery({ ...config.smtp, logger, retryDelaysMs: [50, 100] });
   const metrics = createPipelineMetrics();
   // As the coordinator does: the pollers hear from a monitor of the mail server whether it answers, and the monitor

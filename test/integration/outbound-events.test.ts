@@ -10,7 +10,6 @@
  * any name) — is answered by the harness's SES proxy (`failNext`). Needs `npm run build` first.
  */
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 
@@ -20,11 +19,10 @@ import {
   ReceiveMessageCommand,
   SendMessageCommand,
 } from '@aws-sdk/client-sqs';
-import { SendEmailCommand, SESv2Client } from '@aws-sdk/client-sesv2';
+import { SendEmailCommand } from '@aws-sdk/client-sesv2';
 import { PublishCommand } from '@aws-sdk/client-sns';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 
-import { nameConfigurationSet } from '../../src/aws/ses-configuration-set.ts';
 import { systemClock } from '../../src/clock.ts';
 import { createLogger, type Logger } from '../../src/log/logger.ts';
 import { OutboundEventsConsumer } from '../../src/outbound/outbound-consumer.ts';
@@ -39,7 +37,6 @@ import {
   type DaemonProcess,
 } from '../harness/daemon-process.ts';
 import {
-  clientConfig,
   createDomainQueue,
   queueCounts,
   startStack,
@@ -591,104 +588,5 @@ describe('a write that fails', () => {
     await consumer.stop(5_000);
     assert.equal(await failed(), 1, 'tried once, not in a loop');
     await stack.sqs.send(new DeleteQueueCommand({ QueueUrl }));
-  });
-});
-
-describe('SES_CONFIGURATION_SET on the SES client', () => {
-  const clock = { offset: 0, now: () => Date.now() + clock.offset, sleep: systemClock.sleep };
-  let ses: SESv2Client;
-  let agent: http.Agent;
-  const states: boolean[] = [];
-  const errors: string[] = [];
-
-  before(() => {
-    agent = new http.Agent({ keepAlive: true });
-    ses = new SESv2Client(clientConfig(stack.ses.endpoint, agent));
-    const logger = createLogger({
-      level: 'info',
-      redactAddresses: false,
-      destination: new Writable({
-        write(chunk: Buffer, _encoding, callback) {
-          const line = JSON.parse(chunk.toString('utf8')) as { level: string; msg: string };
-          if (line.level === 'error') errors.push(line.msg);
-          callback();
-        },
-      }),
-    });
-    nameConfigurationSet(ses, CONFIG_SET, {
-      clock,
-      logger,
-      onMissing: (missing) => states.push(missing),
-      retryAfterMs: 60_000,
-    });
-  });
-  after(() => {
-    ses.destroy();
-    agent.destroy();
-  });
-
-  const raw = Buffer.from('From: fwd@example.com\r\nTo: t@remote.test\r\nSubject: x\r\n\r\nx\r\n');
-  const sendOne = () =>
-    ses.send(
-      new SendEmailCommand({
-        FromEmailAddress: `fwd@${DOMAIN}`,
-        Destination: { ToAddresses: ['t@remote.test'] },
-        Content: { Raw: { Data: raw } },
-      }),
-    );
-
-  it('names the set on a send that names none; keeps a set the caller named', async () => {
-    stack.ses.clear();
-    await sendOne();
-    await ses.send(
-      new SendEmailCommand({
-        Destination: { ToAddresses: ['t@remote.test'] },
-        Content: { Raw: { Data: raw } },
-        ConfigurationSetName: 'other-set',
-      }),
-    );
-    assert.deepEqual(
-      stack.ses.sent.map((m) => m.configurationSet),
-      [CONFIG_SET, 'other-set'],
-    );
-  });
-
-  it('a set SES does not know: the mail goes out without it (never lost), once logged, retried later', async () => {
-    stack.ses.clear();
-    stack.ses.failNext(1, {
-      status: 404,
-      code: 'NotFoundException',
-      message: `Configuration set <${CONFIG_SET}> does not exist.`,
-    });
-    const { MessageId } = await sendOne();
-    assert.ok(MessageId);
-    assert.equal(stack.ses.sendAttempts, 2, 'refused with the set, then sent without it');
-    assert.deepEqual(
-      stack.ses.sent.map((m) => m.configurationSet),
-      [undefined],
-    );
-    await sendOne();
-    assert.equal(stack.ses.sendAttempts, 3, 'while missing, sends go out without the set at once');
-    assert.deepEqual(states, [true]);
-    assert.equal(errors.filter((e) => /SES_CONFIGURATION_SET does not exist/.test(e)).length, 1);
-
-    clock.offset += 61_000;
-    await sendOne();
-    assert.deepEqual(
-      stack.ses.sent.map((m) => m.configurationSet),
-      [undefined, undefined, CONFIG_SET],
-    );
-    assert.deepEqual(states, [true, false]);
-  });
-
-  it('other refusals are not taken for a missing set', async () => {
-    stack.ses.clear();
-    stack.ses.failNext(1, {
-      status: 400,
-      code: 'MessageRejected',
-      message: 'Email address is not verified.',
-    });
-    await assert.rejects(sendOne(), (error: Error) => error.name === 'MessageRejected');
-    assert.equal(stack.ses.sendAttempts, 1);
   });
 });

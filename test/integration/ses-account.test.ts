@@ -1,5 +1,6 @@
 /**
- * SES account states (sending paused, suspended, MAIL FROM or identity not verified, access denied) are faults of
+ * SES account states (sending paused, suspended, MAIL FROM or identity not verified, access denied, a missing
+ * configuration set) are faults of
  * the deployment, not verdicts on the mail: the mailbox copy stands, the forward waits (held in the queue, retried
  * in place) while the domain shows degraded, and goes out once when SES sends again. The SES emulator cannot pause
  * an account: its recording proxy answers the sends with SES's errors (test/harness/emulators.ts, `failNext`).
@@ -47,12 +48,14 @@ describe('SES account states are deployment faults', () => {
       'Email address is not verified. The following identities failed the check: fwd@paused.test',
     ],
     ['AccessDeniedException', 'User is not authorized to perform ses:SendEmail'],
+    ['NotFoundException', 'Configuration set <unified-worker> does not exist.'],
   ] as const) {
     it(`${code}: the mailbox copy stands, the forward waits while the domain is degraded, then goes out once`, async () => {
       stack.ses.clear();
       const seq = `paused-${code}`;
       const sends = 3;
-      stack.ses.failNext(sends, { status: code === 'AccessDeniedException' ? 403 : 400, code, message });
+      const status = { AccessDeniedException: 403, NotFoundException: 404 }[code as string] ?? 400;
+      stack.ses.failNext(sends, { status, code, message });
       const put = await putMail(stack, {
         domain: DOMAIN,
         raw: rawMail(seq, FORWARDER),
