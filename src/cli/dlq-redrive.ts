@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ListMessageMoveTasksCommand, StartMessageMoveTaskCommand } from '@aws-sdk/client-sqs';
 
 import { createOperatorQueue, type HeldMessage, type OperatorQueue } from '../aws/operator-queue.ts';
-import { awsError, awsErrorName } from '../errors.ts';
+import { awsError, awsErrorName, awsHttpStatus } from '../errors.ts';
 import { describeError, type CommandContext, type CommonOptions } from './command.ts';
 import { EXIT_FAILED, EXIT_OK } from './exit.ts';
 import { parseInteger } from './options.ts';
@@ -110,7 +110,7 @@ async function redriveDomain(
 }
 
 function lacksMoveApi(error: unknown): boolean {
-  const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  const status = awsHttpStatus(error);
   return NO_MOVE_API.has(awsErrorName(error) ?? '') || status === 404 || status === 501;
 }
 

@@ -2,6 +2,7 @@
  * A file named on the command line (`inject mail.eml`, `rules set --ooo-file away.txt`): read whole, with a bound,
  * and when it cannot be read the error names the file and says why in words (not a bare ENOENT).
  */
+import { errorMessage } from '../errors.ts';
 import { open, type FileHandle } from 'node:fs/promises';
 
 import { UsageError } from './exit.ts';
@@ -57,7 +58,7 @@ export async function readInputFile(file: string, rules: InputFileRules): Promis
 function reasonOf(error: unknown): string {
   const code = (error as NodeJS.ErrnoException).code;
   if (code !== undefined && REASONS[code] !== undefined) return REASONS[code];
-  return error instanceof Error ? error.message : String(error);
+  return errorMessage(error);
 }
 
 function formatBytes(bytes: number): string {

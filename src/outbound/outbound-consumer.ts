@@ -1,6 +1,6 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError } from '../errors.ts';
+import { errorMessage, WorkerError } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
 import { openEventsQueue, type EventMessage, type EventsQueue } from './events-queue.ts';
 import { parseOutboundEvent, type OutboundEvent } from './outbound-event.ts';
@@ -268,6 +268,6 @@ function isMissingQueue(error: unknown): boolean {
 }
 
 function describe(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   return message.length > 300 ? `${message.slice(0, 300)}…` : message;
 }

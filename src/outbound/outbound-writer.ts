@@ -2,7 +2,7 @@ import { BatchWriteCommand, UpdateCommand, type DynamoDBDocumentClient } from '@
 import { tableSpec } from '../aws/resources.ts';
 import { callDynamo } from '../aws/dynamo.ts';
 import { backoffMs, type Clock } from '../clock.ts';
-import { WorkerError } from '../errors.ts';
+import { errorMessage, WorkerError } from '../errors.ts';
 import type { OutboundEvent } from './outbound-event.ts';
 
 export interface OutboundWriterOptions {
@@ -166,7 +166,7 @@ type Results = Array<WorkerError | undefined>;
 function asWorkerError(error: unknown): WorkerError {
   return error instanceof WorkerError
     ? error
-    : new WorkerError('DYNAMODB_ERROR', error instanceof Error ? error.message : String(error), {
+    : new WorkerError('DYNAMODB_ERROR', errorMessage(error), {
         temporary: true,
         cause: error,
       });

@@ -6,7 +6,7 @@ import { GetBucketPolicyCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 
 import { evaluatePolicy, parsePolicy, sesWriteRequest, type PolicyVerdict } from '../../aws/policies.ts';
 import { receiptRuleArn } from '../../aws/receipt-rules.ts';
-import { awsErrorName } from '../../errors.ts';
+import { awsErrorName, awsHttpStatus } from '../../errors.ts';
 import { describeError } from '../command.ts';
 import { fail, ok, skip, warn, type CheckResult } from './check.ts';
 import { awsFailure, call, type DoctorContext } from './context.ts';
@@ -35,7 +35,7 @@ async function bucketExists(context: DoctorContext, target: MailBucket): Promise
     );
     return ok(check, 'exists and is readable');
   } catch (error) {
-    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    const status = awsHttpStatus(error);
     if (status === 404) {
       return fail(
         check,

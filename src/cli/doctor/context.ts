@@ -6,7 +6,7 @@ import type { AwsClients } from '../../aws/clients.ts';
 import type { CallerIdentity } from '../../aws/caller-identity.ts';
 import type { ControlClients } from '../../aws/control-clients.ts';
 import type { Config } from '../../config/config.ts';
-import { awsErrorName } from '../../errors.ts';
+import { awsErrorName, awsHttpStatus } from '../../errors.ts';
 import { describeError } from '../command.ts';
 import { DeadlineError, withDeadline } from '../deadline.ts';
 import { fail, warn, type CheckResult } from './check.ts';
@@ -59,11 +59,11 @@ export function awsFailure(context: DoctorContext, failed: FailedCall): CheckRes
   if (error instanceof DeadlineError) {
     return fail(check, error.message, reachFix(context, service));
   }
-  if (DENIED.has(name) || httpStatus(error) === 403) {
+  if (DENIED.has(name) || awsHttpStatus(error) === 403) {
     const who = context.caller?.arn ?? 'the caller';
     return fail(check, `${operation} denied (${name || '403'})`, `grant ${permission} to ${who}`);
   }
-  if (UNSUPPORTED.has(name) || (httpStatus(error) === 404 && !name.endsWith('Exception'))) {
+  if (UNSUPPORTED.has(name) || (awsHttpStatus(error) === 404 && !name.endsWith('Exception'))) {
     return warn(
       check,
       `not checked: this ${service} endpoint does not answer ${operation} (${firstLine(error)})`,
@@ -87,9 +87,6 @@ export function reachFix(context: DoctorContext, service: AwsService): string {
     : `check that this host reaches ${service} in ${region} (network, proxy, VPC endpoint)`;
 }
 
-function httpStatus(error: unknown): number | undefined {
-  return (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
-}
 
 function firstLine(error: unknown): string {
   return (describeError(error).split('\n')[0] ?? '').slice(0, 160);

@@ -18,7 +18,7 @@ import {
   withStatement,
   type PolicyDocument,
 } from '../../aws/policies.ts';
-import { awsErrorName } from '../../errors.ts';
+import { awsErrorName, awsHttpStatus } from '../../errors.ts';
 import { describeError } from '../command.ts';
 import { failed, item, type SetupContext, type SetupItem } from './item.ts';
 
@@ -30,7 +30,7 @@ export async function ensureBucket(context: SetupContext, bucket: string): Promi
     await s3.send(new HeadBucketCommand({ Bucket: bucket }));
     return result;
   } catch (error) {
-    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    const status = awsHttpStatus(error);
     if (status === 403) {
       return failed(
         result,
