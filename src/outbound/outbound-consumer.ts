@@ -2,13 +2,16 @@ import type { SQSClient } from '@aws-sdk/client-sqs';
 import { backoffMs, type Clock } from '../clock.ts';
 import { errorMessage, WorkerError } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
-import { openEventsQueue, type EventMessage, type EventsQueue } from './events-queue.ts';
+import { createSqsQueue, resolveQueueUrl, type MailQueue, type QueueMessage } from '../aws/queue.ts';
+import type { AwsDeadlines } from '../aws/deadlines.ts';
 import { parseOutboundEvent, type OutboundEvent } from './outbound-event.ts';
 import type { ConsumerState, OutboundMetrics } from './outbound-metrics.ts';
 import type { OutboundWriter } from './outbound-writer.ts';
 
 export interface OutboundConsumerOptions {
   sqs: SQSClient;
+  /** The AWS deadlines the events queue's calls get (default: the daemon's defaults). */
+  deadlines?: AwsDeadlines;
   records: OutboundWriter;
   /** OUTBOUND_EVENTS_QUEUE. */
   queueName: string;
@@ -41,7 +44,7 @@ const MAX_MESSAGES = 10;
 export class OutboundEventsConsumer {
   private state: ConsumerState = 'starting';
   private lastError: string | undefined;
-  private queue: EventsQueue | undefined;
+  private queue: MailQueue | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
   private failures = 0;
@@ -104,9 +107,9 @@ export class OutboundEventsConsumer {
 
   private async connect(): Promise<void> {
     const { sqs, queueName, metrics } = this.options;
-    let queue: EventsQueue;
+    let queue: MailQueue;
     try {
-      queue = await openEventsQueue(sqs, queueName, this.cancel.signal);
+      queue = createSqsQueue(sqs, await resolveQueueUrl(sqs, queueName, this.cancel.signal), this.options.deadlines);
     } catch (error) {
       metrics.failure('get-queue-url');
       if (isMissingQueue(error)) {
@@ -118,7 +121,7 @@ export class OutboundEventsConsumer {
       }
       return;
     }
-    const info = await queue.info(this.cancel.signal).catch(() => undefined);
+    const info = await queue.attributes().catch(() => undefined);
     if (info && !info.hasRedrivePolicy) {
       this.logger.warn(
         'the SES events queue has no redrive policy: a malformed event comes back every visibility timeout, for ' +
@@ -129,15 +132,15 @@ export class OutboundEventsConsumer {
     this.logger.info('recording SES sending events in the outbound table');
   }
 
-  private async pollOnce(queue: EventsQueue): Promise<void> {
-    let messages: EventMessage[];
+  private async pollOnce(queue: MailQueue): Promise<void> {
+    let messages: QueueMessage[];
     try {
       // The stop ends the long poll at once (waking the pause too); a batch being recorded gets the grace period.
-      messages = await queue.receive(
-        MAX_MESSAGES,
-        this.options.waitTimeSeconds,
-        AbortSignal.any([this.cancel.signal, this.wake.signal]),
-      );
+      messages = await queue.receive({
+        maxMessages: MAX_MESSAGES,
+        waitTimeSeconds: this.options.waitTimeSeconds,
+        signal: AbortSignal.any([this.cancel.signal, this.wake.signal]),
+      });
     } catch (error) {
       if (this.stopping) return;
       this.options.metrics.failure('receive');
@@ -156,10 +159,10 @@ export class OutboundEventsConsumer {
   }
 
   /** Records what is recordable, then deletes what was recorded or needs no record. */
-  private async handle(queue: EventsQueue, messages: readonly EventMessage[]): Promise<void> {
+  private async handle(queue: MailQueue, messages: readonly QueueMessage[]): Promise<void> {
     const { metrics } = this.options;
-    const done: EventMessage[] = [];
-    const pending: Array<{ message: EventMessage; event: OutboundEvent }> = [];
+    const done: QueueMessage[] = [];
+    const pending: Array<{ message: QueueMessage; event: OutboundEvent }> = [];
     for (const message of messages) {
       const parsed = parseOutboundEvent(message.body);
       if (parsed.kind === 'record') {
@@ -179,7 +182,7 @@ export class OutboundEventsConsumer {
       pending.map((p) => p.event),
       this.cancel.signal,
     );
-    const failed: EventMessage[] = [];
+    const failed: QueueMessage[] = [];
     pending.forEach(({ message, event }, i) => {
       const error = results[i];
       metrics.event(event.type, error ? 'failed' : 'recorded');
@@ -188,7 +191,7 @@ export class OutboundEventsConsumer {
     });
     this.logOutcome(pending, results);
     if (failed.length > 0) await this.retryLater(queue, failed);
-    const notDeleted = await queue.delete(done, this.cancel.signal);
+    const notDeleted = await queue.deleteBatch(done);
     if (notDeleted.length > 0) {
       metrics.failure('delete');
       this.logger.warn(
@@ -218,15 +221,15 @@ export class OutboundEventsConsumer {
     }
   }
 
-  private async retryLater(queue: EventsQueue, messages: readonly EventMessage[]): Promise<void> {
-    const bySeconds = new Map<number, EventMessage[]>();
+  private async retryLater(queue: MailQueue, messages: readonly QueueMessage[]): Promise<void> {
+    const bySeconds = new Map<number, QueueMessage[]>();
     for (const message of messages) {
       const seconds = RETRY_SCHEDULE[Math.min(message.receiveCount, RETRY_SCHEDULE.length) - 1] ?? 30;
       bySeconds.set(seconds, [...(bySeconds.get(seconds) ?? []), message]);
     }
     for (const [seconds, group] of bySeconds) {
       // Failing here costs nothing: the events come back after the queue's own visibility timeout instead.
-      await queue.retryAfter(group, seconds, this.cancel.signal).catch(() => {
+      await queue.changeVisibilityBatch(group, seconds).catch(() => {
         this.options.metrics.failure('change-visibility');
       });
     }

@@ -39,6 +39,7 @@ export function createOutboundEvents(
       const clients = createAwsClients(config.aws);
       const consumer = new OutboundEventsConsumer({
         sqs: clients.sqs,
+        deadlines: config.aws.deadlines,
         records: createOutboundWriter(clients.ddb, {
           table: config.tables.outbound,
           retentionDays: config.outboundRetentionDays,
