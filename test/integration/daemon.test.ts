@@ -173,6 +173,7 @@ interface HealthBody {
     lastPollAt: string | null;
     restarts: number;
     lastError?: string;
+    pausedReason?: string;
   }>;
 }
 
@@ -663,12 +664,17 @@ describe('the built daemon as a child process', () => {
       const notReady = await pollEndpoint(
         daemon,
         '/ready',
-        (r) => healthBody(r).domains.every((d) => d.state === 'polling'),
+        // Mail received now could only fail, so the pollers wait without receiving until the server answers.
+        (r) => healthBody(r).domains.every((d) => d.state === 'paused'),
         10_000,
-        'both pollers polling',
+        'both pollers paused for the mail server',
       );
       assert.equal(notReady.status, 503, notReady.body);
       assert.equal(healthBody(notReady).mailServer, 'down');
+      assert.ok(
+        healthBody(notReady).domains.every((d) => d.pausedReason === 'mail server unreachable'),
+        notReady.body,
+      );
       assert.equal((await daemon.request('GET', '/health')).status, 200, 'alive, just not ready');
 
       await late.up();
