@@ -287,7 +287,8 @@ describe('alerts and dashboard against a real Prometheus scraping the daemon', (
     if (gate.skip) return;
     gate.assertAvailable();
     assertBuilt();
-    stack = await startStack({ tables: true, domains: [A, B] });
+    // With dead-letter queues, as setup and the AWS app create them: the dashboard has panels for them.
+    stack = await startStack({ tables: true, domains: [A, B], queueOptions: { withDlq: true } });
     sink = await startSmtpSink({
       rcptReplies: { [`nobody@${A}`]: { code: 550, message: '5.1.1 User unknown' } },
     });
