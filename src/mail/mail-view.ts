@@ -20,7 +20,8 @@ export interface MailView {
   /** Decoded subject ('' when absent). */
   subject: string;
   from?: MailAddress;
-  replyTo: MailAddress[];
+  /** The first mailbox of `Sender` (who sent it on the author's behalf): a display name for the auto-reply. */
+  sender?: MailAddress;
   to: MailAddress[];
   cc: MailAddress[];
   /** `In-Reply-To` message id (with angle brackets) if present. */

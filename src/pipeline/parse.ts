@@ -95,6 +95,7 @@ export function headerView(split: SplitMessage): MailView {
   }
   const first = (name: string): string | undefined => headers.get(name)?.[0];
   const from = addressField(first('from'), limits)[0];
+  const sender = addressField(first('sender'), limits)[0];
   const messageId = firstMessageId(first('message-id'));
   const inReplyTo = firstMessageId(threadHeader(first('in-reply-to'), limits));
   const contentType =
@@ -106,7 +107,7 @@ export function headerView(split: SplitMessage): MailView {
     // cut before decoding: the view only feeds a reply's subject, which is cut to 250 characters anyway.
     subject: decodeWords(rawValueToText((first('subject') ?? '').slice(0, 16 * 1024))).trim(),
     ...(from && { from }),
-    replyTo: addressField(first('reply-to'), limits),
+    ...(sender && { sender }),
     to: recipients.to,
     cc: recipients.cc,
     ...(messageId && { messageId }),
