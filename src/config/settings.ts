@@ -62,7 +62,7 @@ export const SETTINGS = {
   BUCKET_NAME_TEMPLATE: {
     group: 'AWS',
     default: '{domain}-emails',
-    help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the daemon reads each mail's bucket from its notification.",
+    help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the only bucket a domain's notifications may name unless ALLOWED_MAIL_BUCKETS lists more.",
   },
   SES_CONFIGURATION_SET: {
     group: 'AWS',
@@ -87,7 +87,7 @@ export const SETTINGS = {
   ALLOWED_MAIL_BUCKETS: {
     group: 'AWS',
     default: '',
-    help: "Comma-separated S3 buckets a domain's notifications may name ({domain} allowed); others go to the dead-letter queue. Empty = any.",
+    help: "Comma-separated S3 buckets a domain's notifications may name besides its own (BUCKET_NAME_TEMPLATE; {domain} allowed); others go to the dead-letter queue. * = any bucket.",
   },
 
   SMTP_HOST: {
@@ -184,6 +184,11 @@ export const SETTINGS = {
 
   AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
   FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
+  FORWARD_SPAM_POLICY: {
+    group: 'Rules',
+    default: 'skip',
+    help: 'skip | tag: a forward to an outside address of mail SES marked spam or virus FAIL is skipped (recorded in S3, counted), or sent with the SES verdict headers. Forwards within the hosted domains and the mailbox copy are not affected.',
+  },
 
   BOUNCE_REQUIRE_AUTHENTICATED: {
     group: 'Inbound mail',

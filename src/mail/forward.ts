@@ -39,6 +39,11 @@ export interface ForwardOptions {
   messageIdDomain: string;
   /** Used for the `Date` field when the original has none (RFC 5322 requires one and SES may refuse mail without). */
   now: Date;
+  /**
+   * Fields that say what the worker judged (SES's verdicts on mail forwarded tagged): any field of these names in the
+   * mail is removed (whoever sent it could have written one) and ours go first.
+   */
+  verdictFields?: ReadonlyArray<readonly [name: string, value: string]>;
 }
 
 export interface MailboxText {
@@ -175,7 +180,8 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
     ['Subject', forwardedSubject(getHeader(msg, 'Subject'), opts.subjectPrefix)],
     ['Message-ID', `<${randomUUID()}@${opts.messageIdDomain}>`],
   ];
-  const remove = [...REMOVED_ON_FORWARD, opts.loopMarker.name];
+  const verdictFields = opts.verdictFields ?? [];
+  const remove = [...REMOVED_ON_FORWARD, opts.loopMarker.name, ...verdictFields.map(([name]) => name)];
   if (replyTo === undefined) remove.push('Reply-To');
   else set.push(['Reply-To', replyTo]);
 
@@ -189,5 +195,5 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
   for (const earlier of opts.loopMarker.carried ?? []) append.push([opts.loopMarker.name, earlier]);
   append.push([opts.loopMarker.name, opts.loopMarker.value]);
 
-  return serializeMessage(editHeaders(msg, { remove, set, append }));
+  return serializeMessage(editHeaders(msg, { remove, set, append, prepend: verdictFields }));
 }

@@ -5,6 +5,11 @@
  * above what real mail carries; ARCHITECTURE.md ("Bounded work") says why each one is where it is.
  */
 export const MAIL_LIMITS = {
+  /**
+   * Envelope recipients of one domain handled per notification (each costs ledger writes on every retry). SES never
+   * sends more: it accepts at most 100 recipients per message, the minimum RFC 5321 §4.5.3.1.8 asks of a server.
+   */
+  recipients: 100,
   /** Header fields scanned per header block; more and the block counts as incomplete. */
   headerFields: 10_000,
   /** Bytes of one header block; more and the block counts as incomplete. */
@@ -33,6 +38,7 @@ export const MAIL_LIMITS = {
 
 /** The stable names of the bounds, as they appear in logs and in the metric's `limit` label. */
 export type MailLimit =
+  | 'recipients'
   | 'header-fields'
   | 'header-bytes'
   | 'dsn-ids'

@@ -25,6 +25,8 @@ export interface PipelineOptions {
   notificationSources?: NotificationSources;
   autoReplySubjectPrefix: string;
   forwardSubjectPrefix: string;
+  /** A forward to an outside address of mail SES marked spam or virus FAIL: skipped, or sent tagged. */
+  forwardSpamPolicy: 'skip' | 'tag';
   virusPolicy: 'tag' | 'reject';
   addVerdictHeaders: boolean;
   parseTimeoutMs: number;
