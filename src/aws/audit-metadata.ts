@@ -2,6 +2,11 @@
  * The S3 audit metadata: the worker's verdict on a stored mail, kept as the object's user metadata. This module is
  * the one list of its keys, the one writer of each kind of verdict (final, failed, given up) and the one reader;
  * the pipeline's audit stage, the poller's give-up and the operator commands (inject, replay, dlq) all use it.
+ *
+ * One object can hold the mail of several domains (one receipt rule for two domains): each domain's poller writes
+ * its own verdict. `domain_verdicts` keeps every domain's status side by side (merged on every write, see
+ * `nextMetadata`), so a domain's "already processed" is its own, never another domain's; the other keys describe
+ * the verdict written last.
  */
 
 /** Every key of a verdict, in the order worth showing. A new verdict replaces all of them (see `keptMetadata`). */
@@ -10,6 +15,7 @@ export const AUDIT_KEYS = [
   'processed',
   'processed_at',
   'processed_by',
+  'domain_verdicts',
   'envelope_recipients',
   'invalid_inboxes',
   'invalid_source',
@@ -18,6 +24,8 @@ export const AUDIT_KEYS = [
   'blocked_reason',
   'virus_verdict',
   'failed_effects',
+  'suppressed_effects',
+  'excess_recipients',
   'failure_reason',
 ] as const;
 
@@ -32,6 +40,14 @@ export type AuditStatus = (typeof AUDIT_STATUSES)[number];
 
 /** Characters of `envelope_recipients`: S3 allows 2 KB of user metadata in all, shared with the other keys. */
 export const ENVELOPE_RECIPIENTS_CHARS = 400;
+/** Characters of `suppressed_effects` and of `excess_recipients`, for the same reason. */
+export const SUPPRESSED_EFFECTS_CHARS = 300;
+export const EXCESS_RECIPIENTS_CHARS = 200;
+/** Characters of `domain_verdicts`: about 15 domains of 25 characters; the oldest entries give way first. */
+export const DOMAIN_VERDICTS_CHARS = 500;
+
+/** A domain's entry in `domain_verdicts`: a final status, or `gave-up` (retries ended, not processed). */
+export type DomainVerdict = AuditStatus | 'gave-up';
 
 /** A verdict once every recipient of the domain is final. */
 export interface FinalVerdict {
@@ -52,9 +68,15 @@ export interface FinalVerdict {
   invalidSource?: string;
   /** Forwards and auto-replies that failed for good, as `kind:target`. */
   failedEffects: readonly string[];
+  /** Forwards and auto-replies that a rule said no to, and why. */
+  suppressedEffects?: ReadonlyArray<{ kind: string; recipient: string; reason: string }>;
+  /** The domain's envelope recipients past the bound of one notification (MAIL_LIMITS.recipients): not handled. */
+  excessRecipients?: readonly string[];
 }
 
 export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
+  const suppressed = verdict.suppressedEffects ?? [];
+  const excess = verdict.excessRecipients ?? [];
   return {
     ...stamp(true, verdict.at, verdict.domain, verdict.status),
     envelope_recipients: encodeRecipients(verdict.envelopeRecipients),
@@ -66,6 +88,13 @@ export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
     ...(verdict.blockedSender !== undefined && { blocked_sender: verdict.blockedSender }),
     ...(verdict.virus !== undefined && { blocked_reason: 'virus', virus_verdict: verdict.virus }),
     ...(verdict.failedEffects.length > 0 && { failed_effects: verdict.failedEffects.join(',') }),
+    ...(suppressed.length > 0 && {
+      suppressed_effects: fitList(
+        [...new Set(suppressed.map((e) => `${e.kind}:${e.recipient}:${e.reason}`))],
+        SUPPRESSED_EFFECTS_CHARS,
+      ),
+    }),
+    ...(excess.length > 0 && { excess_recipients: encodeRecipients(excess, EXCESS_RECIPIENTS_CHARS) }),
   };
 }
 
@@ -86,11 +115,13 @@ export function gaveUpMetadata(at: number, domain: string, reason: string): Reco
 }
 
 function stamp(processed: boolean, at: number, domain: string, status: AuditStatus): Record<string, string> {
+  const own: DomainVerdict = processed ? status : 'gave-up';
   return {
     processed: String(processed),
     processed_at: String(Math.floor(at / 1000)),
     processed_by: `worker-${domain}`,
     status,
+    domain_verdicts: `${domain}=${own}`,
   };
 }
 
@@ -108,19 +139,107 @@ export interface RecordedVerdict {
   replayGeneration: number;
 }
 
-export function readVerdict(metadata: Readonly<Record<string, string>>): RecordedVerdict {
-  const at = Number(metadata.processed_at);
+/**
+ * What the metadata says; with `domain`, what it says about that domain's verdict: on an object several domains
+ * share, another domain's final verdict is not this one's. Metadata written before `domain_verdicts` existed counts
+ * for the domain named in `processed_by` only.
+ */
+export function readVerdict(metadata: Readonly<Record<string, string>>, domain?: string): RecordedVerdict {
   const generation = Number(metadata[REPLAY_GENERATION_KEY] ?? '0');
+  const replayGeneration = Number.isSafeInteger(generation) && generation > 0 ? generation : 0;
+  if (domain === undefined) {
+    const processed = metadata.processed === 'true';
+    const gaveUp = metadata.processed === 'false' && metadata.status === 'failed';
+    return { processed, gaveUp, ...details(metadata, metadata.status), replayGeneration };
+  }
+  const own = ownVerdict(metadata, domain);
+  // Another domain's verdict on a shared object says nothing about this domain's mail.
+  if (own === undefined) return { processed: false, gaveUp: false, replayGeneration };
+  const gaveUp = own === 'gave-up';
+  return { processed: !gaveUp, gaveUp, ...details(metadata, gaveUp ? 'failed' : own), replayGeneration };
+}
+
+function details(
+  metadata: Readonly<Record<string, string>>,
+  status: string | undefined,
+): Pick<RecordedVerdict, 'status' | 'processedAt' | 'envelopeRecipients'> {
+  const at = Number(metadata.processed_at);
   return {
-    processed: metadata.processed === 'true',
-    gaveUp: metadata.processed === 'false' && metadata.status === 'failed',
-    ...(metadata.status !== undefined && { status: metadata.status }),
+    ...(status !== undefined && { status }),
     ...(metadata.processed_at !== undefined && Number.isFinite(at) && { processedAt: at }),
     ...(metadata.envelope_recipients !== undefined && {
       envelopeRecipients: decodeRecipients(metadata.envelope_recipients),
     }),
-    replayGeneration: Number.isSafeInteger(generation) && generation > 0 ? generation : 0,
   };
+}
+
+/** This domain's verdict: its `domain_verdicts` entry, or (older metadata) the flat keys when it wrote them. */
+function ownVerdict(metadata: Readonly<Record<string, string>>, domain: string): DomainVerdict | undefined {
+  if (metadata.domain_verdicts !== undefined)
+    return parseDomainVerdicts(metadata.domain_verdicts).get(domain);
+  if (metadata.processed_by !== `worker-${domain}` || metadata.status === undefined) return undefined;
+  if (metadata.processed === 'true') return metadata.status as AuditStatus;
+  return metadata.processed === 'false' && metadata.status === 'failed' ? 'gave-up' : undefined;
+}
+
+/** Every domain's verdict recorded on the object. */
+export function domainVerdicts(metadata: Readonly<Record<string, string>>): Map<string, DomainVerdict> {
+  if (metadata.domain_verdicts !== undefined) return parseDomainVerdicts(metadata.domain_verdicts);
+  const domain = metadata.processed_by?.startsWith('worker-') ? metadata.processed_by.slice(7) : undefined;
+  const own = domain === undefined ? undefined : ownVerdict(metadata, domain);
+  return domain === undefined || own === undefined ? new Map() : new Map([[domain, own]]);
+}
+
+const DOMAIN_VERDICT_VALUES: ReadonlySet<string> = new Set([...AUDIT_STATUSES, 'gave-up']);
+
+function parseDomainVerdicts(value: string): Map<string, DomainVerdict> {
+  const out = new Map<string, DomainVerdict>();
+  for (const entry of value.split(',')) {
+    const eq = entry.lastIndexOf('=');
+    const verdict = entry.slice(eq + 1);
+    if (eq > 0 && DOMAIN_VERDICT_VALUES.has(verdict)) out.set(entry.slice(0, eq), verdict as DomainVerdict);
+  }
+  return out;
+}
+
+/** The entries as `domain=verdict`, the newest last; the oldest give way when they do not all fit. */
+function serializeDomainVerdicts(verdicts: ReadonlyMap<string, DomainVerdict>): string {
+  const entries = [...verdicts].map(([domain, verdict]) => `${domain}=${verdict}`);
+  while (entries.length > 1 && entries.join(',').length > DOMAIN_VERDICTS_CHARS) entries.shift();
+  return entries.join(',');
+}
+
+/**
+ * The metadata an update leaves on the object: the update, `domain_verdicts` merged with the old entries (the
+ * updating domain's entry replaced, the others kept), and the old keys `keptMetadata` keeps. The small keys that
+ * must never be cut come first: S3 allows 2 KB in all and the writer cuts what comes last.
+ */
+export function nextMetadata(
+  old: Readonly<Record<string, string>> | undefined,
+  update: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const merged: Record<string, string> = { ...update };
+  if (update.domain_verdicts !== undefined) {
+    const verdicts = old ? domainVerdicts(old) : new Map<string, DomainVerdict>();
+    for (const [domain, verdict] of parseDomainVerdicts(update.domain_verdicts)) {
+      verdicts.delete(domain);
+      verdicts.set(domain, verdict);
+    }
+    merged.domain_verdicts = serializeDomainVerdicts(verdicts);
+  }
+  const all: Record<string, string> = { ...keptMetadata(old, update), ...merged };
+  const first = [
+    'status',
+    'processed',
+    'processed_at',
+    'processed_by',
+    'domain_verdicts',
+    REPLAY_GENERATION_KEY,
+  ];
+  const ordered: Record<string, string> = {};
+  for (const key of first) if (all[key] !== undefined) ordered[key] = all[key];
+  for (const [key, value] of Object.entries(all)) if (!(key in ordered)) ordered[key] = value;
+  return ordered;
 }
 
 /**
@@ -141,18 +260,25 @@ export function keptMetadata(
  * Each address percent-encoded (a quoted local part may hold a comma), joined by commas; when they do not all fit,
  * as many as fit and then `+N` for the N left out.
  */
-export function encodeRecipients(addresses: readonly string[]): string {
-  const encoded = addresses.map((a) => encodeURIComponent(a));
+export function encodeRecipients(addresses: readonly string[], maxChars = ENVELOPE_RECIPIENTS_CHARS): string {
+  return fitList(
+    addresses.map((a) => encodeURIComponent(a)),
+    maxChars,
+  );
+}
+
+/** Entries joined by commas within `maxChars`: as many as fit, then `+N` for the N left out. */
+function fitList(entries: readonly string[], maxChars: number): string {
   let length = 0;
-  for (let i = 0; i < encoded.length; i++) {
-    const rest = encoded.length - i;
-    const tail = i + 1 < encoded.length ? `,+${rest - 1}`.length : 0;
-    if (length + (i > 0 ? 1 : 0) + encoded[i]!.length + tail > ENVELOPE_RECIPIENTS_CHARS) {
-      return [...encoded.slice(0, i), `+${rest}`].join(',');
+  for (let i = 0; i < entries.length; i++) {
+    const rest = entries.length - i;
+    const tail = i + 1 < entries.length ? `,+${rest - 1}`.length : 0;
+    if (length + (i > 0 ? 1 : 0) + entries[i]!.length + tail > maxChars) {
+      return [...entries.slice(0, i), `+${rest}`].join(',');
     }
-    length += (i > 0 ? 1 : 0) + encoded[i]!.length;
+    length += (i > 0 ? 1 : 0) + entries[i]!.length;
   }
-  return encoded.join(',');
+  return entries.join(',');
 }
 
 function decodeRecipients(value: string): { addresses: string[]; complete: boolean } {

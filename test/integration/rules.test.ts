@@ -120,6 +120,7 @@ describe('mail behaviour through the pipeline', () => {
       }),
     );
     const attempts = stack.ses.sendAttempts;
+    // The reflector: the attacker signs for their own domain (DKIM PASS), forges the victim as sender.
     const put = await putMail(stack, {
       domain: DOMAIN,
       raw: await buildMime({
@@ -129,17 +130,19 @@ describe('mail behaviour through the pipeline', () => {
         text: 'x',
       }),
       recipients: [`away3@${DOMAIN}`],
-      source: 'spammer@botnet.test',
+      source: 'victim@forged.test',
       shape: 'sns-s3',
-      notification: { verdicts: { spf: 'PASS', dkim: 'FAIL', dmarc: 'FAIL' } },
+      notification: { verdicts: { spf: 'FAIL', dkim: 'PASS', dmarc: 'GRAY' } },
     });
     const outcome = await rig.outcome(put.messageId);
     assert.equal(outcome.status, 'delivered');
     assert.deepEqual(
       outcome.effects?.map((e) => [e.target, e.status, e.reason]),
-      [['victim@forged.test', 'suppressed', 'unauthenticated-sender']],
+      [['', 'suppressed', 'unauthenticated-sender']],
     );
     assert.equal(stack.ses.sendAttempts, attempts);
+    const head = await stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
+    assert.equal(head.Metadata?.suppressed_effects, `autoreply:away3@${DOMAIN}:unauthenticated-sender`);
   });
 
   it('adds the SES verdicts as headers on the delivered copy', async () => {
