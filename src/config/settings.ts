@@ -95,11 +95,15 @@ export const SETTINGS = {
     default: 'localhost',
     help: 'Host of the mail server (docker-mailserver).',
   },
-  SMTP_PORT: { group: 'Mail server', default: '25', help: 'SMTP port for normal delivery.' },
+  SMTP_PORT: {
+    group: 'Mail server',
+    default: '2526',
+    help: "SMTP port for mailbox delivery: the worker's own Postfix service (docker/mailserver/user-patches.sh), routed like port 25, the only one besides INTERNAL_SMTP_PORT where a copy keeps its delivery id.",
+  },
   INTERNAL_SMTP_PORT: {
     group: 'Mail server',
     default: '2525',
-    help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES).',
+    help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES; user-patches.sh).',
   },
   LMTP_PORT: {
     group: 'Mail server',
@@ -208,7 +212,7 @@ export const SETTINGS = {
   LOOP_MARKER_SECRET: {
     group: 'Inbound mail',
     default: '',
-    help: 'HMAC key signing the loop marker; when set, unsigned markers from outside are ignored.',
+    help: "The deployment's secret (the same on every replica): signs the loop marker, so unsigned markers from outside are ignored, and keys the mailbox delivery ids, so nobody can compute another mail's id.",
   },
   HEALTH_PORT: { group: 'Operations', default: '8080', help: 'Port of /health and /ready (0 = ephemeral).' },
   METRICS_PORT: { group: 'Operations', default: '8000', help: 'Port of /metrics (0 = ephemeral).' },

@@ -82,6 +82,7 @@ function pipelineOptions(config: Config, domain: string): PipelineOptions {
     forwardSubjectPrefix: config.forwarding.subjectPrefix,
     forwardSpamPolicy: config.forwarding.spamPolicy,
     virusPolicy: config.inbound.virusPolicy,
+    deliveryIdSecret: config.inbound.loopMarkerSecret,
     addVerdictHeaders: config.inbound.addVerdictHeaders,
     parseTimeoutMs: 10_000,
   };

@@ -89,7 +89,12 @@ async function reserveAndSend(
         envelopeFrom: '',
         to: target,
         raw: reply.raw,
-        id: deliveryId(receipt.sesMessageId, input.generation, { kind: 'autoreply', recipient }),
+        id: deliveryId(
+          receipt.sesMessageId,
+          input.generation,
+          { kind: 'autoreply', recipient },
+          ports.options.deliveryIdSecret,
+        ),
         ...(input.permit && { permit: input.permit }),
       },
       base,

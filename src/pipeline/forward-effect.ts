@@ -31,7 +31,8 @@ export async function forward(
   const key = effectKey(receipt.sesMessageId, recipient, `forward:${target}`, input.generation);
   const result = await guardedStep(key, base, guard, ports, async () => {
     const raw = forwardedCopy(input, target, ports, flagged !== undefined);
-    const id = deliveryId(receipt.sesMessageId, input.generation, { kind: 'forward', recipient, target });
+    const effect = { kind: 'forward', recipient, target } as const;
+    const id = deliveryId(receipt.sesMessageId, input.generation, effect, ports.options.deliveryIdSecret);
     const mail = { from: recipient, envelopeFrom: recipient, to: target, raw, id };
     return sendEffect(route, { ...mail, ...(input.permit && { permit: input.permit }) }, base, ports);
   });

@@ -111,7 +111,7 @@ describe('buildConfig defaults', () => {
   });
 
   it('keeps the defaults the README, compose file and Kubernetes manifests rely on', () => {
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
     assert.equal(config.smtp.internalPort, 2525);
     assert.equal(config.smtp.lmtpPort, 24);
     assert.equal(config.smtp.protocol, 'smtp');
@@ -145,7 +145,7 @@ describe('buildConfig defaults', () => {
       LMTP_PORT: ' 2424 ',
       DELIVERY_PROTOCOL: ' LMTP ',
     });
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
     assert.equal(config.smtp.host, 'localhost');
     assert.equal(config.smtp.lmtpPort, 2424);
     assert.equal(config.smtp.protocol, 'lmtp');
@@ -489,7 +489,7 @@ describe('the config object', () => {
     assert.throws(() => {
       (config.domains as string[]).push('evil.example');
     }, TypeError);
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
   });
 });
 
