@@ -22,10 +22,21 @@ export const MAIL_LIMITS = {
   dsnStatusBytes: 256 * 1024,
   /** Multipart containers in the part of a mail the body walk reads; they bound its nesting depth. */
   mimeContainers: 100,
-  /** Bytes of one address field (From, To, Cc, Reply-To) handed to the address parser. */
+  /** Bytes of the top-level Content-Type / Content-Transfer-Encoding / MIME-Version field the body walk reads. */
+  mimeFieldBytes: 8 * 1024,
+  /** Bytes of one To or Cc field handed to the address parser. */
   addressFieldBytes: 32 * 1024,
+  /**
+   * Bytes of a one-mailbox field (From, Sender, Reply-To) handed to the address parser: a real one is a name and an
+   * address, well under 1 KB; the parser costs tens of ms per MiB of hostile input.
+   */
+  mailboxFieldBytes: 4 * 1024,
   /** Addresses read from To and Cc together. */
   addresses: 1_000,
+  /** Bytes of To and Cc fields handed to the address parser together (1,000 long addresses fit). */
+  recipientFieldBytes: 64 * 1024,
+  /** Characters of a Subject that are decoded (RFC 2047): the reply's is cut to 250, a forward's plain one is kept. */
+  subjectChars: 16 * 1024,
   /** Bytes of a References or In-Reply-To value read for threading and bounce matching. */
   threadHeaderBytes: 64 * 1024,
   /** Blocked-sender patterns used per recipient. */
@@ -43,6 +54,7 @@ export type MailLimit =
   | 'header-bytes'
   | 'dsn-ids'
   | 'mime-depth'
+  | 'mime-header'
   | 'address-list'
   | 'references'
   | 'blocked-patterns'

@@ -34,6 +34,8 @@ export interface MailView {
   html?: string;
   /** Top-level MIME type, lower-cased, e.g. `multipart/report`. */
   contentType: string;
+  /** Length of the header block in the raw mail: where the body starts (absent in views made by hand). */
+  headerBytes?: number;
   /** Why the full MIME parse failed or was skipped; the view then holds headers only. */
   parseError?: string;
   /** Bounds this mail went past while the view was built (absent when none); see mail-limits.ts. */

@@ -1,5 +1,5 @@
 import { effectKey } from '../aws/effect-ledger.ts';
-import { rewriteForForward } from '../mail/forward.ts';
+import { rewriteSplitForForward } from '../mail/forward.ts';
 import { deliveryId } from './delivery-id.ts';
 import { guardedStep, routeFor, sendEffect, type EffectBase } from './effect-step.ts';
 import type { EffectInput } from './effects.ts';
@@ -52,7 +52,7 @@ function flaggedBySes(verdicts: SesVerdicts): 'virus' | 'spam' | undefined {
  */
 function forwardedCopy(input: EffectInput, target: string, ports: PipelinePorts, tagged: boolean): Buffer {
   const { recipient, receipt } = input;
-  return rewriteForForward(input.raw, {
+  return rewriteSplitForForward(input.split, {
     ...(tagged && { verdictFields: verdictFields(receipt.verdicts) }),
     forwardingAddress: recipient,
     originalRecipient: recipient,
