@@ -15,7 +15,7 @@ import { WorkerError } from '../errors.ts';
 import { MAIL_LIMITS } from './mail-limits.ts';
 import {
   editHeaders,
-  getHeader,
+  firstHeaders,
   isPlainAddress,
   rawValueToText,
   headerSafeText,
@@ -198,18 +198,19 @@ export function rewriteSplitForForward(msg: SplitMessage, opts: ForwardOptions):
   assertDomain(opts.domain, 'domain');
   assertDomain(opts.messageIdDomain, 'messageIdDomain');
 
-  const fromValue = getHeader(msg, 'From');
+  const found = firstHeaders(msg, ['from', 'reply-to', 'message-id', 'subject', 'date']);
+  const fromValue = found.from;
   // Parsed once: the From gives the shown sender and, without a usable Reply-To, the Reply-To.
   const fromBoxes = fromValue === undefined ? undefined : mailboxes(fromValue);
   const sender = fromBoxes === undefined ? { name: '', address: '' } : firstOf(fromBoxes);
   const shownSender = sender.name || sender.address || 'unknown sender';
   const from = formatMailbox(`${shownSender} via ${opts.domain}`, opts.forwardingAddress);
-  const replyToValue = getHeader(msg, 'Reply-To');
+  const replyToValue = found['reply-to'];
   const replyTo =
     replyToFrom(replyToValue === undefined ? undefined : mailboxes(replyToValue)) ?? replyToFrom(fromBoxes);
-  const oldMessageId = getHeader(msg, 'Message-ID');
+  const oldMessageId = found['message-id'];
 
-  const subject = subjectEdit(getHeader(msg, 'Subject'), opts.subjectPrefix);
+  const subject = subjectEdit(found.subject, opts.subjectPrefix);
   const set: Array<readonly [string, string]> = [
     ['From', from],
     ...(subject.set ?? []),
@@ -221,7 +222,7 @@ export function rewriteSplitForForward(msg: SplitMessage, opts: ForwardOptions):
   else set.push(['Reply-To', replyTo]);
 
   const append: Array<[string, string]> = [];
-  if (getHeader(msg, 'Date') === undefined) append.push(['Date', rfc5322Date(opts.now)]);
+  if (found.date === undefined) append.push(['Date', rfc5322Date(opts.now)]);
   const originalFrom = headerSafeText(rawValueToText(fromValue ?? ''), MAX_INFO_VALUE);
   if (originalFrom !== '') append.push(['X-Original-From', originalFrom]);
   append.push(['X-Original-To', opts.originalRecipient]);

@@ -13,6 +13,8 @@ import { MAIL_LIMITS } from './mail-limits.ts';
 
 export interface HeaderField {
   readonly name: string;
+  /** `name` lower-cased, once: every lookup by name compares this. */
+  readonly key: string;
   /** unfolded value, latin1-decoded bytes, leading WSP removed */
   readonly value: string;
   /** exact original bytes of the field including continuation lines and its line ending */
@@ -119,6 +121,28 @@ function unfoldValue(raw: Buffer, start: number, end: number): string {
 }
 
 /**
+ * The field's name and unfolded value. A field of one line (nearly all of them) is decoded in one call and sliced:
+ * a block of 10,000 short fields is 10,000 decodes, not 20,000.
+ */
+function decodeField(
+  raw: Buffer,
+  start: number,
+  [nameEnd, colon]: [number, number],
+  lineEnd: number,
+  end: number,
+): { name: string; value: string } {
+  if (end > lineEnd + 1) {
+    return { name: raw.toString('latin1', start, nameEnd), value: unfoldValue(raw, colon + 1, end) };
+  }
+  let stop = lineEnd;
+  if (stop > colon && raw[stop - 1] === CR) stop--;
+  let from = colon + 1;
+  while (from < stop && isWsp(raw[from])) from++;
+  const text = raw.toString('latin1', start, stop);
+  return { name: text.slice(0, nameEnd - start), value: text.slice(from - start) };
+}
+
+/**
  * Headers end at the first empty line, or at the first line that is not a header field (a message that starts
  * with such a line is all body). A message without a blank line is all headers; `rest` is then empty. The scan
  * stops at `limits` (see SplitMessage.truncated) before it materialises a field past them.
@@ -146,11 +170,8 @@ export function splitMessage(raw: Buffer, limits: SplitLimits = {}): SplitMessag
       truncated = 'header-bytes';
       break;
     }
-    fields.push({
-      name: raw.toString('latin1', pos, bounds[0]),
-      value: unfoldValue(raw, bounds[1] + 1, end),
-      raw: raw.subarray(pos, end),
-    });
+    const { name, value } = decodeField(raw, pos, bounds, lineEnd, end);
+    fields.push({ name, key: name.toLowerCase(), value, raw: raw.subarray(pos, end) });
     pos = end;
   }
   return { fields, rest: raw.subarray(pos), eol, ...(truncated && { truncated }) };
@@ -168,12 +189,28 @@ function fieldEnd(raw: Buffer, lineEnd: number, maxBytes: number): number {
 
 export function getHeader(msg: SplitMessage, name: string): string | undefined {
   const wanted = name.toLowerCase();
-  return msg.fields.find((f) => f.name.toLowerCase() === wanted)?.value;
+  return msg.fields.find((f) => f.key === wanted)?.value;
+}
+
+/**
+ * The first value of each of `names` (lower-case), in one pass over the fields: a block of 10,000 fields is read
+ * once, not once per name.
+ */
+export function firstHeaders<N extends string>(
+  msg: SplitMessage,
+  names: readonly N[],
+): Partial<Record<N, string>> {
+  const wanted = new Set<string>(names);
+  const found: Partial<Record<N, string>> = {};
+  for (const field of msg.fields) {
+    if (wanted.has(field.key) && found[field.key as N] === undefined) found[field.key as N] = field.value;
+  }
+  return found;
 }
 
 export function getHeaders(msg: SplitMessage, name: string): string[] {
   const wanted = name.toLowerCase();
-  return msg.fields.filter((f) => f.name.toLowerCase() === wanted).map((f) => f.value);
+  return msg.fields.filter((f) => f.key === wanted).map((f) => f.value);
 }
 
 /**
@@ -299,7 +336,12 @@ function buildField(name: string, value: string, eol: string): HeaderField {
   const folded = foldLine(line, name.length + 2, eol);
   let lead = 0;
   while (lead < encoded.length && isWsp(encoded.charCodeAt(lead))) lead++;
-  return { name, value: encoded.slice(lead), raw: Buffer.from(folded + eol, 'latin1') };
+  return {
+    name,
+    key: name.toLowerCase(),
+    value: encoded.slice(lead),
+    raw: Buffer.from(folded + eol, 'latin1'),
+  };
 }
 
 function endsWithLf(raw: Buffer): boolean {
@@ -321,13 +363,13 @@ export function editHeaders(msg: SplitMessage, edits: HeaderEdits): SplitMessage
 
   // One pass over the fields, each name lower-cased once: a block of 10,000 fields is as cheap to edit as to read.
   const removed = new Set((edits.remove ?? []).map((n) => n.toLowerCase()));
-  const setByName = new Map(setFields.map((f) => [f.name.toLowerCase(), f]));
+  const setByName = new Map(setFields.map((f) => [f.key, f]));
   const prefix = edits.prefix && prefixEdit(edits.prefix, msg.eol);
   if (prefix) setByName.set(prefix.name, prefix.absent);
   const placed = new Set<string>();
   const kept: HeaderField[] = [];
   for (const field of msg.fields) {
-    const name = field.name.toLowerCase();
+    const name = field.key;
     if (removed.has(name)) continue;
     const replacement = prefix?.name === name ? prefix.apply(field) : setByName.get(name);
     if (replacement === undefined) kept.push(field);
@@ -379,7 +421,7 @@ function prefixEdit(
       Buffer.from(text, 'latin1'),
       field.raw.subarray(at),
     ]);
-    return { name: field.name, value: `${text}${field.value}`, raw };
+    return { name: field.name, key: field.key, value: `${text}${field.value}`, raw };
   };
   return { name: fieldName.toLowerCase(), apply, absent: buildField(fieldName, text, eol) };
 }

@@ -115,7 +115,7 @@ export function headerView(split: SplitMessage): MailView {
   const limits: MailLimit[] = split.truncated ? [split.truncated] : [];
   const headers = new Map<string, string[]>();
   for (const field of split.fields) {
-    const name = field.name.toLowerCase();
+    const name = field.key;
     const list = headers.get(name);
     if (list) list.push(field.value);
     else headers.set(name, [field.value]);
