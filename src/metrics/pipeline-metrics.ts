@@ -192,8 +192,8 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     queueSize: (domain, size) => queueSize.set({ domain }, size),
     processingSeconds: (domain, seconds) => processing.observe({ domain }, seconds),
     recipientOutcome: (domain, state) => recipients.inc({ domain, state }),
-    effect: (domain, kind, status, reason) =>
-      effects.inc({ domain, kind, status, ...(reason !== undefined && { reason }) }),
+    // `reason=""` on the others: the same label set on every series (Prometheus reads an empty label as absent).
+    effect: (domain, kind, status, reason) => effects.inc({ domain, kind, status, reason: reason ?? '' }),
     deploymentFault: (domain, kind) => deploymentFaults.inc({ domain, kind }),
     deploymentCheck: (domain, check, failing) => deploymentChecks.set({ domain, check }, failing ? 1 : 0),
     ledgerError: (domain, operation) => ledgerErrors.inc({ domain, operation }),
