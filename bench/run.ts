@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { startStack, type TestStack } from '../test/harness/emulators.ts';
 import { assertBuilt } from '../test/harness/daemon-process.ts';
 import type { Endpoints } from './lib/consumers.ts';
+import { measureHeaderParsing, type HeaderParsingResult } from './header-parsing.bench.ts';
 import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.ts';
 import {
   measureIdle,
@@ -143,7 +144,13 @@ async function main(): Promise<void> {
   const stack = await startStack({ tables: true });
   const variants: Record<
     string,
-    Summary | IdleResult | LargeMailResult | SesBurstResult | SerialLatencyResult | { error: string }
+    | Summary
+    | IdleResult
+    | LargeMailResult
+    | SesBurstResult
+    | SerialLatencyResult
+    | HeaderParsingResult
+    | { error: string }
   > = {};
   const ratios: Record<string, number> = {};
   let sink = '';
@@ -208,6 +215,9 @@ async function main(): Promise<void> {
             );
         }
       });
+      // In this process, no consumer: the header work of one mail is CPU alone (bench/header-parsing.bench.ts).
+      if (wanted('header_parsing'))
+        variants.header_parsing = await guarded('header_parsing', () => measureHeaderParsing());
       const one = variants.idle_1_domain;
       const twenty = variants.idle_20_domains;
       if (one && twenty && 'rss_mb' in one && 'rss_mb' in twenty)

@@ -210,7 +210,7 @@ for (const c of cases) {
   c.before?.();
   const port = Number(
     c.port === 'smtp'
-      ? ports.MS_SMTP_PORT
+      ? ports.MS_WORKER_PORT
       : c.port === 'internal'
         ? ports.MS_INTERNAL_PORT
         : ports.MS_LMTP_PORT,

@@ -6,23 +6,29 @@
 #   scripts/mailserver/start.sh <root-dir>     # idempotent: re-running leaves a running server running
 #   scripts/mailserver/stop.sh  <root-dir>
 #
-# Ports (environment, all on 127.0.0.1). The defaults are the ports the worker expects (25, 2525, 24) plus 12000,
-# so they do not collide with a real mail server or a docker-mailserver container on the developer's machine:
-#   MS_SMTP_PORT      (default 12025)  Postfix smtpd, stands in for docker-mailserver's port 25 (SMTP_PORT)
-#   MS_INTERNAL_PORT  (default 12525)  Postfix smtpd, stands in for the internal port 2525 (INTERNAL_SMTP_PORT)
-#   MS_LMTP_PORT      (default 12024)  Dovecot LMTP, stands in for port 24 (LMTP_PORT)
-#   MS_START_TIMEOUT  (default 30)     seconds to wait for all three ports to accept connections
-#   MS_DEDUP          (default 1)      0 leaves out docker/mailserver/before.dovecot.sieve (to measure what it saves)
+# Ports (environment, all on 127.0.0.1). The defaults are docker-mailserver's ports (25, 587, 2526, 2525, 24) plus
+# 12000, so they do not collide with a real mail server or a docker-mailserver container on the developer's machine:
+#   MS_WORKER_PORT     (default 14526)  Postfix smtpd for the worker's mailbox deliveries (SMTP_PORT, 2526)
+#   MS_INTERNAL_PORT   (default 12525)  Postfix smtpd for the worker's internal port 2525 (INTERNAL_SMTP_PORT)
+#   MS_LMTP_PORT       (default 12024)  Dovecot LMTP, stands in for port 24 (LMTP_PORT)
+#   MS_SMTP_PORT       (default 12025)  Postfix smtpd, stands in for docker-mailserver's port 25 (everyone else)
+#   MS_SUBMISSION_PORT (default 12587)  Postfix smtpd through docker-mailserver's sender-cleanup, stands in for
+#                                       submission (587; no authentication or TLS on loopback)
+#   MS_START_TIMEOUT   (default 30)     seconds to wait for all five ports to accept connections
+#   MS_DEDUP           (default 1)      0 leaves out docker/mailserver/before.dovecot.sieve (to measure what it saves)
 # The e2e suite (test/e2e) picks free ports itself, so it runs beside a server started with the defaults.
 #
 # Mail setup:
 #   virtual domains example.com and another.com; mailboxes alice@example.com, bob@example.com, tiny@example.com,
 #   carol@another.com, delivered by Postfix over LMTP to Dovecot into <root-dir>/mail/<domain>/<user>/{new,cur,tmp}.
-#   Both Postfix ports check recipients against the mailbox list at RCPT (unknown user: 550 5.1.1), like
+#   Every Postfix port checks recipients against the mailbox list at RCPT (unknown user: 550 5.1.1), like
 #   docker-mailserver does; Dovecot LMTP checks its userdb (unknown user: 550 5.1.1).
-#   The internal port is configured by the project's own docker/mailserver/user-patches.sh (the production patch of
-#   docker-mailserver), applied to this configuration.
-#   Test hooks on the SMTP port (check_recipient_access): busy@example.com gets 451 4.2.1,
+#   The worker's two ports are configured by the project's own docker/mailserver/user-patches.sh (the production
+#   patch of docker-mailserver), applied to this configuration, which mirrors docker-mailserver's master.cf where the
+#   patch acts on it: a sender-cleanup service with header_checks of its own for submission, and pickup (sendmail)
+#   with receive_override_options=no_header_body_checks. Mail to the port-25, submission and sendmail stand-ins loses
+#   any X-SES-Worker-Delivery-Id field; the worker's ports keep it.
+#   Test hooks on the worker's SMTP port and port 25 (check_recipient_access): busy@example.com gets 451 4.2.1,
 #   full@example.com 452 4.2.2, gone@example.com 550 5.1.1.
 #   Content rejection hooks, after DATA: Postfix rejects a mail with an `X-E2E-Reject:` header field
 #   (header_checks: 550 5.7.1); Dovecot answers 552 5.2.2 (quota) for every mail over 1 KB to tiny@example.com.
@@ -45,7 +51,8 @@
 # only root (or uid 8) can read them.
 #
 # On success prints the endpoints as shell assignments (also written to <root-dir>/ports.env):
-#   MS_ROOT=... MS_HOST=127.0.0.1 MS_SMTP_PORT=... MS_INTERNAL_PORT=... MS_LMTP_PORT=...
+#   MS_ROOT=... MS_HOST=127.0.0.1 MS_SMTP_PORT=... MS_WORKER_PORT=... MS_SUBMISSION_PORT=... MS_INTERNAL_PORT=...
+#   MS_LMTP_PORT=...
 set -euo pipefail
 
 usage() {
@@ -56,6 +63,8 @@ usage() {
 [ -n "$1" ] || usage
 
 SMTP_PORT="${MS_SMTP_PORT:-12025}"
+WORKER_PORT="${MS_WORKER_PORT:-14526}"
+SUBMISSION_PORT="${MS_SUBMISSION_PORT:-12587}"
 INTERNAL_PORT="${MS_INTERNAL_PORT:-12525}"
 LMTP_PORT="${MS_LMTP_PORT:-12024}"
 START_TIMEOUT="${MS_START_TIMEOUT:-30}"
@@ -71,11 +80,12 @@ die() {
   exit 1
 }
 
-for port in "$SMTP_PORT" "$INTERNAL_PORT" "$LMTP_PORT"; do
+ALL_PORTS=("$SMTP_PORT" "$WORKER_PORT" "$SUBMISSION_PORT" "$INTERNAL_PORT" "$LMTP_PORT")
+for port in "${ALL_PORTS[@]}"; do
   [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "invalid port '$port'"
 done
-[ "$SMTP_PORT" != "$INTERNAL_PORT" ] && [ "$SMTP_PORT" != "$LMTP_PORT" ] && [ "$INTERNAL_PORT" != "$LMTP_PORT" ] ||
-  die "MS_SMTP_PORT, MS_INTERNAL_PORT and MS_LMTP_PORT must differ"
+[ "$(printf '%s\n' "${ALL_PORTS[@]}" | sort -u | wc -l)" -eq "${#ALL_PORTS[@]}" ] ||
+  die "MS_SMTP_PORT, MS_WORKER_PORT, MS_SUBMISSION_PORT, MS_INTERNAL_PORT and MS_LMTP_PORT must differ"
 [ "$(id -u)" -eq 0 ] || die "must run as root (Postfix's master process needs it)"
 export PATH="$PATH:/usr/sbin:/sbin"
 for bin in postfix postconf dovecot doveadm sievec; do
@@ -194,12 +204,22 @@ biff = no
 EOF
 
 cat >"$PF_STAGE/master.cf" <<EOF
-# Written by scripts/mailserver/start.sh, then the internal port added by docker/mailserver/user-patches.sh.
+# Written by scripts/mailserver/start.sh, then the worker's ports added by docker/mailserver/user-patches.sh.
 # Every service runs unchrooted (no copies of /etc files needed). A bare port listens on inet_interfaces only.
 # service type  private unpriv  chroot  wakeup  maxproc command
 $SMTP_PORT inet n - n - - smtpd
   -o syslog_name=postfix/smtp-$SMTP_PORT
-pickup    unix  n       -       n       60      1       pickup
+# As docker-mailserver's submission (587), without SASL and TLS: a cleanup service with header checks of its own.
+$SUBMISSION_PORT inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o cleanup_service_name=sender-cleanup
+sender-cleanup unix n   -       n       -       0       cleanup
+  -o syslog_name=postfix/sender-cleanup
+  -o header_checks=regexp:$PF_CONF/sender_header_filter
+# As docker-mailserver's pickup (sendmail): no content filter, no header or body checks.
+pickup    fifo  n       -       n       60      1       pickup
+  -o content_filter=
+  -o receive_override_options=no_header_body_checks
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -237,12 +257,20 @@ cat >"$PF_STAGE/header_checks" <<'EOF'
 /^X-E2E-Reject:/ REJECT 5.7.1 Message content rejected (simulated)
 EOF
 
-# The internal port, exactly as production gets it (syslog name postfix/internal).
-POSTFIX_CONFIG_DIR="$PF_STAGE" WORKER_INTERNAL_SMTP_PORT="$INTERNAL_PORT" \
+# A stand-in for docker-mailserver's sender_header_filter.pcre (this Postfix may have no PCRE tables).
+cat >"$PF_STAGE/sender_header_filter" <<'EOF'
+/^X-Originating-IP:/ IGNORE
+EOF
+
+# The worker's ports, exactly as production gets them (syslog names postfix/worker and postfix/internal). The patch
+# names its own table by the directory it patches: moved to $PF_CONF with the rest.
+POSTFIX_CONFIG_DIR="$PF_STAGE" WORKER_SMTP_PORT="$WORKER_PORT" WORKER_INTERNAL_SMTP_PORT="$INTERNAL_PORT" \
   bash "$PATCHES" </dev/null >>"$ROOT/log/start.log" 2>&1 ||
   die "$PATCHES failed (see $ROOT/log/start.log)"
+sed -i "s#$PF_STAGE/#$PF_CONF/#g" "$PF_STAGE/main.cf" "$PF_STAGE/master.cf"
 
-for file in main.cf master.cf vmailbox rcpt_access header_checks; do
+for file in main.cf master.cf vmailbox rcpt_access header_checks sender_header_filter \
+  unified-worker-delivery-id.regexp; do
   install_file "$PF_STAGE/$file" "$PF_CONF/$file" CHANGED_POSTFIX
 done
 rm -rf "$PF_STAGE"
@@ -356,10 +384,9 @@ if [ "$DOVECOT_UP" = 0 ] && port_open "$LMTP_PORT"; then
   die "port $LMTP_PORT (MS_LMTP_PORT) is already in use by another program"
 fi
 if [ "$POSTFIX_UP" = 0 ]; then
-  if port_open "$SMTP_PORT"; then die "port $SMTP_PORT (MS_SMTP_PORT) is already in use by another program"; fi
-  if port_open "$INTERNAL_PORT"; then
-    die "port $INTERNAL_PORT (MS_INTERNAL_PORT) is already in use by another program"
-  fi
+  for port in "$SMTP_PORT" "$WORKER_PORT" "$SUBMISSION_PORT" "$INTERNAL_PORT"; do
+    if port_open "$port"; then die "port $port is already in use by another program"; fi
+  done
 fi
 
 # --- Dovecot ---------------------------------------------------------------------------------------------------------
@@ -389,7 +416,7 @@ fi
 
 # --- readiness -------------------------------------------------------------------------------------------------------
 deadline=$((SECONDS + START_TIMEOUT))
-for port in "$LMTP_PORT" "$SMTP_PORT" "$INTERNAL_PORT"; do
+for port in "${ALL_PORTS[@]}"; do
   until port_open "$port"; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       show_logs
@@ -403,6 +430,8 @@ write_file "$ROOT/ports.env" _UNUSED <<EOF
 MS_ROOT=$ROOT
 MS_HOST=$HOST
 MS_SMTP_PORT=$SMTP_PORT
+MS_WORKER_PORT=$WORKER_PORT
+MS_SUBMISSION_PORT=$SUBMISSION_PORT
 MS_INTERNAL_PORT=$INTERNAL_PORT
 MS_LMTP_PORT=$LMTP_PORT
 EOF

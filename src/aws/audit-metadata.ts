@@ -3,6 +3,11 @@
  * the one list of its keys, the one writer of each kind of verdict (final, failed, given up) and the one reader;
  * the pipeline's audit stage, the poller's give-up and the operator commands (inject, replay, dlq) all use it. The
  * operator commands' own marks (a forced replay's generation, a pending replay, a purged dead letter) are here too.
+ *
+ * One object can hold the mail of several domains (one receipt rule for two domains): each domain's poller writes
+ * its own verdict. `domain_verdicts` keeps every domain's status side by side (merged on every write, see
+ * `nextMetadata`), so a domain's "already processed" is its own, never another domain's; the other keys describe
+ * the verdict written last.
  */
 
 /** Every key of a verdict, in the order worth showing. A new verdict replaces all of them (see `keptMetadata`). */
@@ -11,6 +16,7 @@ export const AUDIT_KEYS = [
   'processed',
   'processed_at',
   'processed_by',
+  'domain_verdicts',
   'envelope_recipients',
   'delivered_to',
   'sent_effects',
@@ -22,6 +28,8 @@ export const AUDIT_KEYS = [
   'virus_verdict',
   'failed_effects',
   'rule_limits',
+  'suppressed_effects',
+  'excess_recipients',
   'failure_reason',
 ] as const;
 
@@ -51,6 +59,14 @@ export const DELIVERED_TO_CHARS = 300;
 export const SENT_EFFECTS_CHARS = 300;
 /** `sent_effects` when nothing went out (an item is `kind:target`, encoded `kind%3Atarget`: never this word). */
 const NO_EFFECTS = 'none';
+/** Characters of `suppressed_effects` and of `excess_recipients`, for the same reason. */
+export const SUPPRESSED_EFFECTS_CHARS = 300;
+export const EXCESS_RECIPIENTS_CHARS = 200;
+/** Characters of `domain_verdicts`: about 15 domains of 25 characters; the oldest entries give way first. */
+export const DOMAIN_VERDICTS_CHARS = 500;
+
+/** A domain's entry in `domain_verdicts`: a final status, or `gave-up` (retries ended, not processed). */
+export type DomainVerdict = AuditStatus | 'gave-up';
 
 /** A verdict once every recipient of the domain is final. */
 export interface FinalVerdict {
@@ -83,9 +99,15 @@ export interface FinalVerdict {
   delivered?: readonly string[];
   /** Forwards and auto-replies that went out (this attempt or an earlier one), as `kind:target`. */
   sentEffects?: readonly string[];
+  /** Forwards and auto-replies that a rule said no to, and why. */
+  suppressedEffects?: ReadonlyArray<{ kind: string; recipient: string; reason: string }>;
+  /** The domain's envelope recipients past the bound of one notification (MAIL_LIMITS.recipients): not handled. */
+  excessRecipients?: readonly string[];
 }
 
 export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
+  const suppressed = verdict.suppressedEffects ?? [];
+  const excess = verdict.excessRecipients ?? [];
   return {
     ...stamp(true, verdict.at, verdict.domain, verdict.status),
     envelope_recipients: encodeRecipients(verdict.envelopeRecipients),
@@ -107,6 +129,13 @@ export function finalMetadata(verdict: FinalVerdict): Record<string, string> {
       verdict.ruleLimits.length > 0 && {
         rule_limits: verdict.ruleLimits.map((r) => `${r.recipient}: ${r.limits.join(',')}`).join(' | '),
       }),
+    ...(suppressed.length > 0 && {
+      suppressed_effects: fitList(
+        [...new Set(suppressed.map((e) => `${e.kind}:${e.recipient}:${e.reason}`))],
+        SUPPRESSED_EFFECTS_CHARS,
+      ),
+    }),
+    ...(excess.length > 0 && { excess_recipients: encodeRecipients(excess, EXCESS_RECIPIENTS_CHARS) }),
   };
 }
 
@@ -137,11 +166,13 @@ export function replayPendingMetadata(at: number): Record<string, string> {
 }
 
 function stamp(processed: boolean, at: number, domain: string, status: AuditStatus): Record<string, string> {
+  const own: DomainVerdict = processed ? status : 'gave-up';
   return {
     processed: String(processed),
     processed_at: String(Math.floor(at / 1000)),
     processed_by: `worker-${domain}`,
     status,
+    domain_verdicts: `${domain}=${own}`,
   };
 }
 
@@ -175,17 +206,53 @@ export interface RecordedVerdict {
   replayPending?: number;
 }
 
-export function readVerdict(metadata: Readonly<Record<string, string>>): RecordedVerdict {
-  const at = Number(metadata.processed_at);
+/**
+ * What the metadata says; with `domain`, what it says about that domain's verdict: on an object several domains
+ * share, another domain's final verdict is not this one's. Metadata written before `domain_verdicts` existed counts
+ * for the domain named in `processed_by` only.
+ */
+export function readVerdict(metadata: Readonly<Record<string, string>>, domain?: string): RecordedVerdict {
   const generation = Number(metadata[REPLAY_GENERATION_KEY] ?? '0');
   const pending = Number(metadata[REPLAY_PENDING_KEY]);
+  const replay = {
+    replayGeneration: Number.isSafeInteger(generation) && generation > 0 ? generation : 0,
+    ...(metadata[REPLAY_PENDING_KEY] !== undefined && Number.isFinite(pending) && { replayPending: pending }),
+  };
+  if (domain === undefined) {
+    const processed = metadata.processed === 'true';
+    const gaveUp = metadata.processed === 'false' && metadata.status === 'failed';
+    return { processed, gaveUp, ...details(metadata, processed, metadata.status), ...replay };
+  }
+  const own = ownVerdict(metadata, domain);
+  // Another domain's verdict on a shared object says nothing about this domain's mail.
+  if (own === undefined) return { processed: false, gaveUp: false, ...NO_DETAILS, ...replay };
+  const gaveUp = own === 'gave-up';
+  const status = gaveUp ? 'failed' : own;
+  // The flat keys describe the verdict written last: this domain's details only when it wrote them.
+  const wroteLast = metadata.processed_by === `worker-${domain}`;
+  return {
+    processed: !gaveUp,
+    gaveUp,
+    ...(wroteLast ? details(metadata, !gaveUp, status) : { ...NO_DETAILS, status }),
+    ...replay,
+  };
+}
+
+type VerdictDetails = Omit<RecordedVerdict, 'processed' | 'gaveUp' | 'replayGeneration' | 'replayPending'>;
+
+const NO_DETAILS: VerdictDetails = { failedEffects: [], invalid: [], contentRejected: [] };
+
+function details(
+  metadata: Readonly<Record<string, string>>,
+  processed: boolean,
+  status: string | undefined,
+): VerdictDetails {
+  const at = Number(metadata.processed_at);
   const envelopeRecipients =
     metadata.envelope_recipients === undefined ? undefined : decodeRecipients(metadata.envelope_recipients);
-  const deliveredTo = deliveredOf(metadata, envelopeRecipients);
+  const deliveredTo = deliveredOf(metadata, processed, status, envelopeRecipients);
   return {
-    processed: metadata.processed === 'true',
-    gaveUp: metadata.processed === 'false' && metadata.status === 'failed',
-    ...(metadata.status !== undefined && { status: metadata.status }),
+    ...(status !== undefined && { status }),
     ...(metadata.processed_at !== undefined && Number.isFinite(at) && { processedAt: at }),
     ...(envelopeRecipients && { envelopeRecipients }),
     ...(deliveredTo && { deliveredTo }),
@@ -203,20 +270,20 @@ export function readVerdict(metadata: Readonly<Record<string, string>>): Recorde
       }),
     ...(metadata.blocked_sender !== undefined && { blockedSender: metadata.blocked_sender }),
     ...(metadata.failure_reason !== undefined && { failureReason: metadata.failure_reason }),
-    replayGeneration: Number.isSafeInteger(generation) && generation > 0 ? generation : 0,
-    ...(metadata[REPLAY_PENDING_KEY] !== undefined && Number.isFinite(pending) && { replayPending: pending }),
   };
 }
 
 function deliveredOf(
   metadata: Readonly<Record<string, string>>,
+  processed: boolean,
+  status: string | undefined,
   envelope: { addresses: string[]; complete: boolean } | undefined,
 ): { addresses: string[]; complete: boolean } | undefined {
   if (metadata.delivered_to !== undefined) return decodeRecipients(metadata.delivered_to);
-  if (metadata.processed !== 'true') return undefined;
-  if (metadata.status === 'delivered') return envelope;
+  if (!processed) return undefined;
+  if (status === 'delivered') return envelope;
   const nobody = ['invalid', 'rejected', 'blocked', 'failed'];
-  return metadata.status !== undefined && nobody.includes(metadata.status)
+  return status !== undefined && nobody.includes(status)
     ? { addresses: [], complete: true }
     : undefined;
 }
@@ -232,6 +299,75 @@ function splitList(value: string | undefined): string[] {
     .split(',')
     .map((item) => item.trim())
     .filter((item) => item !== '');
+}
+
+/** This domain's verdict: its `domain_verdicts` entry, or (older metadata) the flat keys when it wrote them. */
+function ownVerdict(metadata: Readonly<Record<string, string>>, domain: string): DomainVerdict | undefined {
+  if (metadata.domain_verdicts !== undefined)
+    return parseDomainVerdicts(metadata.domain_verdicts).get(domain);
+  if (metadata.processed_by !== `worker-${domain}` || metadata.status === undefined) return undefined;
+  if (metadata.processed === 'true') return metadata.status as AuditStatus;
+  return metadata.processed === 'false' && metadata.status === 'failed' ? 'gave-up' : undefined;
+}
+
+/** Every domain's verdict recorded on the object. */
+export function domainVerdicts(metadata: Readonly<Record<string, string>>): Map<string, DomainVerdict> {
+  if (metadata.domain_verdicts !== undefined) return parseDomainVerdicts(metadata.domain_verdicts);
+  const domain = metadata.processed_by?.startsWith('worker-') ? metadata.processed_by.slice(7) : undefined;
+  const own = domain === undefined ? undefined : ownVerdict(metadata, domain);
+  return domain === undefined || own === undefined ? new Map() : new Map([[domain, own]]);
+}
+
+const DOMAIN_VERDICT_VALUES: ReadonlySet<string> = new Set([...AUDIT_STATUSES, 'gave-up']);
+
+function parseDomainVerdicts(value: string): Map<string, DomainVerdict> {
+  const out = new Map<string, DomainVerdict>();
+  for (const entry of value.split(',')) {
+    const eq = entry.lastIndexOf('=');
+    const verdict = entry.slice(eq + 1);
+    if (eq > 0 && DOMAIN_VERDICT_VALUES.has(verdict)) out.set(entry.slice(0, eq), verdict as DomainVerdict);
+  }
+  return out;
+}
+
+/** The entries as `domain=verdict`, the newest last; the oldest give way when they do not all fit. */
+function serializeDomainVerdicts(verdicts: ReadonlyMap<string, DomainVerdict>): string {
+  const entries = [...verdicts].map(([domain, verdict]) => `${domain}=${verdict}`);
+  while (entries.length > 1 && entries.join(',').length > DOMAIN_VERDICTS_CHARS) entries.shift();
+  return entries.join(',');
+}
+
+/**
+ * The metadata an update leaves on the object: the update, `domain_verdicts` merged with the old entries (the
+ * updating domain's entry replaced, the others kept), and the old keys `keptMetadata` keeps. The small keys that
+ * must never be cut come first: S3 allows 2 KB in all and the writer cuts what comes last.
+ */
+export function nextMetadata(
+  old: Readonly<Record<string, string>> | undefined,
+  update: Readonly<Record<string, string>>,
+): Record<string, string> {
+  const merged: Record<string, string> = { ...update };
+  if (update.domain_verdicts !== undefined) {
+    const verdicts = old ? domainVerdicts(old) : new Map<string, DomainVerdict>();
+    for (const [domain, verdict] of parseDomainVerdicts(update.domain_verdicts)) {
+      verdicts.delete(domain);
+      verdicts.set(domain, verdict);
+    }
+    merged.domain_verdicts = serializeDomainVerdicts(verdicts);
+  }
+  const all: Record<string, string> = { ...keptMetadata(old, update), ...merged };
+  const first = [
+    'status',
+    'processed',
+    'processed_at',
+    'processed_by',
+    'domain_verdicts',
+    REPLAY_GENERATION_KEY,
+  ];
+  const ordered: Record<string, string> = {};
+  for (const key of first) if (all[key] !== undefined) ordered[key] = all[key];
+  for (const [key, value] of Object.entries(all)) if (!(key in ordered)) ordered[key] = value;
+  return ordered;
 }
 
 /**
@@ -252,23 +388,30 @@ export function keptMetadata(
  * Each address percent-encoded (a quoted local part may hold a comma), joined by commas; when they do not all fit,
  * as many as fit and then `+N` for the N left out.
  */
-export function encodeRecipients(addresses: readonly string[]): string {
-  return encodeList(addresses, ENVELOPE_RECIPIENTS_CHARS);
+export function encodeRecipients(addresses: readonly string[], maxChars = ENVELOPE_RECIPIENTS_CHARS): string {
+  return encodeList(addresses, maxChars);
 }
 
-/** `encodeRecipients` for any list of items, within `chars` characters. */
-export function encodeList(items: readonly string[], chars: number): string {
-  const encoded = items.map((a) => encodeURIComponent(a));
+/** `encodeRecipients` for any list of items. */
+export function encodeList(items: readonly string[], maxChars: number): string {
+  return fitList(
+    items.map((item) => encodeURIComponent(item)),
+    maxChars,
+  );
+}
+
+/** Entries joined by commas within `maxChars`: as many as fit, then `+N` for the N left out. */
+function fitList(entries: readonly string[], maxChars: number): string {
   let length = 0;
-  for (let i = 0; i < encoded.length; i++) {
-    const rest = encoded.length - i;
-    const tail = i + 1 < encoded.length ? `,+${rest - 1}`.length : 0;
-    if (length + (i > 0 ? 1 : 0) + encoded[i]!.length + tail > chars) {
-      return [...encoded.slice(0, i), `+${rest}`].join(',');
+  for (let i = 0; i < entries.length; i++) {
+    const rest = entries.length - i;
+    const tail = i + 1 < entries.length ? `,+${rest - 1}`.length : 0;
+    if (length + (i > 0 ? 1 : 0) + entries[i]!.length + tail > maxChars) {
+      return [...entries.slice(0, i), `+${rest}`].join(',');
     }
-    length += (i > 0 ? 1 : 0) + encoded[i]!.length;
+    length += (i > 0 ? 1 : 0) + entries[i]!.length;
   }
-  return encoded.join(',');
+  return entries.join(',');
 }
 
 function decodeRecipients(value: string): { addresses: string[]; complete: boolean } {

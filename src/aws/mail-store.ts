@@ -10,7 +10,7 @@ import {
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
 import type { ByteBudget } from '../flow-control/byte-budget.ts';
-import { keptMetadata } from './audit-metadata.ts';
+import { nextMetadata } from './audit-metadata.ts';
 
 export interface MailLocation {
   bucket: string;
@@ -57,6 +57,8 @@ export interface MailStore {
     metadata: Readonly<Record<string, string>>,
     head?: ObjectHead,
   ): Promise<void>;
+  /** The object's user metadata now (HeadObject); undefined when the object is gone. */
+  metadata(location: MailLocation): Promise<Record<string, string> | undefined>;
   remove(location: MailLocation): Promise<void>;
 }
 
@@ -159,7 +161,8 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
             Key: location.key,
             CopySource: `${location.bucket}/${encodeURIComponent(location.key).replaceAll('%2F', '/')}`,
             MetadataDirective: 'REPLACE',
-            Metadata: { ...keptMetadata(head.Metadata, metadata), ...sanitizeMetadata(metadata) },
+            // Merged with what the object holds (other domains' verdicts, replay_generation), all within 2 KB.
+            Metadata: sanitizeMetadata(nextMetadata(head.Metadata, metadata)),
             ...(head.ContentType && { ContentType: head.ContentType }),
             ...(head.ContentEncoding && { ContentEncoding: head.ContentEncoding }),
             ...(head.ContentDisposition && { ContentDisposition: head.ContentDisposition }),
@@ -172,6 +175,17 @@ export function createS3MailStore(s3: S3Client, options: S3MailStoreOptions): Ma
         );
       } catch (error) {
         throw s3Error(`metadata update s3://${location.bucket}/${location.key}`, error);
+      }
+    },
+
+    async metadata(location) {
+      try {
+        const head = await s3.send(new HeadObjectCommand({ Bucket: location.bucket, Key: location.key }));
+        return head.Metadata ?? {};
+      } catch (error) {
+        const name = awsErrorName(error);
+        if (name !== undefined && NOT_FOUND.has(name)) return undefined;
+        throw s3Error(`HeadObject s3://${location.bucket}/${location.key}`, error);
       }
     },
 

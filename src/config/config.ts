@@ -7,6 +7,8 @@ import { SETTINGS, type SettingName } from './settings.ts';
 
 export type DeliveryProtocol = 'smtp' | 'lmtp';
 export type VirusPolicy = 'tag' | 'reject';
+/** What happens to a forward to an outside address of mail SES marked spam or virus FAIL. */
+export type ForwardSpamPolicy = 'skip' | 'tag';
 
 export interface AwsConfig {
   region: string;
@@ -23,8 +25,8 @@ export interface Config {
   /** The bucket of a domain's mail, for the operator commands; the daemon follows each notification instead. */
   bucketNameTemplate: string;
   /**
-   * Where a domain's notifications may come from, as name templates (`{domain}`); empty lists allow anything.
-   * Expanded per domain with {@link notificationSourcesFor}.
+   * Where a domain's notifications may come from, as name templates (`{domain}`): topics (empty: any) and buckets
+   * besides the domain's own (`*`: any). Expanded per domain with {@link notificationSourcesFor}.
    */
   allowedSources: { topicArns: readonly string[]; buckets: readonly string[] };
   /** SES configuration set of every send through SES; '' when none (SES_CONFIGURATION_SET=none). */
@@ -72,7 +74,7 @@ export interface Config {
     requireAuthenticated: boolean;
     subjectPrefix: string;
   };
-  forwarding: { subjectPrefix: string };
+  forwarding: { subjectPrefix: string; spamPolicy: ForwardSpamPolicy };
   /** How inbound mail is judged and marked. */
   inbound: {
     virusPolicy: VirusPolicy;
@@ -214,7 +216,10 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       requireAuthenticated: read.bool('OOO_REQUIRE_AUTHENTICATED'),
       subjectPrefix: read.string('AUTOREPLY_SUBJECT_PREFIX', { allowEmpty: true }),
     },
-    forwarding: { subjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }) },
+    forwarding: {
+      subjectPrefix: read.string('FORWARD_SUBJECT_PREFIX', { allowEmpty: true }),
+      spamPolicy: read.oneOf('FORWARD_SPAM_POLICY', ['skip', 'tag'] as const),
+    },
     inbound: {
       virusPolicy: read.oneOf('VIRUS_POLICY', ['tag', 'reject'] as const),
       addVerdictHeaders: read.bool('ADD_VERDICT_HEADERS'),
@@ -262,6 +267,9 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     }
   }
   checkOutboundNames(config);
+  const buckets = config.allowedSources.buckets;
+  if (buckets.includes(ANY_BUCKET) && buckets.length > 1)
+    throw new ConfigError('ALLOWED_MAIL_BUCKETS', '`*` allows every bucket: list no bucket beside it');
   if (config.limits.inFlightBytes < config.limits.maxMailBytes) {
     throw new ConfigError(
       'IN_FLIGHT_BYTES',
@@ -298,15 +306,23 @@ function checkOutboundNames(config: Pick<Config, 'sesConfigurationSet' | 'outbou
 
 const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
 
-/** A domain's allowlists of notification sources, `{domain}` expanded (empty lists: any source). */
+/** ALLOWED_MAIL_BUCKETS's value that lets a notification name any bucket. */
+export const ANY_BUCKET = '*';
+
+/**
+ * A domain's allowlists of notification sources, `{domain}` expanded (an empty list: any source). The buckets are
+ * the domain's own (BUCKET_NAME_TEMPLATE, the naming the AWS app uses) and those of ALLOWED_MAIL_BUCKETS, so by
+ * default whoever can write to the queue can only point the worker at this domain's mail; `*` allows any.
+ */
 export function notificationSourcesFor(
-  config: Pick<Config, 'allowedSources'>,
+  config: Pick<Config, 'allowedSources' | 'bucketNameTemplate'>,
   domain: string,
 ): { topicArns: string[]; buckets: string[] } {
-  return {
-    topicArns: config.allowedSources.topicArns.map((t) => nameFromTemplate(t, domain)),
-    buckets: config.allowedSources.buckets.map((t) => nameFromTemplate(t, domain)),
-  };
+  const listed = config.allowedSources.buckets;
+  const buckets = listed.includes(ANY_BUCKET)
+    ? []
+    : [...new Set([config.bucketNameTemplate, ...listed].map((t) => nameFromTemplate(t, domain)))];
+  return { topicArns: config.allowedSources.topicArns.map((t) => nameFromTemplate(t, domain)), buckets };
 }
 
 /** The queue name of a domain: `{domain}` is the domain with dots replaced by dashes (`example-com-queue`). */

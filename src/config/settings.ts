@@ -62,7 +62,7 @@ export const SETTINGS = {
   BUCKET_NAME_TEMPLATE: {
     group: 'AWS',
     default: '{domain}-emails',
-    help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the daemon reads each mail's bucket from its notification.",
+    help: "S3 bucket SES stores a domain's mail in (setup, doctor, inject, replay, the AWS template); the only bucket a domain's notifications may name unless ALLOWED_MAIL_BUCKETS lists more.",
   },
   SES_CONFIGURATION_SET: {
     group: 'AWS',
@@ -97,7 +97,7 @@ export const SETTINGS = {
   ALLOWED_MAIL_BUCKETS: {
     group: 'AWS',
     default: '',
-    help: "Comma-separated S3 buckets a domain's notifications may name ({domain} allowed); others go to the dead-letter queue. Empty = any.",
+    help: "Comma-separated S3 buckets a domain's notifications may name besides its own (BUCKET_NAME_TEMPLATE; {domain} allowed); others go to the dead-letter queue. * = any bucket.",
   },
 
   SMTP_HOST: {
@@ -105,11 +105,15 @@ export const SETTINGS = {
     default: 'localhost',
     help: 'Host of the mail server (docker-mailserver).',
   },
-  SMTP_PORT: { group: 'Mail server', default: '25', help: 'SMTP port for normal delivery.' },
+  SMTP_PORT: {
+    group: 'Mail server',
+    default: '2526',
+    help: "SMTP port for mailbox delivery: the worker's own Postfix service (docker/mailserver/user-patches.sh), routed like port 25, the only one besides INTERNAL_SMTP_PORT where a copy keeps its delivery id.",
+  },
   INTERNAL_SMTP_PORT: {
     group: 'Mail server',
     default: '2525',
-    help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES).',
+    help: 'SMTP port for internal forwards/auto-replies (bypasses transport_maps that would relay out via SES; user-patches.sh).',
   },
   LMTP_PORT: {
     group: 'Mail server',
@@ -209,6 +213,11 @@ export const SETTINGS = {
 
   AUTOREPLY_SUBJECT_PREFIX: { group: 'Rules', default: 'Auto: ', help: 'Subject prefix of auto-replies.' },
   FORWARD_SUBJECT_PREFIX: { group: 'Rules', default: 'FWD: ', help: 'Subject prefix of forwarded mail.' },
+  FORWARD_SPAM_POLICY: {
+    group: 'Rules',
+    default: 'skip',
+    help: 'skip | tag: a forward to an outside address of mail SES marked spam or virus FAIL is skipped (recorded in S3, counted), or sent with the SES verdict headers. Forwards within the hosted domains and the mailbox copy are not affected.',
+  },
 
   BOUNCE_REQUIRE_AUTHENTICATED: {
     group: 'Inbound mail',
@@ -228,7 +237,7 @@ export const SETTINGS = {
   LOOP_MARKER_SECRET: {
     group: 'Inbound mail',
     default: '',
-    help: 'HMAC key signing the loop marker; when set, unsigned markers from outside are ignored.',
+    help: "The deployment's secret (the same on every replica): signs the loop marker, so unsigned markers from outside are ignored, and keys the mailbox delivery ids, so nobody can compute another mail's id.",
   },
   HEALTH_PORT: { group: 'Operations', default: '8080', help: 'Port of /health and /ready (0 = ephemeral).' },
   METRICS_PORT: { group: 'Operations', default: '8000', help: 'Port of /metrics (0 = ephemeral).' },

@@ -5,7 +5,9 @@ export function configWarnings(config: Config): string[] {
   const warnings: string[] = [];
   if (!config.inbound.loopMarkerSecret)
     warnings.push(
-      'LOOP_MARKER_SECRET is not set: anyone can add X-SES-Worker-Processed to a mail and so switch off rules for it',
+      'LOOP_MARKER_SECRET is not set: anyone can add X-SES-Worker-Processed to a mail and so switch off rules for ' +
+        'it, and the mailbox delivery ids are an unkeyed hash of the SES message id, which anyone who sees a copy can ' +
+        'compute for the other copies of that mail',
     );
   if (!config.tables.idempotency)
     warnings.push(

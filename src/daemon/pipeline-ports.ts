@@ -85,7 +85,9 @@ function pipelineOptions(config: Config, domain: string): PipelineOptions {
     notificationSources: notificationSourcesFor(config, domain),
     autoReplySubjectPrefix: config.autoReply.subjectPrefix,
     forwardSubjectPrefix: config.forwarding.subjectPrefix,
+    forwardSpamPolicy: config.forwarding.spamPolicy,
     virusPolicy: config.inbound.virusPolicy,
+    deliveryIdSecret: config.inbound.loopMarkerSecret,
     addVerdictHeaders: config.inbound.addVerdictHeaders,
     parseTimeoutMs: 10_000,
   };

@@ -1,45 +1,77 @@
 /**
  * Decides whether an incoming message may get an out-of-office auto-reply (RFC 3834, RFC 5230 as Dovecot
- * Pigeonhole implements it). Pure: every fact that needs I/O or configuration (SES bounce detection, loop
- * marker verification, the recipient's aliases) is computed by the caller and passed in.
+ * Pigeonhole implements it), and where it goes. Pure: every fact that needs I/O or configuration (SES bounce
+ * detection, loop marker verification, the recipient's aliases, SES's verdicts) is passed in by the caller.
+ *
+ * The reply goes to the envelope sender (RFC 3834 §4: the Return-Path, which SES reports as `mail.source`), as
+ * Pigeonhole's `vacation` does; From, Sender and Reply-To only lend it a display name when they name that very
+ * address. The envelope sender is also the address SES checked SPF for, while anyone can write any From.
  *
  * Checks run in a fixed order and the first one that fires is the reason reported, so metrics and logs are
  * stable for a given message. The order goes from the strongest evidence to the weakest:
  *
- *  1. `loop-marker`      — we generated or forwarded this mail ourselves.
- *  2. `ses-bounce`       — an SES DSN (flag from the caller, or envelope/From is SES's MAILER-DAEMON).
- *  3. `empty-sender`     — null return path: RFC 3834 §2 and RFC 5230 §4.6 forbid a response.
- *  4. `auto-submitted`   — the sender declared the message automatic (RFC 3834 §5).
- *  5. `suppress-header`  — Microsoft's X-Auto-Response-Suppress asks for no OOF/any auto-response.
- *  6. `precedence`       — bulk/list/junk, the pre-RFC 3834 convention still used by bulk mailers.
- *  7. `list-header`      — any List-* header (RFC 2369/2919): mailing list traffic.
- *  8. `system-sender`    — the envelope sender is a daemon, list manager or no-reply address.
- *  9. `self`             — the envelope sender is the recipient (or one of its aliases).
- * 10. `not-addressed`    — (requireAddressed only) the recipient is not named in To/Cc (RFC 5230 §4.5):
- *                          Bcc'd copies and list expansions should not answer.
- * 11. `no-reply-address` — no usable reply target (first Reply-To, else From).
- * 12. `system-sender` / `self` again, for the reply target: Reply-To/From can point elsewhere than the
- *     return path, and a reply there can loop just the same.
+ *  1. `loop-marker`            — we generated or forwarded this mail ourselves.
+ *  2. `ses-bounce`             — an SES DSN (flag from the caller, or envelope/From is SES's MAILER-DAEMON).
+ *  3. `empty-sender`           — null or missing return path: RFC 3834 §2 and RFC 5230 §4.6 forbid a response.
+ *  4. `unusable-sender`        — an envelope sender we cannot put in a header (not a plain ASCII dot-atom address).
+ *  5. `auto-submitted`         — the sender declared the message automatic (RFC 3834 §5).
+ *  6. `suppress-header`        — Microsoft's X-Auto-Response-Suppress asks for no OOF/any auto-response.
+ *  7. `precedence`             — bulk/list/junk, the pre-RFC 3834 convention still used by bulk mailers.
+ *  8. `list-header`            — any List-* header (RFC 2369/2919): mailing list traffic.
+ *  9. `system-sender`          — the envelope sender is a daemon, list manager or no-reply address.
+ * 10. `self`                   — the envelope sender is the recipient (or one of its aliases).
+ * 11. `not-addressed`          — (requireAddressed only) the recipient is not named in To/Cc (RFC 5230 §4.5):
+ *                                Bcc'd copies and list expansions should not answer.
+ * 12. `unauthenticated-sender` — (requireAuthenticated only) a reply to an outside address SES did not
+ *                                authenticate: SPF PASS for the envelope sender's domain when it is the reply's
+ *                                domain, or DMARC PASS for the From domain when it is the reply's domain. DKIM PASS
+ *                                alone never counts: SES does not say which domain signed.
  */
 import type { MailAddress, MailView } from './mail-view.ts';
 import { SES_MAILER_DAEMON } from './constants.ts';
 
 export type SuppressReason =
+  | 'loop-marker'
+  | 'ses-bounce'
+  | 'empty-sender'
+  | 'unusable-sender'
   | 'auto-submitted'
+  | 'suppress-header'
   | 'precedence'
   | 'list-header'
-  | 'empty-sender'
   | 'system-sender'
   | 'self'
-  | 'ses-bounce'
-  | 'loop-marker'
   | 'not-addressed'
-  | 'suppress-header'
-  | 'no-reply-address';
+  | 'unauthenticated-sender';
+
+/** Every reason, in the order the checks run (for tests, metrics and the docs). */
+export const SUPPRESS_REASONS: readonly SuppressReason[] = [
+  'loop-marker',
+  'ses-bounce',
+  'empty-sender',
+  'unusable-sender',
+  'auto-submitted',
+  'suppress-header',
+  'precedence',
+  'list-header',
+  'system-sender',
+  'self',
+  'not-addressed',
+  'unauthenticated-sender',
+];
+
+/** SES's SPF and DMARC verdicts for the mail (receipt.spfVerdict, receipt.dmarcVerdict). */
+export interface SenderAuthentication {
+  spf: string;
+  dmarc: string;
+}
 
 export interface AutoReplyInput {
   view: MailView;
-  /** SMTP MAIL FROM as SES reported it; '' or '<>' for the null sender. Angle brackets are tolerated. */
+  /**
+   * SMTP MAIL FROM as SES reported it; '' or '<>' for the null sender. Angle brackets are tolerated. An envelope
+   * sender the notification gave but that was not usable is passed as given (it is then `unusable-sender`).
+   */
   envelopeSender: string;
   /** The mailbox the rule belongs to. */
   recipient: string;
@@ -49,6 +81,11 @@ export interface AutoReplyInput {
   /** True only when a valid (verified) loop marker is present; the caller owns verification. */
   hasLoopMarker: boolean;
   requireAddressed: boolean;
+  /**
+   * When set, a reply to an address outside `hostedDomains` goes only where SES authenticated it (no backscatter
+   * to forged senders). Replies inside the hosted domains go through our own mail server and need nothing.
+   */
+  requireAuthenticated?: { verdicts: SenderAuthentication; hostedDomains: readonly string[] };
 }
 
 export type AutoReplyDecision = { reply: true; to: MailAddress } | { reply: false; reason: SuppressReason };
@@ -69,6 +106,7 @@ export function autoReplyDecision(input: AutoReplyInput): AutoReplyDecision {
     return no('ses-bounce');
   }
   if (envelope === '') return no('empty-sender');
+  if (!isValidAddress(envelope)) return no('unusable-sender');
   if (isAutoSubmitted(view.headers)) return no('auto-submitted');
   if (hasSuppressHeader(view.headers)) return no('suppress-header');
   if (hasBulkPrecedence(view.headers)) return no('precedence');
@@ -76,28 +114,49 @@ export function autoReplyDecision(input: AutoReplyInput): AutoReplyDecision {
   if (isSystemAddress(envelope)) return no('system-sender');
   if (selfAddresses.has(comparableAddress(envelope))) return no('self');
   if (input.requireAddressed && !isAddressed(view, selfAddresses)) return no('not-addressed');
-
-  const target = replyTarget(view);
-  if (target === undefined) return no('no-reply-address');
-  if (isSystemAddress(target.address)) return no('system-sender');
-  if (selfAddresses.has(comparableAddress(target.address))) return no('self');
-  return { reply: true, to: target };
+  // The reply goes to the envelope sender (RFC 3834 §4), never to From or Reply-To.
+  const target = envelope;
+  const auth = input.requireAuthenticated;
+  if (auth && !isHosted(target, auth.hostedDomains) && !authenticated(target, envelope, view, auth.verdicts))
+    return no('unauthenticated-sender');
+  return { reply: true, to: { address: target, name: displayNameFor(target, view) } };
 }
 
 function no(reason: SuppressReason): AutoReplyDecision {
   return { reply: false, reason };
 }
 
+/** The display name of the From (else Sender) header when it names the reply's address; '' otherwise. */
+function displayNameFor(address: string, view: MailView): string {
+  for (const header of [view.from, view.sender])
+    if (header !== undefined && header.address.trim().toLowerCase() === address) return header.name;
+  return '';
+}
+
+function isHosted(address: string, hostedDomains: readonly string[]): boolean {
+  return hostedDomains.includes(domainPart(address));
+}
+
 /**
- * The first Reply-To entry that carries an address wins; when Reply-To exists but none of its entries is
- * usable we do not fall back to From, because the sender asked for replies to go elsewhere.
+ * Whether SES vouched for the reply's domain: SPF judges the envelope sender's domain, DMARC the From domain, and a
+ * PASS counts only for the domain it judged.
  */
-function replyTarget(view: MailView): MailAddress | undefined {
-  const candidate = view.replyTo.length > 0 ? view.replyTo.find((a) => a.address.trim() !== '') : view.from;
-  if (candidate === undefined) return undefined;
-  const address = candidate.address.trim().toLowerCase();
-  if (!isValidAddress(address)) return undefined;
-  return { address, name: candidate.name };
+function authenticated(
+  target: string,
+  envelope: string,
+  view: MailView,
+  verdicts: SenderAuthentication,
+): boolean {
+  const domain = domainPart(target);
+  if (verdicts.spf === 'PASS' && domainPart(envelope) === domain) return true;
+  const fromDomain = view.from ? domainPart(view.from.address) : '';
+  return verdicts.dmarc === 'PASS' && fromDomain === domain;
+}
+
+function domainPart(address: string): string {
+  const a = address.trim().toLowerCase();
+  const at = a.lastIndexOf('@');
+  return at < 0 ? '' : a.slice(at + 1);
 }
 
 // --- header checks -------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import {
   splitMessage,
 } from './header-block.ts';
 import { formatMailbox } from './forward.ts';
+import { headerParsers } from './header-parsers.ts';
+import { MAIL_LIMITS } from './mail-limits.ts';
 import type { MailView } from './mail-view.ts';
 
 export const BOUNCE_DISPLAY_NAME = 'Delivery failure';
@@ -29,7 +31,7 @@ function isSesDaemon(address: string | undefined): boolean {
 
 function firstAddress(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  return addressparser(rawValueToText(value).slice(0, 16 * 1024), { flatten: true })[0]?.address;
+  return headerParsers.mailboxes(rawValueToText(value).slice(0, MAIL_LIMITS.mailboxFieldBytes))[0]?.address;
 }
 
 /**

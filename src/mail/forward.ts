@@ -10,16 +10,19 @@
  */
 import { randomUUID } from 'node:crypto';
 import libmime from 'libmime';
-import addressparser from 'nodemailer/lib/addressparser';
+import { headerParsers } from './header-parsers.ts';
 import { WorkerError } from '../errors.ts';
+import { MAIL_LIMITS } from './mail-limits.ts';
 import {
   editHeaders,
-  getHeader,
+  firstHeaders,
   isPlainAddress,
   rawValueToText,
   headerSafeText,
   serializeMessage,
   splitMessage,
+  type HeaderEdits,
+  type SplitMessage,
 } from './header-block.ts';
 
 export const DEFAULT_SUBJECT_PREFIX = 'FWD: ';
@@ -39,6 +42,11 @@ export interface ForwardOptions {
   messageIdDomain: string;
   /** Used for the `Date` field when the original has none (RFC 5322 requires one and SES may refuse mail without). */
   now: Date;
+  /**
+   * Fields that say what the worker judged (SES's verdicts on mail forwarded tagged): any field of these names in the
+   * mail is removed (whoever sent it could have written one) and ours go first.
+   */
+  verdictFields?: ReadonlyArray<readonly [name: string, value: string]>;
 }
 
 export interface MailboxText {
@@ -63,7 +71,9 @@ const REMOVED_ON_FORWARD = [
 const MAX_INFO_VALUE = 900;
 const MAX_DISPLAY_NAME = 100;
 /** addressparser is linear, but nothing legitimate needs more than this to find the first mailbox. */
-const MAX_ADDRESS_INPUT = 16 * 1024;
+const MAX_ADDRESS_INPUT = MAIL_LIMITS.mailboxFieldBytes;
+/** Characters of a Subject that needs decoding that are decoded and re-encoded (a plain one is kept whole). */
+const MAX_DECODED_SUBJECT = MAIL_LIMITS.subjectChars;
 
 const DOMAIN = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
 
@@ -89,16 +99,18 @@ function assertDomain(domain: string, setting: string): void {
 
 function mailboxes(rawValue: string): MailboxText[] {
   const text = rawValueToText(rawValue).slice(0, MAX_ADDRESS_INPUT);
-  return addressparser(text, { flatten: true }).map((m) => ({
-    name: headerSafeText(libmime.decodeWords(m.name), MAX_DISPLAY_NAME),
+  return headerParsers.mailboxes(text).map((m) => ({
+    name: headerSafeText(headerParsers.decodeWords(m.name), MAX_DISPLAY_NAME),
     address: m.address.trim(),
   }));
 }
 
 /** First mailbox with a usable address; failing that, the first display name found. Never throws. */
 export function firstMailbox(rawValue: string | undefined): MailboxText {
-  if (rawValue === undefined) return { name: '', address: '' };
-  const all = mailboxes(rawValue);
+  return rawValue === undefined ? { name: '', address: '' } : firstOf(mailboxes(rawValue));
+}
+
+function firstOf(all: readonly MailboxText[]): MailboxText {
   const usable = all.find((m) => isPlainAddress(m.address));
   if (usable !== undefined) return usable;
   return { name: all.map((m) => m.name).find((n) => n !== '') ?? '', address: '' };
@@ -122,9 +134,9 @@ export function formatMailbox(name: string, address: string): string {
  * raw 8-bit, stray CR) would otherwise be carried into a header we vouch for. Undefined when the field holds no
  * usable address, so the caller can leave `Reply-To` out.
  */
-function replyToFrom(rawValue: string | undefined): string | undefined {
-  if (rawValue === undefined) return undefined;
-  const usable = mailboxes(rawValue).filter((m) => isPlainAddress(m.address));
+function replyToFrom(boxes: readonly MailboxText[] | undefined): string | undefined {
+  if (boxes === undefined) return undefined;
+  const usable = boxes.filter((m) => isPlainAddress(m.address));
   if (usable.length === 0) return undefined;
   return usable.map((m) => formatMailbox(m.name, m.address)).join(', ');
 }
@@ -139,15 +151,34 @@ function encodeUnstructured(text: string): string {
   return text.includes('=?') ? libmime.encodeWord(text, 'Q', 52) : libmime.encodeWords(text, 'Q', 52);
 }
 
-function forwardedSubject(rawValue: string | undefined, prefix: string): string {
+/**
+ * The Subject edit. A plain ASCII subject keeps its exact original bytes (spelling and folding), at most gaining the
+ * prefix; only decoded ones are re-encoded.
+ */
+function subjectEdit(rawValue: string | undefined, prefix: string): Pick<HeaderEdits, 'set' | 'prefix'> {
   const original = rawValue ?? '';
-  // Encoded-words can carry CR/LF; decoded, they must not reach the new field.
-  const text = libmime.decodeWords(rawValueToText(original)).replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ');
   const marker = prefix.trim().toLowerCase();
-  const alreadyPrefixed = marker === '' || text.trimStart().toLowerCase().startsWith(marker);
-  // A plain ASCII subject keeps its exact original spelling; only decoded ones are re-encoded.
   const plainOriginal = /^[\t\x20-\x7e]*$/.test(original) && !original.includes('=?');
-  if (plainOriginal) return alreadyPrefixed ? original : `${prefix}${original}`;
+  if (plainOriginal && rawValue !== undefined && /^[\x20-\x7e]*$/.test(prefix)) {
+    const alreadyPrefixed = marker === '' || original.trimStart().toLowerCase().startsWith(marker);
+    return { prefix: ['Subject', alreadyPrefixed ? '' : prefix] };
+  }
+  return { set: [['Subject', forwardedSubject(original, prefix)]] };
+}
+
+function forwardedSubject(original: string, prefix: string): string {
+  const marker = prefix.trim().toLowerCase();
+  const plainOriginal = /^[\t\x20-\x7e]*$/.test(original) && !original.includes('=?');
+  if (plainOriginal) {
+    const alreadyPrefixed = marker === '' || original.trimStart().toLowerCase().startsWith(marker);
+    return alreadyPrefixed ? original : `${prefix}${original}`;
+  }
+  // Encoded-words can carry CR/LF; decoded, they must not reach the new field. Decoding is the costly part of a
+  // hostile subject of a megabyte of encoded words, and no real subject comes near the cut.
+  const text = headerParsers
+    .decodeWords(rawValueToText(original.slice(0, MAX_DECODED_SUBJECT)))
+    .replace(/[\x00-\x08\x0a-\x1f\x7f]/g, ' ');
+  const alreadyPrefixed = marker === '' || text.trimStart().toLowerCase().startsWith(marker);
   return encodeUnstructured(alreadyPrefixed ? text : `${prefix}${text}`);
 }
 
@@ -157,30 +188,41 @@ export function rfc5322Date(now: Date): string {
 }
 
 export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
+  return rewriteSplitForForward(splitMessage(raw), opts);
+}
+
+/** rewriteForForward of a mail already split (the pipeline splits each mail once, whatever its forwards). */
+export function rewriteSplitForForward(msg: SplitMessage, opts: ForwardOptions): Buffer {
   assertAddress(opts.forwardingAddress, 'forwardingAddress');
   assertAddress(opts.originalRecipient, 'originalRecipient');
   assertDomain(opts.domain, 'domain');
   assertDomain(opts.messageIdDomain, 'messageIdDomain');
 
-  const msg = splitMessage(raw);
-  const fromValue = getHeader(msg, 'From');
-  const sender = firstMailbox(fromValue);
+  const found = firstHeaders(msg, ['from', 'reply-to', 'message-id', 'subject', 'date']);
+  const fromValue = found.from;
+  // Parsed once: the From gives the shown sender and, without a usable Reply-To, the Reply-To.
+  const fromBoxes = fromValue === undefined ? undefined : mailboxes(fromValue);
+  const sender = fromBoxes === undefined ? { name: '', address: '' } : firstOf(fromBoxes);
   const shownSender = sender.name || sender.address || 'unknown sender';
   const from = formatMailbox(`${shownSender} via ${opts.domain}`, opts.forwardingAddress);
-  const replyTo = replyToFrom(getHeader(msg, 'Reply-To')) ?? replyToFrom(fromValue);
-  const oldMessageId = getHeader(msg, 'Message-ID');
+  const replyToValue = found['reply-to'];
+  const replyTo =
+    replyToFrom(replyToValue === undefined ? undefined : mailboxes(replyToValue)) ?? replyToFrom(fromBoxes);
+  const oldMessageId = found['message-id'];
 
-  const set: Array<[string, string]> = [
+  const subject = subjectEdit(found.subject, opts.subjectPrefix);
+  const set: Array<readonly [string, string]> = [
     ['From', from],
-    ['Subject', forwardedSubject(getHeader(msg, 'Subject'), opts.subjectPrefix)],
+    ...(subject.set ?? []),
     ['Message-ID', `<${randomUUID()}@${opts.messageIdDomain}>`],
   ];
-  const remove = [...REMOVED_ON_FORWARD, opts.loopMarker.name];
+  const verdictFields = opts.verdictFields ?? [];
+  const remove = [...REMOVED_ON_FORWARD, opts.loopMarker.name, ...verdictFields.map(([name]) => name)];
   if (replyTo === undefined) remove.push('Reply-To');
   else set.push(['Reply-To', replyTo]);
 
   const append: Array<[string, string]> = [];
-  if (getHeader(msg, 'Date') === undefined) append.push(['Date', rfc5322Date(opts.now)]);
+  if (found.date === undefined) append.push(['Date', rfc5322Date(opts.now)]);
   const originalFrom = headerSafeText(rawValueToText(fromValue ?? ''), MAX_INFO_VALUE);
   if (originalFrom !== '') append.push(['X-Original-From', originalFrom]);
   append.push(['X-Original-To', opts.originalRecipient]);
@@ -189,5 +231,6 @@ export function rewriteForForward(raw: Buffer, opts: ForwardOptions): Buffer {
   for (const earlier of opts.loopMarker.carried ?? []) append.push([opts.loopMarker.name, earlier]);
   append.push([opts.loopMarker.name, opts.loopMarker.value]);
 
-  return serializeMessage(editHeaders(msg, { remove, set, append }));
+  const edits: HeaderEdits = { remove, set, append, prepend: verdictFields };
+  return serializeMessage(editHeaders(msg, subject.prefix ? { ...edits, prefix: subject.prefix } : edits));
 }

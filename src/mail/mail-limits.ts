@@ -6,6 +6,11 @@
  * above what real mail carries; ARCHITECTURE.md ("Bounded work") says why each one is where it is.
  */
 export const MAIL_LIMITS = {
+  /**
+   * Envelope recipients of one domain handled per notification (each costs ledger writes on every retry). SES never
+   * sends more: it accepts at most 100 recipients per message, the minimum RFC 5321 §4.5.3.1.8 asks of a server.
+   */
+  recipients: 100,
   /** Header fields scanned per header block; more and the block counts as incomplete. */
   headerFields: 10_000,
   /** Bytes of one header block; more and the block counts as incomplete. */
@@ -18,10 +23,21 @@ export const MAIL_LIMITS = {
   dsnStatusBytes: 256 * 1024,
   /** Multipart containers in the part of a mail the body walk reads; they bound its nesting depth. */
   mimeContainers: 100,
-  /** Bytes of one address field (From, To, Cc, Reply-To) handed to the address parser. */
+  /** Bytes of the top-level Content-Type / Content-Transfer-Encoding / MIME-Version field the body walk reads. */
+  mimeFieldBytes: 8 * 1024,
+  /** Bytes of one To or Cc field handed to the address parser. */
   addressFieldBytes: 32 * 1024,
+  /**
+   * Bytes of a one-mailbox field (From, Sender, Reply-To) handed to the address parser: a real one is a name and an
+   * address, well under 1 KB; the parser costs tens of ms per MiB of hostile input.
+   */
+  mailboxFieldBytes: 4 * 1024,
   /** Addresses read from To and Cc together. */
   addresses: 1_000,
+  /** Bytes of To and Cc fields handed to the address parser together (1,000 long addresses fit). */
+  recipientFieldBytes: 64 * 1024,
+  /** Characters of a Subject that are decoded (RFC 2047): the reply's is cut to 250, a forward's plain one is kept. */
+  subjectChars: 16 * 1024,
   /** Bytes of a References or In-Reply-To value read for threading and bounce matching. */
   threadHeaderBytes: 64 * 1024,
   /** Blocked-sender patterns used per recipient. */
@@ -38,10 +54,12 @@ export const MAIL_LIMITS = {
 
 /** The stable names of the bounds, as they appear in logs and in the metric's `limit` label. */
 export type MailLimit =
+  | 'recipients'
   | 'header-fields'
   | 'header-bytes'
   | 'dsn-ids'
   | 'mime-depth'
+  | 'mime-header'
   | 'address-list'
   | 'references'
   | 'blocked-patterns'

@@ -20,7 +20,8 @@ export interface MailView {
   /** Decoded subject ('' when absent). */
   subject: string;
   from?: MailAddress;
-  replyTo: MailAddress[];
+  /** The first mailbox of `Sender` (who sent it on the author's behalf): a display name for the auto-reply. */
+  sender?: MailAddress;
   to: MailAddress[];
   cc: MailAddress[];
   /** `In-Reply-To` message id (with angle brackets) if present. */
@@ -33,6 +34,8 @@ export interface MailView {
   html?: string;
   /** Top-level MIME type, lower-cased, e.g. `multipart/report`. */
   contentType: string;
+  /** Length of the header block in the raw mail: where the body starts (absent in views made by hand). */
+  headerBytes?: number;
   /** Why the full MIME parse failed or was skipped; the view then holds headers only. */
   parseError?: string;
   /** Bounds this mail went past while the view was built (absent when none); see mail-limits.ts. */

@@ -17,8 +17,11 @@ export interface PipelineMetrics {
   processingSeconds(domain: string, seconds: number): void;
   /** One per recipient per finished message, by final state (delivered, invalid, blocked, deferred). */
   recipientOutcome(domain: string, state: string): void;
-  /** One per rule effect per finished message: kind forward|autoreply, status sent|suppressed|failed|deferred|done-before. */
-  effect(domain: string, kind: string, status: string): void;
+  /**
+   * One per rule effect per finished message: kind forward|autoreply, status sent|suppressed|failed|deferred|
+   * done-before, and for a suppressed one its reason (pipeline/outcome.ts, SUPPRESSION_REASONS: a bounded set).
+   */
+  effect(domain: string, kind: string, status: string, reason?: string): void;
   /** A reply or check that says the deployment (not the mail) is wrong. */
   deploymentFault(domain: string, kind: DeploymentFaultKind): void;
   /** 1 while the named deployment check (e.g. `table:email-rules`, `smtp`) fails for the domain, else 0. */
@@ -99,8 +102,8 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
   });
   const effects = new Counter({
     name: 'ses_worker_effects_total',
-    help: 'Rule effects (forwards, auto-replies) of finished messages, by kind and status.',
-    labelNames: ['domain', 'kind', 'status'] as const,
+    help: 'Rule effects (forwards, auto-replies) of finished messages, by kind and status (and reason, when suppressed).',
+    labelNames: ['domain', 'kind', 'status', 'reason'] as const,
     registers: [registry],
   });
   const deploymentFaults = new Counter({
@@ -189,7 +192,8 @@ export function createPipelineMetrics(registry: Registry = new Registry()): Pipe
     queueSize: (domain, size) => queueSize.set({ domain }, size),
     processingSeconds: (domain, seconds) => processing.observe({ domain }, seconds),
     recipientOutcome: (domain, state) => recipients.inc({ domain, state }),
-    effect: (domain, kind, status) => effects.inc({ domain, kind, status }),
+    // `reason=""` on the others: the same label set on every series (Prometheus reads an empty label as absent).
+    effect: (domain, kind, status, reason) => effects.inc({ domain, kind, status, reason: reason ?? '' }),
     deploymentFault: (domain, kind) => deploymentFaults.inc({ domain, kind }),
     deploymentCheck: (domain, check, failing) => deploymentChecks.set({ domain, check }, failing ? 1 : 0),
     ledgerError: (domain, operation) => ledgerErrors.inc({ domain, operation }),

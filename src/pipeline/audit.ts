@@ -1,14 +1,17 @@
 /**
  * Stage 8: the verdict on the mail in its S3 object's metadata (aws/audit-metadata.ts), written only once every
- * recipient and effect is final; mail every recipient blocked is marked, then deleted. A failure to write is
- * logged: the mail is delivered already, and a crash before the write repeats it (the SQS message is still there).
+ * recipient and effect is final; mail every recipient blocked is marked, then deleted — unless another hosted domain
+ * shares the object (one receipt rule for several domains) and still needs it. A failure to write is logged: the
+ * mail is delivered already, and a crash before the write repeats it (the SQS message is still there).
  */
-import { failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
-import type { ObjectHead } from '../aws/mail-store.ts';
+import { domainVerdicts, failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
+import type { MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import { errorMessage, type WorkerError } from '../errors.ts';
+import { domainOf } from '../mail/envelope-address.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { Attempt } from './attempt.ts';
 import type { BlocklistResult } from './blocklist.ts';
+import { recipientsOf, type SesReceipt } from './notification.ts';
 import type { EffectResult, MessageStatus, RecipientOutcome, RecipientState } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -46,13 +49,16 @@ export async function recordAudit(
   const status = messageStatus(input.recipients, input.effects);
   if (status === 'deferred' || attempt.receipt.mail.kind !== 's3') return status;
   const location = attempt.receipt.mail;
+  const sharing = sharingDomains(attempt.receipt, ports);
   try {
+    // A shared object may carry another domain's verdict written since the fetch: merge with what it holds now.
     await ports.mailStore.updateMetadata(
       location,
       finalMetadata(verdictOf(attempt, status, input, ports)),
-      input.head,
+      sharing.length > 0 ? undefined : input.head,
     );
-    if (status === 'blocked') await ports.mailStore.remove(location);
+    if (status === 'blocked' && (await noOtherDomainNeeds(location, sharing, ports)))
+      await ports.mailStore.remove(location);
   } catch (error) {
     ports.logger.error(
       { sesMessageId: attempt.receipt.sesMessageId, err: errorMessage(error) },
@@ -94,7 +100,31 @@ function verdictOf(
     sentEffects: input.effects
       .filter((e) => e.status === 'sent' || e.status === 'done-before')
       .map((e) => `${e.kind}:${e.target}`),
+    suppressedEffects: input.effects
+      .filter((e) => e.status === 'suppressed')
+      .map((e) => ({ kind: e.kind, recipient: e.recipient, reason: e.reason ?? 'unknown' })),
+    excessRecipients: recipientsOf(receipt, ports.domain).excess,
   };
+}
+
+/** The other hosted domains among the mail's envelope recipients: their pollers read the same object. */
+function sharingDomains(receipt: SesReceipt, ports: PipelinePorts): string[] {
+  const addresses = [...receipt.recipients, ...receipt.invalidRecipients.map((r) => r.address)];
+  const domains = new Set(addresses.map(domainOf));
+  return [...domains].filter((d) => d !== ports.domain && ports.hostedDomains.includes(d));
+}
+
+/** Every domain sharing the object recorded that all its recipients blocked the sender too: nobody needs it. */
+async function noOtherDomainNeeds(
+  location: MailLocation,
+  sharing: readonly string[],
+  ports: PipelinePorts,
+): Promise<boolean> {
+  if (sharing.length === 0) return true;
+  const metadata = await ports.mailStore.metadata(location);
+  if (metadata === undefined) return false;
+  const verdicts = domainVerdicts(metadata);
+  return sharing.every((domain) => verdicts.get(domain) === 'blocked');
 }
 
 /** A permanent fault about the mail itself (over MAX_MAIL_BYTES): recorded where the mail is. */

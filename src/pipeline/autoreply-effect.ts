@@ -1,13 +1,10 @@
 import { effectKey } from '../aws/effect-ledger.ts';
 import { composeAutoReply } from '../mail/autoreply-compose.ts';
 import { autoReplyDecision } from '../mail/autoreply-policy.ts';
-import { domainOf } from '../mail/envelope-address.ts';
-import type { MailView } from '../mail/mail-view.ts';
 import { deliveryId } from './delivery-id.ts';
 import { failure, guardedStep, routeFor, sendEffect, type EffectBase, type Ran } from './effect-step.ts';
 import type { EffectInput } from './effects.ts';
 import type { GuardContext } from './guarded-effect.ts';
-import type { SesReceipt } from './notification.ts';
 import type { EffectResult } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -23,19 +20,21 @@ export async function autoReply(
   const { recipient, view, receipt } = input;
   const decision = autoReplyDecision({
     view,
-    envelopeSender: receipt.source,
+    // An unusable envelope sender went on as the null sender; the policy names it for what it was.
+    envelopeSender: receipt.invalidSource?.address ?? receipt.source,
     recipient,
     isSesBounce: input.isSesBounce,
     hasLoopMarker: input.hasLoopMarker,
     requireAddressed: ports.options.oooRequireAddressed,
+    ...(ports.options.oooRequireAuthenticated && {
+      requireAuthenticated: { verdicts: receipt.verdicts, hostedDomains: ports.hostedDomains },
+    }),
   });
   if (!decision.reply)
     return { kind: 'autoreply', recipient, target: '', status: 'suppressed', reason: decision.reason };
   const target = decision.to.address;
   const route = routeFor(target, ports);
   const base: EffectBase = { kind: 'autoreply', recipient, target, route };
-  if (route === 'ses' && ports.options.oooRequireAuthenticated && !authenticatedDomain(target, receipt, view))
-    return { ...base, status: 'suppressed', reason: 'unauthenticated-sender' };
   const key = effectKey(receipt.sesMessageId, recipient, 'autoreply', input.generation);
   const result = await guardedStep(key, base, guard, ports, () =>
     reserveAndSend(input, decision.to, base, ports),
@@ -90,7 +89,12 @@ async function reserveAndSend(
         envelopeFrom: '',
         to: target,
         raw: reply.raw,
-        id: deliveryId(receipt.sesMessageId, input.generation, { kind: 'autoreply', recipient }),
+        id: deliveryId(
+          receipt.sesMessageId,
+          input.generation,
+          { kind: 'autoreply', recipient },
+          ports.options.deliveryIdSecret,
+        ),
         ...(input.permit && { permit: input.permit }),
       },
       base,
@@ -103,17 +107,4 @@ async function reserveAndSend(
   if (ran.result.status !== 'sent' && !ran.record)
     await ports.replies.cancel(recipient, target, now).catch(() => undefined);
   return ran;
-}
-
-/**
- * Anyone can write any From or Reply-To; replying to it blindly turns the responder into a backscatter cannon
- * aimed at whoever was forged. Reply only where SES vouched for the target's domain: SPF passed for the envelope
- * sender's domain, or DKIM/DMARC passed for the From domain.
- */
-function authenticatedDomain(target: string, receipt: SesReceipt, view: MailView): boolean {
-  const domain = domainOf(target);
-  const { spf, dkim, dmarc } = receipt.verdicts;
-  if (spf === 'PASS' && domain === domainOf(receipt.source)) return true;
-  const fromDomain = view.from ? domainOf(view.from.address) : '';
-  return (dkim === 'PASS' || dmarc === 'PASS') && domain === fromDomain;
 }

@@ -69,7 +69,7 @@ async function send(
     : undefined;
   const payload = withDeliveryId(
     raw,
-    deliveryId(receipt.sesMessageId, generation, { kind: 'deliver' }),
+    deliveryId(receipt.sesMessageId, generation, { kind: 'deliver' }, ports.options.deliveryIdSecret),
     verdicts,
   );
   const results = await ports.delivery.deliver({

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { detectEol } from './verdicts.ts';
 
 /**
@@ -21,13 +21,28 @@ export type DeliveryEffect =
 /**
  * Stable across every retry of the same effect: derived from the SES message id, the replay generation (a forced
  * replay delivers again on purpose) and the effect, hashed so the value is short, ASCII and reveals nothing.
+ *
+ * Keyed with the deployment's secret (LOOP_MARKER_SECRET) when there is one: every copy shows its SES message id, so
+ * an unkeyed hash lets anyone compute the id of another mailbox's copy and, if a copy carrying it reached that
+ * mailbox first, have Dovecot discard the real one. The mail server also strips the field on every way in but the
+ * worker's (user-patches.sh); the key makes the id useless to whoever has not seen it.
  */
-export function deliveryId(sesMessageId: string, generation: number, effect: DeliveryEffect): string {
+export function deliveryId(
+  sesMessageId: string,
+  generation: number,
+  effect: DeliveryEffect,
+  secret = '',
+): string {
   const parts = [sesMessageId, String(generation), effect.kind];
   if (effect.kind !== 'deliver') parts.push(effect.recipient.toLowerCase());
   if (effect.kind === 'forward') parts.push(effect.target.toLowerCase());
-  const hash = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 32);
-  return `${effect.kind}.${hash}`;
+  const text = parts.join('\n');
+  // The `delivery-id` label keeps these MACs apart from the loop marker's, made with the same secret.
+  const digest =
+    secret === ''
+      ? createHash('sha256').update(text)
+      : createHmac('sha256', secret).update(`delivery-id\n${text}`);
+  return `${effect.kind}.${digest.digest('hex').slice(0, 32)}`;
 }
 
 /**

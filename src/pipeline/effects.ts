@@ -7,6 +7,7 @@
 import type { RecipientEntry, RecipientRule } from '../aws/recipient-directory.ts';
 import type { PermitOptions } from '../flow-control/send-pacer.ts';
 import { headersIncomplete } from '../mail/mail-limits.ts';
+import type { SplitMessage } from '../mail/header-block.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { Attempt } from './attempt.ts';
 import { autoReply } from './autoreply-effect.ts';
@@ -23,6 +24,8 @@ export interface EffectInput {
   receipt: SesReceipt;
   /** The mail as received (forwards carry the original bytes, not the bounce rewrite). */
   raw: Buffer;
+  /** `raw` split into its header fields and the rest (split once for every forward). */
+  split: SplitMessage;
   view: MailView;
   isSesBounce: boolean;
   hasLoopMarker: boolean;
@@ -55,6 +58,7 @@ export async function runEffects(
       const input: EffectInput = {
         receipt: attempt.receipt,
         raw,
+        split: parsed.split,
         view,
         isSesBounce: bounce.isSesBounce,
         hasLoopMarker: parsed.loopMarker,

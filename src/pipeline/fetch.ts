@@ -10,18 +10,19 @@ import type { PipelinePorts } from './ports.ts';
 
 export interface FetchedAttempt {
   mail: FetchedMail;
-  /** The verdict the object's metadata recorded before this attempt (none for inline mail). */
+  /** The verdict the object's metadata recorded for this domain before this attempt (none for inline mail). */
   recorded: RecordedVerdict;
   /**
-   * A final verdict is recorded only once everything was final: this notification is a redelivery (SNS, a lost
-   * delete). A replay asked for the mail to be handled again, so it is none.
+   * A final verdict of this domain is recorded only once everything was final: this notification is a redelivery
+   * (SNS, a lost delete). Another domain's verdict on a shared object is not ours. A replay asked for the mail to be
+   * handled again, so it is none.
    */
   redelivery: boolean;
 }
 
 export async function fetchMail(attempt: Attempt, ports: PipelinePorts): Promise<FetchedAttempt> {
   const mail = await fetchBytes(attempt, ports);
-  const recorded = readVerdict(mail.head?.Metadata ?? {});
+  const recorded = readVerdict(mail.head?.Metadata ?? {}, ports.domain);
   return { mail, recorded, redelivery: recorded.processed && !attempt.replay };
 }
 

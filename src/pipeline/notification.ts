@@ -7,7 +7,8 @@
  */
 import type { QueueMessage } from '../aws/queue.ts';
 import { BUCKET_RE } from '../aws/resources.ts';
-import { domainOf, envelopeAddressProblem } from '../mail/envelope-address.ts';
+import { domainOf, envelopeAddressProblem, normalizeEnvelopeAddress } from '../mail/envelope-address.ts';
+import { MAIL_LIMITS } from '../mail/mail-limits.ts';
 import type { MessageOutcome } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -49,9 +50,10 @@ export type ParsedBody =
   { kind: 'receipt'; receipt: SesReceipt } | { kind: 'setup' } | { kind: 'invalid'; reason: string };
 
 /**
- * Where a domain's notifications may come from (ALLOWED_TOPIC_ARNS, ALLOWED_MAIL_BUCKETS, expanded); an empty list
- * allows any. A notification from elsewhere is `invalid`: left for the dead-letter queue, never deleted, so a wrong
- * allowlist cannot lose mail.
+ * Where a domain's notifications may come from (config.ts, notificationSourcesFor): the topics of ALLOWED_TOPIC_ARNS,
+ * and the domain's own bucket (BUCKET_NAME_TEMPLATE) plus those of ALLOWED_MAIL_BUCKETS; an empty list allows any
+ * (ALLOWED_MAIL_BUCKETS=`*` gives an empty bucket list). A notification from elsewhere is `invalid`: left for the
+ * dead-letter queue, never deleted, so a wrong allowlist cannot lose mail.
  */
 export interface NotificationSources {
   topicArns: readonly string[];
@@ -142,7 +144,10 @@ function refusedSource(
     receipt.mail.kind === 's3' &&
     !sources.buckets.includes(receipt.mail.bucket)
   )
-    return `S3 bucket ${describe(receipt.mail.bucket)} is not in ALLOWED_MAIL_BUCKETS`;
+    return (
+      `S3 bucket ${describe(receipt.mail.bucket)} is not this domain's (BUCKET_NAME_TEMPLATE) nor in ` +
+      'ALLOWED_MAIL_BUCKETS'
+    );
   return undefined;
 }
 
@@ -178,7 +183,9 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
     return invalid(`receipt action ${quoted(action.type)} carries no mail (no S3 object, no content)`);
   }
 
-  const addresses = (recipients as string[]).map((r) => r.trim().toLowerCase()).filter((r) => r !== '');
+  const addresses = (recipients as string[])
+    .map((r) => normalizeEnvelopeAddress(r.trim().toLowerCase()))
+    .filter((r) => r !== '');
   const invalidRecipients = addresses
     .map((address) => ({ address, problem: envelopeAddressProblem(address) }))
     .filter((r): r is { address: string; problem: string } => r.problem !== undefined)
@@ -208,7 +215,7 @@ function parseReceived(n: Record<string, unknown>): ParsedBody {
 /** `<>` and '' are the null sender; an unusable sender becomes it too, so the mail is still delivered. */
 function senderOf(value: unknown): { source: string; invalid?: UnusableAddress } {
   if (typeof value !== 'string') return { source: '' };
-  const source = value.trim();
+  const source = normalizeEnvelopeAddress(value.trim());
   if (source === '' || source === '<>') return { source: '' };
   const problem = envelopeAddressProblem(source);
   return problem === undefined ? { source } : { source: '', invalid: unusable(source, problem) };
@@ -257,11 +264,20 @@ export function unusableRecipientsOf(receipt: SesReceipt, domain: string): Unusa
   );
 }
 
+/**
+ * This domain's usable envelope recipients, each once: the first MAIL_LIMITS.recipients are handled, the rest (only
+ * a forged notification has them) are recorded as `excess`, never silently dropped.
+ */
+export function recipientsOf(receipt: SesReceipt, domain: string): { handled: string[]; excess: string[] } {
+  const all = [...new Set(receipt.recipients.filter((r) => domainOf(r) === domain))];
+  return { handled: all.slice(0, MAIL_LIMITS.recipients), excess: all.slice(MAIL_LIMITS.recipients) };
+}
+
 /** A notification of mail for this domain: what the later stages work on. */
 export interface NotifiedMail {
   message: QueueMessage;
   receipt: SesReceipt;
-  /** This domain's usable envelope recipients, each once. */
+  /** This domain's usable envelope recipients, each once, at most MAIL_LIMITS.recipients (see recipientsOf). */
   recipients: string[];
   /** Envelope recipients of other domains: another poller's business. */
   ignoredRecipients: string[];
@@ -281,8 +297,14 @@ export function readNotification(message: QueueMessage, ports: PipelinePorts): N
   const { receipt } = parsed;
   const unusable = receipt.invalidRecipients.map((r) => r.address);
   const ignoredRecipients = [...receipt.recipients, ...unusable].filter((r) => domainOf(r) !== ports.domain);
-  const recipients = [...new Set(receipt.recipients.filter((r) => domainOf(r) === ports.domain))];
+  const { handled: recipients, excess } = recipientsOf(receipt, ports.domain);
   warnAbout(message, receipt, ignoredRecipients, ports);
+  if (excess.length > 0)
+    ports.logger.warn(
+      { sesMessageId: receipt.sesMessageId, handled: recipients.length, excess: excess.length },
+      `notification names more than ${MAIL_LIMITS.recipients} recipients of this domain (SES never does): the rest ` +
+        'are recorded in excess_recipients, not delivered',
+    );
   if (recipients.length === 0 && unusableRecipientsOf(receipt, ports.domain).length === 0) {
     const outcome = { ...base, sesMessageId: receipt.sesMessageId, ignoredRecipients };
     return { kind: 'settled', outcome: { ...outcome, status: 'wrong-domain' } };

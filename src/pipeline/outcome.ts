@@ -4,6 +4,7 @@
  */
 import type { MailLocation } from '../aws/mail-store.ts';
 import type { WorkerError, WorkerErrorJson } from '../errors.ts';
+import { SUPPRESS_REASONS } from '../mail/autoreply-policy.ts';
 import type { MailLimit } from '../mail/mail-limits.ts';
 
 /**
@@ -48,6 +49,26 @@ export type EffectKind = 'autoreply' | 'forward';
 
 /** How a forward or auto-reply leaves: through the mail server's internal port (a hosted domain) or SES. */
 export type EffectRoute = 'internal' | 'ses';
+
+/**
+ * Why an effect did not happen on purpose: the auto-reply policy's reasons (mail/autoreply-policy.ts), the reply log
+ * (`already-replied-within-interval`), a forward to the recipient itself, and a forward to an outside address of mail
+ * SES marked spam or virus FAIL (FORWARD_SPAM_POLICY=skip). One list, so the metric's `reason` label stays bounded.
+ */
+export const SUPPRESSION_REASONS = [
+  ...SUPPRESS_REASONS,
+  'already-replied-within-interval',
+  'forward-to-self',
+  'spam',
+  'virus',
+] as const;
+export type SuppressionReason = (typeof SUPPRESSION_REASONS)[number];
+
+/** The `reason` label of a suppressed effect: one of SUPPRESSION_REASONS, `other` for anything else. */
+export function suppressionLabel(effect: Pick<EffectResult, 'status' | 'reason'>): string | undefined {
+  if (effect.status !== 'suppressed') return undefined;
+  return (SUPPRESSION_REASONS as readonly string[]).includes(effect.reason ?? '') ? effect.reason : 'other';
+}
 
 /**
  * `sent`: done now; `done-before`: an earlier attempt did it (ledger); `suppressed`: a rule said no (with reason);

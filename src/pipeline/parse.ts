@@ -1,8 +1,7 @@
 import { Readable } from 'node:stream';
 import { errorMessage } from '../errors.ts';
-import libmime from 'libmime';
 import { MailParser, type AttachmentStream, type MessageText } from 'mailparser';
-import addressparser from 'nodemailer/lib/addressparser';
+import { headerParsers } from '../mail/header-parsers.ts';
 import { rawValueToText, splitMessage, type SplitMessage } from '../mail/header-block.ts';
 import { MAIL_LIMITS, headersIncomplete, noteLimit, type MailLimit } from '../mail/mail-limits.ts';
 import type { MailAddress, MailView } from '../mail/mail-view.ts';
@@ -11,15 +10,18 @@ import type { PipelinePorts } from './ports.ts';
 /** Stage 3's outcome: the mail's header view, and whether it carries a loop marker we trust. */
 export interface ParsedHeaders {
   view: MailView;
+  /** The header block, split once: every later stage that edits headers starts from it. */
+  split: SplitMessage;
   /** Our own marker came back: the mail is delivered, but no rules and no bounce rewrite run on it. */
   loopMarker: boolean;
 }
 
 /** Stage 3: the header view every later stage reads (bodies are decoded later, only for an auto-reply). */
 export function readHeaders(raw: Buffer, recipients: readonly string[], ports: PipelinePorts): ParsedHeaders {
-  const view = headerView(splitMessage(raw));
+  const split = splitMessage(raw);
+  const view = headerView(split);
   const markers = view.headers.get(ports.loopMarker.name.toLowerCase()) ?? [];
-  return { view, loopMarker: ports.loopMarker.isTrusted(markers, recipients) };
+  return { view, split, loopMarker: ports.loopMarker.isTrusted(markers, recipients) };
 }
 
 export interface ParseOptions {
@@ -47,12 +49,30 @@ export async function parseMail(raw: Buffer, options: ParseOptions = {}): Promis
  * Adds the decoded bodies to a header view. Only an auto-reply quotes them, so the pipeline calls this just for
  * mail that may get one: the MIME walk is the costliest step of the view and most mail never needs it. It is not
  * started on an incomplete header block or on more multipart containers than MAIL_LIMITS allows (`mime-depth`).
+ *
+ * mailparser reads only the fields that shape the body (MIME_FIELDS), not the whole header block: it decodes every
+ * field it is given (addresses, encoded words), which cost seconds on a hostile megabyte of header the view has
+ * already read within its bounds.
  */
 export async function withBodies(raw: Buffer, view: MailView, options: ParseOptions = {}): Promise<MailView> {
   if (headersIncomplete(view.limits)) {
     return { ...view, parseError: 'header block past its bound: MIME body walk skipped' };
   }
-  const input = raw.subarray(0, options.maxParseBytes ?? 4 * 1024 * 1024);
+  const maxBytes = options.maxParseBytes ?? 4 * 1024 * 1024;
+  const mimeFields = MIME_FIELDS.flatMap(([name, key]) => {
+    const value = view.headers.get(key)?.[0];
+    return value === undefined ? [] : [`${name}: ${value}\r\n`];
+  });
+  if (mimeFields.some((f) => f.length > MAIL_LIMITS.mimeFieldBytes)) {
+    return {
+      ...view,
+      limits: noteLimit([...(view.limits ?? [])], 'mime-header'),
+      parseError: `a MIME field over ${MAIL_LIMITS.mimeFieldBytes} bytes (mime-header): MIME body walk skipped`,
+    };
+  }
+  const bodyStart = view.headerBytes ?? raw.length - splitMessage(raw).rest.length;
+  const body = raw.subarray(bodyStart, bodyStart + maxBytes);
+  const input = Buffer.concat([Buffer.from(mimeFields.join(''), 'latin1'), body]);
   if (multipartContainers(input, MAIL_LIMITS.mimeContainers) > MAIL_LIMITS.mimeContainers) {
     return {
       ...view,
@@ -67,6 +87,13 @@ export async function withBodies(raw: Buffer, view: MailView, options: ParseOpti
     return { ...view, parseError: errorMessage(error) };
   }
 }
+
+/** The header fields that shape a body: the first of each goes to mailparser, unfolded (see withBodies). */
+const MIME_FIELDS = [
+  ['MIME-Version', 'mime-version'],
+  ['Content-Type', 'content-type'],
+  ['Content-Transfer-Encoding', 'content-transfer-encoding'],
+] as const;
 
 /**
  * Every multipart container declares one boundary, and the nesting depth cannot exceed the number of containers,
@@ -88,13 +115,14 @@ export function headerView(split: SplitMessage): MailView {
   const limits: MailLimit[] = split.truncated ? [split.truncated] : [];
   const headers = new Map<string, string[]>();
   for (const field of split.fields) {
-    const name = field.name.toLowerCase();
+    const name = field.key;
     const list = headers.get(name);
     if (list) list.push(field.value);
     else headers.set(name, [field.value]);
   }
   const first = (name: string): string | undefined => headers.get(name)?.[0];
-  const from = addressField(first('from'), limits)[0];
+  const from = mailboxField(first('from'), limits);
+  const sender = mailboxField(first('sender'), limits);
   const messageId = firstMessageId(first('message-id'));
   const inReplyTo = firstMessageId(threadHeader(first('in-reply-to'), limits));
   const contentType =
@@ -104,43 +132,64 @@ export function headerView(split: SplitMessage): MailView {
     headers,
     // Header bytes are held as latin1; RFC 6532 allows raw UTF-8, which rawValueToText recovers. The subject is
     // cut before decoding: the view only feeds a reply's subject, which is cut to 250 characters anyway.
-    subject: decodeWords(rawValueToText((first('subject') ?? '').slice(0, 16 * 1024))).trim(),
+    subject: headerParsers
+      .decodeWords(rawValueToText((first('subject') ?? '').slice(0, MAIL_LIMITS.subjectChars)))
+      .trim(),
     ...(from && { from }),
-    replyTo: addressField(first('reply-to'), limits),
+    ...(sender && { sender }),
     to: recipients.to,
     cc: recipients.cc,
     ...(messageId && { messageId }),
     ...(inReplyTo && { inReplyTo }),
     references: messageIds(threadHeader(first('references'), limits) ?? ''),
     contentType,
+    headerBytes: split.fields.reduce((bytes, field) => bytes + field.raw.length, 0),
     ...(limits.length > 0 && { limits }),
   };
 }
 
-/** An address field over its bound is not parsed at all: a prefix could name a different first mailbox. */
-function addressField(value: string | undefined, limits: MailLimit[]): MailAddress[] {
+/**
+ * An address field over its bound is not parsed at all: a prefix could name a different first mailbox. `names`:
+ * whether display names are decoded (only From's and Sender's are ever shown).
+ */
+function addressField(value: string | undefined, limits: MailLimit[], names = true): MailAddress[] {
   if (value === undefined) return [];
   if (value.length > MAIL_LIMITS.addressFieldBytes) {
     noteLimit(limits, 'address-list');
     return [];
   }
-  return parseAddresses(value);
+  return parseAddresses(value, { names });
 }
 
-/** To and Cc share one budget of addresses; fields after it is spent are not parsed. */
+/** The first mailbox of From or Sender; a field over MAIL_LIMITS.mailboxFieldBytes is not parsed. */
+function mailboxField(value: string | undefined, limits: MailLimit[]): MailAddress | undefined {
+  if (value === undefined) return undefined;
+  if (value.length > MAIL_LIMITS.mailboxFieldBytes) {
+    noteLimit(limits, 'address-list');
+    return undefined;
+  }
+  return parseAddresses(value)[0];
+}
+
+/**
+ * To and Cc share one budget of addresses and one of bytes; fields after either is spent are not parsed. They only
+ * say whether a recipient was named, so their display names are not decoded.
+ */
 function recipientLists(
   headers: ReadonlyMap<string, readonly string[]>,
   limits: MailLimit[],
 ): { to: MailAddress[]; cc: MailAddress[] } {
   let budget: number = MAIL_LIMITS.addresses;
+  let bytes: number = MAIL_LIMITS.recipientFieldBytes;
   const read = (name: 'to' | 'cc'): MailAddress[] => {
     const out: MailAddress[] = [];
     for (const value of headers.get(name) ?? []) {
-      if (budget === 0) {
+      if (budget === 0 || value.length > bytes) {
         noteLimit(limits, 'address-list');
         break;
       }
-      const parsed = addressField(value, limits);
+      bytes -= value.length;
+      const parsed = addressField(value, limits, false);
       if (parsed.length > budget) noteLimit(limits, 'address-list');
       const taken = parsed.slice(0, budget);
       out.push(...taken);
@@ -158,20 +207,14 @@ function threadHeader(value: string | undefined, limits: MailLimit[]): string | 
   return undefined;
 }
 
-export function parseAddresses(value: string | undefined): MailAddress[] {
+export function parseAddresses(value: string | undefined, options: { names?: boolean } = {}): MailAddress[] {
   if (!value) return [];
-  let parsed: ReturnType<typeof addressparser>;
-  try {
-    parsed = addressparser(rawValueToText(value), { flatten: true });
-  } catch {
-    return [];
-  }
+  const names = options.names ?? true;
   const out: MailAddress[] = [];
-  for (const entry of parsed) {
-    if (!('address' in entry) || typeof entry.address !== 'string') continue;
+  for (const entry of headerParsers.mailboxes(rawValueToText(value))) {
     const address = entry.address.trim().toLowerCase();
     if (!/^[^\s@]+@[^\s@]+$/.test(address)) continue;
-    out.push({ address, name: decodeWords(entry.name ?? '').trim() });
+    out.push({ address, name: names ? headerParsers.decodeWords(entry.name).trim() : '' });
   }
   return out;
 }
@@ -184,14 +227,6 @@ export function messageIds(value: string): string[] {
 
 function firstMessageId(value: string | undefined): string | undefined {
   return value === undefined ? undefined : messageIds(value)[0];
-}
-
-function decodeWords(value: string): string {
-  try {
-    return libmime.decodeWords(value);
-  } catch {
-    return value;
-  }
 }
 
 async function extractBodies(

@@ -25,7 +25,11 @@ export interface PipelineOptions {
   notificationSources?: NotificationSources;
   autoReplySubjectPrefix: string;
   forwardSubjectPrefix: string;
+  /** A forward to an outside address of mail SES marked spam or virus FAIL: skipped, or sent tagged. */
+  forwardSpamPolicy: 'skip' | 'tag';
   virusPolicy: 'tag' | 'reject';
+  /** Keys the delivery id of every copy (LOOP_MARKER_SECRET; '' = unkeyed): see delivery-id.ts. */
+  deliveryIdSecret: string;
   addVerdictHeaders: boolean;
   parseTimeoutMs: number;
 }

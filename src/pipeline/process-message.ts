@@ -15,7 +15,7 @@ import { deliverMail } from './deliver.ts';
 import { runEffects } from './effects.ts';
 import { fetchMail, type FetchedAttempt } from './fetch.ts';
 import { abandonClaims } from './guarded-effect.ts';
-import { readNotification } from './notification.ts';
+import { readNotification, recipientsOf } from './notification.ts';
 import { deferralFor, type MessageOutcome } from './outcome.ts';
 import { readHeaders } from './parse.ts';
 import type { PipelinePorts } from './ports.ts';
@@ -63,7 +63,14 @@ async function processMail(
     { recipients, effects, view, blocklist, ruleLimits, ...(head && { head }) },
     ports,
   );
-  const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...entryLimits(entries)])];
+  const limits = [
+    ...new Set([
+      ...notificationLimits(attempt, ports),
+      ...(view.limits ?? []),
+      ...(bounce.limits ?? []),
+      ...entryLimits(entries),
+    ]),
+  ];
   return {
     ...attempt.base,
     status,
@@ -75,6 +82,11 @@ async function processMail(
     ...(fetched.recorded.gaveUp && { gaveUpRecorded: true }),
     ...(limits.length > 0 && { limits }),
   };
+}
+
+/** The notification named more of this domain's recipients than one mail can have (MAIL_LIMITS.recipients). */
+function notificationLimits(attempt: Attempt, ports: PipelinePorts): MailLimit[] {
+  return recipientsOf(attempt.receipt, ports.domain).excess.length > 0 ? ['recipients'] : [];
 }
 
 /** Bounds the recipients' table items went past (their data was cut to them). */

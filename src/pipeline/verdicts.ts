@@ -6,16 +6,21 @@ import type { SesVerdicts } from './notification.ts';
  * the mail came from outside and cannot be trusted, so a Sieve rule should look at the first occurrence (ours).
  */
 export function verdictHeaders(verdicts: SesVerdicts, eol: string, before?: Buffer): Buffer {
-  const lines = [
-    `X-SES-Spam-Verdict: ${verdicts.spam}`,
-    `X-SES-Virus-Verdict: ${verdicts.virus}`,
-    `X-SES-SPF-Verdict: ${verdicts.spf}`,
-    `X-SES-DKIM-Verdict: ${verdicts.dkim}`,
-    `X-SES-DMARC-Verdict: ${verdicts.dmarc}`,
-  ];
+  const lines = verdictFields(verdicts).map(([name, value]) => `${name}: ${value}`);
   // A mail whose first line starts with whitespace would fold into our last header: end our block there.
   const guard = before !== undefined && (before[0] === 0x20 || before[0] === 0x09) ? eol : '';
   return Buffer.from(lines.map((l) => l + eol).join('') + guard, 'ascii');
+}
+
+/** The verdict fields as name and value, in the order they go on a copy. */
+export function verdictFields(verdicts: SesVerdicts): Array<[name: string, value: string]> {
+  return [
+    ['X-SES-Spam-Verdict', verdicts.spam],
+    ['X-SES-Virus-Verdict', verdicts.virus],
+    ['X-SES-SPF-Verdict', verdicts.spf],
+    ['X-SES-DKIM-Verdict', verdicts.dkim],
+    ['X-SES-DMARC-Verdict', verdicts.dmarc],
+  ];
 }
 
 export function detectEol(raw: Buffer): '\r\n' | '\n' {

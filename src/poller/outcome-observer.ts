@@ -4,6 +4,7 @@ import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import {
   componentVerdict,
   deploymentFaultOf,
+  suppressionLabel,
   tableFaultOf,
   type Component,
   type MessageOutcome,
@@ -62,7 +63,7 @@ export class OutcomeObserver {
     metrics.processed(domain, outcome.status);
     metrics.processingSeconds(domain, durationMs / 1000);
     for (const r of outcome.recipients) metrics.recipientOutcome(domain, r.state);
-    for (const e of outcome.effects) metrics.effect(domain, e.kind, e.status);
+    for (const e of outcome.effects) metrics.effect(domain, e.kind, e.status, suppressionLabel(e));
     for (const limit of outcome.limits ?? []) metrics.mailLimitHit(domain, limit);
   }
 

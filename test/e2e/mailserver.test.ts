@@ -20,6 +20,7 @@ import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import nodemailer from 'nodemailer';
 
+import { deliveryId } from '../../src/pipeline/delivery-id.ts';
 import { createDomainQueue, waitUntil, type TestStack } from '../harness/emulators.ts';
 import { startRig, type LogLine, type MailServerRig } from '../harness/pipeline-rig.ts';
 import { buildMime, putMail, type MimeInput, type PutMailResult } from '../harness/ses-events.ts';
@@ -32,6 +33,7 @@ import {
   inCi,
   maildirMessages,
   postfixQueueId,
+  sendmail,
   sieveActions,
   splitTrace,
   unavailableReason,
@@ -42,6 +44,8 @@ import {
 } from './real-mailserver.ts';
 
 const DOMAIN = 'example.com';
+/** The deployment secret of the SMTP rig: it keys the delivery ids. */
+const E2E_SECRET = 'e2e-deployment-secret-0123456789';
 const OTHER = 'another.com';
 /** Served by the worker, unknown to Postfix and Dovecot: a domain not (yet) configured in docker-mailserver. */
 const UNCONFIGURED = 'unconfigured.test';
@@ -136,6 +140,7 @@ else
           domains: [DOMAIN, OTHER, UNCONFIGURED],
           stack: emulators(),
           mailServer: mailServer(),
+          env: { LOOP_MARKER_SECRET: E2E_SECRET },
         });
       });
       after(async () => {
@@ -169,7 +174,7 @@ else
         assert.match(trace[2] ?? '', /with LMTP/);
         assert.match(trace[3] ?? '', /\(Postfix\) with E?SMTP id/);
         assert.ok(stripVerdicts(rest).equals(raw), 'the original bytes, unchanged');
-        assert.equal(await acceptedBy(mailServer(), postfixQueueId(trace)), `smtp-${mailServer().smtpPort}`);
+        assert.equal(await acceptedBy(mailServer(), postfixQueueId(trace)), 'worker');
         const info = await stat(stored.path);
         assert.equal(info.uid, 8, 'Dovecot writes as mail (uid 8)');
         assert.equal(info.mode & 0o777, 0o600);
@@ -346,6 +351,87 @@ else
         assert.equal(counts.get(`${forgedBelow}@e2e.test`), 1, 'a forged field below ours changes nothing');
         const actions = await sieveActions(mailServer(), `bob@${DOMAIN}`, /^sieve-/);
         assert.deepEqual(actions, { stored: 2, discarded: 2 });
+      });
+
+      it("a copied delivery id arriving any other way (port 25, submission, sendmail) is delivered without it; the worker's copy still arrives, and its second copy is dropped", async () => {
+        const tag = randomUUID();
+        const subject = uniqueSubject('copied id');
+        const alice = `alice@${DOMAIN}`;
+        const bob = `bob@${DOMAIN}`;
+        const raw = await mail({ subject, to: [alice, bob], messageId: `real-${tag}@external.test` });
+        // 1. bob's copy arrives first: it shows the delivery id, one for every recipient of the mail.
+        const sesId = `copied-${tag}`.replaceAll('-', '');
+        const put = (recipient: string) =>
+          putMail(emulators(), {
+            domain: DOMAIN,
+            raw,
+            recipients: [recipient],
+            source: 'sender@external.test',
+            shape: 'sns-s3',
+            messageId: sesId,
+          });
+        await smtpRig().outcome((await put(bob)).messageId);
+        const bobCopy = splitTrace((await waitForMaildir(mailServer(), bob, subject)).content).rest;
+        const id = /^X-SES-Worker-Delivery-Id: (\S+)\r?$/m.exec(headerBlock(bobCopy))?.[1];
+        assert.ok(id, 'the worker marked its copy');
+        assert.notEqual(
+          id,
+          deliveryId(sesId, 0, { kind: 'deliver' }),
+          'keyed: not computable from the SES id',
+        );
+
+        // 2. bob sends alice mail carrying that id first, every other way into the mail server.
+        const forged = (how: string) =>
+          Buffer.from(
+            `X-SES-Worker-Delivery-Id: ${id}\r\nFrom: ${bob}\r\nTo: ${alice}\r\nSubject: forged ${how}\r\n` +
+              `Message-ID: <copied-${how}-${tag}@example.com>\r\n\r\nbody\r\n`,
+          );
+        const smtp = async (port: number, how: string) => {
+          const transport = nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true });
+          try {
+            await transport.sendMail({ envelope: { from: bob, to: [alice] }, raw: forged(how) });
+          } finally {
+            transport.close();
+          }
+        };
+        await smtp(mailServer().publicPort, 'port25');
+        await smtp(mailServer().submissionPort, 'submission');
+        await sendmail(mailServer(), bob, alice, forged('sendmail'));
+        await waitUntilPostfixIdle(mailServer());
+
+        // 3. the worker's copy for alice (a retry of the same mail) is delivered, not taken for a duplicate.
+        const outcome = await smtpRig().outcome((await put(alice)).messageId);
+        assert.equal(outcome.status, 'delivered');
+        const aliceCopy = await waitForMaildir(mailServer(), alice, subject);
+        // 4. a second copy the worker hands over (the crash window the ledger cannot close) is still dropped.
+        const again = splitTrace(aliceCopy.content).rest;
+        const transport = nodemailer.createTransport({
+          host: '127.0.0.1',
+          port: mailServer().smtpPort,
+          ignoreTLS: true,
+        });
+        try {
+          await transport.sendMail({ envelope: { from: 'sender@external.test', to: [alice] }, raw: again });
+        } finally {
+          transport.close();
+        }
+        await waitUntilPostfixIdle(mailServer());
+
+        const stored = (await maildirMessages(mailServer(), alice)).filter((m) => m.content.includes(tag));
+        const subjects = stored.map((m) => /^Subject: (.*)\r$/m.exec(headerBlock(m.content))?.[1]).sort();
+        assert.deepEqual(subjects, ['forged port25', 'forged sendmail', 'forged submission', subject].sort());
+        for (const m of stored.filter((x) => x.content.includes(Buffer.from('Subject: forged '))))
+          assert.doesNotMatch(
+            headerBlock(m.content),
+            /^X-SES-Worker-Delivery-Id:/im,
+            'removed on the way in',
+          );
+        assert.match(
+          headerBlock(splitTrace(aliceCopy.content).rest),
+          new RegExp(`^X-SES-Worker-Delivery-Id: ${id}\r?$`, 'm'),
+        );
+        const actions = await sieveActions(mailServer(), alice, new RegExp(`${tag}@`));
+        assert.deepEqual(actions, { stored: 4, discarded: 1 });
       });
 
       it('keeps every delivery-id mark while several senders deliver to one mailbox at once (as replicas do)', async () => {

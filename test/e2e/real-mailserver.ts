@@ -86,13 +86,23 @@ async function freePorts(count: number): Promise<number[]> {
 export interface MailServer extends MailServerTarget {
   root: string;
   startMs: number;
+  /** Stands in for docker-mailserver's port 25: mail from anyone but the worker (`smtpPort` is the worker's 2526). */
+  publicPort: number;
+  /** Stands in for submission (587): docker-mailserver's sender-cleanup, without authentication or TLS. */
+  submissionPort: number;
 }
 
 export async function startMailServer(): Promise<MailServer> {
   // The free ports could be taken by another process before Postfix binds them: try again with new ones then.
   for (let attempt = 1; ; attempt++) {
     const root = await mkdtemp(join(tmpdir(), 'uew-e2e-mailserver-'));
-    const [smtpPort, internalPort, lmtpPort] = (await freePorts(3)) as [number, number, number];
+    const [smtpPort, internalPort, lmtpPort, publicPort, submissionPort] = (await freePorts(5)) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
     const started = Date.now();
     try {
       const stdout = await run(
@@ -100,15 +110,26 @@ export async function startMailServer(): Promise<MailServer> {
         [START_SCRIPT, root],
         {
           ...process.env,
-          MS_SMTP_PORT: String(smtpPort),
+          MS_WORKER_PORT: String(smtpPort),
+          MS_SMTP_PORT: String(publicPort),
+          MS_SUBMISSION_PORT: String(submissionPort),
           MS_INTERNAL_PORT: String(internalPort),
           MS_LMTP_PORT: String(lmtpPort),
         },
         60_000,
       );
       const startMs = Date.now() - started;
-      assert.match(stdout, new RegExp(`^MS_SMTP_PORT=${smtpPort}$`, 'm'), stdout);
-      return { root, host: '127.0.0.1', smtpPort, internalPort, lmtpPort, startMs };
+      assert.match(stdout, new RegExp(`^MS_WORKER_PORT=${smtpPort}$`, 'm'), stdout);
+      return {
+        root,
+        host: '127.0.0.1',
+        smtpPort,
+        internalPort,
+        lmtpPort,
+        publicPort,
+        submissionPort,
+        startMs,
+      };
     } catch (error) {
       // Whatever did start (Dovecot before a Postfix failure) must not outlive the test.
       await run('bash', [STOP_SCRIPT, root], process.env, 60_000).catch(() => undefined);
@@ -290,12 +311,27 @@ export function postfixQueueId(trace: string[]): string {
 }
 
 /**
- * The syslog name of the Postfix listener that accepted a queued message: `smtp-<port>` for the SMTP port
- * (start.sh), `internal` for the internal port (docker/mailserver/user-patches.sh).
+ * The syslog name of the Postfix listener that accepted a queued message: `worker` and `internal` for the worker's
+ * ports (docker/mailserver/user-patches.sh), `smtp-<port>` and `submission` for the stand-ins of port 25 and 587.
  */
 export async function acceptedBy(server: MailServer, queueId: string): Promise<string | undefined> {
   const log = await readFile(join(server.root, 'log', 'postfix.log'), 'utf8');
   return new RegExp(`postfix/([a-z]+(?:-\\d+)?)/smtpd\\[\\d+\\]: ${queueId}: client=`).exec(log)?.[1];
+}
+
+/** Hands a mail to Postfix's sendmail (pickup), as a local program or Dovecot's redirect and vacation do. */
+export async function sendmail(server: MailServer, from: string, to: string, raw: Buffer): Promise<void> {
+  const conf = join(server.root, 'etc/postfix');
+  await new Promise<void>((resolvePromise, reject) => {
+    const child = execFile(
+      '/usr/sbin/sendmail',
+      ['-C', conf, '-f', from, '--', to],
+      { timeout: 10_000 },
+      (error, _o, e) =>
+        error ? reject(new Error(`sendmail failed: ${error.message}\n${e}`)) : resolvePromise(),
+    );
+    child.stdin?.end(raw);
+  });
 }
 
 /** The real mail server and the emulators of one e2e file, each asserted to have started when asked for. */

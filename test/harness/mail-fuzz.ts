@@ -273,6 +273,8 @@ export interface FuzzStats {
   parseErrors: number;
   dsnReports: number;
   sesBounces: number;
+  /** Inputs the auto-reply policy answered (the oracle checked where the reply goes and that SES vouched for it). */
+  autoReplies: number;
   rewrites: Record<RewriteName, RewriteStats>;
 }
 
@@ -283,6 +285,7 @@ export function newFuzzStats(): FuzzStats {
     parseErrors: 0,
     dsnReports: 0,
     sesBounces: 0,
+    autoReplies: 0,
     rewrites: {
       composeAutoReply: rewrite(),
       rewriteForForward: rewrite(),
@@ -363,6 +366,51 @@ const fieldsNamed = (raw: Buffer, name: string) =>
   splitMessage(raw).fields.filter((f) => f.name.toLowerCase() === name.toLowerCase());
 
 const NOW = new Date('2024-06-01T12:00:00Z');
+const VERDICT_STATUSES = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED', 'DISABLED', 'UNKNOWN'] as const;
+const HOSTED_DOMAINS = ['example.com'];
+
+const domainOfAddress = (address: string): string =>
+  address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+
+/**
+ * The out-of-office oracle, written from the rules rather than the code: a reply goes only to the envelope sender
+ * (lower-cased, without angle brackets), never to From or Reply-To; with the authentication rule on, a reply outside
+ * the hosted domains needs SPF PASS (the envelope domain is the reply's) or DMARC PASS with the From domain the
+ * reply's; DKIM never counts; and a suppression for want of authentication happens only when neither holds.
+ */
+function assertReplyPolicy(
+  decision: ReturnType<typeof autoReplyDecision>,
+  envelope: string,
+  view: MailView,
+  verdicts: { spf: string; dkim: string; dmarc: string } | undefined,
+): void {
+  const bare = envelope
+    .trim()
+    .replace(/^<(.*)>$/, '$1')
+    .trim()
+    .toLowerCase();
+  const fromDomain = view.from ? domainOfAddress(view.from.address) : '';
+  const vouched = (domain: string): boolean =>
+    verdicts === undefined ||
+    HOSTED_DOMAINS.includes(domain) ||
+    verdicts.spf === 'PASS' ||
+    (verdicts.dmarc === 'PASS' && fromDomain === domain);
+  if (decision.reply) {
+    assert.equal(decision.to.address, bare, 'the reply goes to the envelope sender');
+    assert.ok(
+      vouched(domainOfAddress(bare)),
+      `a reply SES did not authenticate: ${JSON.stringify(verdicts)}`,
+    );
+    const named = [view.from, view.sender].find((h) => h?.address.trim().toLowerCase() === bare);
+    assert.equal(
+      decision.to.name,
+      named?.name ?? '',
+      'the display name of a header naming the envelope sender',
+    );
+  } else if (decision.reason === 'unauthenticated-sender') {
+    assert.ok(!vouched(domainOfAddress(bare)), `suppressed though SES vouched: ${JSON.stringify(verdicts)}`);
+  }
+}
 export const FUZZ_LOOP_MARKER = { name: 'X-SES-Worker-Processed', value: 'worker-example.com; id=fuzz' };
 const RULE_MESSAGES = [
   'I am away.',
@@ -394,9 +442,19 @@ export async function checkFuzzInput(raw: Buffer, random: () => number, stats: F
   const view: MailView = await parseMail(raw, { timeoutMs: 5_000 });
   if (view.parseError) stats.parseErrors += 1;
   const envelope =
-    random() < 0.8
+    random() < 0.6
       ? (view.from?.address ?? '')
-      : pick(random, ['', 'MAILER-DAEMON@amazonses.com', '<x@y>', 'a@b']);
+      : pick(random, [
+          '',
+          'MAILER-DAEMON@amazonses.com',
+          '<x@y>',
+          'a@b',
+          'Pat@External.TEST',
+          'colleague@example.com',
+          'SRS0=abc=TT=external.test=pat@forwarder.test',
+          '"q u"@external.test',
+          'noreply@external.test',
+        ]);
   const sesBounce = isSesBounce(view, envelope);
   if (sesBounce) stats.sesBounces += 1;
 
@@ -409,6 +467,12 @@ export async function checkFuzzInput(raw: Buffer, random: () => number, stats: F
     );
   }
 
+  const verdicts = {
+    spf: pick(random, VERDICT_STATUSES),
+    dkim: pick(random, VERDICT_STATUSES),
+    dmarc: pick(random, VERDICT_STATUSES),
+  };
+  const requireAuthenticated = random() < 0.7;
   const decision = autoReplyDecision({
     view,
     envelopeSender: envelope,
@@ -416,7 +480,10 @@ export async function checkFuzzInput(raw: Buffer, random: () => number, stats: F
     isSesBounce: sesBounce,
     hasLoopMarker: false,
     requireAddressed: random() < 0.5,
+    ...(requireAuthenticated && { requireAuthenticated: { verdicts, hostedDomains: HOSTED_DOMAINS } }),
   });
+  if (decision.reply) stats.autoReplies += 1;
+  assertReplyPolicy(decision, envelope, view, requireAuthenticated ? verdicts : undefined);
   // Compose for every input (not only when the policy says yes) so hostile names, subjects and bodies get there.
   const to = decision.reply ? decision.to : { address: 'reply@external.test', name: view.from?.name ?? '' };
   const contentType = random() < 0.5 ? 'text' : 'html';

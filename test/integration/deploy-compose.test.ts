@@ -118,7 +118,12 @@ describe('docker-compose.yml and its env files', () => {
       assert.ok(existsSync(path.join(ROOT, 'docker/mailserver', file)), file);
     }
     const published = (mailserver.ports ?? []).map((p) => Number(p.split(':').pop()));
-    for (const port of [25, 24, Number(SETTINGS.INTERNAL_SMTP_PORT.default)]) {
+    for (const port of [
+      25,
+      24,
+      Number(SETTINGS.SMTP_PORT.default),
+      Number(SETTINGS.INTERNAL_SMTP_PORT.default),
+    ]) {
       assert.ok(!published.includes(port), `port ${port} stays on the compose network`);
     }
   });
@@ -240,6 +245,78 @@ describe('user-patches.sh names the SES configuration set on relayed mail', () =
         );
       } finally {
         bad.done();
+      }
+    },
+  );
+});
+
+describe("user-patches.sh on docker-mailserver's own master.cf: the delivery id survives only the worker's ports", () => {
+  /** docker-mailserver v15.1.0's master.cf (with its Amavis services) and main.cf header checks, patched. */
+  function patched(times: number) {
+    const dir = mkdtempSync(path.join(tmpdir(), 'unified-worker-dms-'));
+    writeFileSync(path.join(dir, 'main.cf'), 'header_checks = pcre:/etc/postfix/maps/header_checks.pcre\n');
+    copyFileSync(path.join(ROOT, 'test/fixtures/docker-mailserver/master.cf'), path.join(dir, 'master.cf'));
+    const runs = Array.from({ length: times }, () =>
+      spawnSync('bash', [path.join(ROOT, 'docker/mailserver/user-patches.sh')], {
+        env: { PATH: process.env.PATH ?? '', POSTFIX_CONFIG_DIR: dir },
+        encoding: 'utf8',
+      }),
+    );
+    const postconf = (...args: string[]) =>
+      spawnSync('postconf', ['-c', dir, ...args], { encoding: 'utf8' }).stdout.trim();
+    const param = (service: string, name: string) => postconf('-Ph', `${service}/${name}`);
+    return { dir, runs, postconf, param, done: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+
+  it(
+    "strips the field in every cleanup but the worker's, keeps docker-mailserver's checks, once however often it runs",
+    { skip: postfix.skip },
+    () => {
+      postfix.assertAvailable();
+      const scratch = patched(2);
+      try {
+        for (const run of scratch.runs) assert.equal(run.status, 0, run.stderr);
+        const ours = `regexp:${path.join(scratch.dir, 'unified-worker-delivery-id.regexp')}`;
+        const dms = 'pcre:/etc/postfix/maps/header_checks.pcre';
+        const port = SETTINGS.SMTP_PORT.default;
+        const internal = SETTINGS.INTERNAL_SMTP_PORT.default;
+        // Port 25 (postscreen -> smtpd pass) and bounces: the default cleanup, main.cf's checks, ours first.
+        assert.equal(scratch.postconf('-h', 'header_checks'), `${ours}, ${dms}`);
+        // Submission: docker-mailserver's sender-cleanup, its own table kept after ours.
+        assert.equal(
+          scratch.param('sender-cleanup/unix', 'header_checks'),
+          `${ours},pcre:/etc/postfix/maps/sender_header_filter.pcre`,
+        );
+        // sendmail: pickup skipped every header check; now a cleanup of its own checks ours and nothing else.
+        assert.equal(scratch.param('pickup/fifo', 'receive_override_options'), '');
+        assert.equal(scratch.param('pickup/fifo', 'cleanup_service_name'), 'unified-worker-pickup-cleanup');
+        assert.equal(scratch.param('unified-worker-pickup-cleanup/unix', 'header_checks'), ours);
+        for (const name of ['mime_header_checks', 'nested_header_checks', 'body_checks'])
+          assert.equal(scratch.param('unified-worker-pickup-cleanup/unix', name), '', name);
+        // The worker's two ports: a cleanup that keeps the field and runs docker-mailserver's checks as before.
+        for (const service of [`${port}/inet`, `${internal}/inet`])
+          assert.equal(scratch.param(service, 'cleanup_service_name'), 'unified-worker-cleanup', service);
+        assert.equal(scratch.param('unified-worker-cleanup/unix', 'header_checks'), dms);
+        assert.equal(scratch.param(`${port}/inet`, 'smtpd_client_restrictions'), 'permit_mynetworks,reject');
+        assert.equal(scratch.param(`${port}/inet`, 'content_filter'), '', 'routed like port 25');
+        // Amavis' reinjection is left as it is: what it gets passed a cleanup service already.
+        assert.equal(
+          scratch.param('127.0.0.1:10025/inet', 'receive_override_options'),
+          'no_header_body_checks,no_unknown_recipient_checks,no_milters',
+        );
+        const lookup = (line: string) =>
+          spawnSync('postmap', ['-c', scratch.dir, '-q', line, ours], { encoding: 'utf8' }).stdout.trim();
+        assert.equal(lookup('X-SES-Worker-Delivery-Id: deliver.0123'), 'IGNORE');
+        assert.equal(lookup('x-ses-worker-delivery-id: deliver.0123'), 'IGNORE');
+        assert.equal(lookup('Subject: X-SES-Worker-Delivery-Id: x'), '');
+        const services = scratch.postconf('-M').split('\n');
+        assert.equal(
+          services.filter((l) => l.startsWith('unified-worker-cleanup ')).length,
+          1,
+          'defined once',
+        );
+      } finally {
+        scratch.done();
       }
     },
   );

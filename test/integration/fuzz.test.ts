@@ -6,7 +6,7 @@
  *    X-SES-*-Verdict lines, in SMTP wire form (RFC 5321 §2.3.8: nodemailer's DataStream turns a bare CR or LF into
  *    CRLF and ends the data with CRLF — Postfix does the same to bare LF). Malformed SQS bodies end up in the DLQ.
  * 2. A seeded fuzz run (FUZZ_SEED, FUZZ_COUNT to replay or extend) of random and mutated messages through the pure
- *    stages: parse, auto-reply policy and composition, forward rewrite, DSN parsing, SES bounce detection and
+ *    stages: parse, auto-reply policy (its target and SES's verdicts checked by an oracle) and composition, forward rewrite, DSN parsing, SES bounce detection and
  *    rewrite, header split/serialize (test/harness/mail-fuzz.ts). Nothing may throw except WorkerError
  *    HEADER_INJECTION, and those refusals are counted and bounded.
  */
@@ -280,7 +280,7 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
     );
     t.diagnostic(
       `${count} inputs (seed ${seed}): ${stats.parseErrors} parse errors, ${stats.dsnReports} DSN reports, ` +
-        `${stats.sesBounces} SES bounces; ${rates.join('; ')}`,
+        `${stats.sesBounces} SES bounces, ${stats.autoReplies} auto-replies; ${rates.join('; ')}`,
     );
     // A refused input skips the per-input checks, so the refusals are bounded here: a stage that refused everything
     // (or most things) must fail the run. Auto-replies and forwards take every value from the mail through a
@@ -298,6 +298,9 @@ describe('malformed input never stops a delivery or crashes a thread', () => {
     );
     // The rest are proportions, meaningless for the few inputs of a replay (FUZZ_COUNT=<case + 1>).
     if (count < 1_000) return;
+    // The out-of-office oracle only judges inputs the policy answered or suppressed for want of authentication:
+    // enough of them must get a reply for it to mean anything.
+    assert.ok(stats.autoReplies > count / 50, `only ${stats.autoReplies} auto-replies in ${count} inputs`);
     assert.ok(
       rewrites['rewriteBounce, plain source'].attempts > count / 3,
       'too few plain-source bounce rewrites',

@@ -9,9 +9,14 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it, mock, type TestContext } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
+import { MailParser } from 'mailparser';
+import { headerParsers } from '../../src/mail/header-parsers.ts';
+import { MAIL_LIMITS } from '../../src/mail/mail-limits.ts';
+import { deliveryId } from '../../src/pipeline/delivery-id.ts';
 import { mulberry32 } from '../fixtures/broken-mime/corpus.ts';
 import {
   killAllDaemons,
@@ -40,6 +45,7 @@ import {
   type FuzzRequest,
   type HostilePut,
 } from '../harness/hostile-input.ts';
+import { headerWork, MiB, SHAPES, SOURCE as SHAPE_SOURCE } from '../harness/header-shapes.ts';
 import type { LogLine } from '../harness/pipeline-rig.ts';
 import type { SesReceivedNotification } from '../harness/ses-events.ts';
 import { startSmtpSink, type ReceivedMail, type SmtpSink } from '../harness/smtp-sink.ts';
@@ -155,6 +161,11 @@ describe('hostile input against the built daemon', () => {
     await rule({ email_address: `ooo@${DOMAIN}`, ooo_active: true, ooo_message: 'I am away.' });
     await rule({ email_address: `deep@${DOMAIN}`, ooo_active: true, ooo_message: 'Away, deeply.' });
     await rule({ email_address: `fwd@${DOMAIN}`, ooo_active: false, forwards: ['friend@elsewhere.test'] });
+    await rule({
+      email_address: `mixed@${DOMAIN}`,
+      ooo_active: false,
+      forwards: ['friend@elsewhere.test', `inside@${DOMAIN}`],
+    });
     daemon = await spawnDaemon({ domains: [DOMAIN], env: daemonEnv() });
   });
   after(() => {
@@ -525,11 +536,233 @@ describe('hostile input against the built daemon', () => {
       assert.ok(warned.includes(limit), `${limit} not in ${JSON.stringify(warned)}`);
   });
 
+  it('is no reflector: a reply goes only where SES authenticated the envelope sender, never on DKIM alone', async (t) => {
+    const attempts = stack.ses.sendAttempts;
+    const started = Date.now();
+    // The issue's shape: signed by the attacker's own domain (DKIM PASS), From and envelope a victim in another
+    // domain (SPF FAIL, DMARC GRAY), one victim per mail.
+    const victims = ['ceo@victim-one.test', 'cfo@victim-two.test', 'hr@victim-three.test'];
+    const outcomes = await Promise.all(
+      victims.map(async (victim) =>
+        outcomeOf(
+          daemon,
+          await put(
+            Buffer.from(
+              `From: ${victim}\r\nTo: ooo@${DOMAIN}\r\nSubject: reflect\r\n\r\n${'x'.repeat(9_000)}\r\n`,
+            ),
+            [`ooo@${DOMAIN}`],
+            {
+              source: victim,
+              edit: (n: SesReceivedNotification) => {
+                n.receipt.spfVerdict.status = 'FAIL';
+                n.receipt.dkimVerdict.status = 'PASS';
+                n.receipt.dmarcVerdict.status = 'GRAY';
+              },
+            },
+          ),
+        ),
+      ),
+    );
+    t.diagnostic(`reflector attempts settled in ${Date.now() - started} ms`);
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, 'delivered');
+      assert.deepEqual(
+        outcome.effects?.map((e) => [e.kind, e.status, e.reason]),
+        [['autoreply', 'suppressed', 'unauthenticated-sender']],
+      );
+    }
+    assert.equal(stack.ses.sendAttempts, attempts, 'nothing went out through SES');
+    const head = await stack.s3.send(
+      new HeadObjectCommand({ Bucket: BUCKET, Key: outcomes[0]?.sesMessageId ?? '' }),
+    );
+    assert.equal(head.Metadata?.suppressed_effects, `autoreply:ooo@${DOMAIN}:unauthenticated-sender`);
+    const metrics = await daemon.metrics();
+    assert.ok(
+      sumMetric(metrics, 'ses_worker_effects_total', {
+        kind: 'autoreply',
+        status: 'suppressed',
+        reason: 'unauthenticated-sender',
+      }) >= victims.length,
+    );
+  });
+
+  it('does not forward what SES marked spam or virus FAIL to outside addresses; inside forwards and the mailbox copy go', async () => {
+    const sentBefore = stack.ses.sent.length;
+    const flagged = async (verdict: 'spamVerdict' | 'virusVerdict') =>
+      outcomeOf(
+        daemon,
+        await put(
+          Buffer.from(`From: spammer@bulk.test\r\nTo: mixed@${DOMAIN}\r\nSubject: ${verdict}\r\n\r\nbuy\r\n`),
+          [`mixed@${DOMAIN}`],
+          {
+            source: 'spammer@bulk.test',
+            edit: (n: SesReceivedNotification) => {
+              n.receipt[verdict].status = 'FAIL';
+            },
+          },
+        ),
+      );
+    for (const [verdict, reason] of [
+      ['spamVerdict', 'spam'],
+      ['virusVerdict', 'virus'],
+    ] as const) {
+      const outcome = await flagged(verdict);
+      assert.equal(outcome.status, 'delivered', 'the mailbox copy is delivered');
+      assert.deepEqual(
+        outcome.effects?.map((e) => [e.target, e.route, e.status, e.reason]).sort(),
+        [
+          ['friend@elsewhere.test', 'ses', 'suppressed', reason],
+          [`inside@${DOMAIN}`, 'internal', 'sent', undefined],
+        ],
+        verdict,
+      );
+      const head = await stack.s3.send(
+        new HeadObjectCommand({ Bucket: BUCKET, Key: outcome.sesMessageId ?? '' }),
+      );
+      assert.equal(head.Metadata?.suppressed_effects, `forward:mixed@${DOMAIN}:${reason}`);
+    }
+    assert.equal(
+      stack.ses.sent.slice(sentBefore).filter((m) => m.destinations.includes('friend@elsewhere.test')).length,
+      0,
+      'nothing SES flagged went out through SES',
+    );
+    await waitUntil(() => deliveriesTo(`inside@${DOMAIN}`).length === 2, 10_000, 'the inside forwards');
+    const metrics = await daemon.metrics();
+    for (const reason of ['spam', 'virus'])
+      assert.ok(
+        sumMetric(metrics, 'ses_worker_effects_total', { kind: 'forward', status: 'suppressed', reason }) >=
+          1,
+        reason,
+      );
+  });
+
+  it('marks its copies with a delivery id keyed by the deployment secret, which no one can compute from the SES id', async () => {
+    const raw = Buffer.from(`From: a@external.test\r\nTo: keyed@${DOMAIN}\r\nSubject: keyed\r\n\r\nhi\r\n`);
+    const put1 = await put(raw, [`keyed@${DOMAIN}`]);
+    await assertDeliveredRaw(`keyed@${DOMAIN}`, raw);
+    const id = /^X-SES-Worker-Delivery-Id: (\S+)\r\n/.exec(
+      deliveriesTo(`keyed@${DOMAIN}`)[0]?.raw.toString('latin1', 0, 100) ?? '',
+    )?.[1];
+    assert.equal(id, deliveryId(put1.messageId, 0, { kind: 'deliver' }, SECRET));
+    assert.notEqual(
+      id,
+      deliveryId(put1.messageId, 0, { kind: 'deliver' }),
+      'not the unkeyed hash of the SES id',
+    );
+  });
+
+  it('settles a forged bounce of 20,000 References ids with the requests of a plain mail of its size', async (t) => {
+    const forged = forgedBounce(`forged20k@${DOMAIN}`, 20_000, 1_000);
+    const filler = `X-Filler: ${'f'.repeat(990)}\r\n`.repeat(Math.ceil(forged.length / 1_002));
+    const plain = Buffer.from(
+      `From: a@external.test\r\nTo: plain20k@${DOMAIN}\r\nSubject: plain\r\n${filler}\r\nbody\r\n`,
+    );
+    const settle = async (raw: Buffer, recipient: string, edit?: (n: SesReceivedNotification) => void) => {
+      const started = Date.now();
+      const { result: outcome, requests } = await countingDynamo(async () =>
+        outcomeOf(
+          daemon,
+          await put(raw, [recipient], { source: 'attacker@evil.test', ...(edit && { edit }) }),
+        ),
+      );
+      // Only this mail's requests (its SES id, its recipient): completes of earlier mails may land meanwhile.
+      const own = requests.filter(
+        (r) => r.body?.includes(outcome.sesMessageId ?? '?') || r.body?.includes(recipient),
+      );
+      return { outcome, requests: own, ms: Date.now() - started };
+    };
+    const mail = await settle(plain, `plain20k@${DOMAIN}`);
+    // A forged bounce: SES did not authenticate amazonses.com (DMARC FAIL, SPF for the attacker's domain).
+    const bounce = await settle(forged, `forged20k@${DOMAIN}`, (n) => {
+      n.receipt.dmarcVerdict.status = 'FAIL';
+    });
+    t.diagnostic(
+      `forged bounce (${forged.length} bytes) settled in ${bounce.ms} ms, plain mail (${plain.length}) in ${mail.ms} ms`,
+    );
+    assert.equal(bounce.outcome.status, 'delivered');
+    assert.equal(mail.outcome.status, 'delivered');
+    assert.equal(
+      outboundLookups(bounce.requests).batches,
+      0,
+      'no outbound lookup for a bounce SES did not vouch for',
+    );
+    const operations = (requests: readonly ProxiedRequest[]) => requests.map((r) => r.operation).sort();
+    assert.deepEqual(operations(bounce.requests), operations(mail.requests));
+    await assertDeliveredRaw(`forged20k@${DOMAIN}`, forged);
+  });
+
+  it("refuses a notification naming another domain's bucket, and handles at most 100 recipients of one", async () => {
+    const raw = Buffer.from(`From: a@external.test\r\nTo: x@${DOMAIN}\r\nSubject: elsewhere\r\n\r\nhi\r\n`);
+    const foreign = await putHostileMail(stack, {
+      queueUrl: queue.queueUrl,
+      bucket: 'someone-elses-bucket',
+      raw,
+      recipients: [`elsewhere@${DOMAIN}`],
+      source: 'a@external.test',
+    });
+    const refused = await outcomeOf(daemon, foreign);
+    assert.equal(refused.status, 'malformed');
+    assert.equal(refused.disposition, 'dead-letter');
+    assert.match(String(refused.reason), /someone-elses-bucket.*BUCKET_NAME_TEMPLATE.*ALLOWED_MAIL_BUCKETS/);
+    const untouched = await stack.s3.send(
+      new HeadObjectCommand({ Bucket: 'someone-elses-bucket', Key: foreign.key }),
+    );
+    assert.deepEqual(untouched.Metadata ?? {}, {}, 'no verdict stamped on the other mail');
+    assert.equal(deliveriesTo(`elsewhere@${DOMAIN}`).length, 0);
+
+    const many = Array.from({ length: 150 }, (_, i) => `many${i}@${DOMAIN}`);
+    const crowd = await outcomeOf(daemon, await put(raw, many));
+    assert.equal(crowd.status, 'delivered');
+    assert.equal(crowd.recipients?.length, MAIL_LIMITS.recipients);
+    assert.deepEqual(crowd.limits, ['recipients']);
+    for (const r of many.slice(0, 100)) await waitUntil(() => deliveriesTo(r).length === 1, 10_000, r);
+    assert.equal(many.slice(100).filter((r) => deliveriesTo(r).length > 0).length, 0);
+    const head = await stack.s3.send(
+      new HeadObjectCommand({ Bucket: BUCKET, Key: crowd.sesMessageId ?? '' }),
+    );
+    assert.match(head.Metadata?.excess_recipients ?? '', /^many100%40hostile\.test,.*\+\d+$/);
+    assert.ok(
+      daemon.logs.some((l) => l.sesMessageId === crowd.sesMessageId && l.excess === 50),
+      'the log says how many were left out',
+    );
+  });
+
+  it('matches a refusal back to a needlessly quoted recipient and refuses one that needs its quotes', async () => {
+    sink.setRcptReply(`bad@${DOMAIN}`, { code: 550, message: '5.1.1 no such user' });
+    try {
+      const raw = Buffer.from(`From: a@external.test\r\nTo: ok@${DOMAIN}\r\nSubject: quoted\r\n\r\nhi\r\n`);
+      const outcome = await outcomeOf(
+        daemon,
+        await put(raw, [`"bad"@${DOMAIN}`, `"a,b"@${DOMAIN}`, `ok-quoted@${DOMAIN}`]),
+      );
+      assert.equal(outcome.status, 'partial');
+      const states = Object.fromEntries(
+        (outcome.recipients ?? []).map((r) => [r.recipient, [r.state, r.code]]),
+      );
+      assert.deepEqual(states, {
+        [`bad@${DOMAIN}`]: ['invalid', 550],
+        [`"a,b"@${DOMAIN}`]: ['invalid', undefined],
+        [`ok-quoted@${DOMAIN}`]: ['delivered', 250],
+      });
+      await assertDeliveredRaw(`ok-quoted@${DOMAIN}`, raw);
+      const head = await stack.s3.send(
+        new HeadObjectCommand({ Bucket: BUCKET, Key: outcome.sesMessageId ?? '' }),
+      );
+      // invalid_inboxes is comma-separated as given: the refused address keeps its comma.
+      const invalid = head.Metadata?.invalid_inboxes ?? '';
+      for (const address of [`bad@${DOMAIN}`, `"a,b"@${DOMAIN}`])
+        assert.ok(invalid.includes(address), invalid);
+    } finally {
+      sink.setRcptReply(`bad@${DOMAIN}`, undefined);
+    }
+  });
+
   it('ends with no poller restart, no pause, and every bound counted', async () => {
     const metrics = await daemon.metrics();
     assert.equal(sumMetric(metrics, 'ses_worker_poller_restarts_total'), 0);
     assert.equal(sumMetric(metrics, 'ses_worker_poller_up', { domain: DOMAIN }), 1);
     for (const limit of [
+      'recipients',
       'dsn-ids',
       'header-bytes',
       'header-fields',
@@ -568,6 +801,165 @@ function outcomeLinesOf(daemon: DaemonProcess): LogLine[] {
     return true;
   });
 }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// One object, two domains
+// ---------------------------------------------------------------------------------------------------------------------
+
+describe('two domains sharing one stored mail (one receipt rule for both)', () => {
+  const ALPHA = 'alpha.test';
+  const BETA = 'beta.test';
+  const SHARED = 'shared-mail-test';
+  let daemon: DaemonProcess;
+  const queues = new Map<string, DomainQueue>();
+
+  before(async () => {
+    for (const domain of [ALPHA, BETA]) queues.set(domain, await createDomainQueue(stack.sqs, domain));
+    for (const address of [`blocks@${ALPHA}`, `blocks@${BETA}`])
+      await rule({ email_address: address, blocked_patterns: ['*@spam.test'] }, 'email-blocked-senders');
+    daemon = await spawnDaemon({ domains: [ALPHA, BETA], env: daemonEnv({ ALLOWED_MAIL_BUCKETS: SHARED }) });
+  });
+
+  /**
+   * SES stores the mail once and announces it on both domains' queues (one topic, two subscriptions): the object is
+   * put with the first notification, later ones only enqueue the same body. Returns the outcome on `domain`.
+   */
+  const stored = new Map<string, string>();
+  async function notify(
+    domain: string,
+    messageId: string,
+    raw: Buffer,
+    recipients: string[],
+    source: string,
+  ) {
+    const queueUrl = queues.get(domain)?.queueUrl ?? '';
+    const body = stored.get(messageId);
+    let sqsMessageId: string;
+    if (body === undefined) {
+      const put = await putHostileMail(stack, {
+        queueUrl,
+        bucket: SHARED,
+        raw,
+        recipients,
+        source,
+        messageId,
+      });
+      stored.set(messageId, put.body);
+      sqsMessageId = put.sqsMessageId;
+    } else {
+      const sent = await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body }));
+      sqsMessageId = sent.MessageId ?? '';
+    }
+    return daemon.waitForLog(
+      (l) => typeof l.disposition === 'string' && l.sqsMessageId === sqsMessageId,
+      30_000,
+      `${domain}'s outcome`,
+    );
+  }
+
+  const metadata = async (key: string) =>
+    (await stack.s3.send(new HeadObjectCommand({ Bucket: SHARED, Key: key }))).Metadata ?? {};
+  const exists = (key: string) =>
+    stack.s3.send(new HeadObjectCommand({ Bucket: SHARED, Key: key })).then(
+      () => true,
+      () => false,
+    );
+
+  it("one domain's final verdict is not the other's: both deliver, each verdict recorded", async () => {
+    const id = `shared-both-${Date.now()}`;
+    const recipients = [`one@${ALPHA}`, `two@${BETA}`];
+    const raw = Buffer.from(
+      `From: a@external.test\r\nTo: ${recipients.join(', ')}\r\nSubject: shared\r\n\r\nhi\r\n`,
+    );
+    const alpha = await notify(ALPHA, id, raw, recipients, 'a@external.test');
+    assert.equal(alpha.status, 'delivered');
+    const beta = await notify(BETA, id, raw, recipients, 'a@external.test');
+    assert.equal(beta.status, 'delivered', "not taken for a redelivery of the other domain's mail");
+    await assertDeliveredRaw(`one@${ALPHA}`, raw);
+    await assertDeliveredRaw(`two@${BETA}`, raw);
+    assert.equal((await metadata(id)).domain_verdicts, `${ALPHA}=delivered,${BETA}=delivered`);
+    // A redelivered notification of either is a duplicate again, for that domain.
+    assert.equal((await notify(ALPHA, id, raw, recipients, 'a@external.test')).status, 'duplicate');
+  });
+
+  it('the object stays while another domain still needs it, and goes when every domain blocked the sender', async () => {
+    const blockedEverywhere = `shared-blocked-${Date.now()}`;
+    const recipients = [`blocks@${ALPHA}`, `blocks@${BETA}`];
+    const raw = Buffer.from(
+      `From: x@spam.test\r\nTo: ${recipients.join(', ')}\r\nSubject: spam\r\n\r\nbuy\r\n`,
+    );
+    assert.equal((await notify(ALPHA, blockedEverywhere, raw, recipients, 'x@spam.test')).status, 'blocked');
+    assert.ok(await exists(blockedEverywhere), 'kept: beta has not decided yet');
+    assert.equal((await metadata(blockedEverywhere)).domain_verdicts, `${ALPHA}=blocked`);
+    assert.equal((await notify(BETA, blockedEverywhere, raw, recipients, 'x@spam.test')).status, 'blocked');
+    await waitUntil(
+      async () => !(await exists(blockedEverywhere)),
+      5_000,
+      'the object deleted once both blocked',
+    );
+
+    const blockedInAlpha = `shared-half-${Date.now()}`;
+    const mixed = [`blocks@${ALPHA}`, `reads@${BETA}`];
+    const half = Buffer.from(`From: x@spam.test\r\nTo: ${mixed.join(', ')}\r\nSubject: half\r\n\r\nhi\r\n`);
+    assert.equal((await notify(ALPHA, blockedInAlpha, half, mixed, 'x@spam.test')).status, 'blocked');
+    assert.ok(await exists(blockedInAlpha), 'kept for beta');
+    assert.equal((await notify(BETA, blockedInAlpha, half, mixed, 'x@spam.test')).status, 'delivered');
+    await assertDeliveredRaw(`reads@${BETA}`, half);
+    assert.ok(await exists(blockedInAlpha), 'a delivered mail keeps its object');
+    assert.equal((await metadata(blockedInAlpha)).domain_verdicts, `${ALPHA}=blocked,${BETA}=delivered`);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Header work, counted
+// ---------------------------------------------------------------------------------------------------------------------
+
+describe('header work is bounded whatever the header (counted, not timed)', () => {
+  /** The text each costly parser was given while `work` ran, in characters, and the MIME walk's header bytes. */
+  async function parserInput(work: () => Promise<void>) {
+    const mailboxes = mock.method(headerParsers, 'mailboxes');
+    const decoded = mock.method(headerParsers, 'decodeWords');
+    const walked = mock.method(MailParser.prototype, 'write');
+    try {
+      await work();
+      const chars = (calls: ReadonlyArray<{ arguments: unknown[] }>) =>
+        calls.reduce((n, c) => n + String(c.arguments[0]).length, 0);
+      const walkHeader = walked.mock.calls.reduce((n, c) => {
+        const chunk = c.arguments[0] as Buffer;
+        const end = chunk.indexOf('\r\n\r\n');
+        return n + (end < 0 ? chunk.length : end);
+      }, 0);
+      return { mailboxes: chars(mailboxes.mock.calls), decoded: chars(decoded.mock.calls), walkHeader };
+    } finally {
+      mailboxes.mock.restore();
+      decoded.mock.restore();
+      walked.mock.restore();
+    }
+  }
+
+  // What the bounds allow, whatever the header: From and Sender in the view, To and Cc together, From and Reply-To in
+  // a forward, From for the bounce check; two decoded subjects and the display names of those one-mailbox fields;
+  // the three MIME fields the body walk reads.
+  const maxMailboxes = 5 * MAIL_LIMITS.mailboxFieldBytes + MAIL_LIMITS.recipientFieldBytes;
+  const maxDecoded = 2 * MAIL_LIMITS.subjectChars + 4 * MAIL_LIMITS.mailboxFieldBytes;
+  const maxWalkHeader = 3 * (MAIL_LIMITS.mimeFieldBytes + 32);
+
+  for (const shape of SHAPES) {
+    it(shape.name, async (t) => {
+      const sizes = [MiB / 4, MiB - 8 * 1024].map((n) => shape.build(Math.floor(n)));
+      const input = [];
+      for (const raw of sizes)
+        input.push(await parserInput(() => headerWork(raw, shape.source ?? SHAPE_SOURCE)));
+      t.diagnostic(`${shape.name}: ${JSON.stringify(input)}`);
+      const [quarter, whole] = input as [(typeof input)[0], (typeof input)[0]];
+      assert.ok(whole.mailboxes <= maxMailboxes, `${whole.mailboxes} characters to the address parser`);
+      assert.ok(whole.decoded <= maxDecoded, `${whole.decoded} characters to the RFC 2047 decoder`);
+      assert.ok(whole.walkHeader <= maxWalkHeader, `${whole.walkHeader} header bytes to the MIME walk`);
+      // Four times the header does not cost four times the parsing: what the parsers get stops at their bounds.
+      assert.ok(whole.mailboxes <= Math.max(4 * quarter.mailboxes, maxMailboxes));
+    });
+  }
+});
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The last line of defence

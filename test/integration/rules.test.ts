@@ -13,11 +13,13 @@ import { buildMime, putMail } from '../harness/ses-events.ts';
 const DOMAIN = 'rules.test';
 const VIRUS_DOMAIN = 'virus.test';
 const CACHE_DOMAIN = 'cache.test';
+const TAG_DOMAIN = 'tagged.test';
 
 let stack: TestStack;
 let rig: Rig;
 let virusRig: Rig;
 let cacheRig: Rig;
+let tagRig: Rig;
 let dynamoProxy: FaultProxy;
 const clock = new ShiftableClock();
 
@@ -36,6 +38,8 @@ describe('mail behaviour through the pipeline', () => {
     await createDomainQueue(stack.sqs, VIRUS_DOMAIN);
     rig = await startRig({ domains: [DOMAIN], stack, clock });
     virusRig = await startRig({ domains: [VIRUS_DOMAIN], stack, env: { VIRUS_POLICY: 'reject' } });
+    await createDomainQueue(stack.sqs, TAG_DOMAIN);
+    tagRig = await startRig({ domains: [TAG_DOMAIN], stack, env: { FORWARD_SPAM_POLICY: 'tag' } });
     // Counts the DynamoDB calls the pipeline makes (the proxy passes every request on unchanged).
     await createDomainQueue(stack.sqs, CACHE_DOMAIN);
     dynamoProxy = await startFaultProxy(stack.endpoints.dynamodb);
@@ -48,6 +52,7 @@ describe('mail behaviour through the pipeline', () => {
   after(async () => {
     await rig?.stop();
     await virusRig?.stop();
+    await tagRig?.stop();
     await cacheRig?.stop();
     await dynamoProxy?.stop();
     await stack?.stop();
@@ -121,6 +126,7 @@ describe('mail behaviour through the pipeline', () => {
       }),
     );
     const attempts = stack.ses.sendAttempts;
+    // The reflector: the attacker signs for their own domain (DKIM PASS), forges the victim as sender.
     const put = await putMail(stack, {
       domain: DOMAIN,
       raw: await buildMime({
@@ -130,17 +136,19 @@ describe('mail behaviour through the pipeline', () => {
         text: 'x',
       }),
       recipients: [`away3@${DOMAIN}`],
-      source: 'spammer@botnet.test',
+      source: 'victim@forged.test',
       shape: 'sns-s3',
-      notification: { verdicts: { spf: 'PASS', dkim: 'FAIL', dmarc: 'FAIL' } },
+      notification: { verdicts: { spf: 'FAIL', dkim: 'PASS', dmarc: 'GRAY' } },
     });
     const outcome = await rig.outcome(put.messageId);
     assert.equal(outcome.status, 'delivered');
     assert.deepEqual(
-      outcome.effects?.map((e) => [e.target, e.status, e.reason]),
-      [['victim@forged.test', 'suppressed', 'unauthenticated-sender']],
+      outcome.effects?.map((e) => [e.kind, e.status, e.reason]),
+      [['autoreply', 'suppressed', 'unauthenticated-sender']],
     );
     assert.equal(stack.ses.sendAttempts, attempts);
+    const head = await stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
+    assert.equal(head.Metadata?.suppressed_effects, `autoreply:away3@${DOMAIN}:unauthenticated-sender`);
   });
 
   it('adds the SES verdicts as headers on the delivered copy', async () => {
@@ -170,6 +178,46 @@ describe('mail behaviour through the pipeline', () => {
           'X-SES-DKIM-Verdict: GRAY\r\nX-SES-DMARC-Verdict: FAIL\r\n$',
       ),
     );
+  });
+
+  it('with FORWARD_SPAM_POLICY=tag forwards spam outside with the SES verdicts first, the forged ones gone', async () => {
+    await stack.ddb.send(
+      new PutCommand({
+        TableName: 'email-rules',
+        Item: { email_address: `fwd@${TAG_DOMAIN}`, ooo_active: false, forwards: ['me@elsewhere.test'] },
+      }),
+    );
+    const raw = await buildMime({
+      from: 'bulk@spam.test',
+      to: `fwd@${TAG_DOMAIN}`,
+      subject: 'offer',
+      text: 'x',
+      headers: { 'X-SES-Spam-Verdict': 'PASS' },
+    });
+    const sentBefore = stack.ses.sent.length;
+    const put = await putMail(stack, {
+      domain: TAG_DOMAIN,
+      raw,
+      recipients: [`fwd@${TAG_DOMAIN}`],
+      source: 'bulk@spam.test',
+      shape: 'sns-s3',
+      notification: { verdicts: { spam: 'FAIL' } },
+    });
+    const outcome = await tagRig.outcome(put.messageId);
+    assert.deepEqual(
+      outcome.effects?.map((e) => [e.target, e.route, e.status]),
+      [['me@elsewhere.test', 'ses', 'sent']],
+    );
+    const forwarded = stack.ses.sent
+      .slice(sentBefore)
+      .find((m) => m.destinations.includes('me@elsewhere.test'));
+    assert.ok(forwarded, 'forwarded through SES');
+    const head = headerBlock(forwarded.raw);
+    assert.match(
+      head,
+      /^X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nX-SES-SPF-Verdict: PASS\r\nX-SES-DKIM-Verdict: PASS\r\nX-SES-DMARC-Verdict: PASS\r\n/,
+    );
+    assert.equal(head.match(/^X-SES-Spam-Verdict:/gm)?.length, 1, "the sender's own copy removed");
   });
 
   it('with VIRUS_POLICY=reject does not deliver a virus and records why in S3', async () => {

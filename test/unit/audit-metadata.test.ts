@@ -5,14 +5,18 @@ import {
   ENVELOPE_RECIPIENTS_CHARS,
   SENT_EFFECTS_CHARS,
   encodeRecipients,
+  domainVerdicts,
   failedMetadata,
   finalMetadata,
   gaveUpMetadata,
   keptMetadata,
+  nextMetadata,
   purgedMetadata,
   readVerdict,
   replayPendingMetadata,
+  SUPPRESSED_EFFECTS_CHARS,
 } from '../../src/aws/audit-metadata.ts';
+import { sanitizeMetadata } from '../../src/aws/mail-store.ts';
 
 const base = {
   at: 1_706_000_000_500,
@@ -34,10 +38,11 @@ test('a final verdict stamps processed, when, by whom and the status, and lists 
     processed_at: '1706000000',
     processed_by: 'worker-example.com',
     status: 'partial',
+    domain_verdicts: 'example.com=partial',
     envelope_recipients: 'a%40example.com,b%40example.com',
     invalid_inboxes: 'b@example.com',
   });
-  const read = readVerdict(metadata);
+  const read = readVerdict(metadata, 'example.com');
   assert.equal(read.processed, true);
   assert.equal(read.processedAt, 1_706_000_000);
   assert.deepEqual(read.envelopeRecipients, {
@@ -178,4 +183,110 @@ test('a pending replay is answered by the next verdict, which removes the mark; 
   assert.equal(kept.replay_pending, undefined);
   assert.deepEqual(kept, { dlq_purged_at: '1706000000', dlq_purge_reason: 'malformed' });
   assert.ok(!(AUDIT_KEYS as readonly string[]).includes('replay_pending'), 'not a key a verdict writes');
+});
+
+test('suppressed effects and excess recipients are recorded, within their share of the 2 KB', () => {
+  const metadata = finalMetadata({
+    ...base,
+    status: 'delivered',
+    envelopeRecipients: ['a@example.com'],
+    suppressedEffects: [
+      { kind: 'autoreply', recipient: 'a@example.com', reason: 'unauthenticated-sender' },
+      { kind: 'forward', recipient: 'a@example.com', reason: 'spam' },
+      { kind: 'forward', recipient: 'a@example.com', reason: 'spam' },
+    ],
+    excessRecipients: ['x1@example.com', 'x2@example.com'],
+  });
+  assert.equal(
+    metadata.suppressed_effects,
+    'autoreply:a@example.com:unauthenticated-sender,forward:a@example.com:spam',
+  );
+  assert.equal(metadata.excess_recipients, 'x1%40example.com,x2%40example.com');
+  const many = Array.from({ length: 100 }, (_, i) => ({
+    kind: 'autoreply',
+    recipient: `recipient-${i}@example.com`,
+    reason: 'already-replied-within-interval',
+  }));
+  const cut = finalMetadata({
+    ...base,
+    status: 'delivered',
+    envelopeRecipients: [],
+    suppressedEffects: many,
+  });
+  assert.ok((cut.suppressed_effects ?? '').length <= SUPPRESSED_EFFECTS_CHARS);
+  assert.match(cut.suppressed_effects ?? '', /,\+\d+$/);
+});
+
+test("two domains sharing one object: each one's verdict is its own", () => {
+  const a = finalMetadata({ ...base, domain: 'a.example', status: 'delivered', envelopeRecipients: [] });
+  const afterA = nextMetadata({}, a);
+  // B has not written yet: A's final verdict does not make B's notification a redelivery.
+  assert.equal(readVerdict(afterA, 'a.example').processed, true);
+  assert.deepEqual(readVerdict(afterA, 'b.example'), {
+    processed: false,
+    gaveUp: false,
+    failedEffects: [],
+    invalid: [],
+    contentRejected: [],
+    replayGeneration: 0,
+  });
+  const b = gaveUpMetadata(base.at, 'b.example', 'gave up');
+  const afterB = nextMetadata(afterA, b);
+  assert.equal(afterB.domain_verdicts, 'a.example=delivered,b.example=gave-up');
+  assert.equal(readVerdict(afterB, 'a.example').processed, true, "B's give-up leaves A's verdict");
+  assert.equal(readVerdict(afterB, 'a.example').status, 'delivered');
+  assert.equal(readVerdict(afterB, 'b.example').gaveUp, true);
+  assert.equal(readVerdict(afterB, 'b.example').processed, false);
+  const bAgain = finalMetadata({ ...base, domain: 'b.example', status: 'blocked', envelopeRecipients: [] });
+  const final = nextMetadata(afterB, bAgain);
+  assert.deepEqual(
+    [...domainVerdicts(final)],
+    [
+      ['a.example', 'delivered'],
+      ['b.example', 'blocked'],
+    ],
+  );
+  // What the operator commands read without naming a domain: the verdict written last.
+  assert.equal(readVerdict(final).status, 'blocked');
+});
+
+test('metadata written before domain_verdicts counts only for the domain that wrote it', () => {
+  const legacy = {
+    processed: 'true',
+    processed_at: '1706000000',
+    processed_by: 'worker-a.example',
+    status: 'delivered',
+  };
+  assert.equal(readVerdict(legacy, 'a.example').processed, true);
+  assert.equal(readVerdict(legacy, 'b.example').processed, false);
+  assert.equal(readVerdict(legacy).processed, true);
+  assert.deepEqual([...domainVerdicts(legacy)], [['a.example', 'delivered']]);
+  const merged = nextMetadata(
+    legacy,
+    finalMetadata({ ...base, domain: 'b.example', status: 'invalid', envelopeRecipients: [] }),
+  );
+  assert.equal(merged.domain_verdicts, 'a.example=delivered,b.example=invalid');
+});
+
+test('the merged metadata keeps the small keys first, so the 2 KB cut never reaches them', () => {
+  const old = { replay_generation: '4', 'x-other': 'y'.repeat(600) };
+  const update = finalMetadata({
+    ...base,
+    status: 'invalid',
+    envelopeRecipients: [],
+    invalid: Array.from({ length: 40 }, (_, i) => `long-recipient-address-${i}@example.com`),
+    failedEffects: Array.from({ length: 40 }, (_, i) => `forward:target-${i}@elsewhere.example`),
+  });
+  const written = sanitizeMetadata(nextMetadata(old, update));
+  assert.deepEqual(Object.keys(written).slice(0, 6), [
+    'status',
+    'processed',
+    'processed_at',
+    'processed_by',
+    'domain_verdicts',
+    'replay_generation',
+  ]);
+  assert.equal(written.replay_generation, '4');
+  const total = Object.entries(written).reduce((n, [k, v]) => n + k.length + v.length, 0);
+  assert.ok(total <= 2048, `${total} bytes of metadata`);
 });

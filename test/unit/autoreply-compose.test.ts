@@ -20,7 +20,6 @@ function original(overrides: Partial<MailView> = {}): MailView {
     messageId: '<orig-1@mail.example.org>',
     subject: 'Project update',
     from: { address: 'bob@example.org', name: 'Bob Builder' },
-    replyTo: [],
     to: [{ address: 'alice@example.com', name: 'Alice' }],
     cc: [],
     references: ['<root@mail.example.org>'],

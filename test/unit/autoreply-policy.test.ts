@@ -24,7 +24,6 @@ function view(overrides: Partial<MailView> & { headerList?: [string, string][] }
     messageId: '<orig@example.org>',
     subject: 'Hello',
     from: BOB,
-    replyTo: [],
     to: [{ address: ME, name: 'Alice' }],
     cc: [],
     references: [],
@@ -52,7 +51,7 @@ function reason(overrides: Partial<AutoReplyInput> = {}, mail: MailView = view()
 }
 
 describe('autoReplyDecision', () => {
-  it('replies to an ordinary personal message, to its From address', () => {
+  it('replies to an ordinary personal message, to its envelope sender with the From display name', () => {
     assert.deepEqual(decide(), { reply: true, to: { address: 'bob@example.org', name: 'Bob' } });
   });
 
@@ -158,7 +157,6 @@ describe('autoReplyDecision', () => {
 
     for (const sender of [
       'MAILER-DAEMON@example.org',
-      'mailer-daemon',
       'postmaster@example.org',
       'LISTSERV@lists.example.org',
       'majordomo@example.org',
@@ -276,70 +274,197 @@ describe('autoReplyDecision', () => {
     });
   });
 
-  describe('reply target', () => {
-    it('prefers the first Reply-To address over From', () => {
-      const mail = view({
-        replyTo: [
-          { address: 'help@example.org', name: 'Help' },
-          { address: 'other@example.org', name: '' },
-        ],
-      });
-      assert.deepEqual(decide({}, mail), { reply: true, to: { address: 'help@example.org', name: 'Help' } });
-    });
-
-    it('skips an empty Reply-To entry and takes the next one', () => {
-      const mail = view({
-        replyTo: [
-          { address: '', name: 'undisclosed' },
-          { address: 'help@example.org', name: '' },
-        ],
-      });
-      assert.deepEqual(decide({}, mail), { reply: true, to: { address: 'help@example.org', name: '' } });
-    });
-
-    it('does not fall back to From when Reply-To is present but holds no usable address', () => {
-      const mail = view({ replyTo: [{ address: '', name: 'broken' }] });
-      assert.equal(reason({}, mail), 'no-reply-address');
-    });
-
-    it('reports no-reply-address when there is neither Reply-To nor From', () => {
-      assert.equal(reason({}, view({ from: undefined })), 'no-reply-address');
-    });
-
-    it('reports no-reply-address for an empty From address', () => {
-      assert.equal(reason({}, view({ from: { address: '', name: 'Nobody' } })), 'no-reply-address');
-    });
-
-    for (const address of [
-      'bob',
-      'bob@localhost',
-      'bob@@example.org',
-      'bob@example.org\r\nBcc: victim@example.net',
-      'bob smith@example.org',
-      '"bob"@example.org',
-      'bob@example.org, eve@example.net',
-      '<bob@example.org>',
-      'bob@-example.org',
-      '.bob@example.org',
-    ]) {
-      it(`reports no-reply-address for the invalid From ${JSON.stringify(address)}`, () => {
-        assert.equal(reason({}, view({ from: { address, name: '' } })), 'no-reply-address');
+  describe('reply target: the envelope sender (RFC 3834 §4, as Pigeonhole vacation)', () => {
+    const author: MailAddress = { address: 'author@example.org', name: 'A Author' };
+    const secretary: MailAddress = { address: 'secretary@example.org', name: 'A Secretary' };
+    const cases: Array<{
+      name: string;
+      envelope: string;
+      mail: Partial<MailView>;
+      expected: { address: string; name: string } | string;
+    }> = [
+      {
+        name: 'envelope = From: the From display name',
+        envelope: 'author@example.org',
+        mail: { from: author, sender: secretary },
+        expected: { address: 'author@example.org', name: 'A Author' },
+      },
+      {
+        name: 'envelope = Sender: the Sender display name, not the From address',
+        envelope: 'secretary@example.org',
+        mail: { from: author, sender: secretary },
+        expected: { address: 'secretary@example.org', name: 'A Secretary' },
+      },
+      {
+        name: 'envelope in no header: the bare envelope address',
+        envelope: 'other@example.org',
+        mail: { from: author, sender: secretary },
+        expected: { address: 'other@example.org', name: '' },
+      },
+      {
+        name: 'envelope in SRS form: the forwarder reverses it',
+        envelope: 'SRS0=HHH=TT=example.org=author@forwarder.example',
+        mail: { from: author },
+        expected: { address: 'srs0=hhh=tt=example.org=author@forwarder.example', name: '' },
+      },
+      {
+        name: 'Reply-To present: ignored',
+        envelope: 'author@example.org',
+        mail: {
+          from: author,
+          headers: new Map([['reply-to', ['Help <help@example.org>']]]),
+        },
+        expected: { address: 'author@example.org', name: 'A Author' },
+      },
+      {
+        name: 'envelope a system address while From is a person: no reply',
+        envelope: 'bounces+123@lists.example.org',
+        mail: { from: author },
+        expected: 'system-sender',
+      },
+      {
+        name: 'envelope in another letter case than the From header: same address, its name',
+        envelope: 'Author@EXAMPLE.org',
+        mail: { from: { address: 'author@example.org', name: 'A Author' } },
+        expected: { address: 'author@example.org', name: 'A Author' },
+      },
+      { name: 'null envelope: no reply', envelope: '<>', mail: { from: author }, expected: 'empty-sender' },
+      { name: 'missing envelope: no reply', envelope: '', mail: { from: author }, expected: 'empty-sender' },
+      {
+        name: 'a quoted local part (not header-safe): no reply',
+        envelope: '"a b"@example.org',
+        mail: { from: author },
+        expected: 'unusable-sender',
+      },
+      {
+        name: 'an unusable envelope the notification carried (CR/LF): no reply',
+        envelope: 'evil\r\nRCPT TO:<x@y.test>@example.org',
+        mail: { from: author },
+        expected: 'unusable-sender',
+      },
+      {
+        name: 'a bare word without a domain: no reply',
+        envelope: 'mailer-daemon',
+        mail: { from: author },
+        expected: 'unusable-sender',
+      },
+      {
+        name: 'a UTF-8 local part (not header-safe): no reply',
+        envelope: 'jürgen@example.org',
+        mail: { from: author },
+        expected: 'unusable-sender',
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        const mail = view({ to: [{ address: ME, name: '' }], ...c.mail });
+        const d = decide({ envelopeSender: c.envelope }, mail);
+        if (typeof c.expected === 'string') assert.deepEqual(d, { reply: false, reason: c.expected });
+        else assert.deepEqual(d, { reply: true, to: c.expected });
       });
     }
 
-    it('lower-cases and trims the reply target address', () => {
-      const mail = view({ from: { address: ' Bob@Example.ORG ', name: 'Bob' } });
-      assert.deepEqual(decide({}, mail), { reply: true, to: { address: 'bob@example.org', name: 'Bob' } });
+    it('checks "self" against the envelope sender, not the From address', () => {
+      const mail = view({ from: { address: ME, name: 'Me' } });
+      assert.equal(reason({ envelopeSender: 'bob@example.org' }, mail), 'reply');
+      assert.equal(reason({ envelopeSender: 'alice+x@example.com' }, view()), 'self');
     });
 
-    it('suppresses when the Reply-To target is a system address although the envelope sender is not', () => {
-      const mail = view({ replyTo: [{ address: 'no-reply@example.org', name: '' }] });
-      assert.equal(reason({}, mail), 'system-sender');
+    it('checks the system-sender rule against the envelope sender, not Reply-To or From', () => {
+      const mail = view({
+        from: { address: 'no-reply@example.org', name: '' },
+        headers: new Map([['reply-to', ['no-reply@example.org']]]),
+      });
+      assert.equal(reason({ envelopeSender: 'person@example.org' }, mail), 'reply');
+    });
+  });
+
+  describe('authenticated target (requireAuthenticated): SES vouched for the reply address', () => {
+    const HOSTED = ['example.com'];
+    const statuses = ['PASS', 'FAIL', 'GRAY', 'PROCESSING_FAILED'] as const;
+    const decideWith = (
+      verdicts: { spf: string; dkim: string; dmarc: string },
+      envelope: string,
+      from: string,
+    ) =>
+      reason(
+        {
+          envelopeSender: envelope,
+          requireAuthenticated: { verdicts, hostedDomains: HOSTED },
+        },
+        view({ from: { address: from, name: '' } }),
+      );
+
+    // Every combination of SES's three verdicts, with the From domain equal to the envelope's and not: a reply
+    // only for SPF PASS (the envelope domain is the reply's) or DMARC PASS with the From domain the reply's.
+    for (const spf of statuses)
+      for (const dkim of statuses)
+        for (const dmarc of statuses)
+          for (const sameDomain of [true, false]) {
+            const from = sameDomain ? 'person@example.org' : 'ceo@victim.example';
+            const expected =
+              spf === 'PASS' || (dmarc === 'PASS' && sameDomain) ? 'reply' : 'unauthenticated-sender';
+            it(`SPF ${spf}, DKIM ${dkim}, DMARC ${dmarc}, From ${sameDomain ? 'in' : 'outside'} the envelope domain: ${expected}`, () => {
+              assert.equal(decideWith({ spf, dkim, dmarc }, 'person@example.org', from), expected);
+            });
+          }
+
+    it('the reflector of the issue: DKIM PASS, SPF FAIL, DMARC GRAY, From another domain — no reply', () => {
+      const verdicts = { spf: 'FAIL', dkim: 'PASS', dmarc: 'GRAY' };
+      assert.equal(
+        decideWith(verdicts, 'ceo@victim.example', 'ceo@victim.example'),
+        'unauthenticated-sender',
+      );
+      assert.equal(
+        decideWith(verdicts, 'x@attacker.example', 'ceo@victim.example'),
+        'unauthenticated-sender',
+      );
     });
 
-    it('suppresses when the From target is the recipient (+tag ignored) although the envelope sender is not', () => {
-      const mail = view({ from: { address: 'alice+x@example.com', name: 'Me' } });
-      assert.equal(reason({}, mail), 'self');
+    const legitimate: Array<[string, { spf: string; dkim: string; dmarc: string }, string, string]> = [
+      ['a Gmail user', { spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' }, 'pat@gmail.com', 'pat@gmail.com'],
+      [
+        'a Microsoft 365 tenant with its own domain',
+        { spf: 'PASS', dkim: 'PASS', dmarc: 'PASS' },
+        'pat@contoso.example',
+        'pat@contoso.example',
+      ],
+      [
+        'a domain without DMARC record (GRAY) but with SPF',
+        { spf: 'PASS', dkim: 'GRAY', dmarc: 'GRAY' },
+        'pat@small.example',
+        'pat@small.example',
+      ],
+      [
+        'a forwarder rewriting the envelope (SRS): SPF PASS for the forwarder',
+        { spf: 'PASS', dkim: 'PASS', dmarc: 'FAIL' },
+        'SRS0=abc=TT=small.example=pat@forwarder.example',
+        'pat@small.example',
+      ],
+      [
+        'a sender whose SPF is soft-failing but DMARC passes through DKIM alignment',
+        { spf: 'FAIL', dkim: 'PASS', dmarc: 'PASS' },
+        'pat@aligned.example',
+        'pat@aligned.example',
+      ],
+    ];
+    for (const [name, verdicts, envelope, from] of legitimate) {
+      it(`replies to ${name}`, () => {
+        assert.equal(decideWith(verdicts, envelope, from), 'reply');
+      });
+    }
+
+    it('needs no verdict for a reply inside the hosted domains (it goes through our own mail server)', () => {
+      const verdicts = { spf: 'FAIL', dkim: 'FAIL', dmarc: 'FAIL' };
+      assert.equal(decideWith(verdicts, 'colleague@example.com', 'colleague@example.com'), 'reply');
+    });
+
+    it('does not count a DMARC PASS for the From domain when the reply goes to another domain', () => {
+      const verdicts = { spf: 'FAIL', dkim: 'PASS', dmarc: 'PASS' };
+      assert.equal(
+        decideWith(verdicts, 'ret-4711@esp.example', 'pat@brand.example'),
+        'unauthenticated-sender',
+      );
     });
   });
 
@@ -389,12 +514,16 @@ describe('autoReplyDecision', () => {
       assert.equal(reason({ envelopeSender: ME }, view({ to: [] })), 'self');
     });
 
-    it('reports not-addressed before no-reply-address', () => {
-      assert.equal(reason({}, view({ to: [], from: undefined })), 'not-addressed');
+    it('reports unusable-sender before header rules', () => {
+      assert.equal(reason({ envelopeSender: '"q"@example.org' }, everything), 'unusable-sender');
     });
 
-    it('reports no-reply-address before any check on the reply target', () => {
-      assert.equal(reason({}, view({ replyTo: [{ address: 'bogus', name: '' }] })), 'no-reply-address');
+    it('reports not-addressed before unauthenticated-sender', () => {
+      const unauthenticated = {
+        requireAuthenticated: { verdicts: { spf: 'FAIL', dmarc: 'FAIL' }, hostedDomains: ['example.com'] },
+      };
+      assert.equal(reason(unauthenticated, view({ to: [] })), 'not-addressed');
+      assert.equal(reason(unauthenticated, view()), 'unauthenticated-sender');
     });
   });
 });

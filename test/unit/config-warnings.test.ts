@@ -11,6 +11,7 @@ it('warns once per weakened guarantee: no loop-marker secret, no ledger, a grace
   );
   assert.equal(warnings.length, 3);
   assert.match(warnings[0] ?? '', /^LOOP_MARKER_SECRET is not set/);
+  assert.match(warnings[0] ?? '', /delivery ids are an unkeyed hash/);
   assert.match(warnings[1] ?? '', /^IDEMPOTENCY_TABLE=none/);
   assert.match(warnings[2] ?? '', /^SHUTDOWN_GRACE_SECONDS \(20\) is not above WAIT_TIME_SECONDS \(20\)/);
 });

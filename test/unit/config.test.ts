@@ -5,7 +5,13 @@ import { createServer, type AddressInfo } from 'node:net';
 import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { buildConfig, loadConfig, queueNameFor, type Config } from '../../src/config/config.ts';
+import {
+  buildConfig,
+  loadConfig,
+  notificationSourcesFor,
+  queueNameFor,
+  type Config,
+} from '../../src/config/config.ts';
 import { helpText, SETTINGS, type SettingName } from '../../src/config/settings.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { ENV_EXAMPLE_PATH, renderEnvExample } from '../../scripts/gen-env-example.ts';
@@ -94,6 +100,7 @@ describe('buildConfig defaults', () => {
     assert.equal(config.autoReply.requireAddressed, bool('OOO_REQUIRE_ADDRESSED'));
     assert.equal(config.autoReply.subjectPrefix, SETTINGS.AUTOREPLY_SUBJECT_PREFIX.default);
     assert.equal(config.forwarding.subjectPrefix, SETTINGS.FORWARD_SUBJECT_PREFIX.default);
+    assert.equal(config.forwarding.spamPolicy, 'skip');
     assert.equal(config.inbound.virusPolicy, SETTINGS.VIRUS_POLICY.default);
     assert.equal(config.inbound.addVerdictHeaders, bool('ADD_VERDICT_HEADERS'));
     assert.equal(config.inbound.loopMarkerSecret, '');
@@ -107,7 +114,7 @@ describe('buildConfig defaults', () => {
   });
 
   it('keeps the defaults the README, compose file and Kubernetes manifests rely on', () => {
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
     assert.equal(config.smtp.internalPort, 2525);
     assert.equal(config.smtp.lmtpPort, 24);
     assert.equal(config.smtp.protocol, 'smtp');
@@ -141,7 +148,7 @@ describe('buildConfig defaults', () => {
       LMTP_PORT: ' 2424 ',
       DELIVERY_PROTOCOL: ' LMTP ',
     });
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
     assert.equal(config.smtp.host, 'localhost');
     assert.equal(config.smtp.lmtpPort, 2424);
     assert.equal(config.smtp.protocol, 'lmtp');
@@ -212,7 +219,23 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
     rejects({ DELIVERY_PROTOCOL: 'smtps' }, 'DELIVERY_PROTOCOL', /smtp, lmtp/);
     rejects({ DELIVERY_PROTOCOL: 'esmtp' }, 'DELIVERY_PROTOCOL');
     rejects({ VIRUS_POLICY: 'drop' }, 'VIRUS_POLICY', /tag, reject/);
+    rejects({ FORWARD_SPAM_POLICY: 'forward' }, 'FORWARD_SPAM_POLICY', /skip, tag/);
     rejects({ LOG_LEVEL: 'verbose' }, 'LOG_LEVEL');
+  });
+
+  it("confines notifications to the domain's own bucket unless ALLOWED_MAIL_BUCKETS widens it", () => {
+    const sources = (env: Record<string, string>) =>
+      notificationSourcesFor(build(env), 'example.com').buckets;
+    assert.deepEqual(sources({}), ['example-com-emails']);
+    assert.deepEqual(sources({ BUCKET_NAME_TEMPLATE: 'mail-{domain}' }), ['mail-example-com']);
+    assert.deepEqual(sources({ ALLOWED_MAIL_BUCKETS: 'shared-mail,{domain}-old' }), [
+      'example-com-emails',
+      'shared-mail',
+      'example-com-old',
+    ]);
+    assert.deepEqual(sources({ ALLOWED_MAIL_BUCKETS: '*' }), [], 'any bucket');
+    rejects({ ALLOWED_MAIL_BUCKETS: '*,shared-mail' }, 'ALLOWED_MAIL_BUCKETS', /list no bucket beside it/);
+    rejects({ ALLOWED_MAIL_BUCKETS: 'Bad Bucket' }, 'ALLOWED_MAIL_BUCKETS');
   });
 
   it('rejects bad ports: 0, 65536, non-numbers, negatives, fractions', () => {
@@ -503,7 +526,7 @@ describe('the config object', () => {
     assert.throws(() => {
       (config.domains as string[]).push('evil.example');
     }, TypeError);
-    assert.equal(config.smtp.port, 25);
+    assert.equal(config.smtp.port, 2526);
   });
 });
 

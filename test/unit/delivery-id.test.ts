@@ -41,6 +41,28 @@ describe('deliveryId', () => {
   });
 });
 
+describe('deliveryId keyed with the deployment secret', () => {
+  const effect = { kind: 'deliver' as const };
+
+  it('is stable for one secret, differs from the unkeyed id and between secrets', () => {
+    const keyed = deliveryId(SES_ID, 0, effect, 'secret-a');
+    assert.match(keyed, /^deliver\.[0-9a-f]{32}$/);
+    assert.equal(deliveryId(SES_ID, 0, effect, 'secret-a'), keyed, 'every retry carries the same id');
+    assert.notEqual(keyed, deliveryId(SES_ID, 0, effect), 'not what anyone can compute from the SES id');
+    assert.notEqual(keyed, deliveryId(SES_ID, 0, effect, 'secret-b'));
+  });
+
+  it('still tells every effect of a mail apart', () => {
+    const ids = [
+      deliveryId(SES_ID, 0, effect, 'k'),
+      deliveryId(SES_ID, 1, effect, 'k'),
+      deliveryId(SES_ID, 0, { kind: 'autoreply', recipient: 'bob@example.com' }, 'k'),
+      deliveryId(SES_ID, 0, { kind: 'forward', recipient: 'bob@example.com', target: 'c@x.test' }, 'k'),
+    ];
+    assert.equal(new Set(ids).size, ids.length);
+  });
+});
+
 describe('withDeliveryId', () => {
   const mail = Buffer.from('From: a@b.test\r\nSubject: x\r\n\r\nbody\r\n');
 

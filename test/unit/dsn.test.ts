@@ -14,7 +14,6 @@ function view(from: string | undefined, extra: Partial<MailView> = {}): MailView
   return {
     headers: new Map(from === undefined ? [] : [['from', [from]]]),
     subject: '',
-    replyTo: [],
     to: [],
     cc: [],
     references: [],

@@ -280,3 +280,30 @@ describe('rewriteForForward', () => {
     assert.throws(() => rewriteForForward(raw, { ...OPTS, subjectPrefix: 'F\r\nBcc: x ' }), isInjection);
   });
 });
+
+describe('rewriteForForward, tagged with the verdict fields (FORWARD_SPAM_POLICY=tag)', () => {
+  it('puts our verdict fields first and drops the copies the sender wrote', () => {
+    const raw = message([...HEADERS, 'X-SES-Spam-Verdict: PASS', 'x-ses-virus-verdict: PASS']);
+    const verdictFields = [
+      ['X-SES-Spam-Verdict', 'FAIL'],
+      ['X-SES-Virus-Verdict', 'PASS'],
+    ] as const;
+    const out = forward(raw, { verdictFields });
+    assert.deepEqual(
+      out.fields.slice(0, 2).map((f) => [f.name, f.value]),
+      verdictFields.map(([n, v]) => [n, v]),
+    );
+    assert.deepEqual(getHeaders(out, 'X-SES-Spam-Verdict'), ['FAIL']);
+    assert.deepEqual(getHeaders(out, 'X-SES-Virus-Verdict'), ['PASS']);
+    assert.ok(
+      rewriteForForward(raw, { ...OPTS, verdictFields })
+        .subarray(-BODY.length)
+        .equals(BODY),
+    );
+  });
+
+  it('leaves the verdict fields of an untagged forward alone', () => {
+    const raw = message([...HEADERS, 'X-SES-Spam-Verdict: PASS']);
+    assert.deepEqual(getHeaders(forward(raw), 'X-SES-Spam-Verdict'), ['PASS']);
+  });
+});

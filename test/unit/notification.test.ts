@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { domainOf } from '../../src/mail/envelope-address.ts';
+import { domainOf, normalizeEnvelopeAddress } from '../../src/mail/envelope-address.ts';
 import {
   parseSqsBody,
   unusableRecipientsOf,
@@ -621,11 +621,10 @@ describe('parseSqsBody checks envelope addresses before any SMTP command is buil
     for (const r of receipt.invalidRecipients) assert.ok(r.reason.length > 0, JSON.stringify(r));
   });
 
-  it('accepts RFC 5321 mailboxes that look unusual: tags, SRS, quoted local parts, UTF-8, address literals', () => {
+  it('accepts RFC 5321 mailboxes that look unusual: tags, SRS, UTF-8, address literals', () => {
     const unusual = [
       'bob+tag@example.com',
       'srs0=hhh=tt=other.test=bob@example.com',
-      '"bob.smith"@example.com',
       'jürgen@example.com',
       'bob@[192.0.2.1]',
       `${'l'.repeat(64)}@example.com`,
@@ -633,6 +632,25 @@ describe('parseSqsBody checks envelope addresses before any SMTP command is buil
     const receipt = receiptOf(parseSqsBody(JSON.stringify(s3Notification({ recipients: unusual }))));
     assert.deepEqual(receipt.recipients, unusual);
     assert.deepEqual(receipt.invalidRecipients, []);
+  });
+
+  it('unquotes a needlessly quoted local part and refuses one that needs its quotes', () => {
+    const n = s3Notification({
+      recipients: ['"bob.smith"@example.com', '"x"@example.com', '"a,b"@example.com', '"a@b"@example.com'],
+      source: '"pat"@external.test',
+    });
+    const receipt = receiptOf(parseSqsBody(JSON.stringify(n)));
+    // What nodemailer sends and the mail server's reply names: a refusal is matched back to the recipient.
+    assert.deepEqual(receipt.recipients, ['bob.smith@example.com', 'x@example.com']);
+    assert.deepEqual(
+      receipt.invalidRecipients.map((r) => [r.address, /quoted local part/.test(r.reason)]),
+      [
+        ['"a,b"@example.com', true],
+        ['"a@b"@example.com', true],
+      ],
+    );
+    assert.equal(receipt.source, 'pat@external.test');
+    assert.equal(normalizeEnvelopeAddress('"a b"@example.com'), '"a b"@example.com');
   });
 
   it('gives each domain only its own unusable recipients, once', () => {

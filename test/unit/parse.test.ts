@@ -61,15 +61,24 @@ describe('parseMail on a complete multipart mail', () => {
     assert.deepEqual(view.from, { address: 'juergen.mueller@example.de', name: 'Jürgen Müller' });
   });
 
-  it('reads every To field, Cc and Reply-To in order, skipping an empty group', async () => {
+  it('reads every To field and Cc in order, skipping an empty group (their names are never shown: not decoded)', async () => {
     const view = await parseMail(RICH);
     assert.deepEqual(view.to, [
-      { address: 'bob@example.com', name: 'Bob B.' },
+      { address: 'bob@example.com', name: '' },
       { address: 'carol@example.com', name: '' },
       { address: 'dave@example.com', name: '' },
     ]);
-    assert.deepEqual(view.cc, [{ address: 'andre@example.org', name: 'André' }]);
-    assert.deepEqual(view.replyTo, [{ address: 'replies@example.de', name: 'Replies' }]);
+    assert.deepEqual(view.cc, [{ address: 'andre@example.org', name: '' }]);
+  });
+
+  it('reads the first mailbox of Sender, and leaves Reply-To to the forward (no reply goes there)', async () => {
+    const view = await parseMail(
+      crlf(
+        'From: "A Author" <author@example.org>\nSender: "A Secretary" <Secretary@Example.ORG>, x@y.test\n\nb\n',
+      ),
+    );
+    assert.deepEqual(view.sender, { address: 'secretary@example.org', name: 'A Secretary' });
+    assert.equal('replyTo' in (await parseMail(RICH)), false);
   });
 
   it('reads Message-ID, the first In-Reply-To id and all References', async () => {
@@ -93,12 +102,12 @@ describe('parseMail on a complete multipart mail', () => {
       'cc',
       'contentType',
       'from',
+      'headerBytes',
       'headers',
       'html',
       'inReplyTo',
       'messageId',
       'references',
-      'replyTo',
       'subject',
       'text',
       'to',
@@ -197,11 +206,11 @@ describe('parseMail on simple and odd mails', () => {
       ]),
       subject: 'headers only',
       from: { address: 'a@example.com', name: 'A' },
-      replyTo: [],
       to: [],
       cc: [],
       references: [],
       contentType: 'text/plain',
+      headerBytes: 48,
     });
   });
 
@@ -216,11 +225,11 @@ describe('parseMail on simple and odd mails', () => {
     assert.deepEqual(await parseMail(Buffer.alloc(0)), {
       headers: new Map(),
       subject: '',
-      replyTo: [],
       to: [],
       cc: [],
       references: [],
       contentType: 'text/plain',
+      headerBytes: 0,
     });
   });
 

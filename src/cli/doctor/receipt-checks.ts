@@ -203,8 +203,8 @@ function bucketNotes(
   if (sources.buckets.length > 0 && !sources.buckets.includes(bucket)) {
     return fail(
       check,
-      `${where} stores the mail in ${bucket}, which ALLOWED_MAIL_BUCKETS does not list: the worker refuses it`,
-      `add ${bucket} to ALLOWED_MAIL_BUCKETS`,
+      `${where} stores the mail in ${bucket}, which is not ${domain}'s bucket (BUCKET_NAME_TEMPLATE) and ALLOWED_MAIL_BUCKETS does not list: the worker sends every such mail to the dead-letter queue`,
+      `set BUCKET_NAME_TEMPLATE so that it gives ${bucket}, or add ${bucket} to ALLOWED_MAIL_BUCKETS`,
     );
   }
   const detail = `${where}: S3 ${bucket}${route.prefix ? `/${route.prefix}` : ''}, SNS ${route.topicArn}`;
