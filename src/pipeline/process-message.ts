@@ -14,7 +14,6 @@ import { applyBounceRewrite } from './bounce.ts';
 import { deliverMail } from './deliver.ts';
 import { runEffects } from './effects.ts';
 import { fetchMail, type FetchedAttempt } from './fetch.ts';
-import { abandonClaims } from './guarded-effect.ts';
 import { readNotification } from './notification.ts';
 import { deferralFor, type MessageOutcome } from './outcome.ts';
 import { readHeaders } from './parse.ts';
@@ -55,11 +54,11 @@ async function processMail(
   const { effects, view } = await runEffects(attempt, raw, parsed, bounce, entries, ports);
   const recipients = recipientResults(attempt);
   const head = fetched.mail.head;
-  const status = await recordAudit(
-    attempt,
-    { recipients, effects, view, blocklist, ...(head && { head }) },
-    ports,
-  );
+  // Both must land before the SQS delete, and neither needs the other: one round trip, not two.
+  const [status] = await Promise.all([
+    recordAudit(attempt, { recipients, effects, view, blocklist, ...(head && { head }) }, ports),
+    attempt.guard.finish(),
+  ]);
   const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...entryLimits(entries)])];
   return {
     ...attempt.base,
@@ -81,7 +80,7 @@ function entryLimits(entries: ReadonlyMap<string, RecipientEntry>): MailLimit[] 
 
 /** The object says it was processed: this notification came again (SNS, a lost delete). Nothing more to do. */
 async function redelivery(attempt: Attempt, fetched: FetchedAttempt): Promise<MessageOutcome> {
-  await abandonClaims(attempt.guard, await attempt.early.claims);
+  await attempt.guard.finish();
   return {
     ...attempt.base,
     status: 'duplicate',
@@ -95,7 +94,7 @@ async function redelivery(attempt: Attempt, fetched: FetchedAttempt): Promise<Me
  * failing that, marked failed in S3 and redriven to the DLQ, never deleted. What was final stays so.
  */
 async function attemptFault(attempt: Attempt, error: unknown, ports: PipelinePorts): Promise<MessageOutcome> {
-  await abandonClaims(attempt.guard, await attempt.early.claims);
+  await attempt.guard.finish();
   const fault = toWorkerError(error);
   const fields = { reason: fault.message, error: fault.toJSON() };
   if (fault.code === 'SHUTTING_DOWN')
