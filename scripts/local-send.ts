@@ -200,9 +200,11 @@ async function main(): Promise<void> {
       console.log(`queued SES message ${put.sesMessageId} for ${put.recipients.join(', ')} (${where})`);
       if (values['no-wait'] || !put.bucket || !put.key) continue;
       waits.push(
-        waitForAudit(clients.s3, put.bucket, put.key, WAIT_MS).then(
-          (r) => `${put.domain}: ${describeAudit(r, WAIT_MS)}`,
-        ),
+        waitForAudit(
+          { config, clients },
+          { bucket: put.bucket, key: put.key, domain: put.domain },
+          WAIT_MS,
+        ).then((r) => `${put.domain}: ${describeAudit(r, WAIT_MS)}`),
       );
     }
     for (const line of await Promise.all(waits)) console.log(line);

@@ -637,7 +637,8 @@ async function main(): Promise<void> {
       text: 'This mail was stored in (emulated) S3 and announced on SQS, exactly as SES does.\r\n',
     });
     const [put] = await injectMail({ config, clients }, { raw, recipients, source: 'sender@external.test' });
-    const audit = await waitForAudit(stack.s3, put?.bucket ?? '', put?.key ?? '', 15_000);
+    const location = { bucket: put?.bucket ?? '', key: put?.key ?? '', domain: put?.domain ?? first };
+    const audit = await waitForAudit({ config, clients }, location, 15_000);
     await new Promise((resolve) => setTimeout(resolve, 300));
     demoLine = `  Demo mail:    ${describeAudit(audit, 15_000)} (s3://${put?.bucket}/${put?.key})\n`;
   }

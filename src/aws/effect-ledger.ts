@@ -1,10 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import {
-  BatchGetCommand,
-  BatchWriteCommand,
-  UpdateCommand,
-  type DynamoDBDocumentClient,
-} from '@aws-sdk/lib-dynamodb';
+  BatchGetItemCommand,
+  BatchWriteItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type DynamoDBClient,
+  type WriteRequest,
+} from '@aws-sdk/client-dynamodb';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
 import { callDynamo, conditionFailed } from './dynamo.ts';
@@ -35,6 +38,23 @@ export type ClaimResult =
 export type CompleteResult = 'completed' | 'lost';
 
 /**
+ * The message's final status as the attempt that finished it saw it, kept in the record: for a mail whose S3
+ * object carries no verdict (a plain delivery, see pipeline/audit.ts), this is where `replay`, `inject --wait` and
+ * `dlq show` find it.
+ */
+export interface LedgerVerdict {
+  status: string;
+  /** Epoch seconds. */
+  at: number;
+}
+
+/** What a record says to a reader outside the daemon: its verdict, and the recipients delivered. */
+export interface RecordedMessage {
+  verdict?: LedgerVerdict;
+  delivered: string[];
+}
+
+/**
  * A record of the ledger's first shape, one per effect (`<message>|<recipient>|<action>`): `done` (COMPLETED),
  * `busy` (INPROGRESS, its lease live) or `lapsed` (INPROGRESS, its worker gone).
  */
@@ -53,12 +73,18 @@ export interface EffectLedger {
   claim(key: string, options: { legacy: boolean }): Promise<ClaimResult>;
   /** Writes `marks` now (before an SES send), renewing the lease; false when the claim is no longer ours. */
   mark(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean>;
-  /** The attempt's last write: the effect marks as they stand, and the lease given up. */
-  complete(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult>;
+  /** The attempt's last write: the effect marks as they stand, the verdict when final, and the lease given up. */
+  complete(
+    claim: Claim,
+    marks: ReadonlyMap<string, EffectMark>,
+    verdict?: LedgerVerdict,
+  ): Promise<CompleteResult>;
   /** Extends the lease; false when the claim is no longer ours. */
   renew(claim: Claim): Promise<boolean>;
   /** What records of the first shape say about these keys (absent keys have none). */
   legacy(keys: readonly string[]): Promise<Map<string, LegacyState>>;
+  /** The records of these messages (keys from `messageKey`), for readers outside the daemon; absent: none. */
+  read(keys: readonly string[]): Promise<Map<string, RecordedMessage>>;
 }
 
 /**
@@ -97,6 +123,7 @@ export const noLedger: EffectLedger = {
   complete: async () => 'completed',
   renew: async () => true,
   legacy: async () => new Map(),
+  read: async () => new Map(),
 };
 
 export interface DynamoLedgerOptions {
@@ -116,8 +143,12 @@ export interface DynamoLedgerOptions {
 /** BatchWriteItem takes 25 items. */
 const COMPLETE_BATCH = 25;
 
+/** How long a record is kept after its last claim: longer than SQS keeps a message (14 days). */
+export const LEDGER_RETENTION_SECONDS = 15 * 86_400;
+
 export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoLedgerOptions): EffectLedger {
-  const retention = options.retentionSeconds ?? 15 * 86_400;
+  const client = lowLevel(ddb);
+  const retention = options.retentionSeconds ?? LEDGER_RETENTION_SECONDS;
   const lease = options.leaseSeconds ?? 120;
   // A record written whole by BatchWriteItem (no condition) must still be ours when the write lands: only while this
   // much of the lease is left, far more than a write takes. Nobody can take a lease over before it runs out.
@@ -130,18 +161,18 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     claim: Claim,
     UpdateExpression: string,
     names: Record<string, string>,
-    values: Record<string, unknown>,
+    values: Record<string, AttributeValue>,
   ): Promise<boolean> {
     try {
       await callDynamo('UpdateItem', () =>
-        ddb.send(
-          new UpdateCommand({
+        client.send(
+          new UpdateItemCommand({
             TableName,
-            Key: { pk: claim.key },
+            Key: { pk: { S: claim.key } },
             UpdateExpression,
             ConditionExpression: '#o = :owner',
             ExpressionAttributeNames: { '#o': 'owner', ...names },
-            ExpressionAttributeValues: { ':owner': claim.token, ...values },
+            ExpressionAttributeValues: { ':owner': { S: claim.token }, ...values },
           }),
         ),
       );
@@ -158,22 +189,22 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     const expiresAt = now + retention;
     try {
       const { Attributes = {} } = await callDynamo('UpdateItem', () =>
-        ddb.send(
-          new UpdateCommand({
+        client.send(
+          new UpdateItemCommand({
             TableName,
-            Key: { pk: key },
+            Key: { pk: { S: key } },
             UpdateExpression:
               'SET #o = :token, lease_until = :lease, expires_at = :exp, ' +
               'effects = if_not_exists(effects, :none), legacy = if_not_exists(legacy, :legacy)',
             ConditionExpression: 'attribute_not_exists(pk) OR attribute_not_exists(#o) OR lease_until < :now',
             ExpressionAttributeNames: { '#o': 'owner' },
             ExpressionAttributeValues: {
-              ':token': token,
-              ':lease': now + lease,
-              ':exp': expiresAt,
-              ':none': {},
-              ':legacy': legacy,
-              ':now': now,
+              ':token': { S: token },
+              ':lease': { N: String(now + lease) },
+              ':exp': { N: String(expiresAt) },
+              ':none': { M: {} },
+              ':legacy': { BOOL: legacy },
+              ':now': { N: String(now) },
             },
             ReturnValues: 'ALL_NEW',
           }),
@@ -181,7 +212,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
       );
       return {
         state: 'claimed',
-        claim: { key, token, leaseUntil: now + lease, expiresAt, legacy: Attributes.legacy === true },
+        claim: { key, token, leaseUntil: now + lease, expiresAt, legacy: Attributes.legacy?.BOOL === true },
         marks: marksOf(Attributes.effects),
       };
     } catch (error) {
@@ -194,35 +225,47 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
    * The attempt's last write, batched with other messages' (one BatchWriteItem for up to 25) while the lease is known
    * to hold: the record is then written whole, with no owner. Otherwise one UpdateItem conditional on the owner.
    */
-  async function complete(c: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult> {
+  async function complete(
+    c: Claim,
+    marks: ReadonlyMap<string, EffectMark>,
+    verdict?: LedgerVerdict,
+  ): Promise<CompleteResult> {
+    const verdictItem: Record<string, AttributeValue> = verdict
+      ? { verdict: { S: verdict.status }, verdict_at: { N: String(verdict.at) } }
+      : {};
     if (lingerMs > 0 && c.leaseUntil - nowSeconds() >= batchMargin) {
       await completer.add({
-        pk: c.key,
-        effects: Object.fromEntries(marks),
-        expires_at: c.expiresAt,
-        legacy: c.legacy,
+        pk: { S: c.key },
+        effects: marksValue(marks),
+        expires_at: { N: String(c.expiresAt) },
+        legacy: { BOOL: c.legacy },
+        ...verdictItem,
       });
       return 'completed';
     }
+    const verdictSet = verdict ? ', verdict = :verdict, verdict_at = :verdictAt' : '';
     const done = await updateOwned(
       c,
-      'SET effects = :effects REMOVE #o, lease_until',
+      `SET effects = :effects${verdictSet} REMOVE #o, lease_until`,
       {},
-      { ':effects': Object.fromEntries(marks) },
+      {
+        ':effects': marksValue(marks),
+        ...(verdict && { ':verdict': { S: verdict.status }, ':verdictAt': { N: String(verdict.at) } }),
+      },
     );
     return done ? 'completed' : 'lost';
   }
 
   async function mark(c: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean> {
     const names: Record<string, string> = {};
-    const values: Record<string, unknown> = {};
+    const values: Record<string, AttributeValue> = {};
     const sets = [...marks].map(([name, value], i) => {
       names[`#e${i}`] = name;
-      values[`:e${i}`] = value;
+      values[`:e${i}`] = { S: value };
       return `effects.#e${i} = :e${i}`;
     });
     const leaseUntil = nowSeconds() + lease;
-    values[':lease'] = leaseUntil;
+    values[':lease'] = { N: String(leaseUntil) };
     const written = await updateOwned(
       c,
       `SET ${[...sets, 'lease_until = :lease'].join(', ')}`,
@@ -235,7 +278,12 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
 
   async function renew(c: Claim): Promise<boolean> {
     const leaseUntil = nowSeconds() + lease;
-    const renewed = await updateOwned(c, 'SET lease_until = :lease', {}, { ':lease': leaseUntil });
+    const renewed = await updateOwned(
+      c,
+      'SET lease_until = :lease',
+      {},
+      { ':lease': { N: String(leaseUntil) } },
+    );
     if (renewed) c.leaseUntil = leaseUntil;
     return renewed;
   }
@@ -244,42 +292,46 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     const now = nowSeconds();
     const states = new Map<string, LegacyState>();
     for (const [key, item] of await batchRead(keys)) {
-      if (typeof item.expires_at === 'number' && item.expires_at < now) continue;
-      if (item.status === 'COMPLETED') states.set(key, 'done');
-      else if (item.status === 'INPROGRESS') {
-        const live = typeof item.in_progress_expiry === 'number' && item.in_progress_expiry >= now;
+      const expiresAt = Number(item.expires_at?.N ?? Number.NaN);
+      if (expiresAt < now) continue;
+      const status = item.status?.S;
+      if (status === 'COMPLETED') states.set(key, 'done');
+      else if (status === 'INPROGRESS') {
+        const live = Number(item.in_progress_expiry?.N ?? Number.NaN) >= now;
         states.set(key, live ? 'busy' : 'lapsed');
       }
     }
     return states;
   }
 
-  async function batchRead(keys: readonly string[]): Promise<Map<string, Record<string, unknown>>> {
-    const found = new Map<string, Record<string, unknown>>();
+  async function batchRead(keys: readonly string[]): Promise<Map<string, Record<string, AttributeValue>>> {
+    const found = new Map<string, Record<string, AttributeValue>>();
     for (let start = 0; start < keys.length; start += 100) {
-      let request: Record<string, unknown>[] = keys.slice(start, start + 100).map((pk) => ({ pk }));
+      let request = keys.slice(start, start + 100).map((pk) => ({ pk: { S: pk } }));
       for (let attempt = 0; request.length > 0; attempt++) {
         if (attempt > 0) await unprocessedPause(attempt, 'BatchGetItem');
         const response = await callDynamo('BatchGetItem', () =>
-          ddb.send(
-            new BatchGetCommand({ RequestItems: { [TableName]: { Keys: request, ConsistentRead: true } } }),
+          client.send(
+            new BatchGetItemCommand({
+              RequestItems: { [TableName]: { Keys: request, ConsistentRead: true } },
+            }),
           ),
         );
-        for (const item of response.Responses?.[TableName] ?? []) found.set(String(item.pk), item);
-        request = (response.UnprocessedKeys?.[TableName]?.Keys ?? []) as Record<string, unknown>[];
+        for (const item of response.Responses?.[TableName] ?? []) found.set(item.pk?.S ?? '', item);
+        request = (response.UnprocessedKeys?.[TableName]?.Keys ?? []) as typeof request;
       }
     }
     return found;
   }
 
-  async function batchWrite(items: readonly Record<string, unknown>[]): Promise<void> {
-    let request = items.map((Item) => ({ PutRequest: { Item } }));
+  async function batchWrite(items: readonly Record<string, AttributeValue>[]): Promise<void> {
+    let request: WriteRequest[] = items.map((Item) => ({ PutRequest: { Item } }));
     for (let attempt = 0; request.length > 0; attempt++) {
       if (attempt > 0) await unprocessedPause(attempt, 'BatchWriteItem');
       const response = await callDynamo('BatchWriteItem', () =>
-        ddb.send(new BatchWriteCommand({ RequestItems: { [TableName]: request } })),
+        client.send(new BatchWriteItemCommand({ RequestItems: { [TableName]: request } })),
       );
-      request = (response.UnprocessedItems?.[TableName] ?? []) as typeof request;
+      request = response.UnprocessedItems?.[TableName] ?? [];
     }
   }
 
@@ -294,17 +346,47 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
   }
 
   const lingerMs = options.completeLingerMs ?? 20;
-  const completer = batcher<Record<string, unknown>>(lingerMs, COMPLETE_BATCH, batchWrite);
+  const completer = batcher<Record<string, AttributeValue>>(lingerMs, COMPLETE_BATCH, batchWrite);
 
-  return { enabled: true, claim, mark, complete, renew, legacy: legacyStates };
+  async function read(keys: readonly string[]): Promise<Map<string, RecordedMessage>> {
+    const records = new Map<string, RecordedMessage>();
+    for (const [key, item] of await batchRead(keys)) {
+      const at = Number(item.verdict_at?.N ?? Number.NaN);
+      const status = item.verdict?.S;
+      const delivered = [...marksOf(item.effects)]
+        .filter(([name, mark]) => mark === 'done' && name.endsWith('|deliver'))
+        .map(([name]) => name.slice(0, -'|deliver'.length));
+      records.set(key, {
+        ...(status !== undefined && Number.isFinite(at) && { verdict: { status, at } }),
+        delivered,
+      });
+    }
+    return records;
+  }
+
+  return { enabled: true, claim, mark, complete, renew, legacy: legacyStates, read };
 }
 
-function marksOf(value: unknown): Map<string, EffectMark> {
+/**
+ * The client under the document client. A document client is the base client's configuration and middleware
+ * stack, with marshalling added to each of its own commands; the ledger's few attributes are written by hand, and
+ * skipping that marshalling is a quarter of a ledger call's CPU (BENCHMARKS.md).
+ */
+function lowLevel(ddb: DynamoDBDocumentClient): DynamoDBClient {
+  return ddb as unknown as DynamoDBClient;
+}
+
+function marksOf(value: AttributeValue | undefined): Map<string, EffectMark> {
   const marks = new Map<string, EffectMark>();
-  if (typeof value !== 'object' || value === null) return marks;
-  for (const [name, mark] of Object.entries(value))
-    if (mark === 'done' || mark === 'sending') marks.set(name, mark);
+  for (const [name, mark] of Object.entries(value?.M ?? {}))
+    if (mark.S === 'done' || mark.S === 'sending') marks.set(name, mark.S);
   return marks;
+}
+
+function marksValue(marks: ReadonlyMap<string, EffectMark>): AttributeValue {
+  const entries: Record<string, AttributeValue> = {};
+  for (const [name, mark] of marks) entries[name] = { S: mark };
+  return { M: entries };
 }
 
 /**

@@ -1,12 +1,21 @@
 /**
  * The daemon's verdict on a stored mail, read from the S3 audit metadata it writes when a message is final
- * (README, "S3 audit metadata"): for `inject --wait`, `replay` and `dlq show`.
+ * (docs/audit-metadata.md), or, for a plain delivery, from the message's ledger record, which then holds it
+ * instead: for `inject --wait`, `replay` and `dlq show`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 
+import {
+  LEDGER_RETENTION_SECONDS,
+  createDynamoLedger,
+  messageKey,
+  type EffectLedger,
+} from '../aws/effect-ledger.ts';
+import { systemClock } from '../clock.ts';
 import { awsError, awsErrorName } from '../errors.ts';
+import type { CommandContext } from './command.ts';
 
 /** The metadata keys of the audit trail, in the order they are worth showing. */
 export const AUDIT_FIELDS = [
@@ -39,25 +48,89 @@ export async function headMail(s3: S3Client, bucket: string, key: string): Promi
   }
 }
 
+/** A stored mail as the commands see it: its object key, its S3 metadata, and when S3 last wrote it. */
+export interface StoredVerdictInput {
+  key: string;
+  metadata: Record<string, string>;
+  lastModified?: Date;
+}
+
+/**
+ * Completes the metadata of mails without an S3 verdict from their ledger records (`IDEMPOTENCY_TABLE`): a plain
+ * delivery keeps its verdict there (pipeline/audit.ts), given here in the S3 keys (`status`, `processed`,
+ * `processed_at`, `processed_by` ending in ` (ledger)`). A mail with neither, older than the ledger keeps records,
+ * may have been delivered long ago: `processed` is `unknown` then, never taken for unprocessed. Mails with an S3
+ * verdict, and every mail without a ledger, are left as they are.
+ */
+export async function withLedgerVerdicts<T extends StoredVerdictInput>(
+  context: LedgerContext,
+  domain: string,
+  mails: readonly T[],
+): Promise<T[]> {
+  const ledger = ledgerOf(context);
+  const open = mails.filter((m) => m.metadata.status === undefined);
+  if (!ledger || open.length === 0) return [...mails];
+  const keyOf = (m: T) =>
+    messageKey(
+      m.key.slice(m.key.lastIndexOf('/') + 1),
+      domain,
+      Number(m.metadata.replay_generation ?? '0') || 0,
+    );
+  const records = await ledger.read(open.map(keyOf));
+  const forgottenBefore = Date.now() - LEDGER_RETENTION_SECONDS * 1000;
+  return mails.map((mail) => {
+    if (mail.metadata.status !== undefined) return mail;
+    const verdict = records.get(keyOf(mail))?.verdict;
+    if (verdict) {
+      const recorded = {
+        processed: 'true',
+        processed_at: String(verdict.at),
+        processed_by: `worker-${domain} (ledger)`,
+        status: verdict.status,
+      };
+      return { ...mail, metadata: { ...mail.metadata, ...recorded } };
+    }
+    const old = mail.lastModified !== undefined && mail.lastModified.getTime() < forgottenBefore;
+    return old ? { ...mail, metadata: { ...mail.metadata, processed: 'unknown' } } : mail;
+  });
+}
+
+/** What reading the ledger needs: the daemon's settings and clients. */
+export type LedgerContext = Pick<CommandContext, 'config' | 'clients'>;
+
+const ledgers = new WeakMap<LedgerContext, EffectLedger | null>();
+
+function ledgerOf(context: LedgerContext): EffectLedger | undefined {
+  let ledger = ledgers.get(context);
+  if (ledger === undefined) {
+    const table = context.config.tables.idempotency;
+    ledger = table ? createDynamoLedger(context.clients.ddb, { table, clock: systemClock }) : null;
+    ledgers.set(context, ledger);
+  }
+  return ledger ?? undefined;
+}
+
 /** The final verdict (`processed` set), `removed` when every recipient blocked the sender, or undefined. */
 export type AuditResult = { kind: 'final'; metadata: Record<string, string> } | { kind: 'removed' };
 
 /**
- * Waits until the daemon recorded its outcome in the object's metadata or removed the object. Undefined after
- * `timeoutMs`, e.g. when delivery was deferred and will be retried.
+ * Waits until the daemon recorded its outcome in the object's metadata (or, for a plain delivery, in the ledger of
+ * `context`) or removed the object. Undefined after `timeoutMs`, e.g. when delivery was deferred and will be retried.
  */
 export async function waitForAudit(
-  s3: S3Client,
-  bucket: string,
-  key: string,
+  context: LedgerContext,
+  location: { bucket: string; key: string; domain: string },
   timeoutMs: number,
-  isFinal: (metadata: Record<string, string>) => boolean = (m) => m.processed !== undefined,
 ): Promise<AuditResult | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const stored = await headMail(s3, bucket, key);
+    const stored = await headMail(context.clients.s3, location.bucket, location.key);
     if (stored.kind === 'missing') return { kind: 'removed' };
-    if (isFinal(stored.metadata)) return { kind: 'final', metadata: stored.metadata };
+    const [mail] = await withLedgerVerdicts(context, location.domain, [
+      { key: location.key, metadata: stored.metadata },
+    ]);
+    const metadata = mail?.metadata ?? stored.metadata;
+    if (metadata.processed === 'true' || metadata.processed === 'false') return { kind: 'final', metadata };
     if (Date.now() >= deadline) return undefined;
     await sleep(100);
   }

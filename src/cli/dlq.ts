@@ -21,7 +21,7 @@ import { Command } from 'commander';
 import { createSqsQueue } from '../aws/queue.ts';
 import { awsError, awsErrorName } from '../errors.ts';
 import { parseSqsBody } from '../pipeline/notification.ts';
-import { headMail } from './audit.ts';
+import { headMail, withLedgerVerdicts } from './audit.ts';
 import {
   EXIT_FAILED,
   EXIT_OK,
@@ -172,7 +172,7 @@ async function showDlq(context: CommandContext, options: ShowOptions): Promise<n
 }
 
 async function inspectDlq(context: CommandContext, queues: DomainQueues, sample: number): Promise<DlqReport> {
-  const { sqs, s3 } = context.clients;
+  const { sqs } = context.clients;
   const attributes = await createSqsQueue(sqs, queues.dlqUrl).attributes();
   const messages = sample > 0 ? await receiveSample(sqs, queues.dlqUrl, sample) : [];
   const samples: DlqSample[] = [];
@@ -204,7 +204,7 @@ async function inspectDlq(context: CommandContext, queues: DomainQueues, sample:
         samples.push({ ...described, reason: 'mail inline in the notification (SNS action): no S3 audit' });
         continue;
       }
-      const stored = await headMail(s3, receipt.mail.bucket, receipt.mail.key).catch((error: unknown) => ({
+      const stored = await storedVerdict(context, queues.domain, receipt.mail).catch((error: unknown) => ({
         kind: 'error' as const,
         error: describeError(error),
       }));
@@ -224,6 +224,18 @@ async function inspectDlq(context: CommandContext, queues: DomainQueues, sample:
     oldestExact: messages.length > 0 && messages.length >= attributes.visible,
     samples,
   };
+}
+
+/** The object's S3 metadata, completed from the ledger for a plain delivery (cli/audit.ts). */
+async function storedVerdict(
+  context: CommandContext,
+  domain: string,
+  location: { bucket: string; key: string },
+): Promise<Awaited<ReturnType<typeof headMail>>> {
+  const stored = await headMail(context.clients.s3, location.bucket, location.key);
+  if (stored.kind !== 'stored') return stored;
+  const [completed] = await withLedgerVerdicts(context, domain, [{ ...stored, key: location.key }]);
+  return completed ? { ...stored, metadata: completed.metadata } : stored;
 }
 
 function reasonOf(

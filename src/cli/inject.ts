@@ -300,7 +300,8 @@ async function runInject(
     await Promise.all(
       injected.map(async (item) => {
         if (!item.bucket || !item.key) return;
-        const audit = await waitForAudit(context.clients.s3, item.bucket, item.key, waitSeconds * 1000);
+        const location = { bucket: item.bucket, key: item.key, domain: item.domain };
+        const audit = await waitForAudit(context, location, waitSeconds * 1000);
         outcomes.push({ domain: item.domain, audit });
         out.line(`${item.domain}: ${describeAudit(audit, waitSeconds * 1000)}`);
       }),

@@ -25,7 +25,7 @@ import { awsError } from '../errors.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import { headerView } from '../pipeline/parse.ts';
 import { domainPart, parseMailbox } from './addresses.ts';
-import { headMail } from './audit.ts';
+import { headMail, withLedgerVerdicts } from './audit.ts';
 import {
   EXIT_FAILED,
   EXIT_OK,
@@ -169,8 +169,8 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
     const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
     const { candidates, missing, more } =
       selection.keys.length > 0
-        ? await candidatesByKey(context, bucket, selection.keys)
-        : await scanBucket(context, bucket, selection);
+        ? await candidatesByKey(context, domain, bucket, selection.keys)
+        : await scanBucket(context, domain, bucket, selection);
     notReplayed.push(...missing);
     selected += candidates.length + missing.length;
     if (out.plainProgress || options.dryRun)
@@ -291,33 +291,47 @@ export function parseTime(option: string, text: string, now: number): number {
   return ms;
 }
 
-/** The audit status of a stored mail; `unprocessed` when the daemon never recorded an outcome. */
+/**
+ * The audit status of a stored mail; `unprocessed` when the daemon never recorded an outcome, `unknown` when it may
+ * have in a ledger record that has expired since (see `withLedgerVerdicts`).
+ */
 function statusOf(metadata: Record<string, string>): ReplayStatus | string {
   return metadata.status ?? (metadata.processed === undefined ? 'unprocessed' : 'unknown');
 }
 
 async function candidatesByKey(
   context: CommandContext,
+  domain: string,
   bucket: string,
   keys: readonly string[],
 ): Promise<{ candidates: Candidate[]; missing: NotReplayed[]; more: boolean }> {
-  const candidates: Candidate[] = [];
+  const stored: Array<Candidate & { lastModified?: Date }> = [];
   const missing: NotReplayed[] = [];
   for (const key of keys) {
-    const stored = await headMail(context.clients.s3, bucket, key);
-    if (stored.kind === 'missing') missing.push({ bucket, key, reason: 'no such object' });
-    else candidates.push({ bucket, key, metadata: stored.metadata });
+    const head = await headMail(context.clients.s3, bucket, key);
+    if (head.kind === 'missing') missing.push({ bucket, key, reason: 'no such object' });
+    else
+      stored.push({
+        bucket,
+        key,
+        metadata: head.metadata,
+        ...(head.lastModified && { lastModified: head.lastModified }),
+      });
   }
+  const candidates = await withLedgerVerdicts(context, domain, stored);
   return { candidates, missing, more: false };
 }
 
 /**
- * Lists the bucket and reads each object's metadata, keeping what matches the selection. An object last modified
- * before `--since` is skipped unread: the daemon writes the audit metadata after taking `processed_at`, so
- * LastModified is never earlier than the recorded processing time.
+ * Lists the bucket and reads each object's metadata (and, for a plain delivery, its ledger record), keeping what
+ * matches the selection. An object last modified before `--since` is skipped unread: the daemon writes the audit
+ * metadata after taking `processed_at`, so LastModified is never earlier than the recorded processing time; a plain
+ * delivery, whose verdict is in the ledger, is selected by its processing time only when SES stored it after
+ * `--since`.
  */
 async function scanBucket(
   context: CommandContext,
+  domain: string,
   bucket: string,
   selection: Selection,
 ): Promise<{ candidates: Candidate[]; missing: NotReplayed[]; more: boolean }> {
@@ -339,18 +353,23 @@ async function scanBucket(
             o.LastModified.getTime() >= selection.since),
       );
       for (let i = 0; i < objects.length; i += SCAN_CONCURRENCY) {
-        const heads = await Promise.all(
+        const read = await Promise.all(
           objects.slice(i, i + SCAN_CONCURRENCY).map(async (o) => {
             const key = o.Key ?? '';
             const stored = await headMail(s3, bucket, key);
             return stored.kind === 'stored'
-              ? { key, metadata: stored.metadata, lastModified: o.LastModified }
+              ? { key, metadata: stored.metadata, ...(o.LastModified && { lastModified: o.LastModified }) }
               : undefined;
           }),
         );
-        scanned += heads.length;
+        scanned += read.length;
+        const heads = await withLedgerVerdicts(
+          context,
+          domain,
+          read.filter((h) => h !== undefined),
+        );
         for (const head of heads) {
-          if (head && matches(head.metadata, head.lastModified, selection)) {
+          if (matches(head.metadata, head.lastModified, selection)) {
             if (candidates.length >= selection.limit) return { candidates, missing: [], more: true };
             candidates.push({ bucket, key: head.key, metadata: head.metadata });
           }

@@ -1,10 +1,11 @@
 /**
  * Stage 8: the verdict on the mail in its S3 object's metadata (aws/audit-metadata.ts), written only once every
- * recipient and effect is final; mail every recipient blocked is marked, then deleted. A failure to write is
+ * recipient and effect is final. A plain delivery the ledger recorded needs none: its ledger record holds the
+ * verdict. Mail every recipient blocked is deleted (marked only when the delete fails). A failure to write is
  * logged: the mail is delivered already, and a crash before the write repeats it (the SQS message is still there).
  */
 import { failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
-import type { ObjectHead } from '../aws/mail-store.ts';
+import type { MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import { errorMessage, type WorkerError } from '../errors.ts';
 import type { MailView } from '../mail/mail-view.ts';
 import type { Attempt } from './attempt.ts';
@@ -19,6 +20,8 @@ export interface AuditInput {
   blocklist: BlocklistResult;
   /** The object's headers as fetched: the update restates them without a HeadObject. */
   head?: ObjectHead;
+  /** The ledger's record of the message now holds its verdict (aws/effect-ledger.ts, `LedgerVerdict`). */
+  inLedger?: boolean;
 }
 
 /** The message's status from its recipients: `deferred` while any recipient or effect is not final. */
@@ -44,13 +47,12 @@ export async function recordAudit(
   const status = messageStatus(input.recipients, input.effects);
   if (status === 'deferred' || attempt.receipt.mail.kind !== 's3') return status;
   const location = attempt.receipt.mail;
+  const verdict = verdictOf(attempt, status, input, ports);
+  if (input.inLedger === true && plainDelivery(verdict) && input.head?.Metadata?.status === undefined)
+    return status;
   try {
-    await ports.mailStore.updateMetadata(
-      location,
-      finalMetadata(verdictOf(attempt, status, input, ports)),
-      input.head,
-    );
-    if (status === 'blocked') await ports.mailStore.remove(location);
+    if (status === 'blocked') await removeBlocked(location, verdict, input, ports);
+    else await ports.mailStore.updateMetadata(location, finalMetadata(verdict), input.head);
   } catch (error) {
     ports.logger.error(
       { sesMessageId: attempt.receipt.sesMessageId, err: errorMessage(error) },
@@ -58,6 +60,34 @@ export async function recordAudit(
     );
   }
   return status;
+}
+
+/**
+ * Every recipient delivered and nothing else to say: what the ledger's record already tells `replay`, `inject` and
+ * `dlq`. Any earlier verdict on the object is replaced instead (a replay of mail that once failed), so it never
+ * stays behind, untrue.
+ */
+function plainDelivery(verdict: FinalVerdict): boolean {
+  return (
+    verdict.status === 'delivered' &&
+    verdict.failedEffects.length === 0 &&
+    verdict.invalidSource === undefined
+  );
+}
+
+/** The object goes: its metadata would go with it, so it is written only when the delete fails. */
+async function removeBlocked(
+  location: MailLocation,
+  verdict: FinalVerdict,
+  input: AuditInput,
+  ports: PipelinePorts,
+): Promise<void> {
+  try {
+    await ports.mailStore.remove(location);
+  } catch (error) {
+    await ports.mailStore.updateMetadata(location, finalMetadata(verdict), input.head);
+    throw error;
+  }
 }
 
 function verdictOf(

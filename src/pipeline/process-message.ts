@@ -8,14 +8,20 @@ import type { RecipientEntry } from '../aws/recipient-directory.ts';
 import type { MailLimit } from '../mail/mail-limits.ts';
 import { toWorkerError } from '../errors.ts';
 import { beginAttempt, recipientResults, type Attempt, type ProcessOptions } from './attempt.ts';
-import { recordAudit, recordFailure } from './audit.ts';
+import { messageStatus, recordAudit, recordFailure, type AuditInput } from './audit.ts';
 import { applyBlocklist } from './blocklist.ts';
 import { applyBounceRewrite } from './bounce.ts';
 import { deliverMail } from './deliver.ts';
 import { runEffects } from './effects.ts';
 import { fetchMail, type FetchedAttempt } from './fetch.ts';
 import { readNotification } from './notification.ts';
-import { deferralFor, type MessageOutcome } from './outcome.ts';
+import {
+  deferralFor,
+  type EffectResult,
+  type MessageOutcome,
+  type MessageStatus,
+  type RecipientOutcome,
+} from './outcome.ts';
 import { readHeaders } from './parse.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -54,15 +60,15 @@ async function processMail(
   const { effects, view } = await runEffects(attempt, raw, parsed, bounce, entries, ports);
   const recipients = recipientResults(attempt);
   const head = fetched.mail.head;
-  // Both must land before the SQS delete, and neither needs the other: one round trip, not two.
-  const [status] = await Promise.all([
-    recordAudit(attempt, { recipients, effects, view, blocklist, ...(head && { head }) }, ports),
-    attempt.guard.finish(),
-  ]);
+  const status = await recordOutcome(
+    attempt,
+    { recipients, effects, view, blocklist, ...(head && { head }) },
+    ports,
+  );
   const limits = [...new Set([...(view.limits ?? []), ...(bounce.limits ?? []), ...entryLimits(entries)])];
   return {
     ...attempt.base,
-    status,
+    status: repeated(attempt, recipients, effects) ? 'duplicate' : status,
     recipients,
     effects,
     bounceRewritten: bounce.rewritten,
@@ -71,6 +77,39 @@ async function processMail(
     ...(fetched.recorded.gaveUp && { gaveUpRecorded: true }),
     ...(limits.length > 0 && { limits }),
   };
+}
+
+/**
+ * Stage 8: the ledger's last write, with the verdict when the message is final, then the S3 audit metadata — which
+ * a plain delivery the ledger recorded does without (pipeline/audit.ts). Both before the SQS delete: a crash at any
+ * point leaves the message in the queue.
+ */
+async function recordOutcome(
+  attempt: Attempt,
+  input: AuditInput,
+  ports: PipelinePorts,
+): Promise<MessageStatus> {
+  const status = messageStatus(input.recipients, input.effects);
+  const verdict = status === 'deferred' ? undefined : { status, at: Math.floor(ports.clock.now() / 1000) };
+  const inLedger = await attempt.guard.finish(verdict);
+  return recordAudit(attempt, { ...input, inLedger }, ports);
+}
+
+/**
+ * Nothing was left to do (not a replay): every recipient was delivered and every effect done by an earlier attempt
+ * — SNS delivered the notification twice, or a delete was lost, and the ledger recognised it.
+ */
+function repeated(
+  attempt: Attempt,
+  recipients: readonly RecipientOutcome[],
+  effects: readonly EffectResult[],
+): boolean {
+  return (
+    !attempt.replay &&
+    recipients.length > 0 &&
+    recipients.every((r) => r.earlier === true) &&
+    effects.every((e) => e.status === 'done-before' || e.status === 'suppressed')
+  );
 }
 
 /** Bounds the recipients' table items went past (their data was cut to them). */

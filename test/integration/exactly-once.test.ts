@@ -13,7 +13,7 @@ import {
   SendMessageCommand,
   type MessageAttributeValue,
 } from '@aws-sdk/client-sqs';
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { effectName, legacyKey, messageKey } from '../../src/aws/effect-ledger.ts';
 import type { PipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
 import {
@@ -24,6 +24,7 @@ import {
   type TestStack,
 } from '../harness/emulators.ts';
 import { countBySeq, DDB_THROTTLING, rawMail, startFaultProxy, type FaultProxy } from '../harness/faults.ts';
+import { ledgerRecord } from '../harness/ledger-record.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 import { putMail, sesMessageId, type PutMailResult } from '../harness/ses-events.ts';
 
@@ -109,18 +110,6 @@ async function drained(queueUrl: string): Promise<boolean> {
 
 const copies = (rig: Rig, seq: string) => countBySeq(rig.mailbox.messages).get(seq) ?? 0;
 
-/** The message's ledger record (one per message and domain). */
-async function ledgerRecord(sesId: string, domain: string, generation = 0) {
-  const { Item } = await stack.ddb.send(
-    new GetCommand({
-      TableName: LEDGER,
-      Key: { pk: messageKey(sesId, domain, generation) },
-      ConsistentRead: true,
-    }),
-  );
-  return Item as { owner?: string; effects?: Record<string, string> } | undefined;
-}
-
 /** The delivery id the copy carries (its first header line). */
 function deliveryIdOf(raw: Buffer): string {
   const id = /^X-SES-Worker-Delivery-Id: (\S+)\r\n/.exec(raw.toString('latin1', 0, 200))?.[1];
@@ -176,7 +165,7 @@ describe('exactly once', { concurrency: true }, () => {
     await waitUntil(() => copies(rig, 'replay-1') === 2, 5_000, 'the forced copy');
     const forcedId = deliveryIdOf(rig.mailbox.messages[1]?.raw ?? Buffer.alloc(0));
     assert.notEqual(forcedId, firstId, 'a forced replay is a new delivery at the mailbox too');
-    const forcedRecord = await ledgerRecord(p.messageId, domain, 1);
+    const forcedRecord = await ledgerRecord(stack, p.messageId, domain, 1);
     assert.equal(forcedRecord?.effects?.[effectName(to, 'deliver')], 'done', 'a record of its own');
 
     await sendAgain(p, replay('1'));
@@ -205,7 +194,7 @@ describe('exactly once', { concurrency: true }, () => {
     assert.match(String(first.effects?.[0]?.reason), /SES_OUTCOME_UNKNOWN: .*not resent/);
     const head = await stack.s3.send(new HeadObjectCommand({ Bucket: p.bucket, Key: p.key }));
     assert.equal(head.Metadata?.failed_effects, `forward:${target}`);
-    const record = await ledgerRecord(p.messageId, domain);
+    const record = await ledgerRecord(stack, p.messageId, domain);
     assert.equal(record?.effects?.[effectName(to, `forward:${target}`)], 'done', 'so no retry resends it');
 
     await sendAgain(p, replay());
@@ -276,7 +265,7 @@ describe('exactly once', { concurrency: true }, () => {
     assert.equal(outcome.recipients?.[0]?.state, 'delivered', 'the mail server did accept it');
     assert.ok(rig.logs.some((l) => l.level === 'error' && /no longer ours/.test(l.msg)));
     assert.ok((await metric(rig.metrics, 'ses_worker_ledger_errors_total', { operation: 'complete' })) >= 1);
-    const record = await ledgerRecord(id, domain);
+    const record = await ledgerRecord(stack, id, domain);
     assert.equal(record?.owner, 'someone-else', "the other worker's record was not overwritten");
     assert.deepEqual(record?.effects, {});
     await waitUntil(() => drained(p.queueUrl), 10_000, 'queue drained', 100);
@@ -376,7 +365,7 @@ describe('exactly once', { concurrency: true }, () => {
     ]);
     assert.equal(sentTo(target), 1);
     assert.equal(sentTo(SOURCE), 1);
-    const record = await ledgerRecord(id, domain);
+    const record = await ledgerRecord(stack, id, domain);
     assert.equal(
       record?.effects?.[effectName(alice, `forward:${target}`)],
       'sending',
@@ -488,7 +477,7 @@ describe('exactly once', { concurrency: true }, () => {
     assert.equal(byTarget.get(done)?.status, 'done-before');
     assert.equal(byTarget.get(lapsed)?.status, 'failed');
     assert.match(String(byTarget.get(lapsed)?.reason), /SES_OUTCOME_UNKNOWN/);
-    const record = await ledgerRecord(inFlight, domain);
+    const record = await ledgerRecord(stack, inFlight, domain);
     assert.deepEqual(record?.effects, {
       [effectName(alice, 'deliver')]: 'done',
       [effectName(bob, 'deliver')]: 'done',
