@@ -48,10 +48,9 @@ export interface LedgerVerdict {
   at: number;
 }
 
-/** What a record says to a reader outside the daemon: its verdict, and the recipients delivered. */
+/** What a record says to a reader outside the daemon. */
 export interface RecordedMessage {
   verdict?: LedgerVerdict;
-  delivered: string[];
 }
 
 /**
@@ -353,13 +352,7 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     for (const [key, item] of await batchRead(keys)) {
       const at = Number(item.verdict_at?.N ?? Number.NaN);
       const status = item.verdict?.S;
-      const delivered = [...marksOf(item.effects)]
-        .filter(([name, mark]) => mark === 'done' && name.endsWith('|deliver'))
-        .map(([name]) => name.slice(0, -'|deliver'.length));
-      records.set(key, {
-        ...(status !== undefined && Number.isFinite(at) && { verdict: { status, at } }),
-        delivered,
-      });
+      records.set(key, status !== undefined && Number.isFinite(at) ? { verdict: { status, at } } : {});
     }
     return records;
   }

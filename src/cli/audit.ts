@@ -66,6 +66,7 @@ export async function withLedgerVerdicts<T extends StoredVerdictInput>(
   context: LedgerContext,
   domain: string,
   mails: readonly T[],
+  now = Date.now(),
 ): Promise<T[]> {
   const ledger = ledgerOf(context);
   const open = mails.filter((m) => m.metadata.status === undefined);
@@ -77,7 +78,7 @@ export async function withLedgerVerdicts<T extends StoredVerdictInput>(
       Number(m.metadata.replay_generation ?? '0') || 0,
     );
   const records = await ledger.read(open.map(keyOf));
-  const forgottenBefore = Date.now() - LEDGER_RETENTION_SECONDS * 1000;
+  const forgottenBefore = now - LEDGER_RETENTION_SECONDS * 1000;
   return mails.map((mail) => {
     if (mail.metadata.status !== undefined) return mail;
     const verdict = records.get(keyOf(mail))?.verdict;

@@ -9,9 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, ReceiveMessageCommand, type Message } from '@aws-sdk/client-sqs';
 
+import { createAwsClients } from '../../src/aws/clients.ts';
+import { withLedgerVerdicts } from '../../src/cli/audit.ts';
+import { buildConfig } from '../../src/config/config.ts';
 import { parseSqsBody } from '../../src/pipeline/notification.ts';
 import { runCommand, type CliResult } from '../harness/cli-runner.ts';
 import { createDomainQueue, waitUntil } from '../harness/emulators.ts';
@@ -397,6 +400,42 @@ describe('replay', () => {
     // A plain delivery: its processing time is the ledger record's.
     const record = await ledgerRecord(rig.stack, key.slice(key.lastIndexOf('/') + 1), LIVE);
     assert.ok(Number(record?.verdict_at) > Date.now() / 1000 - 600);
+  });
+
+  it('a plain delivery is read from its ledger record; a mail with no verdict anywhere is unprocessed, then unknown once the ledger may have forgotten it', async () => {
+    const delivered = await inject('--to', `dave@${LIVE}`);
+    assert.equal((await rig.outcome(delivered.sesMessageId)).status, 'delivered');
+    const waiting = await inject('--to', `y@${PARKED}`);
+    const config = buildConfig(env);
+    const clients = createAwsClients(config.aws);
+    try {
+      const stored = async (i: Injected) => {
+        const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: i.bucket, Key: i.key }));
+        return { key: i.key, metadata: head.Metadata ?? {}, lastModified: head.LastModified ?? new Date() };
+      };
+      const [plain] = await withLedgerVerdicts({ config, clients }, LIVE, [await stored(delivered)]);
+      assert.deepEqual(plain?.metadata.status, 'delivered');
+      assert.equal(plain?.metadata.processed, 'true');
+      assert.equal(plain?.metadata.processed_by, `worker-${LIVE} (ledger)`);
+      const parked = [await stored(waiting)];
+      const [now] = await withLedgerVerdicts({ config, clients }, PARKED, parked);
+      assert.deepEqual(now?.metadata, {}, 'not processed yet: no verdict, no record');
+      const sixteenDaysOn = Date.now() + 16 * 86_400_000;
+      const [later] = await withLedgerVerdicts({ config, clients }, PARKED, parked, sixteenDaysOn);
+      assert.equal(
+        later?.metadata.processed,
+        'unknown',
+        'older than the ledger keeps records: maybe delivered',
+      );
+    } finally {
+      clients.destroy();
+    }
+    const dry = await cli('replay', '--domains', PARKED, '--status', 'unprocessed', '--dry-run', '--json');
+    assert.ok(
+      dry.json<ReplayReport>().notReplayed.some((r) => r.key === waiting.key) ||
+        dry.json<ReplayReport>().replayed.some((r) => r.key === waiting.key),
+      dry.stdout,
+    );
   });
 
   it('refuses an unclear selection with exit 2', async () => {
