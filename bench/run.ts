@@ -12,6 +12,9 @@
  *   npm run bench -- --smoke       a handful of mails, one round (the test suite's check that the harness works)
  *   options: --mails N --warmup N --runs R --latency-ms 0,20 --only name,name --out file.json
  *            --cpu-prof DIR   V8 CPU profiles of every daemon thread per run (summarise: bench/profile-summary.ts)
+ *            --baseline DIR   also run `default` and `rcpt10` with the daemon built in DIR (another checkout after
+ *                             `npm ci && npm run build`) as `base_default` and `base_rcpt10`: before and after a
+ *                             change in the same run, alternating round by round
  *
  * Each measured run first lets its consumer process deliver --warmup mails (JIT compilation and heap growth of a
  * fresh process are start-up, not the cost of a mail), then measures the next --mails.
@@ -20,7 +23,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startStack, type TestStack } from '../test/harness/emulators.ts';
@@ -30,11 +33,13 @@ import { measureHeaderParsing, type HeaderParsingResult } from './header-parsing
 import { startLatencyProxy, type LatencyProxy } from './lib/latency-proxy.ts';
 import {
   measureIdle,
+  measureLargeForwards,
   measureLargeMail,
   measureSerialLatency,
   measureSesBurst,
   measureThroughput,
   type IdleResult,
+  type LargeForwardsResult,
   type LargeMailResult,
   type SerialLatencyResult,
   type SesBurstResult,
@@ -54,6 +59,7 @@ const { values } = parseArgs({
     out: { type: 'string' },
     warmup: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    baseline: { type: 'string' },
   },
 });
 
@@ -78,7 +84,13 @@ const THROUGHPUT: Record<string, Spec> = {
   io_floor_rcpt10: { ...base, kind: 'io-floor', recipientsPerMail: 10 },
   domains20: { ...base, domains: 20 },
 };
-const HEADLINE = ['default', 'io_floor', 'one_at_a_time'];
+const baselineEntry =
+  values.baseline === undefined ? undefined : join(resolve(values.baseline), 'dist', 'unified-worker.js');
+if (baselineEntry !== undefined) {
+  THROUGHPUT.base_default = { ...base, entry: baselineEntry };
+  THROUGHPUT.base_rcpt10 = { ...base, recipientsPerMail: 10, entry: baselineEntry };
+}
+const HEADLINE = ['default', 'io_floor', 'one_at_a_time', 'base_default'];
 const selected = values.only?.split(',');
 const wanted = (name: string) =>
   selected ? selected.some((s) => name === s || name.startsWith(`${s}_`)) : true;
@@ -147,6 +159,7 @@ async function main(): Promise<void> {
     | Summary
     | IdleResult
     | LargeMailResult
+    | LargeForwardsResult
     | SesBurstResult
     | SerialLatencyResult
     | HeaderParsingResult
@@ -205,6 +218,19 @@ async function main(): Promise<void> {
           );
         if (wanted('ses_burst'))
           variants.ses_burst = await guarded('ses_burst', () => measureSesBurst(stack, endpoints, 500, 14));
+        // 39 MiB is past what SES takes as a forward (40 MB after base64): each forward fails, once; 29 MiB is about
+        // the largest mail SES forwards.
+        for (const mb of [39, 29]) {
+          const name = `large_forwards_${mb}mb`;
+          if (wanted(name))
+            variants[name] = await guarded(name, () =>
+              measureLargeForwards(stack, endpoints, mb * 1024 * 1024, 20),
+            );
+          if (baselineEntry !== undefined && wanted(`base_${name}`))
+            variants[`base_${name}`] = await guarded(`base_${name}`, () =>
+              measureLargeForwards(stack, endpoints, mb * 1024 * 1024, 20, baselineEntry),
+            );
+        }
       });
       await withProxies(stack, 20, async (endpoints) => {
         for (const recipients of [1, 10]) {
@@ -246,6 +272,15 @@ function roundRatios(perRound: Record<string, RunResult[]>, latencyMs: number): 
   ratio('no_ledger', 'io_floor', 'msgs_per_s', 'no_ledger_vs_io_floor');
   ratio('rcpt10', 'io_floor_rcpt10', 'msgs_per_s', 'rcpt10_vs_io_floor_rcpt10');
   ratio('domains20', 'default', 'msgs_per_s', 'domains20_vs_default');
+  ratio('rcpt10', 'io_floor_rcpt10', 'cpu_ms_per_msg', 'cpu_rcpt10_vs_io_floor_rcpt10');
+  ratio('default', 'base_default', 'msgs_per_s', 'daemon_vs_baseline');
+  ratio('default', 'base_default', 'cpu_ms_per_msg', 'cpu_daemon_vs_baseline');
+  ratio('base_default', 'io_floor', 'msgs_per_s', 'baseline_vs_io_floor');
+  ratio('base_default', 'one_at_a_time', 'msgs_per_s', 'baseline_vs_one_at_a_time');
+  ratio('base_default', 'io_floor', 'cpu_ms_per_msg', 'cpu_baseline_vs_io_floor');
+  ratio('rcpt10', 'base_rcpt10', 'msgs_per_s', 'rcpt10_vs_baseline');
+  ratio('base_rcpt10', 'io_floor_rcpt10', 'msgs_per_s', 'base_rcpt10_vs_io_floor_rcpt10');
+  ratio('base_rcpt10', 'io_floor_rcpt10', 'cpu_ms_per_msg', 'cpu_base_rcpt10_vs_io_floor_rcpt10');
   return out;
 }
 

@@ -17,6 +17,8 @@ export interface RunningConsumer {
   kill(): Promise<void>;
   /** The daemon's JSON log lines (empty for the yardsticks). */
   logs(): ReadonlyArray<Record<string, unknown>>;
+  /** The daemon's /metrics text ('' for the yardsticks). */
+  metrics(): Promise<string>;
   describe(): string;
 }
 
@@ -39,6 +41,8 @@ export interface ConsumerInput {
   env?: Record<string, string>;
   /** Write a V8 CPU profile of every thread into this directory (the daemon then stops with SIGTERM, not -9). */
   cpuProfileDir?: string;
+  /** Another build of the daemon (its `dist/unified-worker.js`), e.g. the commit before a change. */
+  entry?: string;
 }
 
 const FLOOR_SCRIPT = fileURLToPath(new URL('../consumers/io-floor.ts', import.meta.url));
@@ -78,6 +82,7 @@ export async function startConsumer(input: ConsumerInput): Promise<RunningConsum
     },
     describe: () => `${input.kind} pid ${child.pid ?? '?'}: ${stderr}`,
     logs: () => [],
+    metrics: async () => '',
   };
 }
 
@@ -85,6 +90,7 @@ function spawnBenchDaemon(input: ConsumerInput): Promise<DaemonProcess> {
   return spawnDaemon({
     domains: input.domains,
     startTimeoutMs: 60_000,
+    ...(input.entry !== undefined && { entry: input.entry }),
     ...(input.cpuProfileDir !== undefined && {
       execArgv: ['--cpu-prof', `--cpu-prof-dir=${input.cpuProfileDir}`],
     }),
@@ -119,5 +125,6 @@ function wrapDaemon(daemon: DaemonProcess, startedAt: number, profiling: boolean
     },
     describe: () => daemon.describe(10),
     logs: () => daemon.logs,
+    metrics: () => daemon.metrics(),
   };
 }

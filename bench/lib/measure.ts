@@ -7,6 +7,7 @@ import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createDomainQueue, type TestStack } from '../../test/harness/emulators.ts';
 import { bigMail, putLargeMail } from '../../test/harness/faults.ts';
 import { startSesQuota } from '../../test/harness/ses-quota.ts';
+import { startSesSink } from './ses-sink.ts';
 import { nameFromTemplate } from '../../src/aws/resources.ts';
 import {
   startConsumer,
@@ -34,6 +35,8 @@ export interface ThroughputSpec {
   /** Daemon settings (ignored by the yardsticks). */
   env?: Record<string, string>;
   cpuProfileDir?: string;
+  /** Another build of the daemon to run (`--baseline`). */
+  entry?: string;
 }
 
 export interface RunResult {
@@ -125,6 +128,7 @@ export async function measureThroughput(
       queueUrls,
       ...(spec.env && { env: spec.env }),
       ...(spec.cpuProfileDir !== undefined && { cpuProfileDir: spec.cpuProfileDir }),
+      ...(spec.entry !== undefined && { entry: spec.entry }),
     },
     async (consumer, sink) => {
       try {
@@ -313,6 +317,145 @@ export async function measureLargeMail(
       };
     },
   );
+}
+
+export interface LargeForwardsResult {
+  mail_mb: number;
+  forwards: number;
+  /** Forwards SES took, and the most any one target got (1: each sent once). */
+  ses_sends: number;
+  max_sends_per_target: number;
+  /** Forwards whose outcome was `failed` (a mail too large for SES's 40 MB, measured after base64); -1: no outcome. */
+  forwards_failed: number;
+  peak_rss_before_mb: number;
+  peak_rss_growth_mb: number;
+  growth_per_mail_size: number;
+  /** `ses_worker_in_flight_peak_bytes`: what the byte budget held at most, and the budget. */
+  budget_peak_mb: number;
+  budget_mb: number;
+  thread_restarts: number;
+  /** From the notification to the last forward (or the outcome, when none could be sent); -1: never finished. */
+  done_ms: number;
+  /** Transactions of the large mail at the mail server (1: delivered once). */
+  local_copies: number;
+}
+
+/**
+ * One large mail to a recipient whose rule forwards it to `forwards` outside addresses, SES paced at 14/s (a
+ * `startSesQuota` in front of an SES endpoint that takes bodies of any size): the peak RSS growth of the daemon,
+ * whether its thread survived, and how often each target got the forward.
+ */
+export async function measureLargeForwards(
+  stack: TestStack,
+  endpoints: Endpoints,
+  bytes: number,
+  forwards: number,
+  entry?: string,
+): Promise<LargeForwardsResult> {
+  const run = ++runCounter;
+  const domain = `fwd${run}.bench.test`;
+  const to = `user0@${domain}`;
+  const targets = Array.from({ length: forwards }, (_, i) => `f${i}@elsewhere.test`);
+  const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 120 });
+  await stack.ddb.send(
+    new PutCommand({
+      TableName: 'email-rules',
+      Item: { email_address: to, ooo_active: false, forwards: targets },
+    }),
+  );
+  const ses = await startSesSink();
+  const quota = await startSesQuota(ses.endpoint, 14);
+  try {
+    return await withConsumer(
+      stack,
+      endpoints,
+      {
+        kind: 'daemon',
+        domains: [domain],
+        queueUrls: [queueUrl],
+        endpoints: { ...endpoints, ses: quota.endpoint },
+        ...(entry !== undefined && { entry }),
+      },
+      async (consumer, sink) => {
+        // A small mail first: the heap, the JIT and the connections are start-up, not the large mail's cost.
+        await preloadDomain(stack, domain, queueUrl, 1);
+        await waitForDeliveries(sink, consumer.pid, 1, 1);
+        await waitForSends(ses, forwards, 60_000);
+        const before = peakRssMb(consumer.pid);
+        const started = Date.now();
+        const put = await putLargeMail(stack, {
+          domain,
+          raw: bigMail(`large-fwd-${run}`, to, bytes),
+          recipients: [to],
+          source: 'bench-sender@external.test',
+        });
+        // A daemon whose thread dies on the mail never finishes it: measured over three minutes then.
+        const outcome = await waitForOutcome(consumer, put.messageId, 3 * 60_000);
+        if (outcome) await waitForEmptyQueues(stack, [queueUrl]);
+        const doneMs = outcome ? Math.max(ses.sends.at(-1)?.at ?? 0, outcome.at) - started : -1;
+        const growth = peakRssMb(consumer.pid) - before;
+        const mailMb = bytes / (1024 * 1024);
+        const large = ses.sends.slice(forwards);
+        const perTarget = new Map<string, number>();
+        for (const send of large) for (const t of send.to) perTarget.set(t, (perTarget.get(t) ?? 0) + 1);
+        const metrics = await consumer.metrics();
+        const gauge = (name: string) =>
+          Number(
+            new RegExp(`^${name}\\{domain="${domain.replaceAll('.', '\\.')}"\\} (\\S+)$`, 'm').exec(
+              metrics,
+            )?.[1],
+          );
+        return {
+          mail_mb: round(mailMb, 1),
+          forwards,
+          ses_sends: large.length,
+          max_sends_per_target: Math.max(0, ...perTarget.values()),
+          forwards_failed: outcome?.effects.filter((e) => e.status === 'failed').length ?? -1,
+          local_copies: (await sink.deliveries()).filter((d) => d.seq === -1).length,
+          peak_rss_before_mb: round(before, 0),
+          peak_rss_growth_mb: round(growth, 0),
+          growth_per_mail_size: round(growth / mailMb, 2),
+          budget_peak_mb: round(gauge('ses_worker_in_flight_peak_bytes') / 1048576, 0),
+          budget_mb: round(gauge('ses_worker_in_flight_limit_bytes') / 1048576, 0),
+          thread_restarts: consumer.logs().filter((l) => l.msg === 'poller thread died; restarting').length,
+          done_ms: doneMs,
+        };
+      },
+    );
+  } finally {
+    await quota.stop();
+    await ses.stop();
+  }
+}
+
+async function waitForSends(
+  ses: { sends: readonly unknown[] },
+  count: number,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (ses.sends.length < count) {
+    if (Date.now() > deadline) throw new Error(`only ${ses.sends.length} of ${count} SES sends`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The effects of the message's outcome line that ends it (deleted), and when it came; undefined if none came. */
+async function waitForOutcome(
+  consumer: RunningConsumer,
+  sesMessageId: string,
+  timeoutMs: number,
+): Promise<{ effects: Array<{ status: string }>; at: number } | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = consumer.logs().find((l) => l.sesMessageId === sesMessageId && l.disposition === 'delete');
+    if (line) {
+      const effects = Array.isArray(line.effects) ? (line.effects as Array<{ status: string }>) : [];
+      return { effects, at: Date.parse(String(line.time)) };
+    }
+    if (Date.now() > deadline) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 export interface SesBurstResult {

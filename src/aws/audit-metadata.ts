@@ -283,9 +283,7 @@ function deliveredOf(
   if (!processed) return undefined;
   if (status === 'delivered') return envelope;
   const nobody = ['invalid', 'rejected', 'blocked', 'failed'];
-  return status !== undefined && nobody.includes(status)
-    ? { addresses: [], complete: true }
-    : undefined;
+  return status !== undefined && nobody.includes(status) ? { addresses: [], complete: true } : undefined;
 }
 
 function effectsOf(value: string): { items: string[]; complete: boolean } {

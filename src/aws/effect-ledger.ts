@@ -1,121 +1,154 @@
 import { randomUUID } from 'node:crypto';
 import {
-  BatchGetCommand,
-  BatchWriteCommand,
-  DeleteCommand,
-  GetCommand,
-  UpdateCommand,
-  type DynamoDBDocumentClient,
-} from '@aws-sdk/lib-dynamodb';
+  BatchGetItemCommand,
+  BatchWriteItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type DynamoDBClient,
+  type WriteRequest,
+} from '@aws-sdk/client-dynamodb';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Clock } from '../clock.ts';
 import { WorkerError } from '../errors.ts';
-import { callDynamo, conditionFailed, conditionalPut } from './dynamo.ts';
+import { callDynamo, conditionFailed } from './dynamo.ts';
 
-/** A claim this worker holds: the effect's key and the owner token only this claim attempt knows. */
+/**
+ * What the ledger remembers of one effect of a message: `done`, or `sending` — an SES send was about to go out and
+ * its end was never recorded, so it may have been sent (a later attempt never sends it again).
+ */
+export type EffectMark = 'done' | 'sending';
+
+/** A message this worker holds: the record's key, the owner token only this attempt knows, and the record's facts. */
 export interface Claim {
   readonly key: string;
   readonly token: string;
+  /** Epoch seconds until which the lease is confirmed: written by the claim or the last renewal DynamoDB accepted. */
+  leaseUntil: number;
+  /** The record's TTL (epoch seconds), restated when the record is written whole. */
+  readonly expiresAt: number;
+  /** The record was created on a retry or a replay: its effects may have records of the ledger's first shape. */
+  readonly legacy: boolean;
 }
 
-/** `claimed`: go ahead; `done`: a previous attempt completed it; `busy`: another worker holds a live claim. */
-export type ClaimResult = { state: 'claimed'; claim: Claim } | { state: 'done' } | { state: 'busy' };
+/** `claimed` with what the record says each effect came to; `busy`: another worker holds a live lease. */
+export type ClaimResult =
+  { state: 'claimed'; claim: Claim; marks: Map<string, EffectMark> } | { state: 'busy' };
 
-/** `lost`: the record is no longer this claim's (its lease ran out and another worker took it over, or it is gone). */
+/** `lost`: the record is no longer this claim's (its lease ran out and another worker took it over). */
 export type CompleteResult = 'completed' | 'lost';
 
 /**
- * Exactly-once bookkeeping for effects (deliver, forward, auto-reply) keyed by SES message id, recipient and
- * action: claimed before the effect, completed after it, abandoned when it did not happen — the AWS Powertools idempotency
- * pattern, so a redelivered message skips what already happened and a crashed claim can be taken over later. Every
- * claim carries a random owner token; complete, renew and abandon act only on a record that still holds it, so a
- * worker whose lease ran out can never overwrite the record of the worker that took over.
+ * A record of the ledger's first shape, one per effect (`<message>|<recipient>|<action>`): `done` (COMPLETED),
+ * `busy` (INPROGRESS, its lease live) or `lapsed` (INPROGRESS, its worker gone).
+ */
+export type LegacyState = 'done' | 'busy' | 'lapsed';
+
+/**
+ * Exactly-once bookkeeping, one record per message and domain: the lease of the worker processing it (a random
+ * owner token and an expiry the heartbeat renews) and a mark per effect (delivery, forward, auto-reply) that
+ * happened. A claim takes the lease and reads the marks in one conditional UpdateItem; every later write is
+ * conditional on the owner token (or made while the lease is known to hold), so a worker whose lease ran out can
+ * never overwrite the record of the worker that took over.
  */
 export interface EffectLedger {
   readonly enabled: boolean;
-  claim(key: string): Promise<ClaimResult>;
-  complete(claim: Claim): Promise<CompleteResult>;
-  /** Extends the lease of a claim still in progress; false when the claim is no longer ours. */
+  /** Takes the message's lease. `legacy`: a retry or replay, whose effects may be in records of the first shape. */
+  claim(key: string, options: { legacy: boolean }): Promise<ClaimResult>;
+  /** Writes `marks` now (before an SES send), renewing the lease; false when the claim is no longer ours. */
+  mark(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean>;
+  /** The attempt's last write: the effect marks as they stand, and the lease given up. */
+  complete(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult>;
+  /** Extends the lease; false when the claim is no longer ours. */
   renew(claim: Claim): Promise<boolean>;
-  /** Gives a claim up because its effect did not happen: a later attempt may claim it again. */
-  abandon(claim: Claim): Promise<void>;
+  /** What records of the first shape say about these keys (absent keys have none). */
+  legacy(keys: readonly string[]): Promise<Map<string, LegacyState>>;
 }
 
 /**
- * The ledger key of an effect. A forced replay (generation N > 0) gets keys of its own, so it does on purpose what
- * the original attempts already did; generation 0 is the mail as SES delivered it (and a replay without --force).
+ * The key of a message's record. A forced replay (generation N > 0) gets a record of its own, so it does on purpose
+ * what the original attempts already did; generation 0 is the mail as SES delivered it (and a replay without
+ * --force). Each domain's recipients are another SQS message, so the domain is part of the key.
  */
-export function effectKey(sesMessageId: string, recipient: string, action: string, generation = 0): string {
-  const id = generation > 0 ? `${sesMessageId}#${generation}` : sesMessageId;
-  return `${id}|${recipient.toLowerCase()}|${action}`;
+export function messageKey(sesMessageId: string, domain: string, generation = 0): string {
+  return `${messageId(sesMessageId, generation)}|${domain.toLowerCase()}`;
 }
 
-/** Used when IDEMPOTENCY_TABLE=none: every claim succeeds, as in the original daemon. */
+/** The SES message id with the replay generation, as every key of the message starts. */
+export function messageId(sesMessageId: string, generation = 0): string {
+  return generation > 0 ? `${sesMessageId}#${generation}` : sesMessageId;
+}
+
+/** An effect's name inside its message's record: `<recipient>|deliver`, `<recipient>|forward:<target>`, … */
+export function effectName(recipient: string, action: string): string {
+  return `${recipient.toLowerCase()}|${action}`;
+}
+
+/** The key the ledger's first shape gave the same effect: one record per effect. */
+export function legacyKey(sesMessageId: string, name: string, generation = 0): string {
+  return `${messageId(sesMessageId, generation)}|${name}`;
+}
+
+/** Used when IDEMPOTENCY_TABLE=none: every claim succeeds and nothing is remembered, as in the original daemon. */
 export const noLedger: EffectLedger = {
   enabled: false,
-  claim: async (key) => ({ state: 'claimed', claim: { key, token: '' } }),
+  claim: async (key) => ({
+    state: 'claimed',
+    claim: { key, token: '', leaseUntil: Number.MAX_SAFE_INTEGER, expiresAt: 0, legacy: false },
+    marks: new Map(),
+  }),
+  mark: async () => true,
   complete: async () => 'completed',
   renew: async () => true,
-  abandon: async () => undefined,
+  legacy: async () => new Map(),
 };
 
 export interface DynamoLedgerOptions {
   table: string;
   clock: Clock;
-  /** How long a completed record is kept (DynamoDB TTL attribute `expires_at`). Longer than SQS retention. */
+  /** How long a record is kept after its last claim (DynamoDB TTL attribute `expires_at`). Longer than SQS retention. */
   retentionSeconds?: number;
   /**
-   * After this long without a renewal an unfinished claim is presumed dead (its worker crashed) and may be taken
-   * over. The visibility heartbeat renews the claims of the message it keeps invisible.
+   * After this long without a renewal a lease is presumed dead (its worker crashed) and may be taken over. The
+   * visibility heartbeat renews the lease of the message it keeps invisible.
    */
   leaseSeconds?: number;
-  /** How long a complete waits for others to share its batch (0: one UpdateItem each, no batching). */
+  /** How long a complete waits for others to share its BatchWriteItem (0: each goes out at once). */
   completeLingerMs?: number;
 }
 
 /** BatchWriteItem takes 25 items. */
 const COMPLETE_BATCH = 25;
-const BATCH_MIN = 3;
 
-/**
- * A batch read-then-write is two round trips where concurrent UpdateItems are one; it pays off only when the
- * completes of several messages share it (a busy domain), not for one message's recipients, whose mail would then
- * take one round trip more with ten recipients than with one.
- */
-function worthBatching(claims: readonly Claim[]): boolean {
-  if (claims.length < BATCH_MIN) return false;
-  const messages = new Set(claims.map((c) => c.key.slice(0, c.key.indexOf('|'))));
-  return messages.size >= 2;
-}
-
-const OWNED_IN_PROGRESS = '#s = :inprogress AND #o = :owner';
+/** How long a record is kept after its last claim: longer than SQS keeps a message (14 days). */
+export const LEDGER_RETENTION_SECONDS = 15 * 86_400;
 
 export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoLedgerOptions): EffectLedger {
-  const retention = options.retentionSeconds ?? 15 * 86_400;
+  const client = lowLevel(ddb);
+  const retention = options.retentionSeconds ?? LEDGER_RETENTION_SECONDS;
   const lease = options.leaseSeconds ?? 120;
+  // A record written whole by BatchWriteItem (no condition) must still be ours when the write lands: only while this
+  // much of the lease is left, far more than a write takes. Nobody can take a lease over before it runs out.
+  const batchMargin = Math.max(10, Math.ceil(lease / 2));
   const TableName = options.table;
   const nowSeconds = () => Math.floor(options.clock.now() / 1000);
-  const owned = (claim: Claim) => ({
-    ExpressionAttributeNames: { '#s': 'status', '#o': 'owner' },
-    ExpressionAttributeValues: { ':inprogress': 'INPROGRESS', ':owner': claim.token },
-  });
 
-  /** An UpdateItem on a claim that is still ours and in progress; false when it no longer is. */
+  /** An UpdateItem on a record whose lease is still this claim's; false when it no longer is. */
   async function updateOwned(
     claim: Claim,
     UpdateExpression: string,
-    values: Record<string, unknown>,
+    names: Record<string, string>,
+    values: Record<string, AttributeValue>,
   ): Promise<boolean> {
-    const { ExpressionAttributeNames, ExpressionAttributeValues } = owned(claim);
     try {
       await callDynamo('UpdateItem', () =>
-        ddb.send(
-          new UpdateCommand({
+        client.send(
+          new UpdateItemCommand({
             TableName,
-            Key: { pk: claim.key },
+            Key: { pk: { S: claim.key } },
             UpdateExpression,
-            ConditionExpression: OWNED_IN_PROGRESS,
-            ExpressionAttributeNames,
-            ExpressionAttributeValues: { ...ExpressionAttributeValues, ...values },
+            ConditionExpression: '#o = :owner',
+            ExpressionAttributeNames: { '#o': 'owner', ...names },
+            ExpressionAttributeValues: { ':owner': { S: claim.token }, ...values },
           }),
         ),
       );
@@ -126,78 +159,149 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     }
   }
 
-  async function completeOne(claim: Claim): Promise<CompleteResult> {
+  async function claim(key: string, { legacy }: { legacy: boolean }): Promise<ClaimResult> {
     const now = nowSeconds();
+    const token = randomUUID();
+    const expiresAt = now + retention;
+    try {
+      const { Attributes = {} } = await callDynamo('UpdateItem', () =>
+        client.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: { pk: { S: key } },
+            UpdateExpression:
+              'SET #o = :token, lease_until = :lease, expires_at = :exp, ' +
+              'effects = if_not_exists(effects, :none), legacy = if_not_exists(legacy, :legacy)',
+            ConditionExpression: 'attribute_not_exists(pk) OR attribute_not_exists(#o) OR lease_until < :now',
+            ExpressionAttributeNames: { '#o': 'owner' },
+            ExpressionAttributeValues: {
+              ':token': { S: token },
+              ':lease': { N: String(now + lease) },
+              ':exp': { N: String(expiresAt) },
+              ':none': { M: {} },
+              ':legacy': { BOOL: legacy },
+              ':now': { N: String(now) },
+            },
+            ReturnValues: 'ALL_NEW',
+          }),
+        ),
+      );
+      return {
+        state: 'claimed',
+        claim: { key, token, leaseUntil: now + lease, expiresAt, legacy: Attributes.legacy?.BOOL === true },
+        marks: marksOf(Attributes.effects),
+      };
+    } catch (error) {
+      if (conditionFailed(error)) return { state: 'busy' };
+      throw error;
+    }
+  }
+
+  /**
+   * The attempt's last write, batched with other messages' (one BatchWriteItem for up to 25) while the lease is known
+   * to hold: the record is then written whole, with no owner. Otherwise one UpdateItem conditional on the owner.
+   */
+  async function complete(c: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult> {
+    if (lingerMs > 0 && c.leaseUntil - nowSeconds() >= batchMargin) {
+      await completer.add({
+        pk: { S: c.key },
+        effects: marksValue(marks),
+        expires_at: { N: String(c.expiresAt) },
+        legacy: { BOOL: c.legacy },
+      });
+      return 'completed';
+    }
     const done = await updateOwned(
-      claim,
-      'SET #s = :done, completed_at = :now, expires_at = :exp REMOVE in_progress_expiry',
-      { ':done': 'COMPLETED', ':now': now, ':exp': now + retention },
+      c,
+      'SET effects = :effects REMOVE #o, lease_until',
+      {},
+      {
+        ':effects': marksValue(marks),
+      },
     );
     return done ? 'completed' : 'lost';
   }
 
-  /**
-   * Completes of many messages in two calls instead of one each: a consistent BatchGetItem finds the claims still
-   * ours, a BatchWriteItem marks those done. BatchWriteItem takes no condition, so ownership is read just before
-   * the write; a takeover in between needs the lease (renewed by the heartbeat) to run out in those milliseconds,
-   * and would then mean both workers did the effect, which the mailbox's duplicate check catches.
-   */
-  async function completeMany(claims: readonly Claim[]): Promise<CompleteResult[]> {
-    const now = nowSeconds();
-    const found = await batchRead(claims.map((c) => c.key));
-    const ours = claims.filter((c) => {
-      const item = found.get(c.key);
-      return item?.status === 'INPROGRESS' && item.owner === c.token;
+  async function mark(c: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean> {
+    const names: Record<string, string> = {};
+    const values: Record<string, AttributeValue> = {};
+    const sets = [...marks].map(([name, value], i) => {
+      names[`#e${i}`] = name;
+      values[`:e${i}`] = { S: value };
+      return `effects.#e${i} = :e${i}`;
     });
-    await batchWrite(
-      ours.map((c) => ({
-        pk: c.key,
-        status: 'COMPLETED',
-        completed_at: now,
-        expires_at: now + retention,
-      })),
+    const leaseUntil = nowSeconds() + lease;
+    values[':lease'] = { N: String(leaseUntil) };
+    const written = await updateOwned(
+      c,
+      `SET ${[...sets, 'lease_until = :lease'].join(', ')}`,
+      names,
+      values,
     );
-    const done = new Set(ours);
-    return claims.map((c) => (done.has(c) ? 'completed' : 'lost'));
+    if (written) c.leaseUntil = leaseUntil;
+    return written;
   }
 
-  async function batchRead(keys: readonly string[]): Promise<Map<string, Record<string, unknown>>> {
-    const found = new Map<string, Record<string, unknown>>();
-    let request: Record<string, unknown>[] = keys.map((pk) => ({ pk }));
-    for (let attempt = 0; request.length > 0; attempt++) {
-      if (attempt > 0) await unprocessedPause(attempt, 'BatchGetItem');
-      const response = await callDynamo('BatchGetItem', () =>
-        ddb.send(
-          new BatchGetCommand({
-            RequestItems: {
-              [TableName]: {
-                Keys: request,
-                ConsistentRead: true,
-                ProjectionExpression: 'pk, #s, #o',
-                ExpressionAttributeNames: { '#s': 'status', '#o': 'owner' },
-              },
-            },
-          }),
-        ),
-      );
-      for (const item of response.Responses?.[TableName] ?? []) found.set(String(item.pk), item);
-      request = (response.UnprocessedKeys?.[TableName]?.Keys ?? []) as Record<string, unknown>[];
+  async function renew(c: Claim): Promise<boolean> {
+    const leaseUntil = nowSeconds() + lease;
+    const renewed = await updateOwned(
+      c,
+      'SET lease_until = :lease',
+      {},
+      { ':lease': { N: String(leaseUntil) } },
+    );
+    if (renewed) c.leaseUntil = leaseUntil;
+    return renewed;
+  }
+
+  async function legacyStates(keys: readonly string[]): Promise<Map<string, LegacyState>> {
+    const now = nowSeconds();
+    const states = new Map<string, LegacyState>();
+    for (const [key, item] of await batchRead(keys)) {
+      const expiresAt = Number(item.expires_at?.N ?? Number.NaN);
+      if (expiresAt < now) continue;
+      const status = item.status?.S;
+      if (status === 'COMPLETED') states.set(key, 'done');
+      else if (status === 'INPROGRESS') {
+        const live = Number(item.in_progress_expiry?.N ?? Number.NaN) >= now;
+        states.set(key, live ? 'busy' : 'lapsed');
+      }
+    }
+    return states;
+  }
+
+  async function batchRead(keys: readonly string[]): Promise<Map<string, Record<string, AttributeValue>>> {
+    const found = new Map<string, Record<string, AttributeValue>>();
+    for (let start = 0; start < keys.length; start += 100) {
+      let request = keys.slice(start, start + 100).map((pk) => ({ pk: { S: pk } }));
+      for (let attempt = 0; request.length > 0; attempt++) {
+        if (attempt > 0) await unprocessedPause(attempt, 'BatchGetItem');
+        const response = await callDynamo('BatchGetItem', () =>
+          client.send(
+            new BatchGetItemCommand({
+              RequestItems: { [TableName]: { Keys: request, ConsistentRead: true } },
+            }),
+          ),
+        );
+        for (const item of response.Responses?.[TableName] ?? []) found.set(item.pk?.S ?? '', item);
+        request = (response.UnprocessedKeys?.[TableName]?.Keys ?? []) as typeof request;
+      }
     }
     return found;
   }
 
-  async function batchWrite(items: readonly Record<string, unknown>[]): Promise<void> {
-    let request = items.map((Item) => ({ PutRequest: { Item } }));
+  async function batchWrite(items: readonly Record<string, AttributeValue>[]): Promise<void> {
+    let request: WriteRequest[] = items.map((Item) => ({ PutRequest: { Item } }));
     for (let attempt = 0; request.length > 0; attempt++) {
       if (attempt > 0) await unprocessedPause(attempt, 'BatchWriteItem');
       const response = await callDynamo('BatchWriteItem', () =>
-        ddb.send(new BatchWriteCommand({ RequestItems: { [TableName]: request } })),
+        client.send(new BatchWriteItemCommand({ RequestItems: { [TableName]: request } })),
       );
-      request = (response.UnprocessedItems?.[TableName] ?? []) as typeof request;
+      request = response.UnprocessedItems?.[TableName] ?? [];
     }
   }
 
-  /** DynamoDB hands back unprocessed keys when throttled: wait, and give up (temporarily) after a few rounds. */
+  /** DynamoDB hands back unprocessed items when throttled: wait, and give up (temporarily) after a few rounds. */
   async function unprocessedPause(attempt: number, operation: string): Promise<void> {
     if (attempt > 5) {
       throw new WorkerError('DYNAMODB_ERROR', `${operation} left items unprocessed after 5 retries`, {
@@ -207,82 +311,60 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
     await options.clock.sleep(50 * 2 ** (attempt - 1));
   }
 
-  const completer = batcher<Claim, CompleteResult>(options.completeLingerMs ?? 20, COMPLETE_BATCH, (batch) =>
-    worthBatching(batch) ? completeMany(batch) : Promise.all(batch.map(completeOne)),
-  );
+  const lingerMs = options.completeLingerMs ?? 20;
+  const completer = batcher<Record<string, AttributeValue>>(lingerMs, COMPLETE_BATCH, batchWrite);
 
-  return {
-    enabled: true,
-    async claim(key) {
-      const now = nowSeconds();
-      const token = randomUUID();
-      const claimed = await conditionalPut(ddb, {
-        TableName,
-        Item: {
-          pk: key,
-          status: 'INPROGRESS',
-          owner: token,
-          in_progress_expiry: now + lease,
-          expires_at: now + retention,
-        },
-        ConditionExpression:
-          'attribute_not_exists(pk) OR expires_at < :now OR (#s = :inprogress AND in_progress_expiry < :now)',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':now': now, ':inprogress': 'INPROGRESS' },
-      });
-      if (claimed) return { state: 'claimed', claim: { key, token } };
-      const existing = await callDynamo('GetItem', () =>
-        ddb.send(new GetCommand({ TableName, Key: { pk: key }, ConsistentRead: true })),
-      );
-      return existing.Item?.status === 'COMPLETED' ? { state: 'done' } : { state: 'busy' };
-    },
-    complete: (claim) => completer.complete(claim),
-    renew: (claim) =>
-      updateOwned(claim, 'SET in_progress_expiry = :expiry', { ':expiry': nowSeconds() + lease }),
-    async abandon(claim) {
-      await callDynamo('DeleteItem', () =>
-        ddb.send(
-          new DeleteCommand({
-            TableName,
-            Key: { pk: claim.key },
-            ConditionExpression: OWNED_IN_PROGRESS,
-            ...owned(claim),
-          }),
-        ),
-      ).catch((error: unknown) => {
-        // Not ours any more: whoever holds it now decides what happens to it.
-        if (!conditionFailed(error)) throw error;
-      });
-    },
-  };
+  return { enabled: true, claim, mark, complete, renew, legacy: legacyStates };
 }
 
 /**
- * Collects calls for up to `lingerMs` (or until `max` are waiting) and hands them to `run` together; each caller
- * gets its own result, or the batch's error.
+ * The client under the document client. A document client is the base client's configuration and middleware
+ * stack, with marshalling added to each of its own commands; the ledger's few attributes are written by hand, and
+ * skipping that marshalling is a quarter of a ledger call's CPU (BENCHMARKS.md).
  */
-function batcher<T, R>(
+function lowLevel(ddb: DynamoDBDocumentClient): DynamoDBClient {
+  return ddb as unknown as DynamoDBClient;
+}
+
+function marksOf(value: AttributeValue | undefined): Map<string, EffectMark> {
+  const marks = new Map<string, EffectMark>();
+  for (const [name, mark] of Object.entries(value?.M ?? {}))
+    if (mark.S === 'done' || mark.S === 'sending') marks.set(name, mark.S);
+  return marks;
+}
+
+function marksValue(marks: ReadonlyMap<string, EffectMark>): AttributeValue {
+  const entries: Record<string, AttributeValue> = {};
+  for (const [name, mark] of marks) entries[name] = { S: mark };
+  return { M: entries };
+}
+
+/**
+ * Collects items for up to `lingerMs` (or until `max` are waiting) and writes them together; each caller learns
+ * whether its batch was written.
+ */
+function batcher<T>(
   lingerMs: number,
   max: number,
-  run: (batch: T[]) => Promise<R[]>,
-): { complete(item: T): Promise<R> } {
-  let pending: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  write: (batch: T[]) => Promise<void>,
+): { add(item: T): Promise<void> } {
+  let pending: Array<{ item: T; resolve: () => void; reject: (e: unknown) => void }> = [];
   let timer: NodeJS.Timeout | undefined;
   const flush = () => {
     clearTimeout(timer);
     timer = undefined;
     const batch = pending;
     pending = [];
-    run(batch.map((p) => p.item)).then(
-      (results) => batch.forEach((p, i) => p.resolve(results[i] as R)),
+    write(batch.map((p) => p.item)).then(
+      () => batch.forEach((p) => p.resolve()),
       (error: unknown) => batch.forEach((p) => p.reject(error)),
     );
   };
   return {
-    complete(item) {
-      return new Promise<R>((resolve, reject) => {
+    add(item) {
+      return new Promise<void>((resolve, reject) => {
         pending.push({ item, resolve, reject });
-        if (pending.length >= max || lingerMs === 0) flush();
+        if (pending.length >= max) flush();
         else timer ??= setTimeout(flush, lingerMs);
       });
     },

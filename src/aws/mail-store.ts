@@ -9,7 +9,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { backoffMs, type Clock } from '../clock.ts';
 import { WorkerError, awsError, awsErrorName, isTemporaryAwsError } from '../errors.ts';
-import type { ByteBudget } from '../flow-control/byte-budget.ts';
+import type { MailBudget } from '../flow-control/byte-budget.ts';
 import { nextMetadata } from './audit-metadata.ts';
 
 export interface MailLocation {
@@ -21,7 +21,7 @@ export interface MailLocation {
 export interface FetchOptions {
   maxBytes: number;
   /** Memory budget the mail's bytes are counted against while it is processed. */
-  budget?: ByteBudget;
+  budget?: MailBudget;
   signal?: AbortSignal;
 }
 

@@ -17,6 +17,11 @@ export interface SesSendRequest {
   raw: Buffer;
   /** Waiting for a pacing permit: told when it starts and ends; aborted by the signal (shutdown). */
   permit?: PermitOptions;
+  /**
+   * Runs once, with the first permit in hand, just before the first SendEmail (the ledger's mark that the send
+   * starts); when it throws, nothing is sent and its error is the send's.
+   */
+  beforeSend?: () => Promise<void>;
 }
 
 export interface MailSender {
@@ -140,7 +145,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
   const throttleBudgetMs = options.throttleBudgetMs ?? 120_000;
   const deadlines = options.deadlines ?? DEFAULT_AWS_DEADLINES;
   return {
-    async send({ from, destinations, raw, permit }) {
+    async send({ from, destinations, raw, permit, beforeSend }) {
       // SES measures the limit after base64 encoding of the request.
       const encoded = Math.ceil(raw.length / 3) * 4;
       if (encoded > SES_MAX_RAW_BYTES) {
@@ -154,6 +159,7 @@ export function createSesSender(ses: SESv2Client, options: SesSenderOptions): Ma
       let failures = 0;
       for (let attempt = 0; ; attempt++) {
         await pacer.acquire(permit);
+        if (attempt === 0) await beforeSend?.();
         try {
           const result = await ses.send(
             new SendEmailCommand({

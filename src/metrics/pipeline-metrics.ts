@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** What a deployment fault was found in: the mail server's replies, a table check, or the queue's settings. */
 export type DeploymentFaultKind = 'smtp' | 'ses' | 'table' | 'queue';
-export type LedgerOperation = 'claim' | 'complete' | 'renew' | 'abandon';
+export type LedgerOperation = 'claim' | 'sending' | 'complete' | 'renew' | 'abandon';
 
 /** What the pipeline reports; one instance per thread, aggregated by the coordinator for /metrics. */
 export interface PipelineMetrics {

@@ -109,7 +109,11 @@ export class OutboundEventsConsumer {
     const { sqs, queueName, metrics } = this.options;
     let queue: MailQueue;
     try {
-      queue = createSqsQueue(sqs, await resolveQueueUrl(sqs, queueName, this.cancel.signal), this.options.deadlines);
+      queue = createSqsQueue(
+        sqs,
+        await resolveQueueUrl(sqs, queueName, this.cancel.signal),
+        this.options.deadlines,
+      );
     } catch (error) {
       metrics.failure('get-queue-url');
       if (isMissingQueue(error)) {

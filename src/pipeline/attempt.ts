@@ -3,10 +3,10 @@
  * the ledger context, what is known so far (so a late fault still reports what was really done), and the work
  * started together with the fetch because it needs only the notification.
  */
-import { effectKey, type Claim } from '../aws/effect-ledger.ts';
+import { effectName, messageKey, type Claim } from '../aws/effect-ledger.ts';
 import type { RecipientEntry } from '../aws/recipient-directory.ts';
 import type { PermitOptions } from '../flow-control/send-pacer.ts';
-import { claimAll, type ClaimSet, type GuardContext } from './guarded-effect.ts';
+import { GuardContext } from './guarded-effect.ts';
 import { emptyOutcome, unusableRecipientsOf, type NotifiedMail, type SesReceipt } from './notification.ts';
 import type { EffectResult, MessageOutcome, RecipientOutcome } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
@@ -37,22 +37,33 @@ export interface Attempt {
   base: Omit<MessageOutcome, 'status'>;
   /** Final recipient outcomes and effect results so far. */
   progress: { recipients: Map<string, RecipientOutcome>; effects: EffectResult[] };
-  /** The recipients' table entries, and the claims of their deliveries (given up again for those blocked). */
-  early: { entries: Promise<Map<string, RecipientEntry>>; claims: Promise<ClaimSet> };
+  /** The recipients' table entries, read alongside the fetch. */
+  early: { entries: Promise<Map<string, RecipientEntry>> };
 }
 
-/** Starts an attempt: the lookups and delivery claims go out now, alongside the fetch. */
+/** Starts an attempt: the message's ledger claim and the recipients' lookups go out now, alongside the fetch. */
 export function beginAttempt(mail: NotifiedMail, ports: PipelinePorts, options: ProcessOptions): Attempt {
   const { message, receipt, recipients } = mail;
   const generation = message.replay?.generation ?? 0;
-  const guard: GuardContext = {
-    ledger: ports.ledger,
-    liveClaims: options.liveClaims ?? new Set(),
-    domain: ports.domain,
-    logger: ports.logger,
-    metrics: ports.metrics,
-    sleep: (ms) => ports.clock.sleep(ms),
-  };
+  const budget = ports.budget?.account();
+  const guard = new GuardContext(
+    {
+      ledger: ports.ledger,
+      liveClaims: options.liveClaims ?? new Set(),
+      domain: ports.domain,
+      logger: ports.logger,
+      metrics: ports.metrics,
+      sleep: (ms) => ports.clock.sleep(ms),
+    },
+    {
+      key: messageKey(receipt.sesMessageId, ports.domain, generation),
+      sesMessageId: receipt.sesMessageId,
+      generation,
+      retried: message.receiveCount > 1 || message.replay !== undefined,
+      ...(budget && { budget }),
+      ...(options.signal && { signal: options.signal }),
+    },
+  );
   const entries = ports.directory.lookup(recipients);
   // Awaited later, or never when the fetch fails first: that must not count as an unhandled rejection.
   entries.catch(() => undefined);
@@ -76,12 +87,8 @@ export function beginAttempt(mail: NotifiedMail, ports: PipelinePorts, options: 
       }),
     },
     progress: { recipients: new Map(), effects: [] },
-    early: { entries, claims: Promise.resolve({ claims: new Map(), fates: new Map() }) },
+    early: { entries },
   };
-  attempt.early.claims = claimAll(
-    guard,
-    recipients.map((r) => deliverKey(attempt, r)),
-  );
   for (const { address, reason } of unusableRecipientsOf(receipt, ports.domain))
     attempt.progress.recipients.set(address, {
       recipient: address,
@@ -91,9 +98,9 @@ export function beginAttempt(mail: NotifiedMail, ports: PipelinePorts, options: 
   return attempt;
 }
 
-/** The ledger key of a recipient's delivery. */
-export function deliverKey(attempt: Pick<Attempt, 'receipt' | 'generation'>, recipient: string): string {
-  return effectKey(attempt.receipt.sesMessageId, recipient, 'deliver', attempt.generation);
+/** The ledger's name of a recipient's delivery. */
+export function deliverName(recipient: string): string {
+  return effectName(recipient, 'deliver');
 }
 
 /** Every recipient of the attempt with its outcome so far; those without one are still deferred. */

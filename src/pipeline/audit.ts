@@ -1,8 +1,11 @@
 /**
  * Stage 8: the verdict on the mail in its S3 object's metadata (aws/audit-metadata.ts), written only once every
- * recipient and effect is final; mail every recipient blocked is marked, then deleted — unless another hosted domain
- * shares the object (one receipt rule for several domains) and still needs it. A failure to write is logged: the
- * mail is delivered already, and a crash before the write repeats it (the SQS message is still there).
+/**
+ * Stage 8: the verdict on the mail in its S3 object's metadata (aws/audit-metadata.ts), written only once every
+ * recipient and effect is final. Mail every recipient blocked is deleted (marked only when the delete fails) —
+ * unless another hosted domain shares the object (one receipt rule for several domains) and still needs it. A
+ * failure to write is logged: the mail is delivered already, and a crash before the write repeats it (the SQS
+ * message is still there).
  */
 import { domainVerdicts, failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
 import type { MailLocation, ObjectHead } from '../aws/mail-store.ts';
@@ -49,16 +52,11 @@ export async function recordAudit(
   const status = messageStatus(input.recipients, input.effects);
   if (status === 'deferred' || attempt.receipt.mail.kind !== 's3') return status;
   const location = attempt.receipt.mail;
+  const verdict = verdictOf(attempt, status, input, ports);
   const sharing = sharingDomains(attempt.receipt, ports);
   try {
-    // A shared object may carry another domain's verdict written since the fetch: merge with what it holds now.
-    await ports.mailStore.updateMetadata(
-      location,
-      finalMetadata(verdictOf(attempt, status, input, ports)),
-      sharing.length > 0 ? undefined : input.head,
-    );
-    if (status === 'blocked' && (await noOtherDomainNeeds(location, sharing, ports)))
-      await ports.mailStore.remove(location);
+    if (status === 'blocked' && sharing.length === 0) await removeBlocked(location, verdict, input, ports);
+    else await recordVerdict(location, verdict, sharing, input, ports);
   } catch (error) {
     ports.logger.error(
       { sesMessageId: attempt.receipt.sesMessageId, err: errorMessage(error) },
@@ -66,6 +64,41 @@ export async function recordAudit(
     );
   }
   return status;
+}
+
+/**
+ * The verdict on an object other hosted domains may share: merged with what it holds now (another domain's verdict
+ * may have been written since the fetch); a blocked mail is deleted once no sharing domain still needs it.
+ */
+async function recordVerdict(
+  location: MailLocation,
+  verdict: FinalVerdict,
+  sharing: readonly string[],
+  input: AuditInput,
+  ports: PipelinePorts,
+): Promise<void> {
+  await ports.mailStore.updateMetadata(
+    location,
+    finalMetadata(verdict),
+    sharing.length > 0 ? undefined : input.head,
+  );
+  if (verdict.status === 'blocked' && (await noOtherDomainNeeds(location, sharing, ports)))
+    await ports.mailStore.remove(location);
+}
+
+/** The object goes: its metadata would go with it, so it is written only when the delete fails. */
+async function removeBlocked(
+  location: MailLocation,
+  verdict: FinalVerdict,
+  input: AuditInput,
+  ports: PipelinePorts,
+): Promise<void> {
+  try {
+    await ports.mailStore.remove(location);
+  } catch (error) {
+    await ports.mailStore.updateMetadata(location, finalMetadata(verdict), input.head);
+    throw error;
+  }
 }
 
 function verdictOf(

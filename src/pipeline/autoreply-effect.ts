@@ -1,8 +1,17 @@
-import { effectKey } from '../aws/effect-ledger.ts';
+import { effectName } from '../aws/effect-ledger.ts';
 import { composeAutoReply } from '../mail/autoreply-compose.ts';
 import { autoReplyDecision } from '../mail/autoreply-policy.ts';
 import { deliveryId } from './delivery-id.ts';
-import { failure, guardedStep, routeFor, sendEffect, type EffectBase, type Ran } from './effect-step.ts';
+import {
+  AUTO_REPLY_MAX_BYTES,
+  failure,
+  guardedStep,
+  routeFor,
+  sendEffect,
+  type EffectBase,
+  type EffectStep,
+  type Ran,
+} from './effect-step.ts';
 import type { EffectInput } from './effects.ts';
 import type { GuardContext } from './guarded-effect.ts';
 import type { EffectResult } from './outcome.ts';
@@ -35,9 +44,14 @@ export async function autoReply(
   const target = decision.to.address;
   const route = routeFor(target, ports);
   const base: EffectBase = { kind: 'autoreply', recipient, target, route };
-  const key = effectKey(receipt.sesMessageId, recipient, 'autoreply', input.generation);
-  const result = await guardedStep(key, base, guard, ports, () =>
-    reserveAndSend(input, decision.to, base, ports),
+  const key = effectName(recipient, 'autoreply');
+  const result = await guardedStep(
+    key,
+    base,
+    guard,
+    ports,
+    (step) => reserveAndSend(input, decision.to, base, ports, step),
+    { copyBytes: AUTO_REPLY_MAX_BYTES },
   );
   if (result.status === 'sent') ports.metrics.autoReplySent(ports.domain);
   return result;
@@ -49,6 +63,7 @@ async function reserveAndSend(
   to: { address: string; name: string },
   base: EffectBase,
   ports: PipelinePorts,
+  step: EffectStep,
 ): Promise<Ran> {
   const { recipient, receipt } = input;
   const target = to.address;
@@ -99,6 +114,7 @@ async function reserveAndSend(
       },
       base,
       ports,
+      step,
     );
   } catch (error) {
     ran = failure(base, error, ports);

@@ -1,13 +1,14 @@
 /**
- * Stage 6: the mail, after the bounce rewrite, in one transaction to every recipient not final yet whose ledger
- * claim this attempt won; a recipient an earlier attempt delivered is not delivered again. The copy carries the
- * delivery id first, then SES's verdicts, then the mail's own bytes.
+ * Stage 6: the mail, after the bounce rewrite, in one transaction to every recipient not final yet, while this
+ * attempt holds the message's ledger lease; a recipient an earlier attempt delivered is not delivered again. The
+ * copy carries the delivery id first, then SES's verdicts, then the mail's own bytes, and counts against the
+ * message's share of IN_FLIGHT_BYTES while the mail server has it.
  */
 import type { WorkerError } from '../errors.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
-import { deliverKey, type Attempt } from './attempt.ts';
+import { deliverName, type Attempt } from './attempt.ts';
 import { deliveryId, withDeliveryId } from './delivery-id.ts';
-import { abandonClaims, runGuarded, type ClaimSet, type Guarded } from './guarded-effect.ts';
+import type { Guarded } from './guarded-effect.ts';
 import { deferralFor, type RecipientOutcome } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 import { detectEol, verdictHeaders } from './verdicts.ts';
@@ -23,13 +24,11 @@ export async function deliverMail(
   ports: PipelinePorts,
 ): Promise<DeliveryResult> {
   const toDeliver = attempt.recipients.filter((r) => !attempt.progress.recipients.has(r));
-  const claims = await claimsFor(attempt, toDeliver);
   if (toDeliver.length === 0) return {};
-  const keyOf = new Map(toDeliver.map((r) => [deliverKey(attempt, r), r] as const));
-  const fates = await runGuarded(
-    attempt.guard,
-    claims,
-    (claimed) => send(attempt, raw, claimed, keyOf, ports),
+  const keyOf = new Map(toDeliver.map((r) => [deliverName(r), r] as const));
+  const fates = await attempt.guard.run(
+    [...keyOf.keys()],
+    (owed) => send(attempt, raw, owed, keyOf, ports),
     (result: RecipientDelivery) => result.status === 'delivered',
   );
   const result: DeliveryResult = {};
@@ -39,21 +38,6 @@ export async function deliverMail(
     attempt.progress.recipients.set(recipient, outcomeOf(recipient, fate));
   }
   return result;
-}
-
-/** The early claims of the recipients to deliver to now; those of the others (blocked) are given up. */
-async function claimsFor(attempt: Attempt, toDeliver: readonly string[]): Promise<ClaimSet> {
-  const all = await attempt.early.claims;
-  const wanted = new Set(toDeliver.map((r) => deliverKey(attempt, r)));
-  await abandonClaims(
-    attempt.guard,
-    all,
-    [...all.claims.keys()].filter((key) => !wanted.has(key)),
-  );
-  return {
-    claims: all.claims,
-    fates: new Map([...all.fates].filter(([key]) => wanted.has(key))),
-  };
 }
 
 async function send(
@@ -67,18 +51,28 @@ async function send(
   const verdicts = ports.options.addVerdictHeaders
     ? verdictHeaders(receipt.verdicts, detectEol(raw), raw)
     : undefined;
-  const payload = withDeliveryId(
-    raw,
-    deliveryId(receipt.sesMessageId, generation, { kind: 'deliver' }, ports.options.deliveryIdSecret),
-    verdicts,
+  const id = deliveryId(
+    receipt.sesMessageId,
+    generation,
+    { kind: 'deliver' },
+    ports.options.deliveryIdSecret,
   );
-  const results = await ports.delivery.deliver({
-    route: 'mailbox',
-    from: receipt.source,
-    to: claimed.map((key) => keyOf.get(key) ?? key),
-    raw: payload,
-    transfer: true,
-  });
+  const free = await attempt.guard.budget?.acquireCopy(
+    raw.length + (verdicts?.length ?? 0) + id.length + 64,
+    attempt.signal,
+  );
+  let results: RecipientDelivery[];
+  try {
+    results = await ports.delivery.deliver({
+      route: 'mailbox',
+      from: receipt.source,
+      to: claimed.map((key) => keyOf.get(key) ?? key),
+      raw: withDeliveryId(raw, id, verdicts),
+      transfer: true,
+    });
+  } finally {
+    free?.();
+  }
   const byRecipient = new Map(results.map((r) => [r.recipient.toLowerCase(), r]));
   return new Map(
     claimed.flatMap((key) => {

@@ -1,13 +1,13 @@
 /**
  * What every forward and auto-reply shares: the ledger-guarded step, the route (internal port or SES), the send,
- * and how a failure is judged. Each effect is a separate, identifiable step, so a retried message repeats none
- * that already happened.
+ * its share of the memory budget, and how a failure is judged. Each effect is a separate, identifiable step, so a
+ * retried message repeats none that already happened.
  */
 import { WorkerError, toWorkerError } from '../errors.ts';
 import type { PermitOptions } from '../flow-control/send-pacer.ts';
 import { domainOf } from '../mail/envelope-address.ts';
 import { withDeliveryId } from './delivery-id.ts';
-import { runGuarded, type GuardContext } from './guarded-effect.ts';
+import type { GuardContext } from './guarded-effect.ts';
 import { deferralFor, type EffectResult, type EffectRoute } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -23,27 +23,48 @@ export function routeFor(target: string, ports: PipelinePorts): EffectRoute {
   return ports.hostedDomains.includes(domainOf(target)) ? 'internal' : 'ses';
 }
 
-/** Claims `key`, runs `body` if the claim is won, records or abandons the claim: the one guarded-effect path. */
+/** What a step's body hands to `sendEffect`: the ledger's mark before an SES send. */
+export interface EffectStep {
+  /** Marks the effect as being sent through SES; throws (the send is deferred) when that cannot be written. */
+  beforeSend(): Promise<void>;
+}
+
+/** The size of what a step builds: its copy of the mail (a forward's rewrite, an auto-reply), before any sending. */
+export interface StepSize {
+  copyBytes: number;
+}
+
+/**
+ * Runs `body` unless an earlier attempt did the effect (or may have: an SES send it began), within the message's
+ * ledger claim and with room in the memory budget for what it builds: the one guarded-effect path.
+ */
 export async function guardedStep(
   key: string,
   base: EffectBase,
   guard: GuardContext,
   ports: PipelinePorts,
-  body: () => Promise<Ran>,
+  body: (step: EffectStep) => Promise<Ran>,
+  size: StepSize = { copyBytes: 0 },
 ): Promise<EffectResult> {
-  const fates = await runGuarded(
-    guard,
+  const step: EffectStep = { beforeSend: () => guard.markSending(key) };
+  const fates = await guard.run(
     [key],
     async () => {
       let ran: Ran;
       try {
-        ran = await body();
+        const free = await guard.budget?.acquireCopy(stepBytes(base.route, size.copyBytes), guard.signal);
+        try {
+          ran = await body(step);
+        } finally {
+          free?.();
+        }
       } catch (error) {
         ran = failure(base, error, ports);
       }
       return new Map([[key, ran]]);
     },
     (ran) => ran.record,
+    { throughSes: base.route === 'ses' },
   );
   const fate = fates.get(key);
   switch (fate?.state) {
@@ -51,6 +72,13 @@ export async function guardedStep(
       return fate.result.result;
     case 'done-before':
       return { ...base, status: 'done-before' };
+    case 'maybe-sent':
+      return {
+        ...base,
+        status: 'failed',
+        reason:
+          'SES_OUTCOME_UNKNOWN: an earlier attempt began this send and never recorded its end; not resent (SES may have sent it)',
+      };
     case 'busy':
       return {
         ...base,
@@ -61,6 +89,28 @@ export async function guardedStep(
     default:
       return failure(base, fate?.error, ports).result;
   }
+}
+
+/**
+ * What a step holds while it runs: its copy, and what sending it builds — for SES the request body (the copy in
+ * base64, inside JSON), for the internal port the copy with the delivery id in front.
+ */
+export function stepBytes(route: EffectRoute | undefined, copyBytes: number): number {
+  if (copyBytes <= 0) return 0;
+  return route === 'ses' ? copyBytes + sesRequestBytes(copyBytes) : 2 * copyBytes;
+}
+
+/** A forward's copy of a mail of `bytes`: the mail with its header edits (From, Subject, loop markers). */
+export function forwardedCopyBytes(bytes: number): number {
+  return bytes + 16 * 1024;
+}
+
+/** An auto-reply's bound: the out-of-office text (64 K characters) and the quote, encoded. */
+export const AUTO_REPLY_MAX_BYTES = 512 * 1024;
+
+/** SES's request for a raw mail of `bytes`: its base64 form inside the JSON body. */
+export function sesRequestBytes(bytes: number): number {
+  return Math.ceil(bytes / 3) * 4 + 1024;
 }
 
 export interface Outgoing {
@@ -80,6 +130,7 @@ export async function sendEffect(
   mail: Outgoing,
   base: EffectBase,
   ports: PipelinePorts,
+  step: EffectStep,
 ): Promise<Ran> {
   if (route === 'ses') {
     await ports.ses.send({
@@ -87,6 +138,7 @@ export async function sendEffect(
       destinations: [mail.to],
       raw: mail.raw,
       ...(mail.permit && { permit: mail.permit }),
+      beforeSend: step.beforeSend,
     });
     return { result: { ...base, status: 'sent' }, record: true };
   }

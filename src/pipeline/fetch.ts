@@ -39,9 +39,10 @@ async function fetchBytes(attempt: Attempt, ports: PipelinePorts): Promise<Fetch
     }
     return { bytes: source.data, free: () => undefined };
   }
+  const budget = attempt.guard.budget;
   return ports.mailStore.fetch(source, {
     maxBytes,
-    ...(ports.budget && { budget: ports.budget }),
+    ...(budget && { budget }),
     ...(attempt.signal && { signal: attempt.signal }),
   });
 }

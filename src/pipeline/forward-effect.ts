@@ -1,7 +1,7 @@
-import { effectKey } from '../aws/effect-ledger.ts';
+import { effectName } from '../aws/effect-ledger.ts';
 import { rewriteSplitForForward } from '../mail/forward.ts';
 import { deliveryId } from './delivery-id.ts';
-import { guardedStep, routeFor, sendEffect, type EffectBase } from './effect-step.ts';
+import { forwardedCopyBytes, guardedStep, routeFor, sendEffect, type EffectBase } from './effect-step.ts';
 import type { EffectInput } from './effects.ts';
 import type { GuardContext } from './guarded-effect.ts';
 import type { SesVerdicts } from './notification.ts';
@@ -28,14 +28,21 @@ export async function forward(
   if (flagged && ports.options.forwardSpamPolicy === 'skip')
     return { ...base, status: 'suppressed', reason: flagged };
 
-  const key = effectKey(receipt.sesMessageId, recipient, `forward:${target}`, input.generation);
-  const result = await guardedStep(key, base, guard, ports, async () => {
-    const raw = forwardedCopy(input, target, ports, flagged !== undefined);
-    const effect = { kind: 'forward', recipient, target } as const;
-    const id = deliveryId(receipt.sesMessageId, input.generation, effect, ports.options.deliveryIdSecret);
-    const mail = { from: recipient, envelopeFrom: recipient, to: target, raw, id };
-    return sendEffect(route, { ...mail, ...(input.permit && { permit: input.permit }) }, base, ports);
-  });
+  const key = effectName(recipient, `forward:${target}`);
+  const result = await guardedStep(
+    key,
+    base,
+    guard,
+    ports,
+    async (step) => {
+      const raw = forwardedCopy(input, target, ports, flagged !== undefined);
+      const effect = { kind: 'forward', recipient, target } as const;
+      const id = deliveryId(receipt.sesMessageId, input.generation, effect, ports.options.deliveryIdSecret);
+      const mail = { from: recipient, envelopeFrom: recipient, to: target, raw, id };
+      return sendEffect(route, { ...mail, ...(input.permit && { permit: input.permit }) }, base, ports, step);
+    },
+    { copyBytes: forwardedCopyBytes(input.raw.length) },
+  );
   if (result.status === 'sent') ports.metrics.forwardSent(ports.domain, route);
   return result;
 }

@@ -1,12 +1,19 @@
-import type { Claim, EffectLedger } from '../aws/effect-ledger.ts';
+import {
+  legacyKey,
+  type Claim,
+  type EffectLedger,
+  type EffectMark,
+  type LegacyState,
+} from '../aws/effect-ledger.ts';
 import { WorkerError, errorMessage, toWorkerError } from '../errors.ts';
+import type { BudgetAccount } from '../flow-control/byte-budget.ts';
 import type { Logger } from '../log/logger.ts';
-import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { LedgerOperation, PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 
-/** What running ledger-guarded effects needs: the ledger, and the claims the current message holds. */
-export interface GuardContext {
+/** What guarding one message's effects needs: the ledger, and where the message's live claim is kept. */
+export interface GuardDeps {
   ledger: EffectLedger;
-  /** Claims of the message being processed that are in progress; the visibility heartbeat renews their leases. */
+  /** Claims of the messages being processed; the visibility heartbeat renews their leases. */
   liveClaims: Set<Claim>;
   domain: string;
   logger: Logger;
@@ -14,149 +21,252 @@ export interface GuardContext {
   sleep: (ms: number) => Promise<void>;
 }
 
+/** The message whose effects are guarded: its record's key, and what its effects' names are prefixed with. */
+export interface GuardedMessage {
+  key: string;
+  sesMessageId: string;
+  generation: number;
+  /** A retry or a replay: earlier attempts may have left records of the ledger's first shape. */
+  retried: boolean;
+  /** This message's share of IN_FLIGHT_BYTES, for the copies its effects build (none without a budget). */
+  budget?: BudgetAccount;
+  signal?: AbortSignal;
+}
+
 /**
- * One key's fate: `done-before` (an earlier attempt did it), `busy` (another worker holds a live claim), `unclaimed`
- * (the claim itself failed, e.g. DynamoDB throttled: nothing happened, retry later), or `ran` with the effect's
- * result.
+ * One key's fate: `done-before` (an earlier attempt did it), `busy` (another worker holds the message's live lease),
+ * `maybe-sent` (an earlier attempt began an SES send and never recorded its end: it may have gone out, so it is
+ * never sent again), `unclaimed` (the ledger could not be asked, e.g. DynamoDB throttled: nothing happened, retry
+ * later), or `ran` with the effect's result.
  */
 export type Guarded<R> =
   | { state: 'done-before' }
   | { state: 'busy' }
+  | { state: 'maybe-sent' }
   | { state: 'unclaimed'; error: WorkerError }
   | { state: 'ran'; result: R };
 
-/** The claims of one step, taken before its effect: won keys with their claims, and the fates of the rest. */
-export interface ClaimSet {
-  readonly claims: Map<string, Claim>;
-  readonly fates: Map<string, Guarded<never>>;
+export interface GuardOptions {
+  /**
+   * The effect goes out through SES, which has no duplicate check of its own: a claim of the ledger's first shape
+   * found lapsed may have sent it, so it counts as `maybe-sent`, like a `sending` mark.
+   */
+  throughSes?: boolean;
 }
+
+type Standing =
+  { state: 'claimed'; claim: Claim } | { state: 'busy' } | { state: 'unclaimed'; error: WorkerError };
 
 /**
- * Claims every key at once. Kept apart from running the effect so a message can claim its deliveries while its mail
- * is still being fetched: both need only the notification.
+ * One attempt's standing in the ledger: the message's lease, claimed as the attempt starts (alongside the fetch),
+ * and the marks of its effects. Every effect runs through `run` (skipping what an earlier attempt did); what
+ * happened is written once, by `finish`, together with giving the lease back — so the DynamoDB writes per mail do
+ * not grow with its recipients or effects. The one write before that is `markSending`, just before an SES send.
  */
-export async function claimAll(ctx: GuardContext, keys: readonly string[]): Promise<ClaimSet> {
-  const set: ClaimSet = { claims: new Map(), fates: new Map() };
-  await Promise.all(
-    keys.map(async (key) => {
-      try {
-        const result = await ctx.ledger.claim(key);
-        if (result.state === 'claimed') {
-          set.claims.set(key, result.claim);
-          ctx.liveClaims.add(result.claim);
-        } else set.fates.set(key, { state: result.state === 'done' ? 'done-before' : 'busy' });
-      } catch (error) {
-        ctx.metrics.ledgerError(ctx.domain, 'claim');
-        set.fates.set(key, { state: 'unclaimed', error: toWorkerError(error, 'ledger claim') });
-      }
-    }),
-  );
-  return set;
-}
+export class GuardContext {
+  readonly budget: BudgetAccount | undefined;
+  readonly signal: AbortSignal | undefined;
+  private readonly standing: Promise<Standing>;
+  /** What each effect came to: as the record said at the claim, and as this attempt changed it. */
+  private readonly marks = new Map<string, EffectMark>();
+  /** Marks as the record holds them, as far as this attempt knows. */
+  private readonly written = new Map<string, EffectMark>();
+  private readonly legacyLookups = new Map<string, Promise<LegacyState | undefined>>();
+  private finished = false;
 
-/** Gives up claims whose effect will not run (the recipient blocked the sender, the mail is a redelivery). */
-export async function abandonClaims(
-  ctx: GuardContext,
-  set: ClaimSet,
-  keys?: Iterable<string>,
-): Promise<void> {
-  const chosen = keys ? [...keys].filter((k) => set.claims.has(k)) : [...set.claims.keys()];
-  await Promise.all(
-    chosen.map((key) => {
-      const claim = set.claims.get(key)!;
-      set.claims.delete(key);
-      return abandon(ctx, claim);
-    }),
-  );
-}
-
-/**
- * The one way to run ledger-guarded effects: claims every key at once, runs `effect` once for the keys won, then
- * records those that `happened` and abandons the others, again all at once — so the DynamoDB round trips per mail
- * do not grow with its recipients. Once an effect happened, failing to record it never makes it look undone.
- */
-export async function runGuarded<R>(
-  ctx: GuardContext,
-  keys: readonly string[] | ClaimSet,
-  effect: (claimed: readonly string[]) => Promise<ReadonlyMap<string, R>>,
-  happened: (result: R) => boolean,
-): Promise<Map<string, Guarded<R>>> {
-  const set = 'claims' in keys ? keys : await claimAll(ctx, keys);
-  const fates = new Map<string, Guarded<R>>(set.fates);
-  const claims = set.claims;
-  if (claims.size === 0) return fates;
-
-  let results: ReadonlyMap<string, R>;
-  try {
-    results = await effect([...claims.keys()]);
-  } catch (error) {
-    await abandonClaims(ctx, set);
-    throw error;
+  constructor(
+    private readonly deps: GuardDeps,
+    private readonly message: GuardedMessage,
+  ) {
+    this.budget = message.budget;
+    this.signal = message.signal;
+    this.standing = this.claim();
   }
-  await Promise.all(
-    [...claims].map(async ([key, claim]) => {
-      const result = results.get(key);
-      if (result === undefined) {
-        claims.delete(key);
-        await abandon(ctx, claim);
-        fates.set(key, {
-          state: 'unclaimed',
-          error: new WorkerError('INTERNAL', `no result for effect ${key}`, { temporary: true }),
-        });
-        return;
+
+  private async claim(): Promise<Standing> {
+    const { deps, message } = this;
+    try {
+      const result = await deps.ledger.claim(message.key, { legacy: message.retried });
+      if (result.state === 'busy') return result;
+      for (const [name, mark] of result.marks) {
+        this.marks.set(name, mark);
+        this.written.set(name, mark);
       }
-      await (happened(result) ? record(ctx, claim) : abandon(ctx, claim));
-      claims.delete(key);
-      fates.set(key, { state: 'ran', result });
-    }),
-  );
-  return fates;
-}
+      deps.liveClaims.add(result.claim);
+      return { state: 'claimed', claim: result.claim };
+    } catch (error) {
+      deps.metrics.ledgerError(deps.domain, 'claim');
+      return { state: 'unclaimed', error: toWorkerError(error, 'ledger claim') };
+    }
+  }
 
-/** Attempts at recording an effect that happened, with backoff, before giving up (logged and counted). */
-const RECORD_ATTEMPTS = 5;
+  /**
+   * Runs `effect` once for the names still owed, after skipping those an earlier attempt did or may have done, and
+   * notes which of them `happened` (written by `finish`). Once an effect happened, failing to write that down never
+   * makes it look undone.
+   */
+  async run<R>(
+    names: readonly string[],
+    effect: (owed: readonly string[]) => Promise<ReadonlyMap<string, R>>,
+    happened: (result: R) => boolean,
+    options: GuardOptions = {},
+  ): Promise<Map<string, Guarded<R>>> {
+    const fates = new Map<string, Guarded<R>>();
+    const standing = await this.standing;
+    if (standing.state !== 'claimed') {
+      for (const name of names) fates.set(name, standing);
+      return fates;
+    }
+    const owed: string[] = [];
+    for (const name of names) {
+      const fate = await this.earlierFate(standing.claim, name, options);
+      if (fate) fates.set(name, fate);
+      else owed.push(name);
+    }
+    if (owed.length === 0) return fates;
+    const results = await effect(owed);
+    for (const name of owed) {
+      const result = results.get(name);
+      if (result !== undefined && happened(result)) this.marks.set(name, 'done');
+      else if (this.marks.get(name) === 'sending') this.marks.delete(name);
+      fates.set(
+        name,
+        result === undefined
+          ? {
+              state: 'unclaimed',
+              error: new WorkerError('INTERNAL', `no result for effect ${name}`, { temporary: true }),
+            }
+          : { state: 'ran', result },
+      );
+    }
+    return fates;
+  }
 
-/**
- * Once the mail server or SES accepted a mail, failing to write that down must not make the effect look undone — a
- * retry would send it again — so the write is retried, and a final failure is reported but does not undo the
- * effect (the claim's lease then lets a later attempt take over; the mailbox's duplicate check catches a copy).
- */
-async function record(ctx: GuardContext, claim: Claim): Promise<void> {
-  try {
+  /** What earlier attempts left for `name`: undefined when it is owed. */
+  private async earlierFate(
+    claim: Claim,
+    name: string,
+    options: GuardOptions,
+  ): Promise<Guarded<never> | undefined> {
+    const mark = this.marks.get(name);
+    if (mark === 'done') return { state: 'done-before' };
+    if (mark === 'sending') return { state: 'maybe-sent' };
+    if (!claim.legacy) return undefined;
+    let legacy: LegacyState | undefined;
+    try {
+      legacy = await this.legacyState(name);
+    } catch (error) {
+      this.deps.metrics.ledgerError(this.deps.domain, 'claim');
+      return { state: 'unclaimed', error: toWorkerError(error, 'ledger lookup') };
+    }
+    if (legacy === 'busy') return { state: 'busy' };
+    if (legacy === 'done') {
+      this.marks.set(name, 'done');
+      return { state: 'done-before' };
+    }
+    if (legacy === 'lapsed' && options.throughSes) {
+      this.marks.set(name, 'sending');
+      return { state: 'maybe-sent' };
+    }
+    return undefined;
+  }
+
+  /** A record of the first shape for `name`, looked up once per attempt. */
+  private legacyState(name: string): Promise<LegacyState | undefined> {
+    let lookup = this.legacyLookups.get(name);
+    if (!lookup) {
+      const key = legacyKey(this.message.sesMessageId, name, this.message.generation);
+      lookup = this.deps.ledger.legacy([key]).then((states) => states.get(key));
+      this.legacyLookups.set(name, lookup);
+    }
+    return lookup;
+  }
+
+  /**
+   * Marks `name` as being sent through SES, with every mark this attempt has not written yet, before the send: an
+   * attempt that finds the mark later knows the mail may have gone out and never sends it again. Throws (a temporary
+   * WorkerError: the send is deferred, not made) when the write fails or the lease is no longer ours.
+   */
+  async markSending(name: string): Promise<void> {
+    const standing = await this.standing;
+    if (standing.state !== 'claimed')
+      throw new WorkerError('INTERNAL', `send of ${name} without a claim`, { temporary: true });
+    this.marks.set(name, 'sending');
+    const changes = new Map([...this.marks].filter(([n, mark]) => this.written.get(n) !== mark));
+    let ours: boolean;
+    try {
+      ours = await this.deps.ledger.mark(standing.claim, changes);
+    } catch (error) {
+      this.marks.delete(name);
+      this.deps.metrics.ledgerError(this.deps.domain, 'sending');
+      throw new WorkerError(
+        'DYNAMODB_ERROR',
+        `not sent: the ledger could not record the send: ${errorMessage(error)}`,
+        {
+          temporary: true,
+          cause: error,
+        },
+      );
+    }
+    if (!ours) {
+      this.marks.delete(name);
+      this.deps.metrics.ledgerError(this.deps.domain, 'sending');
+      throw new WorkerError('DYNAMODB_ERROR', 'not sent: the message’s ledger lease is no longer ours', {
+        temporary: true,
+      });
+    }
+    for (const [n, mark] of changes) this.written.set(n, mark);
+  }
+
+  /**
+   * The attempt's last ledger write: what happened, and the lease given back. Retried with backoff; a final
+   * failure is logged and counted, and the marks written before (a `sending` mark) keep an SES send from being
+   * repeated.
+   */
+  async finish(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    const standing = await this.standing;
+    if (standing.state !== 'claimed') return;
+    const { claim } = standing;
+    const recorded = [...this.marks].some(
+      ([name, mark]) => mark === 'done' && this.written.get(name) !== 'done',
+    );
+    try {
+      await this.complete(claim, recorded ? 'complete' : 'abandon');
+    } finally {
+      this.deps.liveClaims.delete(claim);
+    }
+  }
+
+  private async complete(claim: Claim, operation: LedgerOperation): Promise<void> {
+    const { deps } = this;
     for (let attempt = 1; ; attempt++) {
       try {
-        if ((await ctx.ledger.complete(claim)) === 'lost') {
-          ctx.metrics.ledgerError(ctx.domain, 'complete');
-          ctx.logger.error(
-            { key: claim.key },
-            'effect done, but its ledger claim is no longer ours (the lease ran out and another worker took over): it may happen twice',
-          );
-        }
+        if ((await deps.ledger.complete(claim, this.marks)) === 'completed') return;
+        deps.metrics.ledgerError(deps.domain, operation);
+        deps.logger.error(
+          { key: claim.key },
+          "the message's ledger record is no longer ours (the lease ran out and another worker took over): " +
+            'what this attempt did may happen twice',
+        );
         return;
       } catch (error) {
         if (attempt >= RECORD_ATTEMPTS || (error instanceof WorkerError && !error.temporary)) {
-          ctx.metrics.ledgerError(ctx.domain, 'complete');
-          ctx.logger.error(
+          deps.metrics.ledgerError(deps.domain, operation);
+          deps.logger.error(
             { key: claim.key, err: errorMessage(error) },
-            'effect done but not recorded in the ledger',
+            operation === 'complete'
+              ? 'effects done but not recorded in the ledger'
+              : 'could not give the ledger lease back: the message waits for it to run out',
           );
           return;
         }
-        await ctx.sleep(100 * 2 ** (attempt - 1));
+        await deps.sleep(100 * 2 ** (attempt - 1));
       }
     }
-  } finally {
-    ctx.liveClaims.delete(claim);
   }
 }
 
-async function abandon(ctx: GuardContext, claim: Claim): Promise<void> {
-  ctx.liveClaims.delete(claim);
-  try {
-    await ctx.ledger.abandon(claim);
-  } catch (error) {
-    // The claim then blocks the effect until its lease runs out, which delays a retry but never duplicates.
-    ctx.metrics.ledgerError(ctx.domain, 'abandon');
-    ctx.logger.warn({ key: claim.key, err: errorMessage(error) }, 'could not abandon a ledger claim');
-  }
-}
+/** Attempts at the last write before giving up (logged and counted). */
+const RECORD_ATTEMPTS = 5;

@@ -8,15 +8,20 @@ import type { RecipientEntry } from '../aws/recipient-directory.ts';
 import type { MailLimit } from '../mail/mail-limits.ts';
 import { toWorkerError } from '../errors.ts';
 import { beginAttempt, recipientResults, type Attempt, type ProcessOptions } from './attempt.ts';
-import { recordAudit, recordFailure } from './audit.ts';
+import { recordAudit, recordFailure, type AuditInput } from './audit.ts';
 import { applyBlocklist } from './blocklist.ts';
 import { applyBounceRewrite } from './bounce.ts';
 import { deliverMail } from './deliver.ts';
 import { runEffects } from './effects.ts';
 import { fetchMail, type FetchedAttempt } from './fetch.ts';
-import { abandonClaims } from './guarded-effect.ts';
 import { readNotification, recipientsOf } from './notification.ts';
-import { deferralFor, type MessageOutcome } from './outcome.ts';
+import {
+  deferralFor,
+  type EffectResult,
+  type MessageOutcome,
+  type MessageStatus,
+  type RecipientOutcome,
+} from './outcome.ts';
 import { readHeaders } from './parse.ts';
 import type { PipelinePorts } from './ports.ts';
 
@@ -58,7 +63,7 @@ async function processMail(
   const ruleLimits = [...entries].flatMap(([recipient, e]) =>
     e.limits ? [{ recipient, limits: e.limits }] : [],
   );
-  const status = await recordAudit(
+  const status = await recordOutcome(
     attempt,
     { recipients, effects, view, blocklist, ruleLimits, ...(head && { head }) },
     ports,
@@ -73,7 +78,7 @@ async function processMail(
   ];
   return {
     ...attempt.base,
-    status,
+    status: repeated(attempt, recipients, effects) ? 'duplicate' : status,
     recipients,
     effects,
     bounceRewritten: bounce.rewritten,
@@ -89,6 +94,36 @@ function notificationLimits(attempt: Attempt, ports: PipelinePorts): MailLimit[]
   return recipientsOf(attempt.receipt, ports.domain).excess.length > 0 ? ['recipients'] : [];
 }
 
+/**
+ * Stage 8: the ledger's last write, then the S3 audit metadata. Both before the SQS delete: a crash at any point
+ * leaves the message in the queue.
+ */
+async function recordOutcome(
+  attempt: Attempt,
+  input: AuditInput,
+  ports: PipelinePorts,
+): Promise<MessageStatus> {
+  await attempt.guard.finish();
+  return recordAudit(attempt, input, ports);
+}
+
+/**
+ * Nothing was left to do (not a replay): every recipient was delivered and every effect done by an earlier attempt
+ * — SNS delivered the notification twice, or a delete was lost, and the ledger recognised it.
+ */
+function repeated(
+  attempt: Attempt,
+  recipients: readonly RecipientOutcome[],
+  effects: readonly EffectResult[],
+): boolean {
+  return (
+    !attempt.replay &&
+    recipients.length > 0 &&
+    recipients.every((r) => r.earlier === true) &&
+    effects.every((e) => e.status === 'done-before' || e.status === 'suppressed')
+  );
+}
+
 /** Bounds the recipients' table items went past (their data was cut to them). */
 function entryLimits(entries: ReadonlyMap<string, RecipientEntry>): MailLimit[] {
   return [...entries.values()].flatMap((e) => e.limits ?? []);
@@ -96,7 +131,7 @@ function entryLimits(entries: ReadonlyMap<string, RecipientEntry>): MailLimit[] 
 
 /** The object says it was processed: this notification came again (SNS, a lost delete). Nothing more to do. */
 async function redelivery(attempt: Attempt, fetched: FetchedAttempt): Promise<MessageOutcome> {
-  await abandonClaims(attempt.guard, await attempt.early.claims);
+  await attempt.guard.finish();
   return {
     ...attempt.base,
     status: 'duplicate',
@@ -110,7 +145,7 @@ async function redelivery(attempt: Attempt, fetched: FetchedAttempt): Promise<Me
  * failing that, marked failed in S3 and redriven to the DLQ, never deleted. What was final stays so.
  */
 async function attemptFault(attempt: Attempt, error: unknown, ports: PipelinePorts): Promise<MessageOutcome> {
-  await abandonClaims(attempt.guard, await attempt.early.claims);
+  await attempt.guard.finish();
   const fault = toWorkerError(error);
   const fields = { reason: fault.message, error: fault.toJSON() };
   if (fault.code === 'SHUTTING_DOWN')

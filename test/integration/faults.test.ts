@@ -43,6 +43,7 @@ import {
   type ProxiedRequest,
 } from '../harness/faults.ts';
 import { killAllDaemons, spawnDaemon, waitReady } from '../harness/daemon-process.ts';
+import { messageKey } from '../../src/aws/effect-ledger.ts';
 import { startRig, type LogLine, type Rig } from '../harness/pipeline-rig.ts';
 import { putMail, sesMessageId, type PutMailResult } from '../harness/ses-events.ts';
 import { startSmtpSink, type SmtpSink } from '../harness/smtp-sink.ts';
@@ -294,6 +295,74 @@ describe('never lose, never duplicate', () => {
           `${result.extraCopies} duplicates: over 2 % of the batch`,
         );
         assert.ok(!second.logs.some((l) => l.msg === 'poller thread died; restarting'));
+      });
+
+      it('8. kill -9 after SES accepted a forward and before the ledger recorded it: the restart does not send it again', async (t) => {
+        const domain = 'seskill.test';
+        const to = `alice@${domain}`;
+        const target = 'far@seskill-external.test';
+        const { queueUrl } = await createDomainQueue(stack.sqs, domain, { visibilityTimeout: 3 });
+        await stack.ddb.send(
+          new PutCommand({ TableName: 'email-rules', Item: { email_address: to, forwards: [target] } }),
+        );
+        const sink = await startSmtpSink();
+        const ddb = await startFaultProxy(stack.endpoints.dynamodb);
+        const s3 = await startFaultProxy(stack.endpoints.s3);
+        t.after(async () => {
+          await sink.stop();
+          await Promise.all([ddb.stop(), s3.stop()]);
+        });
+        const id = sesMessageId();
+        // The attempt's last write records the forward as sent (visibility 3 s: lease 5 s, so an UpdateItem giving the
+        // lease back). Held long enough for the kill; passed on afterwards, it finds the record no longer the dead
+        // worker's and changes nothing. The audit beside it is held too: the restart must be stopped by the ledger's
+        // mark, not by an S3 object that already says processed.
+        const held = ddb.delay(
+          (r) =>
+            r.operation === 'UpdateItem' &&
+            (r.body ?? '').includes(`${id}|`) &&
+            (r.body ?? '').includes('REMOVE'),
+          20_000,
+        );
+        const audit = s3.delay((r) => r.operation === 'CopyObject' && r.path.endsWith(`/${id}`), 20_000);
+        const env = daemonEnv(stack, domain, sink, {
+          AWS_ENDPOINT_URL_DYNAMODB: ddb.endpoint,
+          AWS_ENDPOINT_URL_S3: s3.endpoint,
+        });
+        const sentTo = () => stack.ses.sent.filter((m) => m.destinations.includes(target)).length;
+        const first = await spawnDaemon({ domains: [domain], env });
+        await put(stack, domain, 'ses-kill', to, undefined, id);
+        await waitUntil(
+          () => sentTo() > 0 && held.hits > 0 && audit.hits > 0,
+          30_000,
+          'the forward sent, its record and audit held',
+          20,
+        );
+        await first.kill9();
+        ddb.clear(held);
+        s3.clear(audit);
+        // Precondition: the kill came after SES answered and before the ledger heard of it.
+        assert.equal(sentTo(), 1);
+        assert.equal(
+          outcomeLines(first.logs).filter((l) => l.sesMessageId === id).length,
+          0,
+          'no outcome logged',
+        );
+
+        const second = await spawnDaemon({ domains: [domain], env });
+        t.after(() => second.stop());
+        const outcome = await second.waitForLog(
+          (l) => l.sesMessageId === id && l.disposition === 'delete',
+          30_000,
+          'the restarted daemon finishing the mail',
+        );
+        await waitUntil(() => drained(stack, queueUrl), 10_000, 'queue drained', 100);
+        const effects = (outcome.effects ?? []) as Array<{ status: string; reason?: string }>;
+        report(t, `after the restart: ${JSON.stringify(effects)}; SES sends to the target: ${sentTo()}`);
+        assert.equal(effects[0]?.status, 'failed');
+        assert.match(String(effects[0]?.reason), /SES_OUTCOME_UNKNOWN: .*not resent/);
+        assert.equal(sentTo(), 1, 'the forward SES accepted was sent again');
+        assert.equal(copies(sink, 'ses-kill'), 1, 'the delivery was recorded with the mark before the send');
       });
 
       it('7. two daemons on the same queue (and SNS delivering 20 notifications twice): 100 mails, each once', async (t) => {
@@ -585,8 +654,12 @@ describe('never lose, never duplicate', () => {
           (r) => r.operation === 'BatchGetItem' && (r.body ?? '').includes(rulesTo),
           DDB_THROUGHPUT_EXCEEDED,
         );
+        // The claim: the UpdateItem that takes the message's lease and reads its record back.
         const claimRule = ddb.fail(
-          (r) => r.operation === 'PutItem' && (r.body ?? '').includes(`${claimId}|`),
+          (r) =>
+            r.operation === 'UpdateItem' &&
+            (r.body ?? '').includes(`${claimId}|`) &&
+            (r.body ?? '').includes('ALL_NEW'),
           DDB_THROTTLING,
         );
         const rulesPut = await put(stack, domain, 'ddb-rules', rulesTo);
@@ -603,7 +676,7 @@ describe('never lose, never duplicate', () => {
           assert.equal(outcome.status, 'deferred');
         }
         assert.match(String(rulesFirst.reason), /BatchGetItem/);
-        assert.match(String(claimFirst.reason), /PutItem/);
+        assert.match(String(claimFirst.reason), /UpdateItem/);
         assert.equal(copies(rig.mailbox, 'ddb-rules') + copies(rig.mailbox, 'ddb-claim'), 0);
         const throttled = rulesRule.hits + claimRule.hits;
 
@@ -755,17 +828,19 @@ describe('never lose, never duplicate', () => {
         const to = `user@${domain}`;
         const { rig, stack } = await faultRig(t, domain);
         const id = sesMessageId();
-        // What a worker killed right after claiming leaves behind (lease = max(5, visibility 3) = 5 s; claims are whole
+        // What a worker killed right after claiming leaves behind (lease = max(5, visibility 3) = 5 s; leases are whole
         // seconds, so it is taken over from now + 6 s at the latest).
         const now = Math.floor(Date.now() / 1000);
         await stack.ddb.send(
           new PutCommand({
             TableName: 'email-worker-idempotency',
             Item: {
-              pk: `${id}|${to}|deliver`,
-              status: 'INPROGRESS',
-              in_progress_expiry: now + 5,
+              pk: messageKey(id, domain),
+              owner: 'a-dead-worker',
+              lease_until: now + 5,
               expires_at: now + 86_400,
+              effects: {},
+              legacy: false,
             },
           }),
         );
@@ -793,9 +868,13 @@ describe('never lose, never duplicate', () => {
         const { rig, stack, ddb } = await faultRig(t, domain, { proxies: ['ddb'] });
         assert.ok(ddb);
         const id = sesMessageId();
-        // UpdateItem is only used by the ledger's complete(); throttle it for this mail until the first receive ends.
+        // The attempt's last ledger write (it records the delivery and gives the lease back: REMOVE owner); throttle
+        // it for this mail until the first receive ends.
         const rule = ddb.fail(
-          (r) => r.operation === 'UpdateItem' && (r.body ?? '').includes(`${id}|`),
+          (r) =>
+            r.operation === 'UpdateItem' &&
+            (r.body ?? '').includes(`${id}|`) &&
+            (r.body ?? '').includes('REMOVE'),
           DDB_THROUGHPUT_EXCEEDED,
         );
         const p = await put(stack, domain, 'complete', to, undefined, id);
@@ -834,19 +913,18 @@ describe('never lose, never duplicate', () => {
           }),
         );
         const id = sesMessageId();
-        // Only the effects' records: `${id}|${to}|forward:${target}` and `${id}|${to}|autoreply`, not the delivery's.
-        const completeOf = (effect: string) =>
-          ddb.fail(
-            (r) => r.operation === 'UpdateItem' && (r.body ?? '').includes(`${id}|${to}|${effect}`),
-            DDB_THROUGHPUT_EXCEEDED,
-          );
-        const forwardRule = completeOf('forward:');
-        const autoReplyRule = completeOf('autoreply');
+        // The attempt's last write, which records the forward and the auto-reply (the marks before each send pass).
+        const rule = ddb.fail(
+          (r) =>
+            r.operation === 'UpdateItem' &&
+            (r.body ?? '').includes(`${id}|`) &&
+            (r.body ?? '').includes('REMOVE'),
+          DDB_THROUGHPUT_EXCEEDED,
+        );
         const p = await put(stack, domain, 'fwd-complete', to, undefined, id);
         const first = await nthOutcome(rig, id, 1);
         ddb.clear();
-        assert.ok(forwardRule.hits > 0, "the throttle on the forward's complete() never fired");
-        assert.ok(autoReplyRule.hits > 0, "the throttle on the auto-reply's complete() never fired");
+        assert.ok(rule.hits > 0, 'the throttle on the last write never fired');
         if (first.disposition === 'retry') await nthOutcome(rig, id, 2);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         const forwards = stack.ses.sent.filter((m) => m.destinations.includes(target));

@@ -5,6 +5,7 @@ import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import { PutCommand } from '@aws-sdk/lib-dynamodb';
 import { createDomainQueue, queueCounts, waitUntil } from '../harness/emulators.ts';
 import { startFaultProxy } from '../harness/faults.ts';
+import { ledgerRecord } from '../harness/ledger-record.ts';
 import { startRig, type Rig } from '../harness/pipeline-rig.ts';
 import {
   buildMime,
@@ -48,7 +49,7 @@ describe('pipeline against emulators and SMTP sinks', () => {
     await rig?.stop();
   });
 
-  it('delivers the S3 object byte for byte and records the outcome in S3 metadata', async () => {
+  it('delivers the S3 object byte for byte and records the outcome in S3 metadata and the ledger', async () => {
     const raw = await mail({ attachments: [{ filename: 'a.bin', content: Buffer.alloc(3000, 7) }] });
     const put = await putMail(rig.stack, {
       domain: DOMAIN,
@@ -72,6 +73,9 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.equal(metadata.status, 'delivered');
     assert.equal(metadata.processed_by, `worker-${DOMAIN}`);
     assert.match(metadata.processed_at ?? '', /^\d{10}$/);
+    const record = await ledgerRecord(rig.stack, put.messageId, DOMAIN);
+    assert.deepEqual(record?.effects, { [`alice@${DOMAIN}|deliver`]: 'done' });
+    assert.equal(record?.owner, undefined, 'the lease was given back');
     const head = await rig.stack.s3.send(new HeadObjectCommand({ Bucket: put.bucket, Key: put.key }));
     assert.equal(head.ContentLength, raw.length, 'metadata update kept the bytes');
     await waitUntil(
@@ -397,11 +401,13 @@ describe('pipeline against emulators and SMTP sinks', () => {
     });
     const raw = await mail({ to: `alice@${domain}`, subject: 'Late object' });
     const id = sesMessageId();
+    // A second recipient the server refuses: a partial delivery, so the audit writes a verdict onto the object.
+    lateRig.mailbox.setRcptReply(`nobody@${domain}`, { code: 550, message: '5.1.1 User unknown' });
     await rig.stack.s3.send(new CreateBucketCommand({ Bucket: bucket })).catch(() => undefined);
     const notification = sesNotification({
       messageId: id,
       source: 'late@external.test',
-      recipients: [`alice@${domain}`],
+      recipients: [`alice@${domain}`, `nobody@${domain}`],
       bucket,
       key: id,
       raw,
@@ -426,7 +432,7 @@ describe('pipeline against emulators and SMTP sinks', () => {
       }),
     );
     const outcome = await lateRig.outcome(id);
-    assert.equal(outcome.status, 'delivered');
+    assert.equal(outcome.status, 'partial');
     assert.equal(outcome.receiveCount, 1, 'found within the first receive, not after a retry');
     assert.equal(getsOfId().at(-1)?.status, 200);
     const copies = lateRig.mailbox.messages.filter((m) => stripVerdicts(m.raw).equals(raw));
@@ -436,7 +442,7 @@ describe('pipeline against emulators and SMTP sinks', () => {
     assert.equal(head.ContentType, 'message/rfc822');
     assert.equal(head.ContentLength, raw.length);
     assert.equal(head.Metadata?.['ses-rule'], 'inbound');
-    assert.equal(head.Metadata?.status, 'delivered');
+    assert.equal(head.Metadata?.status, 'partial');
   });
 
   it('delivers a mail mailparser cannot make sense of, raw', async () => {

@@ -5,7 +5,7 @@
  *
  * The kill lands while the victim's deliveries are waiting for the mail server's reply to DATA, with everything the
  * server had accepted already recorded in the ledger: that is the window the ledger covers. (A crash between the
- * server's 250 and the ledger write — one DynamoDB round trip — can still deliver twice; faults.test.ts measures it,
+ * server's 250 and the ledger write — the message's last DynamoDB write — can still deliver twice; faults.test.ts measures it,
  * ARCHITECTURE.md "Exactly-once effects and what remains" describes it.) The mail server here is a real SMTP server
  * (smtp-server) that, like Postfix, keeps a message only when the client is still there to get the reply.
  */
@@ -14,7 +14,7 @@ import type { Socket } from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { SMTPServer } from 'smtp-server';
-import { effectKey } from '../../src/aws/effect-ledger.ts';
+import { effectName, messageKey } from '../../src/aws/effect-ledger.ts';
 import {
   createDomainQueue,
   queueCounts,
@@ -216,13 +216,13 @@ describe('three replicas on one queue with the ledger', () => {
             stack.ddb.send(
               new GetCommand({
                 TableName: stack.env.IDEMPOTENCY_TABLE,
-                Key: { pk: effectKey(sesIds.get(messageId) ?? '', TO, 'deliver') },
+                Key: { pk: messageKey(sesIds.get(messageId) ?? '', DOMAIN) },
                 ConsistentRead: true,
               }),
             ),
           ),
         );
-        return records.every((r) => r.Item?.status === 'COMPLETED');
+        return records.every((r) => r.Item?.effects?.[effectName(TO, 'deliver')] === 'done');
       },
       20_000,
       'the ledger to record every kept mail',

@@ -346,6 +346,140 @@ describe('ByteBudget.tryAcquire', () => {
   });
 });
 
+describe('BudgetAccount: copies of a mail the message already holds', () => {
+  it('a copy that fits next to everything in use is granted at once and counted to the message', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const mail = await message.acquire(30);
+    const copy = await message.acquireCopy(30);
+    assert.equal(budget.inUse, 60);
+    assert.equal(message.held, 60);
+    copy();
+    mail();
+    assert.equal(budget.inUse, 0);
+    assert.equal(message.held, 0);
+  });
+
+  it('a copy bigger than what is left does not wait for the message itself: alone, it gets it past the budget', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const mail = await message.acquire(60);
+    const copy = await message.acquireCopy(90);
+    assert.equal(budget.inUse, 150, 'past the budget by at most that copy');
+    copy();
+    mail();
+    assert.equal(budget.inUse, 0);
+  });
+
+  it('the copies of one mail go one at a time when they do not fit together: forwards wait, they are not built at once', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const mail = await message.acquire(40);
+    const { order, track } = recorder();
+    const copies = ['f1', 'f2', 'f3'].map((name) => track(name, message.acquireCopy(70)));
+    await settle();
+    assert.deepEqual(order, ['f1']);
+    assert.equal(budget.inUse, 110);
+    (await copies[0]!)();
+    await settle();
+    assert.deepEqual(order, ['f1', 'f2']);
+    assert.equal(budget.inUse, 110);
+    (await copies[1]!)();
+    await settle();
+    assert.deepEqual(order, ['f1', 'f2', 'f3']);
+    (await copies[2]!)();
+    mail();
+    assert.equal(budget.inUse, 0);
+  });
+
+  it('small copies that fit together are granted together', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const mail = await message.acquire(10);
+    const copies = await Promise.all(Array.from({ length: 5 }, () => message.acquireCopy(15)));
+    assert.equal(budget.inUse, 85);
+    for (const free of copies) free();
+    mail();
+  });
+
+  it('two messages each waiting for a copy while holding their mail cannot deadlock: the first goes, the other when there is room', async () => {
+    const budget = new ByteBudget(100);
+    const a = budget.account();
+    const b = budget.account();
+    const mailA = await a.acquire(45);
+    const mailB = await b.acquire(45);
+    const { order, track } = recorder();
+    const copyA = track('a', a.acquireCopy(60));
+    await settle();
+    assert.deepEqual(order, [], 'b holds its mail and may still give it back: a waits');
+    const copyB = track('b', b.acquireCopy(60));
+    await settle();
+    assert.deepEqual(order, ['a'], 'both stalled: the first one asking gets its copy');
+    assert.equal(budget.inUse, 150);
+    (await copyA)();
+    await settle();
+    assert.deepEqual(order, ['a'], 'a is done with its copy but may still go on and give its mail back');
+    mailA();
+    await settle();
+    assert.deepEqual(order, ['a', 'b']);
+    assert.equal(budget.inUse, 105);
+    (await copyB)();
+    mailB();
+    assert.equal(budget.inUse, 0);
+  });
+
+  it('a waiting copy is not granted past the budget while someone else holds memory and is not stalled', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const other = await budget.acquire(50);
+    const mail = await message.acquire(40);
+    const { order, track } = recorder();
+    const copy = track('copy', message.acquireCopy(30));
+    await settle();
+    assert.deepEqual(order, []);
+    other();
+    await settle();
+    assert.deepEqual(order, ['copy']);
+    assert.equal(budget.inUse, 70);
+    (await copy)();
+    mail();
+  });
+
+  it('a stalled message does not let a new mail in past the budget: only its own copy', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const mail = await message.acquire(80);
+    const { order, track } = recorder();
+    const fetch = track('fetch', budget.account().acquire(50));
+    const copy = track('copy', message.acquireCopy(80));
+    await settle();
+    assert.deepEqual(order, ['copy']);
+    assert.equal(budget.inUse, 160);
+    (await copy)();
+    mail();
+    await settle();
+    assert.deepEqual(order, ['copy', 'fetch']);
+    (await fetch)();
+    assert.equal(budget.inUse, 0);
+  });
+
+  it('an aborted copy wait leaves the message neither stalled nor counted', async () => {
+    const budget = new ByteBudget(100);
+    const message = budget.account();
+    const other = await budget.acquire(50);
+    const mail = await message.acquire(40);
+    const controller = new AbortController();
+    const copy = message.acquireCopy(30, controller.signal);
+    controller.abort();
+    await assert.rejects(copy, isShuttingDown);
+    assert.equal(message.waitingCopies, 0);
+    assert.equal(message.held, 40);
+    other();
+    mail();
+    assert.equal(budget.inUse, 0);
+  });
+});
+
 describe('ses_worker_in_flight_peak_bytes', () => {
   /** The gauge's value for `domain`, read from the registry the way /metrics reads it. */
   async function gauge(metrics: ReturnType<typeof createPipelineMetrics>, name: string, domain: string) {

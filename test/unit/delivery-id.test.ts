@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { effectKey } from '../../src/aws/effect-ledger.ts';
+import { effectName, legacyKey, messageKey } from '../../src/aws/effect-ledger.ts';
 import { replayOf } from '../../src/aws/queue.ts';
 import { DELIVERY_ID_HEADER, deliveryId, withDeliveryId } from '../../src/pipeline/delivery-id.ts';
 
@@ -92,14 +92,19 @@ describe('withDeliveryId', () => {
   });
 });
 
-describe('effectKey', () => {
-  it('is the SES id, the recipient and the action; a forced replay generation gets keys of its own', () => {
-    assert.equal(effectKey(SES_ID, 'Bob@Example.com', 'deliver'), `${SES_ID}|bob@example.com|deliver`);
-    assert.equal(effectKey(SES_ID, 'bob@example.com', 'deliver', 0), `${SES_ID}|bob@example.com|deliver`);
-    assert.equal(
-      effectKey(SES_ID, 'bob@example.com', 'forward:c@x.test', 3),
-      `${SES_ID}#3|bob@example.com|forward:c@x.test`,
-    );
+describe('ledger keys', () => {
+  it("a message's record is the SES id and the domain; a forced replay generation gets a record of its own", () => {
+    assert.equal(messageKey(SES_ID, 'Example.com'), `${SES_ID}|example.com`);
+    assert.equal(messageKey(SES_ID, 'example.com', 0), `${SES_ID}|example.com`);
+    assert.equal(messageKey(SES_ID, 'example.com', 3), `${SES_ID}#3|example.com`);
+  });
+
+  it('an effect is named by the recipient and the action, and its first-shape key is the message id before that', () => {
+    const name = effectName('Bob@Example.com', 'forward:c@x.test');
+    assert.equal(name, 'bob@example.com|forward:c@x.test');
+    assert.equal(legacyKey(SES_ID, name), `${SES_ID}|bob@example.com|forward:c@x.test`);
+    assert.equal(legacyKey(SES_ID, name, 3), `${SES_ID}#3|bob@example.com|forward:c@x.test`);
+    assert.notEqual(messageKey(SES_ID, 'x.test'), legacyKey(SES_ID, effectName('a@x.test', 'deliver')));
   });
 });
 

@@ -1,46 +1,61 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Writable } from 'node:stream';
-import type { Claim, ClaimResult, CompleteResult, EffectLedger } from '../../src/aws/effect-ledger.ts';
+import type {
+  Claim,
+  ClaimResult,
+  CompleteResult,
+  EffectLedger,
+  EffectMark,
+  LegacyState,
+} from '../../src/aws/effect-ledger.ts';
 import { WorkerError } from '../../src/errors.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { createPipelineMetrics } from '../../src/metrics/pipeline-metrics.ts';
-import { runGuarded, type GuardContext } from '../../src/pipeline/guarded-effect.ts';
+import { GuardContext, type GuardedMessage } from '../../src/pipeline/guarded-effect.ts';
 
-/**
- * A ledger in memory whose every call waits one macrotask, counting how many calls of a kind are in flight at once:
- * "concurrent" is then a count, not a timing.
- */
-class CountingLedger implements EffectLedger {
+/** A ledger in memory that records every call, answers as planned, and waits a macrotask per call. */
+class PlannedLedger implements EffectLedger {
   readonly enabled = true;
   readonly calls: string[] = [];
-  readonly inFlight = { claim: 0, complete: 0, abandon: 0 };
-  readonly maxInFlight = { claim: 0, complete: 0, abandon: 0 };
-  claimResults = new Map<string, ClaimResult['state'] | Error>();
+  claimResult: 'claimed' | 'busy' | Error = 'claimed';
+  recorded = new Map<string, EffectMark>();
+  legacyLeft = false;
+  legacyStates = new Map<string, LegacyState>();
+  markResults: Array<boolean | Error> = [];
   completeResults: Array<CompleteResult | Error> = [];
+  readonly marked: Array<Map<string, EffectMark>> = [];
+  readonly completed: Array<Map<string, EffectMark>> = [];
 
-  private async step<T>(kind: 'claim' | 'complete' | 'abandon', call: string, answer: () => T): Promise<T> {
+  private async step<T>(call: string, answer: () => T): Promise<T> {
     this.calls.push(call);
-    this.inFlight[kind] += 1;
-    this.maxInFlight[kind] = Math.max(this.maxInFlight[kind], this.inFlight[kind]);
     await new Promise((resolve) => setTimeout(resolve, 1));
-    this.inFlight[kind] -= 1;
     return answer();
   }
 
   claim(key: string): Promise<ClaimResult> {
-    return this.step('claim', `claim ${key}`, () => {
-      const planned = this.claimResults.get(key) ?? 'claimed';
-      if (planned instanceof Error) throw planned;
-      if (planned === 'claimed') return { state: 'claimed', claim: { key, token: `token-${key}` } };
-      return { state: planned };
+    return this.step(`claim ${key}`, () => {
+      if (this.claimResult instanceof Error) throw this.claimResult;
+      if (this.claimResult === 'busy') return { state: 'busy' };
+      const claim: Claim = { key, token: 't', leaseUntil: 100, expiresAt: 200, legacy: this.legacyLeft };
+      return { state: 'claimed', claim, marks: new Map(this.recorded) };
     });
   }
 
-  complete(claim: Claim): Promise<CompleteResult> {
-    return this.step('complete', `complete ${claim.key} ${claim.token}`, () => {
+  mark(_claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean> {
+    return this.step('mark', () => {
+      const planned = this.markResults.shift() ?? true;
+      if (planned instanceof Error) throw planned;
+      if (planned) this.marked.push(new Map(marks));
+      return planned;
+    });
+  }
+
+  complete(_claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult> {
+    return this.step('complete', () => {
       const planned = this.completeResults.shift() ?? 'completed';
       if (planned instanceof Error) throw planned;
+      this.completed.push(new Map(marks));
       return planned;
     });
   }
@@ -49,12 +64,26 @@ class CountingLedger implements EffectLedger {
     return Promise.resolve(true);
   }
 
-  abandon(claim: Claim): Promise<void> {
-    return this.step('abandon', `abandon ${claim.key} ${claim.token}`, () => undefined);
+  legacy(keys: readonly string[]): Promise<Map<string, LegacyState>> {
+    return this.step(`legacy ${keys.join(',')}`, () => {
+      const found = new Map<string, LegacyState>();
+      for (const key of keys) {
+        const state = this.legacyStates.get(key);
+        if (state) found.set(key, state);
+      }
+      return found;
+    });
   }
 }
 
-function context(ledger: EffectLedger) {
+const MESSAGE: GuardedMessage = {
+  key: 'ses-1|example.com',
+  sesMessageId: 'ses-1',
+  generation: 0,
+  retried: false,
+};
+
+function guarded(ledger: EffectLedger, message: GuardedMessage = MESSAGE) {
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger({
     level: 'info',
@@ -68,192 +97,294 @@ function context(ledger: EffectLedger) {
   });
   const metrics = createPipelineMetrics();
   const sleeps: number[] = [];
-  const ctx: GuardContext = {
-    ledger,
-    liveClaims: new Set(),
-    domain: 'example.com',
-    logger,
-    metrics,
-    sleep: async (ms) => {
-      sleeps.push(ms);
+  const liveClaims = new Set<Claim>();
+  const guard = new GuardContext(
+    {
+      ledger,
+      liveClaims,
+      domain: 'example.com',
+      logger,
+      metrics,
+      sleep: async (ms) => {
+        sleeps.push(ms);
+      },
     },
-  };
+    message,
+  );
   const ledgerErrors = async (operation: string): Promise<number> => {
     const metric = await metrics.registry.getSingleMetric('ses_worker_ledger_errors_total')?.get();
     return metric?.values.find((v) => v.labels.operation === operation)?.value ?? 0;
   };
-  return { ctx, lines, sleeps, ledgerErrors };
+  return { guard, liveClaims, lines, sleeps, ledgerErrors };
 }
 
-const KEYS = ['m|a@example.com|deliver', 'm|b@example.com|deliver', 'm|c@example.com|deliver'];
+const NAMES = Array.from({ length: 10 }, (_, i) => `u${i}@example.com|deliver`);
+const all = <V>(names: readonly string[], value: V) => new Map(names.map((n) => [n, value]));
 
-describe('runGuarded: the one way to run ledger-guarded effects', () => {
-  it('claims all keys at once, runs the effect once for the keys won, and records them all at once', async () => {
-    const ledger = new CountingLedger();
-    const { ctx } = context(ledger);
-    const effectCalls: string[][] = [];
-    const fates = await runGuarded(
-      ctx,
-      KEYS,
-      async (claimed) => {
-        effectCalls.push([...claimed]);
+describe('GuardContext: one ledger record per message', () => {
+  it('ten recipients cost one claim and one complete, and the effect runs once for what is owed', async () => {
+    const ledger = new PlannedLedger();
+    ledger.recorded.set(NAMES[0]!, 'done');
+    const { guard, liveClaims } = guarded(ledger);
+    const runs: string[][] = [];
+    const fates = await guard.run(
+      NAMES,
+      async (owed) => {
+        runs.push([...owed]);
         assert.equal(
-          ctx.liveClaims.size,
-          3,
-          'claims are live (renewed by the heartbeat) while the effect runs',
+          liveClaims.size,
+          1,
+          'the claim is live (renewed by the heartbeat) while the effect runs',
         );
-        return new Map(claimed.map((k) => [k, 'ok']));
+        return all(owed, 'delivered');
       },
-      () => true,
+      (r) => r === 'delivered',
     );
-    assert.equal(ledger.maxInFlight.claim, 3, 'three claims in flight together');
-    assert.equal(ledger.maxInFlight.complete, 3, 'three completes in flight together');
-    assert.deepEqual(effectCalls, [KEYS]);
-    assert.deepEqual(
-      [...fates.values()],
-      [
-        { state: 'ran', result: 'ok' },
-        { state: 'ran', result: 'ok' },
-        { state: 'ran', result: 'ok' },
-      ],
-    );
-    assert.equal(ctx.liveClaims.size, 0);
-    assert.deepEqual(
-      ledger.calls.filter((c) => c.startsWith('complete')).sort(),
-      KEYS.map((k) => `complete ${k} token-${k}`),
-      'each complete names the owner token of its claim',
-    );
+    assert.deepEqual(runs, [NAMES.slice(1)]);
+    assert.deepEqual(fates.get(NAMES[0]!), { state: 'done-before' });
+    assert.deepEqual(fates.get(NAMES[1]!), { state: 'ran', result: 'delivered' });
+    await guard.finish();
+    assert.deepEqual(ledger.calls, ['claim ses-1|example.com', 'complete']);
+    assert.deepEqual([...ledger.completed[0]!].sort(), NAMES.map((n) => [n, 'done']).sort());
+    assert.equal(liveClaims.size, 0);
   });
 
-  it('skips done and busy keys, reports a failed claim as unclaimed, and runs only what it won', async () => {
-    const ledger = new CountingLedger();
-    ledger.claimResults.set(KEYS[0] as string, 'done');
-    ledger.claimResults.set(KEYS[1] as string, 'busy');
-    ledger.claimResults.set(
-      KEYS[2] as string,
-      new WorkerError('DYNAMODB_ERROR', 'PutItem failed: throttled', { temporary: true }),
+  it('what did not happen is not marked; finishing twice writes once', async () => {
+    const ledger = new PlannedLedger();
+    const { guard } = guarded(ledger);
+    await guard.run(
+      NAMES.slice(0, 3),
+      async (owed) => new Map(owed.map((n, i) => [n, i === 1 ? 'deferred' : 'delivered'])),
+      (r) => r === 'delivered',
     );
-    const { ctx, ledgerErrors } = context(ledger);
+    await guard.finish();
+    await guard.finish();
+    assert.deepEqual([...ledger.completed[0]!.keys()].sort(), [NAMES[0], NAMES[2]]);
+    assert.equal(ledger.calls.filter((c) => c === 'complete').length, 1);
+  });
+
+  it('a busy message runs nothing and writes nothing', async () => {
+    const ledger = new PlannedLedger();
+    ledger.claimResult = 'busy';
+    const { guard } = guarded(ledger);
     let ran = false;
-    const fates = await runGuarded(
-      ctx,
-      KEYS,
+    const fates = await guard.run(
+      NAMES.slice(0, 2),
       async () => {
         ran = true;
         return new Map();
       },
       () => true,
     );
-    assert.equal(ran, false, 'nothing won, nothing run');
-    assert.equal(fates.get(KEYS[0] as string)?.state, 'done-before');
-    assert.equal(fates.get(KEYS[1] as string)?.state, 'busy');
-    const failed = fates.get(KEYS[2] as string);
-    assert.equal(failed?.state, 'unclaimed');
-    assert.match(failed?.state === 'unclaimed' ? failed.error.message : '', /throttled/);
+    await guard.finish();
+    assert.equal(ran, false);
+    assert.deepEqual([...fates.values()], [{ state: 'busy' }, { state: 'busy' }]);
+    assert.deepEqual(ledger.calls, ['claim ses-1|example.com']);
+  });
+
+  it('a failed claim leaves every effect unclaimed with its error, counted', async () => {
+    const ledger = new PlannedLedger();
+    ledger.claimResult = new WorkerError('DYNAMODB_ERROR', 'UpdateItem failed: throttled', {
+      temporary: true,
+    });
+    const { guard, ledgerErrors } = guarded(ledger);
+    const fates = await guard.run(
+      NAMES.slice(0, 1),
+      async () => new Map(),
+      () => true,
+    );
+    const fate = fates.get(NAMES[0]!);
+    assert.equal(fate?.state, 'unclaimed');
+    assert.match(fate?.state === 'unclaimed' ? fate.error.message : '', /throttled/);
     assert.equal(await ledgerErrors('claim'), 1);
   });
 
-  it('records what happened and abandons what did not', async () => {
-    const ledger = new CountingLedger();
-    const { ctx } = context(ledger);
-    const fates = await runGuarded(
-      ctx,
-      KEYS,
-      async (claimed) => new Map(claimed.map((k, i) => [k, i === 1 ? 'failed' : 'sent'])),
-      (result) => result === 'sent',
+  it('an SES send marked "sending" by an earlier attempt is maybe-sent: never run again, the mark kept', async () => {
+    const ledger = new PlannedLedger();
+    const forward = 'a@example.com|forward:x@far.test';
+    ledger.recorded.set(forward, 'sending');
+    const { guard } = guarded(ledger);
+    let ran = false;
+    const fates = await guard.run(
+      [forward],
+      async () => {
+        ran = true;
+        return new Map();
+      },
+      () => true,
+      { throughSes: true },
     );
-    assert.deepEqual(ledger.calls.filter((c) => !c.startsWith('claim')).sort(), [
-      `abandon ${KEYS[1]} token-${KEYS[1]}`,
-      `complete ${KEYS[0]} token-${KEYS[0]}`,
-      `complete ${KEYS[2]} token-${KEYS[2]}`,
-    ]);
-    assert.equal(fates.get(KEYS[1] as string)?.state, 'ran');
-    assert.equal(ctx.liveClaims.size, 0);
+    await guard.finish();
+    assert.equal(ran, false);
+    assert.deepEqual(fates.get(forward), { state: 'maybe-sent' });
+    assert.equal(ledger.completed[0]?.get(forward), 'sending');
   });
 
-  it('counts and logs a complete whose claim is no longer ours, and still reports the effect as done', async () => {
-    const ledger = new CountingLedger();
-    ledger.completeResults = ['lost'];
-    const { ctx, lines, ledgerErrors } = context(ledger);
-    const fates = await runGuarded(
-      ctx,
-      [KEYS[0] as string],
-      async (claimed) => new Map(claimed.map((k) => [k, 'sent'])),
+  it('markSending writes the marks not yet written with the "sending" mark, in one call before the send', async () => {
+    const ledger = new PlannedLedger();
+    const { guard } = guarded(ledger);
+    const forward = 'a@example.com|forward:x@far.test';
+    await guard.run(
+      NAMES.slice(0, 2),
+      async (owed) => all(owed, 'ok'),
       () => true,
     );
-    assert.deepEqual(fates.get(KEYS[0] as string), { state: 'ran', result: 'sent' });
-    assert.equal(await ledgerErrors('complete'), 1);
-    const error = lines.find((l) => l.level === 'error');
-    assert.match(String(error?.msg), /no longer ours/);
-    assert.equal(error?.key, KEYS[0]);
+    const fates = await guard.run(
+      [forward],
+      async (owed) => {
+        await guard.markSending(forward);
+        return all(owed, 'sent');
+      },
+      () => true,
+      { throughSes: true },
+    );
+    assert.deepEqual(fates.get(forward), { state: 'ran', result: 'sent' });
+    assert.deepEqual(
+      [...ledger.marked[0]!].sort(),
+      [
+        [forward, 'sending'],
+        [NAMES[0], 'done'],
+        [NAMES[1], 'done'],
+      ].sort(),
+    );
+    await guard.finish();
+    assert.equal(ledger.completed[0]?.get(forward), 'done', 'sent: the mark becomes done');
   });
 
-  it('retries a complete that failed temporarily, then gives up loudly without undoing the effect', async () => {
-    const ledger = new CountingLedger();
-    const throttled = () =>
-      new WorkerError('DYNAMODB_ERROR', 'UpdateItem failed: throttled', { temporary: true });
+  it('a send that did not happen after its mark is cleared by the last write', async () => {
+    const ledger = new PlannedLedger();
+    const { guard } = guarded(ledger);
+    const forward = 'a@example.com|forward:x@far.test';
+    await guard.run(
+      [forward],
+      async (owed) => {
+        await guard.markSending(forward);
+        return all(owed, 'throttled');
+      },
+      (r) => r === 'sent',
+      { throughSes: true },
+    );
+    await guard.finish();
+    assert.equal(ledger.marked[0]?.get(forward), 'sending');
+    assert.equal(ledger.completed[0]?.has(forward), false);
+  });
+
+  it('markSending that cannot be written, or finds the lease gone, throws a temporary error and is counted', async () => {
+    const ledger = new PlannedLedger();
+    ledger.markResults = [
+      new WorkerError('DYNAMODB_ERROR', 'UpdateItem failed: throttled', { temporary: true }),
+      false,
+    ];
+    const { guard, ledgerErrors } = guarded(ledger);
+    await guard.run(
+      ['x'],
+      async () => new Map([['x', 1]]),
+      () => false,
+    );
+    await assert.rejects(
+      guard.markSending('f1'),
+      (e: WorkerError) => e.temporary && /not sent/.test(e.message),
+    );
+    await assert.rejects(
+      guard.markSending('f2'),
+      (e: WorkerError) => e.temporary && /no longer ours/.test(e.message),
+    );
+    assert.equal(await ledgerErrors('sending'), 2);
+    await guard.finish();
+    assert.equal(ledger.completed[0]?.size, 0, 'neither send counts as begun');
+  });
+
+  it('retries the last write when it fails temporarily, then gives up loudly without undoing anything', async () => {
+    const throttled = () => new WorkerError('DYNAMODB_ERROR', 'throttled', { temporary: true });
+    const ledger = new PlannedLedger();
     ledger.completeResults = [throttled(), throttled(), 'completed'];
-    const first = context(ledger);
-    await runGuarded(
-      first.ctx,
-      [KEYS[0] as string],
-      async (c) => new Map(c.map((k) => [k, 1])),
+    const first = guarded(ledger);
+    await first.guard.run(
+      NAMES.slice(0, 1),
+      async (o) => all(o, 1),
       () => true,
     );
-    assert.equal(ledger.calls.filter((c) => c.startsWith('complete')).length, 3, 'third attempt recorded it');
+    await first.guard.finish();
+    assert.equal(ledger.calls.filter((c) => c === 'complete').length, 3);
     assert.deepEqual(first.sleeps, [100, 200]);
     assert.equal(await first.ledgerErrors('complete'), 0);
 
-    const stuck = new CountingLedger();
+    const stuck = new PlannedLedger();
     stuck.completeResults = Array.from({ length: 10 }, throttled);
-    const second = context(stuck);
-    const fates = await runGuarded(
-      second.ctx,
-      [KEYS[0] as string],
-      async (c) => new Map(c.map((k) => [k, 1])),
+    const second = guarded(stuck);
+    await second.guard.run(
+      NAMES.slice(0, 1),
+      async (o) => all(o, 1),
       () => true,
     );
-    assert.equal(stuck.calls.filter((c) => c.startsWith('complete')).length, 5);
-    assert.equal(
-      stuck.calls.filter((c) => c.startsWith('abandon')).length,
-      0,
-      'never abandoned: it happened',
-    );
-    assert.equal(fates.get(KEYS[0] as string)?.state, 'ran');
+    await second.guard.finish();
+    assert.equal(stuck.calls.filter((c) => c === 'complete').length, 5);
     assert.equal(await second.ledgerErrors('complete'), 1);
-    assert.ok(second.lines.some((l) => l.msg === 'effect done but not recorded in the ledger'));
+    assert.ok(second.lines.some((l) => l.msg === 'effects done but not recorded in the ledger'));
+    assert.equal(second.liveClaims.size, 0, 'no longer renewed');
   });
 
-  it('abandons every claim when the effect throws, and passes the error on', async () => {
-    const ledger = new CountingLedger();
-    const { ctx } = context(ledger);
-    await assert.rejects(
-      runGuarded(
-        ctx,
-        KEYS,
-        async () => {
-          throw new Error('bug');
-        },
-        () => true,
-      ),
-      /bug/,
-    );
-    assert.equal(ledger.calls.filter((c) => c.startsWith('abandon')).length, 3);
-    assert.equal(ledger.maxInFlight.abandon, 3);
-    assert.equal(ctx.liveClaims.size, 0);
-  });
-
-  it('a key the effect gave no result for is abandoned and reported unclaimed', async () => {
-    const ledger = new CountingLedger();
-    const { ctx } = context(ledger);
-    const fates = await runGuarded(
-      ctx,
-      KEYS.slice(0, 2),
-      async (c) => new Map([[c[0] as string, 'x']]),
+  it('a last write that finds the record taken over is logged at error and counted', async () => {
+    const ledger = new PlannedLedger();
+    ledger.completeResults = ['lost'];
+    const { guard, lines, ledgerErrors } = guarded(ledger);
+    await guard.run(
+      NAMES.slice(0, 1),
+      async (o) => all(o, 1),
       () => true,
     );
-    assert.equal(fates.get(KEYS[0] as string)?.state, 'ran');
-    assert.equal(fates.get(KEYS[1] as string)?.state, 'unclaimed');
-    assert.equal(ledger.calls.filter((c) => c.startsWith('abandon')).length, 1);
+    await guard.finish();
+    assert.equal(await ledgerErrors('complete'), 1);
+    const error = lines.find((l) => l.level === 'error');
+    assert.match(String(error?.msg), /no longer ours/);
+    assert.equal(error?.key, MESSAGE.key);
+  });
+
+  it('a retried message reads records of the first shape once per effect: done, busy, and a lapsed SES send', async () => {
+    const ledger = new PlannedLedger();
+    ledger.legacyLeft = true;
+    const forward = 'a@example.com|forward:x@far.test';
+    const internal = 'a@example.com|forward:y@example.com';
+    ledger.legacyStates.set(`ses-1|${NAMES[0]}`, 'done');
+    ledger.legacyStates.set(`ses-1|${NAMES[1]}`, 'busy');
+    ledger.legacyStates.set(`ses-1|${forward}`, 'lapsed');
+    ledger.legacyStates.set(`ses-1|${internal}`, 'lapsed');
+    const { guard } = guarded(ledger, { ...MESSAGE, retried: true });
+    const delivered = await guard.run(
+      NAMES.slice(0, 3),
+      async (o) => all(o, 1),
+      () => true,
+    );
+    assert.deepEqual(
+      NAMES.slice(0, 3).map((n) => delivered.get(n)?.state),
+      ['done-before', 'busy', 'ran'],
+    );
+    const ses = await guard.run(
+      [forward],
+      async (o) => all(o, 1),
+      () => true,
+      { throughSes: true },
+    );
+    assert.deepEqual(
+      ses.get(forward),
+      { state: 'maybe-sent' },
+      'an SES send the old worker claimed may have gone out',
+    );
+    const port = await guard.run(
+      [internal],
+      async (o) => all(o, 1),
+      () => true,
+    );
+    assert.equal(
+      port.get(internal)?.state,
+      'ran',
+      "the internal port's copy is caught by the mailbox instead",
+    );
+    await guard.finish();
+    const written = ledger.completed[0]!;
+    assert.equal(written.get(NAMES[0]!), 'done', 'what the old record said is carried into the new one');
+    assert.equal(written.has(NAMES[1]!), false);
+    assert.equal(written.get(forward), 'sending');
+    assert.equal(ledger.calls.filter((c) => c.startsWith('legacy')).length, 5);
   });
 });

@@ -235,7 +235,12 @@ describe('the outbound events (bounce rewriting)', () => {
   });
 
   it('the topic lets only SES publish, for this configuration set in this account', () => {
-    const topicId = logicalIdWhere(SHARED, 'AWS::SNS::Topic', 'TopicName', notificationTopicName(EVENTS_QUEUE));
+    const topicId = logicalIdWhere(
+      SHARED,
+      'AWS::SNS::Topic',
+      'TopicName',
+      notificationTopicName(EVENTS_QUEUE),
+    );
     const policies = resourcesOfType(SHARED, 'AWS::SNS::TopicPolicy').filter(
       ([, r]) => JSON.stringify(r.Properties.Topics) === JSON.stringify([{ Ref: topicId }]),
     );

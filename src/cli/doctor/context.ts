@@ -87,7 +87,6 @@ export function reachFix(context: DoctorContext, service: AwsService): string {
     : `check that this host reaches ${service} in ${region} (network, proxy, VPC endpoint)`;
 }
 
-
 function firstLine(error: unknown): string {
   return (describeError(error).split('\n')[0] ?? '').slice(0, 160);
 }
