@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
+import { ALL_DOMAINS, domainsOfShard, parseShard, type Shard } from './shards.ts';
 
 export type DeliveryProtocol = 'smtp' | 'lmtp';
 export type VirusPolicy = 'tag' | 'reject';
@@ -15,7 +16,10 @@ export interface AwsConfig {
 }
 
 export interface Config {
+  /** Every hosted domain (DOMAINS): forwards and replies to any of them stay on the internal route. */
   domains: readonly string[];
+  /** The share of `domains` this process polls (SHARD); {@link servedDomains} lists them. */
+  shard: Shard;
   aws: AwsConfig;
   queueNameTemplate: string;
   /** The bucket of a domain's mail, for the operator commands; the daemon follows each notification instead. */
@@ -51,6 +55,8 @@ export interface Config {
     maxMessages: number;
     messageConcurrency: number;
     maxReceives: number;
+    /** POLLER_THREADS: 0 = the default layout (daemon/thread-layout.ts). */
+    threads: number;
   };
   limits: {
     maxMailBytes: number;
@@ -114,6 +120,7 @@ export function loadConfig(argv: readonly string[], env: Env): CliRequest {
     ...env,
     ...(parsed.values.domains !== undefined && { DOMAINS: parsed.values.domains }),
     ...(parsed.values['log-level'] !== undefined && { LOG_LEVEL: parsed.values['log-level'] }),
+    ...(parsed.values.shard !== undefined && { SHARD: parsed.values.shard }),
   };
   return { kind: 'run', config: buildConfig(merged) };
 }
@@ -124,6 +131,7 @@ function parseCli(argv: readonly string[]) {
     options: {
       domains: { type: 'string', short: 'd' },
       'log-level': { type: 'string' },
+      shard: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -146,6 +154,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
   const generic = read.url('AWS_ENDPOINT_URL');
   const config: Config = {
     domains,
+    shard: read.shard(domains),
     aws: {
       region: read.string('AWS_REGION'),
       endpoints: {
@@ -187,6 +196,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       maxMessages: read.int('MAX_MESSAGES_PER_RECEIVE', 1, 10),
       messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 1000),
       maxReceives: read.int('MAX_RECEIVES', 1, 1000),
+      threads: read.int('POLLER_THREADS', 0, 1024),
     },
     limits: {
       maxMailBytes: read.int('MAX_MAIL_BYTES', 1024, 200 * 1024 * 1024),
@@ -257,6 +267,11 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
 }
 
 const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
+
+/** The domains this process polls: its shard of DOMAINS (all of them without SHARD). */
+export function servedDomains(config: Pick<Config, 'domains' | 'shard'>): string[] {
+  return domainsOfShard(config.domains, config.shard);
+}
 
 /** A domain's allowlists of notification sources, `{domain}` expanded (empty lists: any source). */
 export function notificationSourcesFor(
@@ -388,6 +403,23 @@ class SettingReader {
     if (new Set(domains).size !== domains.length)
       throw new ConfigError('DOMAINS', 'a domain is listed twice');
     return domains;
+  }
+
+  /** SHARD as `i/n`; a shard that would serve none of the given domains is a mistake, not an idle process. */
+  shard(domains: readonly string[]): Shard {
+    const value = this.raw('SHARD');
+    if (value === '') return ALL_DOMAINS;
+    const shard = parseShard(value);
+    if (!shard || shard.count < 1 || shard.index >= shard.count) {
+      throw new ConfigError('SHARD', `"${value}" is not i/n with 0 <= i < n (e.g. 0/4)`);
+    }
+    if (domains.length > 0 && domainsOfShard(domains, shard).length === 0) {
+      throw new ConfigError(
+        'SHARD',
+        `shard ${shard.index}/${shard.count} has none of the ${domains.length} domains of DOMAINS (docs/scaling.md says which shard each domain is in)`,
+      );
+    }
+    return shard;
   }
 
   bucketTemplate(): string {

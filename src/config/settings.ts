@@ -23,6 +23,11 @@ export const SETTINGS = {
     default: '',
     help: 'Comma-separated domains to serve (fallback for --domains).',
   },
+  SHARD: {
+    group: 'Domains',
+    default: '',
+    help: "i/n: this process serves only shard i of n (0 <= i < n) of DOMAINS; a domain's shard is the first 4 bytes of SHA-256 of its name, big-endian, mod n. Empty = every domain. --shard wins.",
+  },
 
   AWS_REGION: { group: 'AWS', default: 'us-east-1', help: 'AWS region of SQS, S3, SES and DynamoDB.' },
   AWS_ENDPOINT_URL: {
@@ -143,6 +148,11 @@ export const SETTINGS = {
   WAIT_TIME_SECONDS: { group: 'Polling', default: '20', help: 'SQS long-poll wait (0..20).' },
   MAX_MESSAGES_PER_RECEIVE: { group: 'Polling', default: '10', help: 'Messages per ReceiveMessage (1..10).' },
   MESSAGE_CONCURRENCY: { group: 'Polling', default: '100', help: 'Messages processed at once per domain.' },
+  POLLER_THREADS: {
+    group: 'Polling',
+    default: '0',
+    help: 'Worker threads polling the domains, each a share of them: 0 = one thread per domain up to 16 domains, 16 threads beyond; N = N threads (at most one per domain).',
+  },
   MAX_RECEIVES: {
     group: 'Polling',
     default: '10',
@@ -241,6 +251,7 @@ export function helpText(): string {
     '',
     'Options:',
     '  -d, --domains <list>   Comma-separated domains to serve (env DOMAINS).',
+    '      --shard <i/n>      Serve only shard i of n of the domains (env SHARD).',
     '      --log-level <lvl>  Log level (env LOG_LEVEL).',
     '  -h, --help             Print this help.',
     '  -v, --version          Print the version.',
