@@ -16,14 +16,24 @@ export interface AwsClients {
   destroy(): void;
 }
 
+/** How many requests one set of clients must carry at once. */
+export interface ClientSizing {
+  /**
+   * Connections per host: a poller thread holds one long poll per domain it serves (more while busy) besides
+   * its other calls, and a long poll waiting for a socket is mail waiting up to WAIT_TIME_SECONDS (default 50).
+   */
+  maxSockets?: number;
+}
+
 /**
  * Builds the SDK clients once per thread. Endpoints are passed explicitly: with an explicit endpoint the SQS
  * client does not redirect calls to the QueueUrl's host, which emulators set to names that do not resolve.
  */
-export function createAwsClients(config: AwsConfig): AwsClients {
+export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): AwsClients {
+  const maxSockets = sizing.maxSockets ?? 50;
   const requestHandler = new NodeHttpHandler({
-    httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 50 }),
-    httpsAgent: new Agent({ keepAlive: true, maxSockets: 50 }),
+    httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+    httpsAgent: new Agent({ keepAlive: true, maxSockets }),
     connectionTimeout: 5_000,
     // Long polls hold a request open for up to 20 s; leave headroom above that.
     requestTimeout: 60_000,

@@ -27,6 +27,8 @@ export interface PortsDeps {
   metrics: PipelineMetrics;
   /** How long an unfinished ledger claim lives without renewal: the queue's visibility timeout. */
   leaseSeconds: number;
+  /** The domain's share of its thread's byte budget (default: a budget of IN_FLIGHT_BYTES of its own). */
+  budget?: ByteBudget;
 }
 
 /** The real clients behind the pipeline's ports, for one domain. */
@@ -53,7 +55,9 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     replies: createDynamoReplyLog(clients.ddb, { table: config.tables.oooState }),
     ses: createSesSender(clients.sesv2, { clock, ...(deps.sesPacer && { pacer: deps.sesPacer }) }),
     delivery: deps.delivery,
-    budget: new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
+    budget:
+      deps.budget ??
+      new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
     ledger: config.tables.idempotency
       ? createDynamoLedger(clients.ddb, {
           table: config.tables.idempotency,
