@@ -3,10 +3,13 @@ import { DomainPoller, type PollerStatus } from '../poller/domain-poller.ts';
 import { leaseSecondsFor, openDomainQueue } from './domain-queue.ts';
 import { buildPipelinePorts, type PortsDeps } from './pipeline-ports.ts';
 import { startQueueGauges } from './queue-gauges.ts';
+import type { SharedTableGuard } from './shared-table-guard.ts';
 import { TableGuard } from './table-guard.ts';
 
 export interface DomainRuntimeDeps extends Omit<PortsDeps, 'leaseSeconds'> {
   onStatus?: (status: PollerStatus) => void;
+  /** The table checks of the domain's thread, shared by its domains (default: the domain checks on its own). */
+  tables?: SharedTableGuard;
 }
 
 export interface DomainRuntime {
@@ -43,14 +46,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     },
     deps.onStatus,
   );
-  const tables = new TableGuard({
-    ddb: clients.ddb,
-    tables: config.tables,
-    domain,
-    logger,
-    metrics,
-    onResult: (problems) => poller.hold(problems.length > 0 ? problems.join('; ') : undefined),
-  });
+  const onResult = (problems: readonly string[]) =>
+    poller.hold(problems.length > 0 ? problems.join('; ') : undefined);
+  const tables =
+    deps.tables?.join(domain, onResult) ??
+    new TableGuard({ ddb: clients.ddb, tables: config.tables, domain, logger, metrics, onResult });
   await tables.check();
   return {
     poller,

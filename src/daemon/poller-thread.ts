@@ -13,6 +13,7 @@ import { createLogger, type Logger } from '../log/logger.ts';
 import { createPipelineMetrics, type PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import { startDomainRuntime, type DomainRuntime } from './domain-runtime.ts';
 import type { CoordinatorMessage, DomainStatus, PollerTask, ThreadMessage } from './protocol.ts';
+import { SharedTableGuard } from './shared-table-guard.ts';
 import {
   createDeliveryRelay,
   createPacerProxy,
@@ -33,6 +34,7 @@ interface ThreadServices {
   delivery: DeliveryRelay;
   sesPacer: PacerProxy;
   budget: FairByteBudget;
+  tables: SharedTableGuard;
   postStatus(status: DomainStatus): void;
   /** Aborted when the coordinator says stop. */
   stopping: AbortSignal;
@@ -46,14 +48,22 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   const stop = new AbortController();
   // Every domain of the thread listens for the stop, and so does each one waiting to retry its start.
   setMaxListeners(0, stop.signal);
+  const metrics = createPipelineMetrics();
+  const clients = createAwsClients(config.aws, { maxSockets: SOCKETS_PER_DOMAIN * domains.length });
   const services: ThreadServices = {
     config,
     logger,
-    metrics: createPipelineMetrics(),
-    clients: createAwsClients(config.aws, { maxSockets: SOCKETS_PER_DOMAIN * domains.length }),
+    metrics,
+    clients,
     delivery: createDeliveryRelay(port),
     sesPacer: createPacerProxy(port),
     budget: new FairByteBudget(config.limits.inFlightBytes),
+    tables: new SharedTableGuard({
+      ddb: clients.ddb,
+      tables: config.tables,
+      logger: logger.child({ domains }),
+      metrics,
+    }),
     postStatus: (status) => post({ type: 'status', status }),
     stopping: stop.signal,
   };
@@ -128,6 +138,7 @@ async function serveDomain(domain: string, services: ThreadServices): Promise<vo
           delivery: services.delivery.forDomain(domain),
           sesPacer: services.sesPacer,
           budget,
+          tables: services.tables,
           clock: systemClock,
           logger,
           metrics,
