@@ -1,10 +1,8 @@
 import type { AwsClients } from '../aws/clients.ts';
 import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
-import { createS3MailStore } from '../aws/mail-store.ts';
 import { createDynamoOutboundRecords } from '../aws/outbound-records.ts';
 import { createDynamoDirectory } from '../aws/recipient-directory.ts';
 import { createDynamoReplyLog } from '../aws/reply-log.ts';
-import { createSesSender } from '../aws/ses-sender.ts';
 import type { Clock } from '../clock.ts';
 import { notificationSourcesFor, type Config } from '../config/config.ts';
 import { ByteBudget } from '../flow-control/byte-budget.ts';
@@ -14,6 +12,7 @@ import { createLoopMarker } from '../mail/loop-marker.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { PipelineOptions, PipelinePorts } from '../pipeline/ports.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
+import { lazyMailSender, lazyMailStore } from './lazy-ports.ts';
 
 export interface PortsDeps {
   config: Config;
@@ -40,7 +39,12 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
   return {
     domain,
     hostedDomains: config.domains,
-    mailStore: createS3MailStore(clients.s3, { maxAttempts: config.limits.s3MaxAttempts, clock }),
+    mailStore: lazyMailStore(async () =>
+      (await import('../aws/mail-store.ts')).createS3MailStore(clients.s3, {
+        maxAttempts: config.limits.s3MaxAttempts,
+        clock,
+      }),
+    ),
     directory: createDynamoDirectory(clients.ddb, {
       tables: config.tables,
       clock,
@@ -53,7 +57,12 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     }),
     outbound: createDynamoOutboundRecords(clients.ddb, { table: config.tables.outbound, clock }),
     replies: createDynamoReplyLog(clients.ddb, { table: config.tables.oooState }),
-    ses: createSesSender(clients.sesv2, { clock, ...(deps.sesPacer && { pacer: deps.sesPacer }) }),
+    ses: lazyMailSender(async () =>
+      (await import('../aws/ses-sender.ts')).createSesSender(clients.sesv2, {
+        clock,
+        ...(deps.sesPacer && { pacer: deps.sesPacer }),
+      }),
+    ),
     delivery: deps.delivery,
     budget:
       deps.budget ??

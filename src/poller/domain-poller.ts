@@ -5,7 +5,7 @@ import { backoffMs } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
 import type { MessageOutcome } from '../pipeline/outcome.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
-import { processMessage } from '../pipeline/process-message.ts';
+import { processMessage } from './pipeline-loader.ts';
 import { DeleteBatcher } from './delete-batcher.ts';
 import { startHeartbeat, type HeartbeatDeps } from './heartbeat.ts';
 import { resolvePollerOptions, type PollerOptions, type ResolvedPollerOptions } from './options.ts';
