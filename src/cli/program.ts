@@ -17,6 +17,7 @@ import { replayCommand } from './replay.ts';
 import { rulesCommand } from './rules.ts';
 import { runCommand } from './run.ts';
 import { setupCommand } from './setup.ts';
+import { shardsCommand } from './shards.ts';
 
 export interface CliDeps {
   streams: CliStreams;
@@ -61,6 +62,7 @@ export async function runCli(argv: readonly string[], deps: CliDeps): Promise<nu
     injectCommand(app),
     replayCommand(app),
     dlqCommand(app),
+    shardsCommand(app),
   ]) {
     program.addCommand(command);
   }
