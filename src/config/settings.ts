@@ -167,7 +167,7 @@ export const SETTINGS = {
   IN_FLIGHT_BYTES: {
     group: 'Limits',
     default: '134217728',
-    help: 'Budget of mail bytes held in memory at once per domain.',
+    help: 'Budget of mail bytes held in memory at once per poller thread (one per domain by default; a thread polling several shares it fairly).',
   },
   S3_MAX_ATTEMPTS: { group: 'Limits', default: '5', help: 'Attempts to fetch a mail object not yet in S3.' },
 
