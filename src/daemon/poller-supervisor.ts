@@ -26,6 +26,8 @@ interface DomainSlot {
 interface ThreadSlot {
   index: number;
   domains: DomainSlot[];
+  /** Its code is loaded (it said so, or its domains are past starting): what the next wave waits for. */
+  loaded: boolean;
   port?: MessagePort;
   abort?: AbortController;
   supervisor?: Promise<void>;
@@ -66,6 +68,7 @@ export class PollerSupervisor {
     this.domains = new Map();
     this.threads = layout.map((domains, index) => ({
       index,
+      loaded: false,
       domains: domains.map((domain) => {
         const slot = { domain, status: { domain, state: 'starting' as const, inFlight: 0 }, restarts: 0 };
         this.domains.set(domain, slot);
@@ -79,7 +82,7 @@ export class PollerSupervisor {
     this.starting = startInWaves({
       units: this.threads,
       start: (thread) => (thread.supervisor = this.supervise(thread)),
-      started: (thread) => thread.domains.every((d) => d.status.state !== 'starting'),
+      started: (thread) => thread.loaded || thread.domains.every((d) => d.status.state !== 'starting'),
       onChange: this.statusListeners,
       signal: this.drainAbort.signal,
     });
@@ -199,6 +202,10 @@ export class PollerSupervisor {
 
   private onThreadMessage(thread: ThreadSlot, port: MessagePort, message: ThreadMessage): void {
     switch (message.type) {
+      case 'loaded':
+        thread.loaded = true;
+        this.notifyStatus();
+        break;
       case 'status': {
         const slot = this.domains.get(message.status.domain);
         // A thread only ever reports its own domains; anything else is ignored rather than trusted.

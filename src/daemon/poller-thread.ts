@@ -68,6 +68,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
     stopping: stop.signal,
   };
   port.on('message', (message: CoordinatorMessage) => onMessage(message, services, stop, post));
+  post({ type: 'loaded' });
   try {
     // A domain whose service fails takes the thread down, so that all of its domains restart together
     // rather than the thread running on with some of them gone.

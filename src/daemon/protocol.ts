@@ -32,6 +32,8 @@ export interface DomainStatus extends Omit<PollerStatus, 'state'> {
 
 /** Poller thread → coordinator. */
 export type ThreadMessage =
+  /** The thread's code is loaded and its domains are starting: the next wave of threads may start loading. */
+  | { type: 'loaded' }
   | { type: 'status'; status: DomainStatus }
   | {
       type: 'deliver';

@@ -1,7 +1,7 @@
 /**
- * Threads started together load their modules and run their first requests together: a hundred at once took the
- * process to several times its settled memory and both cores for a minute (BENCHMARKS.md, "Many domains"). A wave
- * of this many threads is started when the previous one has started.
+ * Threads started together load and compile their modules together: a hundred at once took the process to several
+ * times its settled memory and both cores for minutes (BENCHMARKS.md, "Many domains"). A wave of this many threads
+ * starts when the previous one has loaded its code (its first requests then overlap with the next wave's loading).
  */
 export const STARTUP_WAVE = 4;
 /** A wave that takes longer (a slow or unreachable AWS endpoint) does not hold the next one back for longer. */
@@ -10,7 +10,7 @@ export const STARTUP_WAVE_TIMEOUT_MS = 10_000;
 export interface WavesOptions<T> {
   units: readonly T[];
   start(unit: T): void;
-  /** Whether a started unit is up (or has failed: either way it no longer loads). */
+  /** Whether a started unit is past loading (or has failed: either way it no longer loads). */
   started(unit: T): boolean;
   /** Where to register a listener called whenever `started` may have changed. */
   onChange: Set<() => void>;
