@@ -1,7 +1,8 @@
+import { createRequire } from 'node:module';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { S3Client } from '@aws-sdk/client-s3';
-import { SESv2Client } from '@aws-sdk/client-sesv2';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { SESv2Client } from '@aws-sdk/client-sesv2';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { AwsConfig } from '../config/config.ts';
 import { MAX_WAIT_TIME_SECONDS, longPollDeadlineMs } from './deadlines.ts';
@@ -9,23 +10,41 @@ import { deadlineRequestHandler } from './request-handler.ts';
 
 export interface AwsClients {
   sqs: SQSClient;
-  s3: S3Client;
-  sesv2: SESv2Client;
+  /** Built (and its SDK package loaded) on first use: a poller thread needs it only once mail arrives. */
+  readonly s3: S3Client;
+  /** Built (and its SDK package loaded) on first use: only forwards and auto-replies need it. */
+  readonly sesv2: SESv2Client;
   ddb: DynamoDBDocumentClient;
   destroy(): void;
+}
+
+// The S3 and SESv2 packages are a third of what a poller thread loads (BENCHMARKS.md, "Many domains"); they are
+// required synchronously when first used, so the clients keep their plain properties.
+const require = createRequire(import.meta.url);
+const loadS3 = () => require('@aws-sdk/client-s3') as typeof import('@aws-sdk/client-s3');
+const loadSesV2 = () => require('@aws-sdk/client-sesv2') as typeof import('@aws-sdk/client-sesv2');
+
+/** How many requests one set of clients must carry at once. */
+export interface ClientSizing {
+  /**
+   * Connections per host: a poller thread holds one long poll per domain it serves (more while busy) besides
+   * its other calls, and a long poll waiting for a socket is mail waiting up to WAIT_TIME_SECONDS (default 50).
+   */
+  maxSockets?: number;
 }
 
 /**
  * Builds the SDK clients once per thread. Endpoints are passed explicitly: with an explicit endpoint the SQS
  * client does not redirect calls to the QueueUrl's host, which emulators set to names that do not resolve.
  */
-export function createAwsClients(config: AwsConfig): AwsClients {
+export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): AwsClients {
   const { deadlines } = config;
-  const requestHandler = deadlineRequestHandler(deadlines, 50);
+  const maxSockets = sizing.maxSockets ?? 50;
+  const requestHandler = deadlineRequestHandler(deadlines, maxSockets);
   // A long poll is silent for up to its wait: the SQS connection's idle deadline leaves room for the longest.
   const sqsHandler = deadlineRequestHandler(
     deadlines,
-    50,
+    maxSockets,
     Math.max(deadlines.idleMs, longPollDeadlineMs(MAX_WAIT_TIME_SECONDS, deadlines)),
   );
   const common = { region: config.region, requestHandler, maxAttempts: 3 };
@@ -34,18 +53,22 @@ export function createAwsClients(config: AwsConfig): AwsClients {
     requestHandler: sqsHandler,
     ...(config.endpoints.sqs && { endpoint: config.endpoints.sqs }),
   });
-  const s3 = new S3Client({
-    ...common,
-    forcePathStyle: config.s3ForcePathStyle,
-    ...(config.endpoints.s3 && { endpoint: config.endpoints.s3 }),
-  });
-  const sesv2 = new SESv2Client({
-    ...common,
-    // A send the SDK repeats after a timeout may be a second mail: aws/ses-sender.ts retries only what provably
-    // did not reach SES.
-    maxAttempts: 1,
-    ...(config.endpoints.ses && { endpoint: config.endpoints.ses }),
-  });
+  let s3: S3Client | undefined;
+  let sesv2: SESv2Client | undefined;
+  const buildS3 = () =>
+    new (loadS3().S3Client)({
+      ...common,
+      forcePathStyle: config.s3ForcePathStyle,
+      ...(config.endpoints.s3 && { endpoint: config.endpoints.s3 }),
+    });
+  const buildSesV2 = () =>
+    new (loadSesV2().SESv2Client)({
+      ...common,
+      // A send the SDK repeats after a timeout may be a second mail: aws/ses-sender.ts retries only what provably
+      // did not reach SES.
+      maxAttempts: 1,
+      ...(config.endpoints.ses && { endpoint: config.endpoints.ses }),
+    });
   const dynamo = new DynamoDBClient({
     ...common,
     ...(config.endpoints.dynamodb && { endpoint: config.endpoints.dynamodb }),
@@ -53,13 +76,17 @@ export function createAwsClients(config: AwsConfig): AwsClients {
   const ddb = DynamoDBDocumentClient.from(dynamo, { marshallOptions: { removeUndefinedValues: true } });
   return {
     sqs,
-    s3,
-    sesv2,
+    get s3() {
+      return (s3 ??= buildS3());
+    },
+    get sesv2() {
+      return (sesv2 ??= buildSesV2());
+    },
     ddb,
     destroy() {
       sqs.destroy();
-      s3.destroy();
-      sesv2.destroy();
+      s3?.destroy();
+      sesv2?.destroy();
       dynamo.destroy();
       requestHandler.destroy();
       sqsHandler.destroy();

@@ -19,6 +19,7 @@ import { rulesCommand } from './rules.ts';
 import { runCommand } from './run.ts';
 import { setupCommand } from './setup.ts';
 import { unknownCommand } from './suggest.ts';
+import { shardsCommand } from './shards.ts';
 
 export interface CliDeps {
   streams: CliStreams;
@@ -89,6 +90,7 @@ function buildProgram(app: CliApp, deps: CliDeps): Command {
     replayCommand(app),
     dlqCommand(app),
     helpCommand(app, program),
+    shardsCommand(app),
   ]) {
     program.addCommand(command);
   }

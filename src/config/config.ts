@@ -4,6 +4,7 @@ import { awsDeadlines, type AwsDeadlines } from '../aws/deadlines.ts';
 import { ConfigError, errorMessage } from '../errors.ts';
 import { BUCKET_RE, nameFromTemplate } from '../aws/resources.ts';
 import { SETTINGS, type SettingName } from './settings.ts';
+import { ALL_DOMAINS, domainsOfShard, parseShard, type Shard } from './shards.ts';
 
 export type DeliveryProtocol = 'smtp' | 'lmtp';
 export type VirusPolicy = 'tag' | 'reject';
@@ -19,7 +20,10 @@ export interface AwsConfig {
 }
 
 export interface Config {
+  /** Every hosted domain (DOMAINS): forwards and replies to any of them stay on the internal route. */
   domains: readonly string[];
+  /** The share of `domains` this process polls (SHARD); {@link servedDomains} lists them. */
+  shard: Shard;
   aws: AwsConfig;
   queueNameTemplate: string;
   /** The bucket of a domain's mail, for the operator commands; the daemon follows each notification instead. */
@@ -60,6 +64,8 @@ export interface Config {
     /** RETRY_DELAYS_SECONDS. */
     retryDelaysSeconds: readonly number[];
     outageProbeSeconds: number;
+    /** POLLER_THREADS: 0 = the default layout (daemon/thread-layout.ts). */
+    threads: number;
   };
   limits: {
     maxMailBytes: number;
@@ -123,6 +129,7 @@ export function loadConfig(argv: readonly string[], env: Env): CliRequest {
     ...env,
     ...(parsed.values.domains !== undefined && { DOMAINS: parsed.values.domains }),
     ...(parsed.values['log-level'] !== undefined && { LOG_LEVEL: parsed.values['log-level'] }),
+    ...(parsed.values.shard !== undefined && { SHARD: parsed.values.shard }),
   };
   return { kind: 'run', config: buildConfig(merged) };
 }
@@ -133,6 +140,7 @@ function parseCli(argv: readonly string[]) {
     options: {
       domains: { type: 'string', short: 'd' },
       'log-level': { type: 'string' },
+      shard: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
@@ -155,6 +163,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
   const generic = read.url('AWS_ENDPOINT_URL');
   const config: Config = {
     domains,
+    shard: read.shard(domains),
     aws: {
       region: read.string('AWS_REGION'),
       endpoints: {
@@ -203,6 +212,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
       maxReceives: read.int('MAX_RECEIVES', 1, 1000),
       retryDelaysSeconds: read.seconds('RETRY_DELAYS_SECONDS', 0, 43_200),
       outageProbeSeconds: read.number('OUTAGE_PROBE_SECONDS', 0.1, 3600),
+      threads: read.int('POLLER_THREADS', 0, 1024),
     },
     limits: {
       maxMailBytes: read.int('MAX_MAIL_BYTES', 1024, 200 * 1024 * 1024),
@@ -305,6 +315,11 @@ function checkOutboundNames(config: Pick<Config, 'sesConfigurationSet' | 'outbou
 }
 
 const TOPIC_ARN_RE = /^arn:aws[a-z-]*:sns:[a-z0-9-]{1,32}:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$/;
+
+/** The domains this process polls: its shard of DOMAINS (all of them without SHARD). */
+export function servedDomains(config: Pick<Config, 'domains' | 'shard'>): string[] {
+  return domainsOfShard(config.domains, config.shard);
+}
 
 /** ALLOWED_MAIL_BUCKETS's value that lets a notification name any bucket. */
 export const ANY_BUCKET = '*';
@@ -456,6 +471,23 @@ class SettingReader {
     if (new Set(domains).size !== domains.length)
       throw new ConfigError('DOMAINS', 'a domain is listed twice');
     return domains;
+  }
+
+  /** SHARD as `i/n`; a shard that would serve none of the given domains is a mistake, not an idle process. */
+  shard(domains: readonly string[]): Shard {
+    const value = this.raw('SHARD');
+    if (value === '') return ALL_DOMAINS;
+    const shard = parseShard(value);
+    if (!shard || shard.count < 1 || shard.index >= shard.count) {
+      throw new ConfigError('SHARD', `"${value}" is not i/n with 0 <= i < n (e.g. 0/4)`);
+    }
+    if (domains.length > 0 && domainsOfShard(domains, shard).length === 0) {
+      throw new ConfigError(
+        'SHARD',
+        `shard ${shard.index}/${shard.count} has none of the ${domains.length} domains of DOMAINS (docs/scaling.md says which shard each domain is in)`,
+      );
+    }
+    return shard;
   }
 
   bucketTemplate(): string {

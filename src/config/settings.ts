@@ -23,6 +23,11 @@ export const SETTINGS = {
     default: '',
     help: 'Comma-separated domains to serve (fallback for --domains).',
   },
+  SHARD: {
+    group: 'Domains',
+    default: '',
+    help: "i/n: this process serves only shard i of n (0 <= i < n) of DOMAINS; a domain's shard is the first 4 bytes of SHA-256 of its name, big-endian, mod n. Empty = every domain. --shard wins.",
+  },
 
   AWS_REGION: { group: 'AWS', default: 'us-east-1', help: 'AWS region of SQS, S3, SES and DynamoDB.' },
   AWS_ENDPOINT_URL: {
@@ -172,6 +177,11 @@ export const SETTINGS = {
     default: '30',
     help: 'While mail waits for the mail server or SES to come back (held in the queue, its receive count untouched), one waiting mail is tried again this often; the mail server coming back is also seen within seconds by its own check.',
   },
+  POLLER_THREADS: {
+    group: 'Polling',
+    default: '0',
+    help: 'Worker threads polling the domains, each a share of them: 0 = one thread per domain up to 16 domains, 16 threads beyond; N = N threads (at most one per domain).',
+  },
   MAX_RECEIVES: {
     group: 'Polling',
     default: '10',
@@ -186,7 +196,7 @@ export const SETTINGS = {
   IN_FLIGHT_BYTES: {
     group: 'Limits',
     default: '134217728',
-    help: 'Budget of mail bytes held in memory at once per domain.',
+    help: 'Budget of mail bytes held in memory at once per poller thread (one per domain by default; a thread polling several shares it fairly).',
   },
   S3_MAX_ATTEMPTS: { group: 'Limits', default: '5', help: 'Attempts to fetch a mail object not yet in S3.' },
 
@@ -275,6 +285,7 @@ export function helpText(): string {
     '',
     'Options:',
     '  -d, --domains <list>   Comma-separated domains to serve (env DOMAINS).',
+    '      --shard <i/n>      Serve only shard i of n of the domains (env SHARD).',
     '      --log-level <lvl>  Log level (env LOG_LEVEL).',
     '  -h, --help             Print this help.',
     '  -v, --version          Print the version.',

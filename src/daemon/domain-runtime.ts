@@ -4,12 +4,15 @@ import type { MailServerWatch } from '../poller/mail-server-watch.ts';
 import { leaseSecondsFor, openDomainQueue } from './domain-queue.ts';
 import { buildPipelinePorts, type PortsDeps } from './pipeline-ports.ts';
 import { startQueueGauges } from './queue-gauges.ts';
+import type { SharedTableGuard } from './shared-table-guard.ts';
 import { TableGuard } from './table-guard.ts';
 
 export interface DomainRuntimeDeps extends Omit<PortsDeps, 'leaseSeconds'> {
   onStatus?: (status: PollerStatus) => void;
   /** Whether the mail server answers, as the coordinator sees it; default: assumed up. */
   mailServer?: MailServerWatch;
+  /** The table checks of the domain's thread, shared by its domains (default: the domain checks on its own). */
+  tables?: SharedTableGuard;
 }
 
 export interface DomainRuntime {
@@ -48,14 +51,11 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     deps.onStatus,
     deps.mailServer,
   );
-  const tables = new TableGuard({
-    ddb: clients.ddb,
-    tables: config.tables,
-    domain,
-    logger,
-    metrics,
-    onResult: (problems) => poller.hold(problems.length > 0 ? problems.join('; ') : undefined),
-  });
+  const onResult = (problems: readonly string[]) =>
+    poller.hold(problems.length > 0 ? problems.join('; ') : undefined);
+  const tables =
+    deps.tables?.join(domain, onResult) ??
+    new TableGuard({ ddb: clients.ddb, tables: config.tables, domain, logger, metrics, onResult });
   await tables.check();
   return {
     poller,

@@ -1,10 +1,8 @@
 import type { AwsClients } from '../aws/clients.ts';
 import { createDynamoLedger, noLedger } from '../aws/effect-ledger.ts';
-import { createS3MailStore } from '../aws/mail-store.ts';
 import { createDynamoOutboundRecords } from '../aws/outbound-records.ts';
 import { createDynamoDirectory } from '../aws/recipient-directory.ts';
 import { createDynamoReplyLog } from '../aws/reply-log.ts';
-import { createSesSender } from '../aws/ses-sender.ts';
 import type { Clock } from '../clock.ts';
 import { notificationSourcesFor, type Config } from '../config/config.ts';
 import { ByteBudget } from '../flow-control/byte-budget.ts';
@@ -14,6 +12,7 @@ import { createLoopMarker } from '../mail/loop-marker.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
 import type { PipelineOptions, PipelinePorts } from '../pipeline/ports.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
+import { lazyMailSender, lazyMailStore } from './lazy-ports.ts';
 
 export interface PortsDeps {
   config: Config;
@@ -27,6 +26,8 @@ export interface PortsDeps {
   metrics: PipelineMetrics;
   /** How long an unfinished ledger claim lives without renewal: the queue's visibility timeout. */
   leaseSeconds: number;
+  /** The domain's share of its thread's byte budget (default: a budget of IN_FLIGHT_BYTES of its own). */
+  budget?: ByteBudget;
 }
 
 /** The real clients behind the pipeline's ports, for one domain. */
@@ -38,7 +39,12 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
   return {
     domain,
     hostedDomains: config.domains,
-    mailStore: createS3MailStore(clients.s3, { maxAttempts: config.limits.s3MaxAttempts, clock }),
+    mailStore: lazyMailStore(async () =>
+      (await import('../aws/mail-store.ts')).createS3MailStore(clients.s3, {
+        maxAttempts: config.limits.s3MaxAttempts,
+        clock,
+      }),
+    ),
     directory: createDynamoDirectory(clients.ddb, {
       tables: config.tables,
       clock,
@@ -51,14 +57,18 @@ export function buildPipelinePorts(deps: PortsDeps): PipelinePorts {
     }),
     outbound: createDynamoOutboundRecords(clients.ddb, { table: config.tables.outbound, clock }),
     replies: createDynamoReplyLog(clients.ddb, { table: config.tables.oooState }),
-    ses: createSesSender(clients.sesv2, {
-      clock,
-      deadlines: config.aws.deadlines,
-      ...(config.sesConfigurationSet && { configurationSet: config.sesConfigurationSet }),
-      ...(deps.sesPacer && { pacer: deps.sesPacer }),
-    }),
+    ses: lazyMailSender(async () =>
+      (await import('../aws/ses-sender.ts')).createSesSender(clients.sesv2, {
+        clock,
+        deadlines: config.aws.deadlines,
+        ...(config.sesConfigurationSet && { configurationSet: config.sesConfigurationSet }),
+        ...(deps.sesPacer && { pacer: deps.sesPacer }),
+      }),
+    ),
     delivery: deps.delivery,
-    budget: new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
+    budget:
+      deps.budget ??
+      new ByteBudget(inFlightBytes, (inUse) => metrics.inFlightBytes(domain, inUse, inFlightBytes)),
     ledger: config.tables.idempotency
       ? createDynamoLedger(clients.ddb, {
           table: config.tables.idempotency,

@@ -2,7 +2,7 @@ import { errorMessage } from '../errors.ts';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { backoffMs } from '../clock.ts';
-import type { Config } from '../config/config.ts';
+import { servedDomains, type Config } from '../config/config.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { MailDelivery } from '../smtp/transport.ts';
@@ -11,14 +11,25 @@ import type { DomainHealthInput } from './health.ts';
 import type { MailServerMonitor } from './mail-server-monitor.ts';
 import type { CoordinatorMessage, DomainStatus, PollerTask, ThreadMessage } from './protocol.ts';
 import type { SendPacerRelay } from './send-pacer-relay.ts';
+import { startInWaves } from './startup-waves.ts';
 import type { ThreadMetricsCollector } from './thread-metrics.ts';
+import { threadLayout } from './thread-layout.ts';
 
+/** What /health and /ready know of a domain, whichever thread polls it. */
 interface DomainSlot {
   domain: string;
   status: DomainStatus;
+  restarts: number;
+}
+
+/** One poller thread and the domains it polls. */
+interface ThreadSlot {
+  index: number;
+  domains: DomainSlot[];
+  /** Its code is loaded (it said so, or its domains are past starting): what the next wave waits for. */
+  loaded: boolean;
   port?: MessagePort;
   abort?: AbortController;
-  restarts: number;
   supervisor?: Promise<void>;
 }
 
@@ -36,42 +47,63 @@ export interface SupervisorDeps {
 const HEALTHY_RUN_MS = 120_000;
 
 /**
- * One piscina-hosted worker thread per domain, restarted with capped exponential backoff (1 s … 60 s) when it
- * dies — of an exception or an unhandled rejection alike: both end the thread, and the task's promise rejects.
- * The threads deliver through the coordinator's shared pool over their MessagePort.
+ * The piscina-hosted poller threads: one per domain by default, or POLLER_THREADS threads that each poll a share of
+ * the domains (thread-layout.ts). Threads start in waves (startup-waves.ts) and are restarted with capped
+ * exponential backoff (1 s … 60 s) when they die — of an exception or an unhandled rejection alike: both end the
+ * thread, and the task's promise rejects. A thread's domains die and restart together. The threads deliver through
+ * the coordinator's shared pool over their MessagePort.
  */
 export class PollerSupervisor {
-  private readonly slots: Map<string, DomainSlot>;
+  private readonly domains: Map<string, DomainSlot>;
+  private readonly threads: ThreadSlot[];
   private readonly pool: Piscina<PollerTask, void>;
   private draining = false;
-  /** Aborted when draining starts: wakes supervisors sleeping in a restart backoff (up to 60 s). */
+  /** Aborted when draining starts: wakes supervisors sleeping in a restart backoff (up to 60 s), and the waves. */
   private readonly drainAbort = new AbortController();
+  private readonly statusListeners = new Set<() => void>();
+  private starting: Promise<void> | undefined;
 
   constructor(private readonly deps: SupervisorDeps) {
-    this.slots = new Map(
-      deps.config.domains.map((domain) => [
-        domain,
-        { domain, status: { domain, state: 'starting', inFlight: 0 }, restarts: 0 },
-      ]),
-    );
-    this.pool = createPollerPool(deps.config, deps.logger);
+    const layout = threadLayout(servedDomains(deps.config), deps.config.poll.threads);
+    this.domains = new Map();
+    this.threads = layout.map((domains, index) => ({
+      index,
+      loaded: false,
+      domains: domains.map((domain) => {
+        const slot = { domain, status: { domain, state: 'starting' as const, inFlight: 0 }, restarts: 0 };
+        this.domains.set(domain, slot);
+        return slot;
+      }),
+    }));
+    this.pool = createPollerPool(deps.config, this.threads.length, deps.logger);
   }
 
   start(): void {
-    for (const slot of this.slots.values()) slot.supervisor = this.supervise(slot);
+    this.starting = startInWaves({
+      units: this.threads,
+      start: (thread) => (thread.supervisor = this.supervise(thread)),
+      started: (thread) => thread.loaded || thread.domains.every((d) => d.status.state !== 'starting'),
+      onChange: this.statusListeners,
+      signal: this.drainAbort.signal,
+    });
   }
 
   get isDraining(): boolean {
     return this.draining;
   }
 
+  /** How many threads poll the domains, and how many domains each. */
+  get layout(): { threads: number; domainsPerThread: number[] } {
+    return { threads: this.threads.length, domainsPerThread: this.threads.map((t) => t.domains.length) };
+  }
+
   healthInputs(): DomainHealthInput[] {
-    return [...this.slots.values()];
+    return [...this.domains.values()];
   }
 
   /** The ports of the threads running now (for the metrics fan-out). */
   runningPorts(): MessagePort[] {
-    return [...this.slots.values()].flatMap((slot) => (slot.port ? [slot.port] : []));
+    return this.threads.flatMap((thread) => (thread.port ? [thread.port] : []));
   }
 
   /** Tells every running thread whether the mail server answers. */
@@ -79,9 +111,9 @@ export class PollerSupervisor {
     for (const port of this.runningPorts()) post(port, { type: 'mail-server', up });
   }
 
-  /** Test hook (UNSAFE_TEST_HOOKS): makes a domain's thread crash as a bug would. */
+  /** Test hook (UNSAFE_TEST_HOOKS): makes the thread polling `domain` crash as a bug would. */
   crash(domain: string, how: 'exception' | 'rejection'): boolean {
-    const port = this.slots.get(domain)?.port;
+    const port = this.threads.find((t) => t.domains.some((d) => d.domain === domain))?.port;
     if (!port) return false;
     post(port, { type: 'crash', how });
     return true;
@@ -91,8 +123,9 @@ export class PollerSupervisor {
   async stop(graceSeconds: number): Promise<void> {
     this.draining = true;
     this.drainAbort.abort();
-    for (const slot of this.slots.values()) if (slot.port) post(slot.port, { type: 'stop' });
-    const supervisors = Promise.all([...this.slots.values()].map((s) => s.supervisor));
+    await this.starting;
+    for (const thread of this.threads) if (thread.port) post(thread.port, { type: 'stop' });
+    const supervisors = Promise.all(this.threads.map((t) => t.supervisor));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       supervisors.then(() => false),
@@ -103,7 +136,7 @@ export class PollerSupervisor {
       this.deps.logger.warn(
         'grace period over: stopping threads; unfinished messages reappear after their visibility timeout',
       );
-      for (const slot of this.slots.values()) slot.abort?.abort();
+      for (const thread of this.threads) thread.abort?.abort();
       await supervisors;
     }
     await this.pool.destroy();
@@ -114,61 +147,80 @@ export class PollerSupervisor {
     await this.pool.destroy();
   }
 
-  private async supervise(slot: DomainSlot): Promise<void> {
+  private async supervise(thread: ThreadSlot): Promise<void> {
     let failures = 0;
     while (!this.draining) {
       const channel = new MessageChannel();
       const abort = new AbortController();
-      slot.port = channel.port1;
-      slot.abort = abort;
+      thread.port = channel.port1;
+      thread.abort = abort;
       channel.port1.on('message', (message: ThreadMessage) =>
-        this.onThreadMessage(slot, channel.port1, message),
+        this.onThreadMessage(thread, channel.port1, message),
       );
       post(channel.port1, { type: 'mail-server', up: this.deps.mailServer.ok });
       const started = Date.now();
+      const task: PollerTask = {
+        thread: thread.index,
+        domains: thread.domains.map((d) => d.domain),
+        config: this.deps.config,
+        port: channel.port2,
+      };
       try {
-        await this.pool.run(
-          { domain: slot.domain, config: this.deps.config, port: channel.port2 },
-          { transferList: [channel.port2], signal: abort.signal },
-        );
+        await this.pool.run(task, { transferList: [channel.port2], signal: abort.signal });
         if (this.draining) break;
         throw new Error('poller task ended without being stopped');
       } catch (error) {
         if (this.draining) break;
         if (Date.now() - started > HEALTHY_RUN_MS) failures = 0;
         failures += 1;
-        await this.restartAfter(slot, backoffMs(failures - 1, 1_000, 60_000), error);
+        await this.restartAfter(thread, backoffMs(failures - 1, 1_000, 60_000), error);
       } finally {
         channel.port1.close();
-        slot.port = undefined;
+        thread.port = undefined;
       }
     }
   }
 
-  private async restartAfter(slot: DomainSlot, delayMs: number, error: unknown): Promise<void> {
-    slot.restarts += 1;
-    this.deps.metrics.pollerRestarted(slot.domain);
-    this.deps.metrics.pollerUp(slot.domain, false);
-    slot.status = { domain: slot.domain, state: 'dead', inFlight: 0, lastError: String(error) };
-    this.deps.logger.error(
-      {
-        domain: slot.domain,
-        err: errorMessage(error),
-        restartInMs: delayMs,
-        restarts: slot.restarts,
-      },
-      'poller thread died; restarting',
-    );
+  private async restartAfter(thread: ThreadSlot, delayMs: number, error: unknown): Promise<void> {
+    for (const slot of thread.domains) {
+      slot.restarts += 1;
+      this.deps.metrics.pollerRestarted(slot.domain);
+      this.deps.metrics.pollerUp(slot.domain, false);
+      slot.status = { domain: slot.domain, state: 'dead', inFlight: 0, lastError: String(error) };
+      // One line per domain, so a domain's log holds its restarts whichever thread it shared.
+      this.deps.logger.error(
+        {
+          domain: slot.domain,
+          thread: thread.index,
+          threadDomains: thread.domains.length,
+          err: errorMessage(error),
+          restartInMs: delayMs,
+          restarts: slot.restarts,
+        },
+        'poller thread died; restarting',
+      );
+    }
+    this.notifyStatus();
     await sleepUnlessAborted(delayMs, this.drainAbort.signal);
-    if (!this.draining) slot.status = { ...slot.status, state: 'restarting' };
+    if (this.draining) return;
+    for (const slot of thread.domains) slot.status = { ...slot.status, state: 'restarting' };
   }
 
-  private onThreadMessage(slot: DomainSlot, port: MessagePort, message: ThreadMessage): void {
+  private onThreadMessage(thread: ThreadSlot, port: MessagePort, message: ThreadMessage): void {
     switch (message.type) {
-      case 'status':
+      case 'loaded':
+        thread.loaded = true;
+        this.notifyStatus();
+        break;
+      case 'status': {
+        const slot = this.domains.get(message.status.domain);
+        // A thread only ever reports its own domains; anything else is ignored rather than trusted.
+        if (!slot || !thread.domains.includes(slot)) break;
         slot.status = message.status;
         this.deps.metrics.pollerUp(slot.domain, ['polling', 'paused'].includes(message.status.state));
+        this.notifyStatus();
         break;
+      }
       case 'deliver':
         void this.relayDelivery(port, message);
         break;
@@ -178,13 +230,18 @@ export class PollerSupervisor {
       case 'ses-permit':
       case 'ses-permit-cancel':
       case 'ses-throttled':
-        this.deps.sesPacer.handle(port, slot.domain, message);
+        this.deps.sesPacer.handle(port, `thread-${thread.index}`, message);
         break;
     }
   }
 
+  private notifyStatus(): void {
+    for (const listener of [...this.statusListeners]) listener();
+  }
+
   private async relayDelivery(port: MessagePort, message: Extract<ThreadMessage, { type: 'deliver' }>) {
     const request = {
+      domain: message.domain,
       route: message.route,
       from: message.from,
       to: message.to,
@@ -208,15 +265,16 @@ function deferredFor(recipients: readonly string[], error: unknown): RecipientDe
   return recipients.map((recipient) => ({ recipient, status: 'deferred', response: String(error) }));
 }
 
-function createPollerPool(config: Config, logger: Logger): Piscina<PollerTask, void> {
+function createPollerPool(config: Config, threads: number, logger: Logger): Piscina<PollerTask, void> {
   const threadFile = new URL(
     import.meta.url.endsWith('.ts') ? './poller-thread.ts' : './poller-thread.js',
     import.meta.url,
   );
   const pool = new Piscina<PollerTask, void>({
     filename: threadFile.href,
-    minThreads: config.domains.length,
-    maxThreads: config.domains.length,
+    // Threads are created as their wave starts (startup-waves.ts), not all at once with the pool.
+    minThreads: 0,
+    maxThreads: threads,
     concurrentTasksPerWorker: 1,
     idleTimeout: Infinity,
     // Idle piscina workers park in Atomics.wait and would not answer port messages; ours must, always.

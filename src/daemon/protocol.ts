@@ -1,6 +1,6 @@
 /**
- * Every message between the coordinator (main thread) and a domain's poller thread. Errors cross as plain data;
- * mail bytes cross as transferred ArrayBuffers (zero copy).
+ * Every message between the coordinator (main thread) and a poller thread, which polls one domain or several
+ * (POLLER_THREADS). Errors cross as plain data; mail bytes cross as transferred ArrayBuffers (zero copy).
  */
 import type { MessagePort } from 'node:worker_threads';
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
@@ -9,9 +9,11 @@ import type { PollerStatus } from '../poller/domain-poller.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { DeliveryRoute } from '../smtp/transport.ts';
 
-/** What piscina hands to a poller thread: its domain, the config, and its private channel to the coordinator. */
+/** What piscina hands to a poller thread: its domains, the config, and its private channel to the coordinator. */
 export interface PollerTask {
-  domain: string;
+  /** The thread's number in the layout (daemon/thread-layout.ts), for its log lines. */
+  thread: number;
+  domains: string[];
   config: Config;
   port: MessagePort;
 }
@@ -30,10 +32,14 @@ export interface DomainStatus extends Omit<PollerStatus, 'state'> {
 
 /** Poller thread → coordinator. */
 export type ThreadMessage =
+  /** The thread's code is loaded and its domains are starting: the next wave of threads may start loading. */
+  | { type: 'loaded' }
   | { type: 'status'; status: DomainStatus }
   | {
       type: 'deliver';
       id: number;
+      /** Whose mail: the pool serves the domains with waiting deliveries in turn. */
+      domain: string;
       route: DeliveryRoute;
       from: string;
       to: string[];
@@ -54,5 +60,8 @@ export type CoordinatorMessage =
   /** Whether the mail server answers (the coordinator's monitor): sent at start and on every change. */
   | { type: 'mail-server'; up: boolean }
   | { type: 'stop' }
-  /** Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would (thrown, or a rejection nobody handles). */
+  /**
+   * Test hook (UNSAFE_TEST_HOOKS): makes the thread crash as a bug would (thrown, or a rejection nobody handles); every
+   * domain the thread polls goes down with it.
+   */
   | { type: 'crash'; how?: 'exception' | 'rejection' };

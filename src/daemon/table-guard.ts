@@ -10,7 +10,7 @@ export interface TableGuardOptions {
   tables: Config['tables'];
   domain: string;
   logger: Logger;
-  metrics: PipelineMetrics;
+  metrics: Pick<PipelineMetrics, 'deploymentCheck' | 'deploymentFault'>;
   /** After every check: what makes the tables unusable, one entry per table; empty when they all are fine. */
   onResult: (problems: readonly string[]) => void;
   /** Re-check interval while a check fails. */

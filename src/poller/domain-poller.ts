@@ -5,7 +5,7 @@ import { backoffMs } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
 import type { Component, MessageOutcome } from '../pipeline/outcome.ts';
 import type { PipelinePorts } from '../pipeline/ports.ts';
-import { processMessage } from '../pipeline/process-message.ts';
+import { processMessage } from './pipeline-loader.ts';
 import { DeleteBatcher } from './delete-batcher.ts';
 import { assumedUp, type MailServerWatch } from './mail-server-watch.ts';
 import { startHeartbeat, type HeartbeatDeps } from './heartbeat.ts';

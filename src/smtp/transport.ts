@@ -7,12 +7,18 @@ import {
   stageOf,
   type RecipientDelivery,
 } from './classify.ts';
+import { FairQueue } from './fair-queue.ts';
 import { MailboxLocks } from './mailbox-locks.ts';
 
 /** `mailbox`: normal delivery (SMTP_PORT, or Dovecot LMTP); `internal`: forwards/auto-replies via INTERNAL_SMTP_PORT. */
 export type DeliveryRoute = 'mailbox' | 'internal';
 
 export interface DeliveryRequest {
+  /**
+   * Whose mail (the domain that received it): the connections go to the domains with deliveries waiting in turn
+   * (fair-queue.ts). Requests without one share a single turn.
+   */
+  domain?: string;
   route: DeliveryRoute;
   /** Envelope sender; '' sends `MAIL FROM:<>`. */
   from: string;
@@ -59,7 +65,9 @@ type Transport = ReturnType<typeof nodemailer.createTransport>;
 /**
  * One pooled nodemailer transport per route: `maxMessages: Infinity` (the default 100 recycles a connection every
  * 100 mails and pays a new greeting), and the total bound is split
- * so mailbox + internal connections never exceed SMTP_MAX_CONNECTIONS. Over LMTP (straight into Dovecot) the
+ * so mailbox + internal connections never exceed SMTP_MAX_CONNECTIONS. A transaction takes a connection from the
+ * route's fair queue before it reaches nodemailer (whose own queue is first come, first served), so a domain's
+ * backlog waits behind other domains' mail instead of in front of it. Over LMTP (straight into Dovecot) the
  * transactions to one mailbox run one at a time (mailbox-locks.ts); behind Postfix its own per-recipient
  * concurrency limit does that (docker/mailserver/user-patches.sh).
  */
@@ -90,11 +98,13 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
   });
   const retryDelays = options.retryDelaysMs ?? [250, 1000];
   const locks = options.protocol === 'lmtp' ? new MailboxLocks() : undefined;
-  const active: Record<DeliveryRoute, number> = { mailbox: 0, internal: 0 };
-  const limit: Record<DeliveryRoute, number> = { mailbox: mailboxConnections, internal: 1 };
+  const connections: Record<DeliveryRoute, FairQueue> = {
+    mailbox: new FairQueue(mailboxConnections),
+    internal: new FairQueue(1),
+  };
 
   async function sendOnce(transport: Transport, request: DeliveryRequest): Promise<RecipientDelivery[]> {
-    active[request.route] += 1;
+    const release = await connections[request.route].acquire(request.domain ?? '');
     try {
       const info = await transport.sendMail({
         envelope: { from: request.from, to: [...request.to] },
@@ -102,7 +112,7 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
       });
       return outcomesFromInfo(request.to, info as unknown as Record<string, unknown>);
     } finally {
-      active[request.route] -= 1;
+      release();
     }
   }
 
@@ -152,13 +162,8 @@ export function createPooledDelivery(options: PooledDeliveryOptions): MailDelive
       const results = await Promise.allSettled([mailbox.verify(), internal.verify()]);
       return results.every((r) => r.status === 'fulfilled');
     },
-    // nodemailer queues sends beyond its connections; those are waiting, not using a connection.
-    connectionsInUse: () =>
-      Math.min(active.mailbox, limit.mailbox) + Math.min(active.internal, limit.internal),
-    sendsWaiting: () =>
-      Math.max(0, active.mailbox - limit.mailbox) +
-      Math.max(0, active.internal - limit.internal) +
-      (locks?.waiting ?? 0),
+    connectionsInUse: () => connections.mailbox.active + connections.internal.active,
+    sendsWaiting: () => connections.mailbox.waiting + connections.internal.waiting + (locks?.waiting ?? 0),
     async close() {
       mailbox.close();
       internal.close();

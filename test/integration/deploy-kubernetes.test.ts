@@ -22,12 +22,14 @@ import { parseAllDocuments } from 'yaml';
 import { readFileSync } from 'node:fs';
 import { readStackOptions } from '../../deploy/aws/lib/options.ts';
 import { nameFromTemplate } from '../../src/aws/resources.ts';
+import { buildConfig, servedDomains } from '../../src/config/config.ts';
 import { SETTINGS } from '../../src/config/settings.ts';
 import { toolGate } from '../harness/required-tool.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BASE = path.join(ROOT, 'deploy/kubernetes/base');
 const OVERLAY = path.join(ROOT, 'deploy/kubernetes/overlays/example');
+const SHARDED = path.join(ROOT, 'deploy/kubernetes/overlays/sharded-example');
 const KUBECTL = process.env.KUBECTL ?? 'kubectl';
 
 type Obj = {
@@ -109,8 +111,10 @@ const selects = (selector: Record<string, string>, labels: Record<string, string
 // Skipped per test, not per suite: a skipped suite shows up in no count.
 const skip = { skip: gate.skip };
 
-function validateAll(built: Obj[]): void {
-  assert.deepEqual(built.map((o) => `${o.apiVersion}/${o.kind}`).sort(), Object.keys(MODELS).sort());
+function validateAll(built: Obj[], options: { oneOfEach?: boolean } = {}): void {
+  const kinds = built.map((o) => `${o.apiVersion}/${o.kind}`);
+  if (options.oneOfEach === false) assert.deepEqual([...new Set(kinds)].sort(), Object.keys(MODELS).sort());
+  else assert.deepEqual(kinds.sort(), Object.keys(MODELS).sort());
   for (const object of built) {
     const Model = MODELS[`${object.apiVersion}/${object.kind}`]!;
     assert.doesNotThrow(
@@ -324,6 +328,122 @@ describe('deploy/kubernetes', () => {
         /^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/,
         'identityOwner: workload reads this annotation',
       );
+    },
+  );
+});
+
+type Workload = Obj & {
+  spec: {
+    selector: { matchLabels: Record<string, string> };
+    template: {
+      metadata: { labels: Record<string, string> };
+      spec: {
+        serviceAccountName: string;
+        containers: Array<{
+          env?: Array<{ name: string; value?: string }>;
+          envFrom: Array<{ configMapRef?: { name: string } }>;
+        }>;
+      };
+    };
+  };
+};
+
+describe('deploy/kubernetes/overlays/sharded-example: domains split into shards', () => {
+  let objects: Obj[] = [];
+  before(() => {
+    if (gate.skip) return;
+    gate.assertAvailable();
+    objects = build(SHARDED);
+  });
+  const all = (kind: string) => objects.filter((o) => o.kind === kind);
+
+  it(
+    'builds with kubectl kustomize; every object validates; one shared part, one worker part per shard',
+    skip,
+    () => {
+      validateAll(objects, { oneOfEach: false });
+      for (const kind of ['ServiceAccount', 'ConfigMap', 'Service', 'TriggerAuthentication'])
+        assert.equal(all(kind).length, 1, `one ${kind} for every shard`);
+      const shards = all('Deployment').length;
+      assert.ok(shards >= 2, 'at least two shards');
+      for (const kind of ['PodDisruptionBudget', 'ScaledObject'])
+        assert.equal(all(kind).length, shards, kind);
+      const account = only(objects, 'ServiceAccount');
+      for (const object of objects) assert.equal(object.metadata.namespace, 'mail', object.kind);
+      assert.equal(account.metadata.name, 'unified-worker', "the name the AWS app's IAM role trusts");
+    },
+  );
+
+  it(
+    'every domain is served by exactly the replicas of its shard, each shard scaled on its own queues',
+    skip,
+    () => {
+      const data = only(objects, 'ConfigMap').data as Record<string, string>;
+      for (const key of Object.keys(data))
+        assert.ok(key in SETTINGS, `${key} is not a setting of the daemon`);
+      const template = data.QUEUE_NAME_TEMPLATE ?? SETTINGS.QUEUE_NAME_TEMPLATE.default;
+      const deployments = all('Deployment') as Workload[];
+      const served = new Map<string, string>();
+      for (const deployment of deployments) {
+        const pod = deployment.spec.template;
+        const container = pod.spec.containers[0]!;
+        assert.ok(container.envFrom.some((e) => e.configMapRef?.name === 'unified-worker-config'));
+        assert.equal(pod.spec.serviceAccountName, 'unified-worker');
+        for (const variable of container.env ?? []) assert.ok(variable.name in SETTINGS, variable.name);
+        const shard = container.env?.find((e) => e.name === 'SHARD')?.value;
+        assert.match(shard ?? '', new RegExp(`^\\d+/${deployments.length}$`), deployment.metadata.name);
+        // The daemon's own reading of this pod's settings: what it would poll.
+        const config = buildConfig({ ...data, SHARD: shard! });
+        const domains = servedDomains(config);
+        assert.ok(domains.length > 0, `shard ${shard} serves a domain`);
+        for (const domain of domains) {
+          assert.equal(served.get(domain), undefined, `${domain} in two shards`);
+          served.set(domain, deployment.metadata.name);
+        }
+        // Its selectors take its own pods only, not another shard's.
+        for (const other of deployments) {
+          const mine = selects(deployment.spec.selector.matchLabels, other.spec.template.metadata.labels);
+          assert.equal(
+            mine,
+            other === deployment,
+            `${deployment.metadata.name} selects ${other.metadata.name}`,
+          );
+        }
+        const pdbs = all('PodDisruptionBudget').filter((p) =>
+          selects(
+            (p.spec as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels,
+            pod.metadata.labels,
+          ),
+        );
+        assert.equal(pdbs.length, 1, `one PodDisruptionBudget for ${deployment.metadata.name}`);
+        // Its ScaledObject scales it, on the queues of exactly its domains.
+        const scaled = all('ScaledObject').filter(
+          (o) =>
+            (o.spec as { scaleTargetRef: { name: string } }).scaleTargetRef.name === deployment.metadata.name,
+        );
+        assert.equal(scaled.length, 1, `one ScaledObject scales ${deployment.metadata.name}`);
+        const triggers = (
+          scaled[0]!.spec as { triggers: Array<{ type: string; metadata: Record<string, string> }> }
+        ).triggers;
+        const queues = triggers.map((t) => new URL(t.metadata.queueURL!).pathname.split('/').pop());
+        assert.deepEqual(
+          queues.sort(),
+          domains.map((d) => nameFromTemplate(template, d)).sort(),
+          String(shard),
+        );
+        for (const trigger of triggers) assert.equal(trigger.metadata.scaleOnInFlight, 'false');
+      }
+      assert.deepEqual(
+        [...served.keys()].sort(),
+        [...buildConfig(data).domains].sort(),
+        'every domain is served',
+      );
+      const service = only(objects, 'Service').spec as { selector: Record<string, string> };
+      for (const deployment of deployments)
+        assert.ok(
+          selects(service.selector, deployment.spec.template.metadata.labels),
+          'metrics of every shard',
+        );
     },
   );
 });

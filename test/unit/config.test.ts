@@ -10,8 +10,10 @@ import {
   loadConfig,
   notificationSourcesFor,
   queueNameFor,
+  servedDomains,
   type Config,
 } from '../../src/config/config.ts';
+import { domainsOfShard } from '../../src/config/shards.ts';
 import { helpText, SETTINGS, type SettingName } from '../../src/config/settings.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { ENV_EXAMPLE_PATH, renderEnvExample } from '../../scripts/gen-env-example.ts';
@@ -89,7 +91,9 @@ describe('buildConfig defaults', () => {
       maxReceives: int('MAX_RECEIVES'),
       retryDelaysSeconds: SETTINGS.RETRY_DELAYS_SECONDS.default.split(',').map(Number),
       outageProbeSeconds: int('OUTAGE_PROBE_SECONDS'),
+      threads: int('POLLER_THREADS'),
     });
+    assert.deepEqual(config.shard, { index: 0, count: 1 }, 'no SHARD: every domain');
     assert.deepEqual(config.limits, {
       maxMailBytes: int('MAX_MAIL_BYTES'),
       inFlightBytes: int('IN_FLIGHT_BYTES'),
@@ -250,6 +254,34 @@ describe('buildConfig validation: every rule raises a ConfigError naming the set
       rejects({ [name]: '65536' }, name, /0\.\.65535/);
       rejects({ [name]: 'abc' }, name);
     }
+  });
+
+  it('rejects a SHARD that is not i/n with i < n, or that serves none of the domains', () => {
+    for (const value of ['1', '1/', '/2', '2/2', '3/2', '-1/2', '0/0', 'a/b', '1/2/3', '0.5/2'])
+      rejects({ SHARD: value }, 'SHARD', /i\/n/);
+    const domains = ['example.com', 'another.org'];
+    const empty = [0, 1, 2, 3].find((i) => domainsOfShard(domains, { index: i, count: 4 }).length === 0);
+    assert.notEqual(empty, undefined, 'two domains leave at least two of four shards empty');
+    rejects({ DOMAINS: domains.join(','), SHARD: `${empty}/4` }, 'SHARD', /none of the 2 domains/);
+  });
+
+  it('reads SHARD as a share of DOMAINS, which stays the list of every hosted domain', () => {
+    const domains = Array.from({ length: 40 }, (_, i) => `d${i}.example`);
+    const shares = [0, 1, 2].map((index) => {
+      const config = build({ DOMAINS: domains.join(','), SHARD: ` ${index}/3 ` });
+      assert.deepEqual(config.domains, domains, 'DOMAINS is every hosted domain, whatever the shard');
+      assert.deepEqual(config.shard, { index, count: 3 });
+      return servedDomains(config);
+    });
+    assert.deepEqual(shares.flat().sort(), [...domains].sort(), 'each domain in exactly one shard');
+    for (const share of shares) assert.ok(share.length > 0);
+  });
+
+  it('rejects POLLER_THREADS outside 0..1024', () => {
+    rejects({ POLLER_THREADS: '-1' }, 'POLLER_THREADS', /0\.\.1024/);
+    rejects({ POLLER_THREADS: '1025' }, 'POLLER_THREADS', /0\.\.1024/);
+    rejects({ POLLER_THREADS: 'all' }, 'POLLER_THREADS', /not an integer/);
+    assert.equal(build({ POLLER_THREADS: '8' }).poll.threads, 8);
   });
 
   it('rejects an empty domain list', () => {
@@ -488,6 +520,21 @@ describe('loadConfig', () => {
     );
   });
 
+  it('--shard wins over SHARD, and is checked like it', () => {
+    const env = { DOMAINS: 'a.example,b.example,c.example,d.example', SHARD: '0/1' };
+    const request = loadConfig(['--shard', '1/2'], env);
+    assert.ok(request.kind === 'run');
+    assert.deepEqual(request.config.shard, { index: 1, count: 2 });
+    assert.deepEqual(loadConfig([], env).kind === 'run' && loadConfig([], env), {
+      kind: 'run',
+      config: buildConfig(env),
+    });
+    assert.throws(
+      () => loadConfig(['--shard', 'one/two'], env),
+      (error: unknown) => error instanceof ConfigError && error.setting === 'SHARD',
+    );
+  });
+
   it('answers --help and --version without validating anything', () => {
     assert.deepEqual(loadConfig(['--help'], {}), { kind: 'help' });
     assert.deepEqual(loadConfig(['-h'], { SMTP_PORT: 'bad' }), { kind: 'help' });
@@ -629,6 +676,7 @@ describe('dist/unified-worker.js with a bad setting', { skip: skipUnlessCi(distM
     { setting: 'SMTP_PORT', env: { SMTP_PORT: '65536' } },
     { setting: 'DOMAINS', env: { DOMAINS: 'not a domain' } },
     { setting: 'IN_FLIGHT_BYTES', env: { MAX_MAIL_BYTES: '4096', IN_FLIGHT_BYTES: '2048' } },
+    { setting: 'SHARD', env: { SHARD: '2/2' } },
   ];
   for (const { setting, env } of cases) {
     it(`exits 1 with one stderr line naming ${setting}, before any network connection`, async () => {

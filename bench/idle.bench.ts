@@ -1,0 +1,187 @@
+/**
+ * Idle cost of the built daemon with many domains: memory and CPU from its start, and the SQS requests each domain's
+ * long polls cost, for thread layouts side by side (`node --import tsx bench/idle.bench.ts`, after `npm run build`).
+ *
+ *   --variant label:domains[:SETTING=value;SETTING=value][@entry]   repeatable; e.g.
+ *       --variant thread-per-domain:100:POLLER_THREADS=100 --variant shared:1000:POLLER_THREADS=8
+ *       --variant before:100@dist-base/unified-worker.js   (another build of the daemon, for before/after tables)
+ *   --seconds S   how long each run lasts (default 180); --runs R   rounds, variants alternating (default 1)
+ *   --out FILE    results JSON (default bench/results/<time>-idle.json)
+ *
+ * Each run: fresh queues (each with a dead-letter queue, as deployed), the daemon started with the shipped defaults
+ * and a 20 s long poll, sampled every second from /proc (RSS, CPU of all threads), /ready polled until it answers
+ * 200. Reported per run: the peak RSS (VmHWM), RSS at 60 s / 120 s / the end, CPU as a share of one core in each
+ * minute, and the ReceiveMessage requests per domain in the last minute (a counting proxy in front of the SQS
+ * emulator), which with a 20 s long poll is 3 per idle domain.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createDomainQueue, startStack, type TestStack } from '../test/harness/emulators.ts';
+import { spawnDaemon, type DaemonProcess } from '../test/harness/daemon-process.ts';
+import { startSmtpSink } from '../test/harness/smtp-sink.ts';
+import { cpuMs, peakRssMb, rssMb } from './lib/proc.ts';
+import { startSqsCounter } from './lib/sqs-counter.ts';
+import { median, round } from './lib/stats.ts';
+
+interface Variant {
+  label: string;
+  domains: number;
+  env: Record<string, string>;
+  entry?: string;
+}
+
+export interface IdleRun {
+  label: string;
+  domains: number;
+  env: Record<string, string>;
+  ready_s: number | null;
+  peak_rss_mb: number;
+  rss_mb_at: Record<string, number>;
+  /** CPU of the whole process as a percentage of one core, per minute since the start ("0-60", "60-120", ...). */
+  cpu_percent_of_core: Record<string, number>;
+  os_threads: number;
+  /** ReceiveMessage requests per domain in the last minute: min / median / max over the domains. */
+  receives_per_domain_last_minute: { min: number; median: number; max: number };
+  /** Every SQS request of the last minute by action. */
+  sqs_requests_last_minute: Record<string, number>;
+}
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+function parseVariant(text: string): Variant {
+  const [spec, entry] = text.split('@');
+  const [label, domains, settings] = (spec ?? '').split(':');
+  const env: Record<string, string> = {};
+  for (const pair of (settings ?? '').split(';').filter(Boolean)) {
+    const at = pair.indexOf('=');
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  if (!label || !Number(domains)) throw new Error(`bad --variant ${text} (label:domains[:K=V;K=V][@entry])`);
+  return { label, domains: Number(domains), env, ...(entry && { entry: resolve(ROOT, entry) }) };
+}
+
+function osThreads(pid: number): number {
+  return Number(/^Threads:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+}
+
+let runCounter = 0;
+
+async function measure(stack: TestStack, variant: Variant, seconds: number): Promise<IdleRun> {
+  const run = ++runCounter;
+  const domains = Array.from({ length: variant.domains }, (_, i) => `i${run}d${i}.idle.test`);
+  for (let i = 0; i < domains.length; i += 50) {
+    await Promise.all(
+      domains.slice(i, i + 50).map((domain) => createDomainQueue(stack.sqs, domain, { withDlq: true })),
+    );
+  }
+  const counter = await startSqsCounter(stack.endpoints.sqs);
+  const sink = await startSmtpSink();
+  let daemon: DaemonProcess | undefined;
+  try {
+    const startedAt = Date.now();
+    daemon = await spawnDaemon({
+      domains,
+      startTimeoutMs: 120_000,
+      ...(variant.entry && { entry: variant.entry }),
+      env: {
+        ...stack.env,
+        AWS_ENDPOINT_URL_SQS: counter.endpoint,
+        AWS_ENDPOINT_URL_S3: counter.endpoint,
+        SMTP_HOST: '127.0.0.1',
+        SMTP_PORT: String(sink.port),
+        INTERNAL_SMTP_PORT: String(sink.port),
+        WAIT_TIME_SECONDS: '20',
+        LOG_LEVEL: 'info',
+        ...variant.env,
+      },
+    });
+    const pid = daemon.pid;
+    const cpuAt = new Map<number, number>();
+    const rssAt = new Map<number, number>();
+    let readyAt: number | undefined;
+    let threads = 0;
+    for (let second = 1; second <= seconds; second++) {
+      await new Promise((r) => setTimeout(r, Math.max(0, startedAt + second * 1000 - Date.now())));
+      cpuAt.set(second, cpuMs(pid));
+      rssAt.set(second, rssMb(pid));
+      threads = Math.max(threads, osThreads(pid));
+      if (second === seconds - 60) counter.reset();
+      if (readyAt === undefined) {
+        const answer = await daemon.request('GET', '/ready').catch(() => undefined);
+        if (answer?.status === 200) readyAt = Date.now();
+      }
+    }
+    const cpuPercent: Record<string, number> = {};
+    for (let from = 0; from + 60 <= seconds; from += 60) {
+      const used = (cpuAt.get(from + 60) ?? 0) - (from === 0 ? 0 : (cpuAt.get(from) ?? 0));
+      cpuPercent[`${from}-${from + 60}`] = round((used / 60_000) * 100, 2);
+    }
+    const receives = counter.receivesByQueue();
+    const perDomain = domains.map((d) => receives.get(`${d.replaceAll('.', '-')}-queue`) ?? 0);
+    const peak = peakRssMb(pid);
+    return {
+      label: variant.label,
+      domains: variant.domains,
+      env: variant.env,
+      ready_s: readyAt === undefined ? null : round((readyAt - startedAt) / 1000, 1),
+      peak_rss_mb: round(peak, 0),
+      rss_mb_at: Object.fromEntries(
+        [60, 120, seconds].filter((s) => rssAt.has(s)).map((s) => [`${s}s`, round(rssAt.get(s)!, 0)]),
+      ),
+      cpu_percent_of_core: cpuPercent,
+      os_threads: threads,
+      receives_per_domain_last_minute: {
+        min: Math.min(...perDomain),
+        median: median(perDomain),
+        max: Math.max(...perDomain),
+      },
+      sqs_requests_last_minute: counter.byAction(),
+    };
+  } catch (error) {
+    throw new Error(`${variant.label}: ${(error as Error).message}\n${daemon?.describe(20) ?? ''}`, {
+      cause: error,
+    });
+  } finally {
+    await daemon?.stop();
+    await sink.stop();
+    await counter.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      variant: { type: 'string', multiple: true },
+      seconds: { type: 'string', default: '180' },
+      runs: { type: 'string', default: '1' },
+      out: { type: 'string' },
+    },
+  });
+  const variants = (values.variant ?? ['default:100']).map(parseVariant);
+  const seconds = Number(values.seconds);
+  const stack = await startStack({ tables: true });
+  const runs: IdleRun[] = [];
+  try {
+    for (let round = 1; round <= Number(values.runs); round++) {
+      for (const variant of variants) {
+        const result = await measure(stack, variant, seconds);
+        runs.push(result);
+        process.stderr.write(`round ${round} ${JSON.stringify(result)}\n`);
+      }
+    }
+  } finally {
+    await stack.stop();
+  }
+  const machine = { cpus: cpus().length, node: process.version, date: new Date().toISOString() };
+  const json = `${JSON.stringify({ machine, seconds, runs }, null, 2)}\n`;
+  const out = values.out ?? join(ROOT, 'bench/results', `${machine.date.replaceAll(':', '-')}-idle.json`);
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, json);
+  process.stdout.write(json);
+}
+
+await main();
