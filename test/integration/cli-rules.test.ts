@@ -249,6 +249,7 @@ describe('rules', () => {
       `a@${DOMAIN}`,
       `away@${DOMAIN}`,
       `b@${DOMAIN}`,
+      `bounded@${DOMAIN}`,
       `fwd@${DOMAIN}`,
       `html@${DOMAIN}`,
     ]);

@@ -72,8 +72,9 @@ describe('any size deploys without `cdk bootstrap`', () => {
       for (const domain of domains)
         assert.equal(shared.Description!.includes(domain), false, 'no domain list');
 
-      const policiesAllowed = length <= 20 ? ATTACHED_POLICIES_QUOTA : ATTACHED_POLICIES_MAX;
-      assert.ok(app.policies.length <= policiesAllowed, `${app.policies.length} worker policies`);
+      // Past the default quota of attached policies (about 190 domains of 20 characters) the synth warns: the quota
+      // is raised on request, up to 20.
+      assert.ok(app.policies.length <= ATTACHED_POLICIES_MAX, `${app.policies.length} worker policies`);
       const warned = app.shared.node.metadata.some((e) =>
         String(e.data).includes('unified-worker:attached-policies'),
       );
