@@ -14,7 +14,7 @@ import { createAwsClients } from '../src/aws/clients.ts';
 import { resolveQueueUrl } from '../src/aws/queue.ts';
 import { nameFromTemplate } from '../src/aws/resources.ts';
 import { domainPart, parseMailbox, parseMailboxes } from '../src/cli/addresses.ts';
-import { describeOutcome, isFinal, waitForOutcome } from '../src/cli/audit.ts';
+import { describeOutcome, isFinal, verdictReader, waitForOutcome } from '../src/cli/audit.ts';
 import { buildMime, type MimeAttachment } from '../src/cli/compose-mail.ts';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from '../src/cli/exit.ts';
 import { MAX_INJECT_BYTES } from '../src/cli/inject.ts';
@@ -231,6 +231,7 @@ async function sendAndReport(state: LocalStackState, raw: Buffer, request: SendR
   Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test' }, state.env);
   const config = buildConfig(state.env);
   const clients = createAwsClients(config.aws);
+  const reader = verdictReader({ config, clients });
   const before = await mailFiles(state.mailDir);
   let final = true;
   try {
@@ -249,9 +250,9 @@ async function sendAndReport(state: LocalStackState, raw: Buffer, request: SendR
       const where = put.bucket ? `s3://${put.bucket}/${put.key}` : 'inline in the notification';
       console.log(`queued SES message ${put.sesMessageId} for ${put.recipients.join(', ')} (${where})`);
       if (request.waitSeconds === undefined || !put.bucket || !put.key) continue;
-      const location = { bucket: put.bucket, key: put.key };
+      const location = { bucket: put.bucket, key: put.key, domain: put.domain };
       waits.push(
-        waitForOutcome(clients.s3, location, request.waitSeconds * 1000).then((outcome) => {
+        waitForOutcome(reader, location, request.waitSeconds * 1000).then((outcome) => {
           final &&= isFinal(outcome);
           const [verdict, ...effects] = describeOutcome(outcome);
           return [`${put.domain}: ${verdict ?? ''}`, ...effects];

@@ -37,7 +37,7 @@ import { SMTPServer } from 'smtp-server';
 import type { AwsClients } from '../src/aws/clients.ts';
 import { createControlClients } from '../src/aws/control-clients.ts';
 import { nameFromTemplate, sesInboundHost } from '../src/aws/resources.ts';
-import { describeOutcome, waitForOutcome } from '../src/cli/audit.ts';
+import { describeOutcome, verdictReader, waitForOutcome } from '../src/cli/audit.ts';
 import { buildMime } from '../src/cli/compose-mail.ts';
 import { injectMail } from '../src/cli/ses-inbound.ts';
 import { Output } from '../src/cli/output.ts';
@@ -698,8 +698,8 @@ async function main(): Promise<void> {
     });
     const [put] = await injectMail({ config, clients }, { raw, recipients, source: 'sender@external.test' });
     const outcome = await waitForOutcome(
-      stack.s3,
-      { bucket: put?.bucket ?? '', key: put?.key ?? '' },
+      verdictReader({ config, clients }),
+      { bucket: put?.bucket ?? '', key: put?.key ?? '', domain: put?.domain ?? first },
       15_000,
     );
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -38,6 +38,23 @@ export type ClaimResult =
 export type CompleteResult = 'completed' | 'lost';
 
 /**
+ * The message's final status as the attempt that finished it saw it, kept in the record: for a mail whose S3
+ * object carries no verdict (a plain delivery, see pipeline/audit.ts), this is where `replay`, `inject --wait` and
+ * `dlq show` find it.
+ */
+export interface LedgerVerdict {
+  status: string;
+  /** Epoch seconds. */
+  at: number;
+}
+
+/** What a record says to a reader outside the daemon: its verdict, and the recipients delivered. */
+export interface RecordedMessage {
+  verdict?: LedgerVerdict;
+  delivered: string[];
+}
+
+/**
  * A record of the ledger's first shape, one per effect (`<message>|<recipient>|<action>`): `done` (COMPLETED),
  * `busy` (INPROGRESS, its lease live) or `lapsed` (INPROGRESS, its worker gone).
  */
@@ -56,12 +73,18 @@ export interface EffectLedger {
   claim(key: string, options: { legacy: boolean }): Promise<ClaimResult>;
   /** Writes `marks` now (before an SES send), renewing the lease; false when the claim is no longer ours. */
   mark(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<boolean>;
-  /** The attempt's last write: the effect marks as they stand, and the lease given up. */
-  complete(claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult>;
+  /** The attempt's last write: the effect marks as they stand, the verdict when final, and the lease given up. */
+  complete(
+    claim: Claim,
+    marks: ReadonlyMap<string, EffectMark>,
+    verdict?: LedgerVerdict,
+  ): Promise<CompleteResult>;
   /** Extends the lease; false when the claim is no longer ours. */
   renew(claim: Claim): Promise<boolean>;
   /** What records of the first shape say about these keys (absent keys have none). */
   legacy(keys: readonly string[]): Promise<Map<string, LegacyState>>;
+  /** The records of these messages (keys from `messageKey`), for readers outside the daemon; absent: none. */
+  read(keys: readonly string[]): Promise<Map<string, RecordedMessage>>;
 }
 
 /**
@@ -100,6 +123,7 @@ export const noLedger: EffectLedger = {
   complete: async () => 'completed',
   renew: async () => true,
   legacy: async () => new Map(),
+  read: async () => new Map(),
 };
 
 export interface DynamoLedgerOptions {
@@ -201,22 +225,32 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
    * The attempt's last write, batched with other messages' (one BatchWriteItem for up to 25) while the lease is known
    * to hold: the record is then written whole, with no owner. Otherwise one UpdateItem conditional on the owner.
    */
-  async function complete(c: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult> {
+  async function complete(
+    c: Claim,
+    marks: ReadonlyMap<string, EffectMark>,
+    verdict?: LedgerVerdict,
+  ): Promise<CompleteResult> {
+    const verdictItem: Record<string, AttributeValue> = verdict
+      ? { verdict: { S: verdict.status }, verdict_at: { N: String(verdict.at) } }
+      : {};
     if (lingerMs > 0 && c.leaseUntil - nowSeconds() >= batchMargin) {
       await completer.add({
         pk: { S: c.key },
         effects: marksValue(marks),
         expires_at: { N: String(c.expiresAt) },
         legacy: { BOOL: c.legacy },
+        ...verdictItem,
       });
       return 'completed';
     }
+    const verdictSet = verdict ? ', verdict = :verdict, verdict_at = :verdictAt' : '';
     const done = await updateOwned(
       c,
-      'SET effects = :effects REMOVE #o, lease_until',
+      `SET effects = :effects${verdictSet} REMOVE #o, lease_until`,
       {},
       {
         ':effects': marksValue(marks),
+        ...(verdict && { ':verdict': { S: verdict.status }, ':verdictAt': { N: String(verdict.at) } }),
       },
     );
     return done ? 'completed' : 'lost';
@@ -314,7 +348,23 @@ export function createDynamoLedger(ddb: DynamoDBDocumentClient, options: DynamoL
   const lingerMs = options.completeLingerMs ?? 20;
   const completer = batcher<Record<string, AttributeValue>>(lingerMs, COMPLETE_BATCH, batchWrite);
 
-  return { enabled: true, claim, mark, complete, renew, legacy: legacyStates };
+  async function read(keys: readonly string[]): Promise<Map<string, RecordedMessage>> {
+    const records = new Map<string, RecordedMessage>();
+    for (const [key, item] of await batchRead(keys)) {
+      const at = Number(item.verdict_at?.N ?? Number.NaN);
+      const status = item.verdict?.S;
+      const delivered = [...marksOf(item.effects)]
+        .filter(([name, mark]) => mark === 'done' && name.endsWith('|deliver'))
+        .map(([name]) => name.slice(0, -'|deliver'.length));
+      records.set(key, {
+        ...(status !== undefined && Number.isFinite(at) && { verdict: { status, at } }),
+        delivered,
+      });
+    }
+    return records;
+  }
+
+  return { enabled: true, claim, mark, complete, renew, legacy: legacyStates, read };
 }
 
 /**

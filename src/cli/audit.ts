@@ -1,15 +1,54 @@
 /**
- * The daemon's verdict on a stored mail, read back from the S3 audit metadata (src/aws/audit-metadata.ts): waiting
- * for it after `inject` and `replay`, and saying every effect it records — who got a copy, what was forwarded,
- * which auto-replies went out, what failed — for the console, JSON and `local:send`.
+ * The daemon's verdict on a stored mail, read back from the S3 audit metadata (src/aws/audit-metadata.ts) or, for a
+ * plain delivery, from the message's ledger record, which then holds it instead: waiting for it after `inject` and
+ * `replay`, and saying every effect it records — who got a copy, what was forwarded, which auto-replies went out,
+ * what failed — for the console, JSON and `local:send`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 
-import { readVerdict, type RecordedVerdict } from '../aws/audit-metadata.ts';
+import {
+  REPLAY_GENERATION_KEY,
+  finalMetadata,
+  readVerdict,
+  type AuditStatus,
+  type RecordedVerdict,
+} from '../aws/audit-metadata.ts';
+import {
+  LEDGER_RETENTION_SECONDS,
+  createDynamoLedger,
+  messageKey,
+  type EffectLedger,
+  type RecordedMessage,
+} from '../aws/effect-ledger.ts';
+import { systemClock } from '../clock.ts';
+import type { Config } from '../config/config.ts';
 import { awsError, awsErrorName } from '../errors.ts';
+import type { AwsClients } from '../aws/clients.ts';
 import type { Output } from './output.ts';
+
+/** Where the commands read what became of a stored mail: its object, and the ledger (a plain delivery's verdict). */
+export interface VerdictReader {
+  readonly s3: S3Client;
+  /** The daemon's ledger (IDEMPOTENCY_TABLE); absent when it is off, and every verdict is then on the object. */
+  readonly ledger?: EffectLedger;
+}
+
+export function verdictReader(context: { config: Config; clients: AwsClients }): VerdictReader {
+  const table = context.config.tables.idempotency;
+  return {
+    s3: context.clients.s3,
+    ...(table && { ledger: createDynamoLedger(context.clients.ddb, { table, clock: systemClock }) }),
+  };
+}
+
+/** A stored mail in a domain's bucket. */
+export interface DomainMail {
+  bucket: string;
+  key: string;
+  domain: string;
+}
 
 export type StoredMail =
   | { kind: 'stored'; metadata: Record<string, string>; lastModified?: Date; size?: number }
@@ -30,6 +69,64 @@ export async function headMail(s3: S3Client, bucket: string, key: string): Promi
     if (name === 'NotFound' || name === 'NoSuchKey') return { kind: 'missing' };
     throw awsError('S3_ERROR', `HeadObject s3://${bucket}/${key}`, error);
   }
+}
+
+/** HeadObject, completed from the ledger when the object has no verdict (see {@link withLedgerVerdicts}). */
+export async function readStoredMail(reader: VerdictReader, mail: DomainMail): Promise<StoredMail> {
+  const stored = await headMail(reader.s3, mail.bucket, mail.key);
+  if (stored.kind === 'missing') return stored;
+  const [completed] = await withLedgerVerdicts(reader, mail.domain, [{ ...stored, key: mail.key }]);
+  return { ...stored, metadata: completed?.metadata ?? stored.metadata };
+}
+
+/**
+ * Completes the metadata of mails without an S3 verdict from their ledger records: a plain delivery keeps its
+ * verdict there (pipeline/audit.ts), given here in the S3 keys (`processed_by` ending in ` (ledger)`, the envelope
+ * recipients from the record's delivery marks). A mail with neither, older than the ledger keeps records, may have
+ * been delivered long ago: `processed` is `unknown` then, never taken for unprocessed.
+ */
+export async function withLedgerVerdicts<
+  T extends { key: string; metadata: Record<string, string>; lastModified?: Date },
+>(reader: VerdictReader, domain: string, mails: readonly T[], now = Date.now()): Promise<T[]> {
+  const { ledger } = reader;
+  const open = mails.filter((m) => m.metadata.status === undefined);
+  if (!ledger || open.length === 0) return [...mails];
+  const keyOf = (m: T) =>
+    messageKey(
+      m.key.slice(m.key.lastIndexOf('/') + 1),
+      domain,
+      Number(m.metadata[REPLAY_GENERATION_KEY] ?? '0') || 0,
+    );
+  const records = await ledger.read(open.map(keyOf));
+  const forgottenBefore = now - LEDGER_RETENTION_SECONDS * 1000;
+  return mails.map((mail) => {
+    if (mail.metadata.status !== undefined) return mail;
+    const record = records.get(keyOf(mail));
+    if (record?.verdict)
+      return { ...mail, metadata: { ...mail.metadata, ...ledgerMetadata(record, domain) } };
+    const old = mail.lastModified !== undefined && mail.lastModified.getTime() < forgottenBefore;
+    return old ? { ...mail, metadata: { ...mail.metadata, processed: 'unknown' } } : mail;
+  });
+}
+
+/** A ledger verdict in the S3 keys; a plain delivery's in full (nothing but its recipients to say). */
+function ledgerMetadata(record: RecordedMessage, domain: string): Record<string, string> {
+  const verdict = record.verdict!;
+  const processedBy = { processed_by: `worker-${domain} (ledger)` };
+  if (verdict.status !== 'delivered') {
+    return { processed: 'true', processed_at: String(verdict.at), status: verdict.status, ...processedBy };
+  }
+  const metadata = finalMetadata({
+    status: verdict.status as Exclude<AuditStatus, 'failed'>,
+    at: verdict.at * 1000,
+    domain,
+    envelopeRecipients: record.delivered,
+    invalid: [],
+    contentRejected: [],
+    failedEffects: [],
+    sentEffects: [],
+  });
+  return { ...metadata, ...processedBy };
 }
 
 /**
@@ -53,17 +150,17 @@ export const anyVerdict: IsAnswer = (metadata) => metadata.status !== undefined;
 const FIRST_POLL_MS = 100;
 const LONGEST_POLL_MS = 2_000;
 
-/** Polls the object's metadata until a verdict answers `isAnswer`, the object is gone, or `timeoutMs` passed. */
+/** Polls the mail's verdict until one answers `isAnswer`, the object is gone, or `timeoutMs` passed. */
 export async function waitForOutcome(
-  s3: S3Client,
-  location: { bucket: string; key: string },
+  reader: VerdictReader,
+  location: DomainMail,
   timeoutMs: number,
   isAnswer: IsAnswer = anyVerdict,
 ): Promise<Outcome> {
   const deadline = Date.now() + timeoutMs;
   let pause = FIRST_POLL_MS;
   for (;;) {
-    const stored = await headMail(s3, location.bucket, location.key);
+    const stored = await readStoredMail(reader, location);
     if (stored.kind === 'missing') return { kind: 'removed' };
     if (isAnswer(stored.metadata)) {
       const verdict = readVerdict(stored.metadata);
@@ -176,10 +273,8 @@ function effectLines(report: OutcomeReport): string[] {
 }
 
 /** A stored mail a command waits on, and the label its lines start with (the domain, or the key). */
-export interface AwaitedMail {
+export interface AwaitedMail extends DomainMail {
   label: string;
-  bucket: string;
-  key: string;
 }
 
 export interface AwaitedOutcome {
@@ -194,7 +289,7 @@ export interface AwaitedOutcome {
  * the reports; `allFinal` is false when any is pending or was given up.
  */
 export async function awaitOutcomes(
-  s3: S3Client,
+  reader: VerdictReader,
   out: Output,
   mails: readonly AwaitedMail[],
   timeoutMs: number,
@@ -202,7 +297,7 @@ export async function awaitOutcomes(
 ): Promise<{ outcomes: AwaitedOutcome[]; allFinal: boolean }> {
   const outcomes = await Promise.all(
     mails.map(async (mail) => {
-      const outcome = await waitForOutcome(s3, mail, timeoutMs, isAnswer);
+      const outcome = await waitForOutcome(reader, mail, timeoutMs, isAnswer);
       const [first, ...rest] = describeOutcome(outcome);
       out.line(`${mail.label}: ${first ?? ''}`);
       for (const line of rest) out.line(line);

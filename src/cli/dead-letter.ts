@@ -4,12 +4,10 @@
  * duplicate when it comes back (replay runs it again); a deferred mail, or one with no recorded outcome, can be
  * redriven once the cause is fixed. Read from the notification and the mail's S3 audit metadata.
  */
-import type { S3Client } from '@aws-sdk/client-s3';
-
 import { readVerdict } from '../aws/audit-metadata.ts';
 import type { MailLocation } from '../aws/mail-store.ts';
 import { parseSqsBody, type NotificationSources } from '../pipeline/notification.ts';
-import { headMail, type StoredMail } from './audit.ts';
+import { readStoredMail, type StoredMail, type VerdictReader } from './audit.ts';
 import { describeError } from './command.ts';
 
 /** `yes`: a redrive can deliver it once the cause is fixed; `no`: it can never succeed; `unknown`: not readable. */
@@ -26,7 +24,8 @@ export interface Judgement {
 
 /** Reads the notification and, for mail in S3, the object's metadata; never throws. */
 export async function judgeDeadLetter(
-  s3: S3Client,
+  reader: VerdictReader,
+  domain: string,
   body: string | undefined,
   sources: NotificationSources,
 ): Promise<Judgement> {
@@ -51,10 +50,12 @@ export async function judgeDeadLetter(
     return { ...who, redrivable: 'yes', reason: 'mail inline in the notification (SNS action, no S3 audit)' };
   }
   const location = { bucket: receipt.mail.bucket, key: receipt.mail.key };
-  const stored = await headMail(s3, location.bucket, location.key).catch((error: unknown): StoredLookup => ({
-    kind: 'error',
-    error: describeError(error),
-  }));
+  const stored = await readStoredMail(reader, { ...location, domain }).catch(
+    (error: unknown): StoredLookup => ({
+      kind: 'error',
+      error: describeError(error),
+    }),
+  );
   return { ...who, ...judgeStored(stored, location), ...(stored.kind === 'stored' && { stored: location }) };
 }
 

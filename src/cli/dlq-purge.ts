@@ -12,6 +12,7 @@ import { notificationSourcesFor } from '../config/config.ts';
 import { describeError, type CommandContext, type CommonOptions } from './command.ts';
 import { confirm, requireTerminal } from './confirm.ts';
 import { judgeDeadLetter, type Judgement } from './dead-letter.ts';
+import { verdictReader } from './audit.ts';
 import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
 import { listOption, parseInteger } from './options.ts';
 import { plural, type CliStreams } from './output.ts';
@@ -124,12 +125,11 @@ async function chooseInDomain(
   const sources = notificationSourcesFor(context.config, domain);
   const chosen: Chosen[] = [];
   const others: HeldMessage[] = [];
+  const reader = verdictReader(context);
   try {
     for (let i = 0; i < held.length; i += JUDGE_CONCURRENCY) {
       const batch = held.slice(i, i + JUDGE_CONCURRENCY);
-      const judged = await Promise.all(
-        batch.map((m) => judgeDeadLetter(context.clients.s3, m.body, sources)),
-      );
+      const judged = await Promise.all(batch.map((m) => judgeDeadLetter(reader, domain, m.body, sources)));
       batch.forEach((message, index) => {
         const judgement = judged[index] as Judgement;
         const byId = [message.messageId, judgement.sesMessageId].filter(

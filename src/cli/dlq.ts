@@ -8,6 +8,7 @@ import { createOperatorQueue } from '../aws/operator-queue.ts';
 import { notificationSourcesFor } from '../config/config.ts';
 import { command, describeError, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
 import { judgeDeadLetter, type Redrivable } from './dead-letter.ts';
+import { verdictReader } from './audit.ts';
 import { DEFAULT_PURGE_SCAN, purgeDlq, type PurgeOptions } from './dlq-purge.ts';
 import { redriveDlq, type RedriveOptions } from './dlq-redrive.ts';
 import { EXIT_FAILED, EXIT_OK } from './exit.ts';
@@ -122,9 +123,10 @@ async function inspectDlq(context: CommandContext, queues: DomainQueues, sample:
   const messages = sample > 0 ? await dlq.hold(sample, SAMPLE_HOLD_SECONDS) : [];
   const sources = notificationSourcesFor(context.config, queues.domain);
   const samples: DlqSample[] = [];
+  const reader = verdictReader(context);
   try {
     for (const message of messages) {
-      const judgement = await judgeDeadLetter(context.clients.s3, message.body, sources);
+      const judgement = await judgeDeadLetter(reader, queues.domain, message.body, sources);
       samples.push({
         sqsMessageId: message.messageId,
         ...(message.sentAt !== undefined && { sentAt: new Date(message.sentAt).toISOString() }),

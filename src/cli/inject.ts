@@ -9,7 +9,7 @@ import { Command, Option } from 'commander';
 import { splitMessage } from '../mail/header-block.ts';
 import { headerView } from '../pipeline/parse.ts';
 import { domainPart, parseMailbox, parseMailboxes } from './addresses.ts';
-import { anyVerdict, awaitOutcomes } from './audit.ts';
+import { anyVerdict, awaitOutcomes, verdictReader } from './audit.ts';
 import { command, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
 import { buildMime } from './compose-mail.ts';
 import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
@@ -109,10 +109,12 @@ async function runInject(
     return EXIT_OK;
   }
   const awaited = injected.flatMap((item) =>
-    item.bucket && item.key ? [{ label: item.domain, bucket: item.bucket, key: item.key }] : [],
+    item.bucket && item.key
+      ? [{ label: item.domain, bucket: item.bucket, key: item.key, domain: item.domain }]
+      : [],
   );
   const { outcomes, allFinal } = await awaitOutcomes(
-    context.clients.s3,
+    verdictReader(context),
     out,
     awaited,
     waitSeconds * 1000,

@@ -7,7 +7,7 @@ import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { AUDIT_STATUSES, readVerdict } from '../aws/audit-metadata.ts';
 import { awsError } from '../errors.ts';
 import { parseMailboxes } from './addresses.ts';
-import { headMail } from './audit.ts';
+import { headMail, readStoredMail, withLedgerVerdicts, type VerdictReader } from './audit.ts';
 import { UsageError } from './exit.ts';
 import { listOption, parseChoice, parseInteger, parseTime } from './options.ts';
 import type { Output } from './output.ts';
@@ -111,15 +111,21 @@ export function statusOf(metadata: Record<string, string>): string {
   return verdict.status ?? (metadata.processed === undefined ? 'unprocessed' : 'unknown');
 }
 
+/** A domain's bucket. */
+export interface DomainBucket {
+  bucket: string;
+  domain: string;
+}
+
 export async function candidatesByKey(
-  s3: S3Client,
-  bucket: string,
+  reader: VerdictReader,
+  { bucket, domain }: DomainBucket,
   keys: readonly string[],
 ): Promise<Selected> {
   const candidates: Candidate[] = [];
   const missing: NotReplayed[] = [];
   for (const key of keys) {
-    const stored = await headMail(s3, bucket, key);
+    const stored = await readStoredMail(reader, { bucket, key, domain });
     if (stored.kind === 'missing') missing.push({ bucket, key, reason: 'no such object' });
     else candidates.push({ bucket, key, metadata: stored.metadata });
   }
@@ -132,11 +138,12 @@ export async function candidatesByKey(
  * LastModified is never earlier than the recorded processing time.
  */
 export async function scanBucket(
-  s3: S3Client,
+  reader: VerdictReader,
   out: Output,
-  bucket: string,
+  { bucket, domain }: DomainBucket,
   selection: Selection,
 ): Promise<Selected> {
+  const { s3 } = reader;
   const candidates: Candidate[] = [];
   const progress = out.progress(`scanning ${bucket}`, 0);
   let scanned = 0;
@@ -154,18 +161,16 @@ export async function scanBucket(
             o.LastModified.getTime() >= selection.since),
       );
       for (let i = 0; i < objects.length; i += SCAN_CONCURRENCY) {
-        const heads = await Promise.all(
-          objects.slice(i, i + SCAN_CONCURRENCY).map(async (o) => {
-            const key = o.Key ?? '';
-            const stored = await headMail(s3, bucket, key);
-            return stored.kind === 'stored'
-              ? { key, metadata: stored.metadata, lastModified: o.LastModified }
-              : undefined;
-          }),
+        const heads = await withLedgerVerdicts(
+          reader,
+          domain,
+          (
+            await Promise.all(objects.slice(i, i + SCAN_CONCURRENCY).map((o) => storedHead(s3, bucket, o)))
+          ).flatMap((head) => (head ? [head] : [])),
         );
         scanned += heads.length;
         for (const head of heads) {
-          if (head && matches(head.metadata, head.lastModified, selection)) {
+          if (matches(head.metadata, head.lastModified, selection)) {
             if (candidates.length >= selection.limit) return { candidates, missing: [], more: true };
             candidates.push({ bucket, key: head.key, metadata: head.metadata });
           }
@@ -177,6 +182,21 @@ export async function scanBucket(
     progress.finish();
   }
   return { candidates, missing: [], more: false };
+}
+
+async function storedHead(
+  s3: S3Client,
+  bucket: string,
+  object: { Key?: string; LastModified?: Date },
+): Promise<{ key: string; metadata: Record<string, string>; lastModified?: Date } | undefined> {
+  const key = object.Key ?? '';
+  const stored = await headMail(s3, bucket, key);
+  if (stored.kind !== 'stored') return undefined;
+  return {
+    key,
+    metadata: stored.metadata,
+    ...(object.LastModified && { lastModified: object.LastModified }),
+  };
 }
 
 async function listPage(s3: S3Client, bucket: string, prefix: string, token: string | undefined) {

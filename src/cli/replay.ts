@@ -35,7 +35,7 @@ import { awsError } from '../errors.ts';
 import { splitMessage } from '../mail/header-block.ts';
 import { headerView } from '../pipeline/parse.ts';
 import { domainPart } from './addresses.ts';
-import { awaitOutcomes, type AwaitedOutcome } from './audit.ts';
+import { awaitOutcomes, verdictReader, type AwaitedOutcome } from './audit.ts';
 import { command, describeError, type CliApp, type CommandContext, type CommonOptions } from './command.ts';
 import { EXIT_FAILED, EXIT_OK, UsageError } from './exit.ts';
 import { collect, parseDuration } from './options.ts';
@@ -70,6 +70,7 @@ interface ReplayOptions extends CommonOptions, SelectionOptions {
 }
 
 export interface ReplayedMail {
+  domain: string;
   bucket: string;
   key: string;
   sesMessageId: string;
@@ -152,9 +153,14 @@ async function runReplay(context: CommandContext, options: ReplayOptions): Promi
     waitSeconds === undefined
       ? undefined
       : await awaitOutcomes(
-          context.clients.s3,
+          verdictReader(context),
           out,
-          replayed.map((r) => ({ label: `${r.bucket}/${r.key}`, bucket: r.bucket, key: r.key })),
+          replayed.map((r) => ({
+            label: `${r.bucket}/${r.key}`,
+            bucket: r.bucket,
+            key: r.key,
+            domain: r.domain,
+          })),
           waitSeconds * 1000,
           (metadata) => metadata[REPLAY_PENDING_KEY] === undefined,
         );
@@ -200,12 +206,13 @@ async function selectCandidates(
   const { out, config } = context;
   const planned: Array<{ domain: string; candidate: Candidate }> = [];
   const notReplayed: NotReplayed[] = [];
+  const reader = verdictReader(context);
   for (const domain of config.domains) {
     const bucket = nameFromTemplate(config.bucketNameTemplate, domain);
     const { candidates, missing, more } =
       selection.keys.length > 0
-        ? await candidatesByKey(context.clients.s3, bucket, selection.keys)
-        : await scanBucket(context.clients.s3, out, bucket, selection);
+        ? await candidatesByKey(reader, { bucket, domain }, selection.keys)
+        : await scanBucket(reader, out, { bucket, domain }, selection);
     notReplayed.push(...missing);
     if (out.plainProgress || dryRun) for (const item of missing) out.line(describeReplay(item, false));
     if (more) {
@@ -328,6 +335,7 @@ async function replayOne(
   if (typeof recipients === 'string') return { bucket, key, reason: recipients };
   const generation = options.force ? readVerdict(metadata).replayGeneration + 1 : undefined;
   const planned: ReplayedMail = {
+    domain,
     bucket,
     key,
     sesMessageId,

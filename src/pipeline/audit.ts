@@ -27,6 +27,8 @@ export interface AuditInput {
   head?: ObjectHead;
   /** Recipients whose table items went past a bound (the bad part skipped or cut). */
   ruleLimits?: ReadonlyArray<{ recipient: string; limits: readonly string[] }>;
+  /** The ledger's record of the message now holds its verdict (aws/effect-ledger.ts, `LedgerVerdict`). */
+  inLedger?: boolean;
 }
 
 /** The message's status from its recipients: `deferred` while any recipient or effect is not final. */
@@ -54,6 +56,7 @@ export async function recordAudit(
   const location = attempt.receipt.mail;
   const verdict = verdictOf(attempt, status, input, ports);
   const sharing = sharingDomains(attempt.receipt, ports);
+  if (input.inLedger === true && sharing.length === 0 && plainDelivery(verdict, input)) return status;
   try {
     if (status === 'blocked' && sharing.length === 0) await removeBlocked(location, verdict, input, ports);
     else await recordVerdict(location, verdict, sharing, input, ports);
@@ -84,6 +87,23 @@ async function recordVerdict(
   );
   if (verdict.status === 'blocked' && (await noOtherDomainNeeds(location, sharing, ports)))
     await ports.mailStore.remove(location);
+}
+
+/**
+ * Every recipient delivered and nothing else to say: no effect went out or was held back, no bound was hit, the
+ * sender was usable, and the object carries no earlier verdict (a replay of mail that once failed gets the new one,
+ * so an old verdict never stays behind, untrue). The ledger's record then says all the metadata would: the status,
+ * and the envelope recipients (its delivery marks), which `replay`, `inject --wait` and `dlq show` read there.
+ */
+function plainDelivery(verdict: FinalVerdict, input: AuditInput): boolean {
+  return (
+    verdict.status === 'delivered' &&
+    input.effects.length === 0 &&
+    verdict.invalidSource === undefined &&
+    (verdict.excessRecipients ?? []).length === 0 &&
+    (verdict.ruleLimits ?? []).length === 0 &&
+    input.head?.Metadata?.status === undefined
+  );
 }
 
 /** The object goes: its metadata would go with it, so it is written only when the delete fails. */

@@ -3,6 +3,7 @@ import {
   type Claim,
   type EffectLedger,
   type EffectMark,
+  type LedgerVerdict,
   type LegacyState,
 } from '../aws/effect-ledger.ts';
 import { WorkerError, errorMessage, toWorkerError } from '../errors.ts';
@@ -219,38 +220,43 @@ export class GuardContext {
   }
 
   /**
-   * The attempt's last ledger write: what happened, and the lease given back. Retried with backoff; a final
-   * failure is logged and counted, and the marks written before (a `sending` mark) keep an SES send from being
-   * repeated.
+   * The attempt's last ledger write: what happened, the verdict when the message is final, and the lease given
+   * back. Retried with backoff; a final failure is logged and counted, and the marks written before (a `sending`
+   * mark) keep an SES send from being repeated. True when the record now holds all of it.
    */
-  async finish(): Promise<void> {
-    if (this.finished) return;
+  async finish(verdict?: LedgerVerdict): Promise<boolean> {
+    if (this.finished) return false;
     this.finished = true;
     const standing = await this.standing;
-    if (standing.state !== 'claimed') return;
+    if (standing.state !== 'claimed') return false;
     const { claim } = standing;
     const recorded = [...this.marks].some(
       ([name, mark]) => mark === 'done' && this.written.get(name) !== 'done',
     );
     try {
-      await this.complete(claim, recorded ? 'complete' : 'abandon');
+      return await this.complete(claim, recorded ? 'complete' : 'abandon', verdict);
     } finally {
       this.deps.liveClaims.delete(claim);
     }
   }
 
-  private async complete(claim: Claim, operation: LedgerOperation): Promise<void> {
+  private async complete(
+    claim: Claim,
+    operation: LedgerOperation,
+    verdict?: LedgerVerdict,
+  ): Promise<boolean> {
     const { deps } = this;
     for (let attempt = 1; ; attempt++) {
       try {
-        if ((await deps.ledger.complete(claim, this.marks)) === 'completed') return;
+        if ((await deps.ledger.complete(claim, this.marks, verdict)) === 'completed')
+          return deps.ledger.enabled;
         deps.metrics.ledgerError(deps.domain, operation);
         deps.logger.error(
           { key: claim.key },
           "the message's ledger record is no longer ours (the lease ran out and another worker took over): " +
             'what this attempt did may happen twice',
         );
-        return;
+        return false;
       } catch (error) {
         if (attempt >= RECORD_ATTEMPTS || (error instanceof WorkerError && !error.temporary)) {
           deps.metrics.ledgerError(deps.domain, operation);
@@ -260,7 +266,7 @@ export class GuardContext {
               ? 'effects done but not recorded in the ledger'
               : 'could not give the ledger lease back: the message waits for it to run out',
           );
-          return;
+          return false;
         }
         await deps.sleep(100 * 2 ** (attempt - 1));
       }

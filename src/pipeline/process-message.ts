@@ -8,7 +8,7 @@ import type { RecipientEntry } from '../aws/recipient-directory.ts';
 import type { MailLimit } from '../mail/mail-limits.ts';
 import { toWorkerError } from '../errors.ts';
 import { beginAttempt, recipientResults, type Attempt, type ProcessOptions } from './attempt.ts';
-import { recordAudit, recordFailure, type AuditInput } from './audit.ts';
+import { messageStatus, recordAudit, recordFailure, type AuditInput } from './audit.ts';
 import { applyBlocklist } from './blocklist.ts';
 import { applyBounceRewrite } from './bounce.ts';
 import { deliverMail } from './deliver.ts';
@@ -95,16 +95,19 @@ function notificationLimits(attempt: Attempt, ports: PipelinePorts): MailLimit[]
 }
 
 /**
- * Stage 8: the ledger's last write, then the S3 audit metadata. Both before the SQS delete: a crash at any point
- * leaves the message in the queue.
+ * Stage 8: the ledger's last write, with the verdict when the message is final, then the S3 audit metadata — which
+ * a plain delivery the ledger recorded does without (pipeline/audit.ts). Both before the SQS delete: a crash at any
+ * point leaves the message in the queue.
  */
 async function recordOutcome(
   attempt: Attempt,
   input: AuditInput,
   ports: PipelinePorts,
 ): Promise<MessageStatus> {
-  await attempt.guard.finish();
-  return recordAudit(attempt, input, ports);
+  const status = messageStatus(input.recipients, input.effects);
+  const verdict = status === 'deferred' ? undefined : { status, at: Math.floor(ports.clock.now() / 1000) };
+  const inLedger = await attempt.guard.finish(verdict);
+  return recordAudit(attempt, { ...input, inLedger }, ports);
 }
 
 /**

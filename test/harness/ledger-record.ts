@@ -1,6 +1,6 @@
 /**
  * A message's record in the idempotency ledger (one per SES message id, replay generation and domain), read
- * straight from the table: its lease and the mark of each effect.
+ * straight from the table: what tests check where a plain delivery keeps its verdict instead of the S3 object.
  */
 import { GetCommand, type DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { messageKey } from '../../src/aws/effect-ledger.ts';
@@ -10,6 +10,10 @@ export const LEDGER_TABLE = 'email-worker-idempotency';
 export interface LedgerRecord {
   owner?: string;
   effects?: Record<string, string>;
+  /** The message's final status as the attempt that finished it saw it. */
+  verdict?: string;
+  /** Epoch seconds. */
+  verdict_at?: number;
 }
 
 export async function ledgerRecord(

@@ -8,6 +8,8 @@ import type {
   EffectLedger,
   EffectMark,
   LegacyState,
+  LedgerVerdict,
+  RecordedMessage,
 } from '../../src/aws/effect-ledger.ts';
 import { WorkerError } from '../../src/errors.ts';
 import { createLogger } from '../../src/log/logger.ts';
@@ -26,6 +28,7 @@ class PlannedLedger implements EffectLedger {
   completeResults: Array<CompleteResult | Error> = [];
   readonly marked: Array<Map<string, EffectMark>> = [];
   readonly completed: Array<Map<string, EffectMark>> = [];
+  readonly verdicts: Array<LedgerVerdict | undefined> = [];
 
   private async step<T>(call: string, answer: () => T): Promise<T> {
     this.calls.push(call);
@@ -51,17 +54,26 @@ class PlannedLedger implements EffectLedger {
     });
   }
 
-  complete(_claim: Claim, marks: ReadonlyMap<string, EffectMark>): Promise<CompleteResult> {
+  complete(
+    _claim: Claim,
+    marks: ReadonlyMap<string, EffectMark>,
+    verdict?: LedgerVerdict,
+  ): Promise<CompleteResult> {
     return this.step('complete', () => {
       const planned = this.completeResults.shift() ?? 'completed';
       if (planned instanceof Error) throw planned;
       this.completed.push(new Map(marks));
+      this.verdicts.push(verdict);
       return planned;
     });
   }
 
   renew(): Promise<boolean> {
     return Promise.resolve(true);
+  }
+
+  read(): Promise<Map<string, RecordedMessage>> {
+    return Promise.resolve(new Map());
   }
 
   legacy(keys: readonly string[]): Promise<Map<string, LegacyState>> {
