@@ -7,7 +7,13 @@
  * failure to write is logged: the mail is delivered already, and a crash before the write repeats it (the SQS
  * message is still there).
  */
-import { domainVerdicts, failedMetadata, finalMetadata, type FinalVerdict } from '../aws/audit-metadata.ts';
+import {
+  REPLAY_PENDING_KEY,
+  domainVerdicts,
+  failedMetadata,
+  finalMetadata,
+  type FinalVerdict,
+} from '../aws/audit-metadata.ts';
 import type { MailLocation, ObjectHead } from '../aws/mail-store.ts';
 import { errorMessage, type WorkerError } from '../errors.ts';
 import { domainOf } from '../mail/envelope-address.ts';
@@ -92,7 +98,7 @@ async function recordVerdict(
 /**
  * Every recipient delivered and nothing else to say: no effect went out or was held back, no bound was hit, the
  * sender was usable, and the object carries no earlier verdict (a replay of mail that once failed gets the new one,
- * so an old verdict never stays behind, untrue). The ledger's record then says all the metadata would: the status,
+ * so an old verdict never stays behind, untrue) and no pending `replay --wait`, which waits for the S3 verdict. The ledger's record then says all the metadata would: the status,
  * and the envelope recipients (its delivery marks), which `replay`, `inject --wait` and `dlq show` read there.
  */
 function plainDelivery(verdict: FinalVerdict, input: AuditInput): boolean {
@@ -102,7 +108,8 @@ function plainDelivery(verdict: FinalVerdict, input: AuditInput): boolean {
     verdict.invalidSource === undefined &&
     (verdict.excessRecipients ?? []).length === 0 &&
     (verdict.ruleLimits ?? []).length === 0 &&
-    input.head?.Metadata?.status === undefined
+    input.head?.Metadata?.status === undefined &&
+    input.head?.Metadata?.[REPLAY_PENDING_KEY] === undefined
   );
 }
 

@@ -422,6 +422,7 @@ describe('the worker policies', () => {
     const queueTemplate = extra.queueTemplate ?? SETTINGS.QUEUE_NAME_TEMPLATE.default;
     const resources: Record<string, string[]> = {
       'domain-queue': domains.map((d) => sqs(nameFromTemplate(queueTemplate, d))),
+      'dead-letter-queue': domains.map((d) => sqs(deadLetterQueueName(nameFromTemplate(queueTemplate, d)))),
       'mail-bucket-objects': domains.map((d) => `arn:aws:s3:::${bucketNameOf(d)}/*`),
       table: TABLES.map((t) => `arn:aws:dynamodb:eu-west-1:123456789012:table/${tableNameOf(t.setting)}`),
       'ses-identity': [...domains, ...(extra.identities ?? [])].map((i) => ses(`identity/${i}`)),
