@@ -12,17 +12,16 @@
  * The mail server is the test suite's smtp-server sink (in this process) answering every DATA after the delay; the
  * AWS emulators answer at once, so the mail server is the bottleneck, as in the scenario.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DeleteQueueCommand } from '@aws-sdk/client-sqs';
 import { nameFromTemplate } from '../src/aws/resources.ts';
-import { createDomainQueue, startStack, type TestStack } from '../test/harness/emulators.ts';
+import { createDomainQueue, type TestStack } from '../test/harness/emulators.ts';
 import { spawnDaemon, type DaemonProcess } from '../test/harness/daemon-process.ts';
 import { startSmtpSink, type SmtpSink } from '../test/harness/smtp-sink.ts';
 import { preload } from './lib/preload.ts';
+import { runRounds, writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
 
 interface Variant {
@@ -198,25 +197,10 @@ async function main(): Promise<void> {
     probes: Number(values.probes),
     dataDelayMs: Number(values['data-delay-ms']),
   };
-  const stack = await startStack({ tables: true });
-  const runs: FairnessRun[] = [];
-  try {
-    for (let round = 1; round <= Number(values.runs); round++) {
-      for (const variant of variants) {
-        const result = await measure(stack, variant, options);
-        runs.push(result);
-        process.stderr.write(`round ${round} ${JSON.stringify(result)}\n`);
-      }
-    }
-  } finally {
-    await stack.stop();
-  }
-  const machine = { cpus: cpus().length, node: process.version, date: new Date().toISOString() };
-  const json = `${JSON.stringify({ machine, options, runs }, null, 2)}\n`;
-  const out = values.out ?? join(ROOT, 'bench/results', `${machine.date.replaceAll(':', '-')}-fairness.json`);
-  await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, json);
-  process.stdout.write(json);
+  const runs = await runRounds(Number(values.runs), variants, (stack, variant) =>
+    measure(stack, variant, options),
+  );
+  await writeBenchResults('fairness', values.out, { options, runs });
 }
 
 await main();

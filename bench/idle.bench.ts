@@ -14,17 +14,16 @@
  * minute, and the ReceiveMessage requests per domain in the last minute (a counting proxy in front of the SQS
  * emulator), which with a 20 s long poll is 3 per idle domain.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createDomainQueue, startStack, type TestStack } from '../test/harness/emulators.ts';
+import { createDomainQueue, type TestStack } from '../test/harness/emulators.ts';
 import { spawnDaemon, type DaemonProcess } from '../test/harness/daemon-process.ts';
 import { startSmtpSink } from '../test/harness/smtp-sink.ts';
 import { cpuMs, peakRssMb, rssMb } from './lib/proc.ts';
 import { startSqsCounter } from './lib/sqs-counter.ts';
+import { runRounds, writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
 
 interface Variant {
@@ -163,25 +162,10 @@ async function main(): Promise<void> {
   });
   const variants = (values.variant ?? ['default:100']).map(parseVariant);
   const seconds = Number(values.seconds);
-  const stack = await startStack({ tables: true });
-  const runs: IdleRun[] = [];
-  try {
-    for (let round = 1; round <= Number(values.runs); round++) {
-      for (const variant of variants) {
-        const result = await measure(stack, variant, seconds);
-        runs.push(result);
-        process.stderr.write(`round ${round} ${JSON.stringify(result)}\n`);
-      }
-    }
-  } finally {
-    await stack.stop();
-  }
-  const machine = { cpus: cpus().length, node: process.version, date: new Date().toISOString() };
-  const json = `${JSON.stringify({ machine, seconds, runs }, null, 2)}\n`;
-  const out = values.out ?? join(ROOT, 'bench/results', `${machine.date.replaceAll(':', '-')}-idle.json`);
-  await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, json);
-  process.stdout.write(json);
+  const runs = await runRounds(Number(values.runs), variants, (stack, variant) =>
+    measure(stack, variant, seconds),
+  );
+  await writeBenchResults('idle', values.out, { seconds, runs });
 }
 
 await main();

@@ -22,3 +22,25 @@ export function backoffMs(
   const ceiling = Math.min(capMs, baseMs * 2 ** attempt);
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
+
+/**
+ * Resolves after `ms`, or at once when `signal` aborts (never rejects). `unref`: the wait alone does not keep the
+ * process (or thread) alive.
+ */
+export function sleepUnlessAborted(
+  ms: number,
+  signal: AbortSignal,
+  options: { unref?: boolean } = {},
+): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    if (options.unref) timer.unref();
+    signal.addEventListener('abort', done);
+  });
+}

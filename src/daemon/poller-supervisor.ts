@@ -1,7 +1,7 @@
 import { errorMessage } from '../errors.ts';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { backoffMs } from '../clock.ts';
+import { backoffMs, sleepUnlessAborted } from '../clock.ts';
 import { servedDomains, type Config } from '../config/config.ts';
 import type { Logger } from '../log/logger.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
@@ -289,19 +289,6 @@ function createPollerPool(config: Config, threads: number, logger: Logger): Pisc
     logger.error({ err: errorMessage(error) }, 'poller thread pool error');
   });
   return pool;
-}
-
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
 }
 
 function post(port: MessagePort, message: CoordinatorMessage): void {

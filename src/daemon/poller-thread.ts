@@ -5,7 +5,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { createAwsClients, type AwsClients } from '../aws/clients.ts';
-import { systemClock } from '../clock.ts';
+import { sleepUnlessAborted, systemClock } from '../clock.ts';
 import type { Config } from '../config/config.ts';
 import { WorkerError, errorMessage } from '../errors.ts';
 import { FairByteBudget } from '../flow-control/fair-byte-budget.ts';
@@ -159,7 +159,7 @@ async function serveDomain(domain: string, services: ThreadServices): Promise<vo
         const err = error instanceof WorkerError ? error.toJSON() : { message: errorMessage(error) };
         logger.child({ domain }).error({ err }, 'cannot start the domain poller; retrying');
         services.postStatus({ domain, state: 'error', inFlight: 0, lastError: err.message });
-        await sleepUnlessAborted(QUEUE_RETRY_MS, stopping);
+        await sleepUnlessAborted(QUEUE_RETRY_MS, stopping, { unref: true });
       }
     }
     if (runtime) {
@@ -172,18 +172,4 @@ async function serveDomain(domain: string, services: ThreadServices): Promise<vo
     stopping.removeEventListener('abort', onStop);
     services.postStatus({ domain, state: 'stopped', inFlight: 0 });
   }
-}
-
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done);
-  });
 }

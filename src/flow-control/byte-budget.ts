@@ -9,14 +9,53 @@ export interface MailBudget {
   acquire(bytes: number, signal?: AbortSignal): Promise<Free>;
 }
 
-interface Waiter {
+/** A request waiting for bytes, in a budget's line. */
+export interface Waiter {
   bytes: number;
   /** The message the bytes are counted to. */
   account?: BudgetAccount;
   /** The message asking, when it asks for a copy of a mail it already holds. */
   copyFor?: BudgetAccount;
   resolve: () => void;
-  reject: (e: unknown) => void;
+}
+
+/** A budget's line of waiters, as `waitInLine` uses it. */
+export interface WaitingLine {
+  add(waiter: Waiter): void;
+  remove(waiter: Waiter): void;
+  /** Grants whatever can be granted now. */
+  drain(): void;
+}
+
+/**
+ * Puts a request in line and resolves once it is granted. An abort takes it out of the line again and rejects as a
+ * temporary SHUTTING_DOWN; the signal lives as long as the poller, so every wait takes its listener away again.
+ */
+export function waitInLine(
+  line: WaitingLine,
+  request: Omit<Waiter, 'resolve'>,
+  signal?: AbortSignal,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      line.remove(waiter);
+      if (request.copyFor) request.copyFor.waitingCopies -= 1;
+      line.drain();
+      reject(shuttingDown());
+    };
+    const waiter: Waiter = {
+      ...request,
+      resolve: () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      },
+    };
+    if (request.copyFor) request.copyFor.waitingCopies += 1;
+    line.add(waiter);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    // Asking for a copy may be what leaves only stalled messages holding memory.
+    line.drain();
+  });
 }
 
 /**
@@ -30,6 +69,14 @@ interface Waiter {
 export class ByteBudget implements MailBudget {
   private used = 0;
   private readonly waiters: Waiter[] = [];
+  private readonly line: WaitingLine = {
+    add: (waiter) => this.waiters.push(waiter),
+    remove: (waiter) => {
+      const index = this.waiters.indexOf(waiter);
+      if (index >= 0) this.waiters.splice(index, 1);
+    },
+    drain: () => this.drain(),
+  };
 
   /** `onChange` sees the bytes in use after every change (the in-flight bytes gauge). */
   constructor(
@@ -48,12 +95,12 @@ export class ByteBudget implements MailBudget {
 
   /** A function that frees the bytes again when they fit right now, without waiting; otherwise undefined. */
   tryAcquire(bytes: number): Free | undefined {
-    return this.tryGrant(sanitize(bytes), undefined);
+    return this.tryGrant(sanitizeBytes(bytes), undefined);
   }
 
   /** Resolves with a function that frees the bytes again once they fit; rejects when `signal` aborts first. */
   acquire(bytes: number, signal?: AbortSignal): Promise<Free> {
-    return this.grantWhenFree(sanitize(bytes), undefined, signal);
+    return this.grantWhenFree(sanitizeBytes(bytes), undefined, signal);
   }
 
   /** @internal Grants `amount` now when it fits and nobody waits; `copyFor` counts it as that message's copy. */
@@ -73,31 +120,11 @@ export class ByteBudget implements MailBudget {
     if (signal?.aborted) throw shuttingDown();
     const now = this.tryGrant(amount, account, copyFor);
     if (now) return now;
-    await new Promise<void>((resolve, reject) => {
-      // The signal lives as long as the poller: every wait must take its listener away again.
-      const onAbort = () => {
-        const index = this.waiters.indexOf(waiter);
-        if (index >= 0) this.waiters.splice(index, 1);
-        if (copyFor) copyFor.waitingCopies -= 1;
-        this.drain();
-        reject(shuttingDown());
-      };
-      const waiter: Waiter = {
-        bytes: amount,
-        ...(account && { account }),
-        ...(copyFor && { copyFor }),
-        resolve: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        },
-        reject,
-      };
-      if (copyFor) copyFor.waitingCopies += 1;
-      this.waiters.push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      // Asking for a copy may be what leaves only stalled messages holding memory.
-      this.drain();
-    });
+    await waitInLine(
+      this.line,
+      { bytes: amount, ...(account && { account }), ...(copyFor && { copyFor }) },
+      signal,
+    );
     return this.freer(amount, account, copyFor);
   }
 
@@ -168,16 +195,16 @@ export class BudgetAccount implements MailBudget {
   constructor(private readonly budget: ByteBudget) {}
 
   tryAcquire(bytes: number): Free | undefined {
-    return this.budget.tryGrant(sanitize(bytes), this);
+    return this.budget.tryGrant(sanitizeBytes(bytes), this);
   }
 
   acquire(bytes: number, signal?: AbortSignal): Promise<Free> {
-    return this.budget.grantWhenFree(sanitize(bytes), this, signal);
+    return this.budget.grantWhenFree(sanitizeBytes(bytes), this, signal);
   }
 
   /** Room for a copy of the mail (a forward, the delivery, a request body): waits, but never on this message itself. */
   acquireCopy(bytes: number, signal?: AbortSignal): Promise<Free> {
-    return this.budget.grantWhenFree(sanitize(bytes), this, signal, this);
+    return this.budget.grantWhenFree(sanitizeBytes(bytes), this, signal, this);
   }
 
   /** @internal Waits for a copy and holds none: it gives nothing back until one is granted. */
@@ -186,10 +213,11 @@ export class BudgetAccount implements MailBudget {
   }
 }
 
-function sanitize(bytes: number): number {
+/** A byte count as a budget takes it: a whole, non-negative number. */
+export function sanitizeBytes(bytes: number): number {
   return Number.isFinite(bytes) ? Math.max(0, Math.ceil(bytes)) : 0;
 }
 
-function shuttingDown(): WorkerError {
+export function shuttingDown(): WorkerError {
   return new WorkerError('SHUTTING_DOWN', 'stopped while waiting for memory budget', { temporary: true });
 }

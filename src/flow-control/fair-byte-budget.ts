@@ -1,14 +1,12 @@
-import { WorkerError } from '../errors.ts';
-import { ByteBudget, type BudgetAccount, type Free } from './byte-budget.ts';
-
-interface Waiter {
-  bytes: number;
-  /** The message the bytes are counted to. */
-  account?: BudgetAccount;
-  /** The message asking, when it asks for a copy of a mail it already holds. */
-  copyFor?: BudgetAccount;
-  resolve: () => void;
-}
+import {
+  ByteBudget,
+  sanitizeBytes,
+  shuttingDown,
+  waitInLine,
+  type BudgetAccount,
+  type Free,
+  type Waiter,
+} from './byte-budget.ts';
 
 interface Holder {
   used: number;
@@ -58,7 +56,7 @@ export class FairByteBudget {
     account?: BudgetAccount,
     copyFor?: BudgetAccount,
   ): Free | undefined {
-    const amount = sanitize(bytes);
+    const amount = sanitizeBytes(bytes);
     if (this.turn.length > 0 || this.verdict(domain, amount) !== 'grant') return undefined;
     this.take(domain, amount, account, copyFor);
     return this.freer(domain, amount, account, copyFor);
@@ -72,36 +70,28 @@ export class FairByteBudget {
     account?: BudgetAccount,
     copyFor?: BudgetAccount,
   ): Promise<Free> {
-    const amount = sanitize(bytes);
+    const amount = sanitizeBytes(bytes);
     if (signal?.aborted) throw shuttingDown();
     const free = this.tryAcquire(domain, amount, account, copyFor);
     if (free) return free;
     const holder = this.holder(domain);
-    await new Promise<void>((resolve, reject) => {
-      // The signal lives as long as the poller: every wait must take its listener away again.
-      const onAbort = () => {
+    const line = {
+      add: (waiter: Waiter) => {
+        holder.waiters.push(waiter);
+        if (!this.turn.includes(domain)) this.turn.push(domain);
+      },
+      remove: (waiter: Waiter) => {
         const index = holder.waiters.indexOf(waiter);
         if (index >= 0) holder.waiters.splice(index, 1);
         if (holder.waiters.length === 0) this.turn = this.turn.filter((d) => d !== domain);
-        if (copyFor) copyFor.waitingCopies -= 1;
-        this.drain();
-        reject(shuttingDown());
-      };
-      const waiter: Waiter = {
-        bytes: amount,
-        ...(account && { account }),
-        ...(copyFor && { copyFor }),
-        resolve: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        },
-      };
-      if (copyFor) copyFor.waitingCopies += 1;
-      holder.waiters.push(waiter);
-      if (!this.turn.includes(domain)) this.turn.push(domain);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.drain();
-    });
+      },
+      drain: () => this.drain(),
+    };
+    await waitInLine(
+      line,
+      { bytes: amount, ...(account && { account }), ...(copyFor && { copyFor }) },
+      signal,
+    );
     return this.freer(domain, amount, account, copyFor);
   }
 
@@ -232,12 +222,4 @@ class BudgetShare extends ByteBudget {
   ): Promise<Free> {
     return this.pool.acquire(this.domain, amount, signal, account, copyFor);
   }
-}
-
-function sanitize(bytes: number): number {
-  return Number.isFinite(bytes) ? Math.max(0, Math.ceil(bytes)) : 0;
-}
-
-function shuttingDown(): WorkerError {
-  return new WorkerError('SHUTTING_DOWN', 'stopped while waiting for memory budget', { temporary: true });
 }
