@@ -12,8 +12,6 @@
  * The mail server is the test suite's smtp-server sink (in this process) answering every DATA after the delay; the
  * AWS emulators answer at once, so the mail server is the bottleneck, as in the scenario.
  */
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DeleteQueueCommand } from '@aws-sdk/client-sqs';
 import { nameFromTemplate } from '../src/aws/resources.ts';
@@ -21,7 +19,7 @@ import { createDomainQueue, type TestStack } from '../test/harness/emulators.ts'
 import { spawnDaemon, type DaemonProcess } from '../test/harness/daemon-process.ts';
 import { startSmtpSink, type SmtpSink } from '../test/harness/smtp-sink.ts';
 import { preload } from './lib/preload.ts';
-import { runRounds, writeBenchResults } from './lib/rounds.ts';
+import { parseVariantSpec, runRounds, writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
 
 interface Variant {
@@ -48,20 +46,13 @@ interface FairnessRun {
   backlog_left: number;
 }
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 let runCounter = 0;
 let seq = 1_000_000;
 
 function parseVariant(text: string): Variant {
-  const [spec, entry] = text.split('@');
-  const [label, settings] = (spec ?? '').split(':');
-  const env: Record<string, string> = {};
-  for (const pair of (settings ?? '').split(';').filter(Boolean)) {
-    const at = pair.indexOf('=');
-    env[pair.slice(0, at)] = pair.slice(at + 1);
-  }
+  const { label, env, entry } = parseVariantSpec(text, 0);
   if (!label) throw new Error(`bad --variant ${text}`);
-  return { label, env, ...(entry && { entry: resolve(ROOT, entry) }) };
+  return { label, env, ...(entry && { entry }) };
 }
 
 /** Bench mails carry `X-Bench-Seq`; the sink keeps the raw bytes. */

@@ -15,15 +15,13 @@
  * emulator), which with a 20 s long poll is 3 per idle domain.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createDomainQueue, type TestStack } from '../test/harness/emulators.ts';
 import { spawnDaemon, type DaemonProcess } from '../test/harness/daemon-process.ts';
 import { startSmtpSink } from '../test/harness/smtp-sink.ts';
 import { cpuMs, peakRssMb, rssMb } from './lib/proc.ts';
 import { startSqsCounter } from './lib/sqs-counter.ts';
-import { runRounds, writeBenchResults } from './lib/rounds.ts';
+import { parseVariantSpec, runRounds, writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
 
 interface Variant {
@@ -49,18 +47,11 @@ export interface IdleRun {
   sqs_requests_last_minute: Record<string, number>;
 }
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-
 function parseVariant(text: string): Variant {
-  const [spec, entry] = text.split('@');
-  const [label, domains, settings] = (spec ?? '').split(':');
-  const env: Record<string, string> = {};
-  for (const pair of (settings ?? '').split(';').filter(Boolean)) {
-    const at = pair.indexOf('=');
-    env[pair.slice(0, at)] = pair.slice(at + 1);
-  }
-  if (!label || !Number(domains)) throw new Error(`bad --variant ${text} (label:domains[:K=V;K=V][@entry])`);
-  return { label, domains: Number(domains), env, ...(entry && { entry: resolve(ROOT, entry) }) };
+  const { label, fields, env, entry } = parseVariantSpec(text, 1);
+  const domains = Number(fields[0]);
+  if (!label || !domains) throw new Error(`bad --variant ${text} (label:domains[:K=V;K=V][@entry])`);
+  return { label, domains, env, ...(entry && { entry }) };
 }
 
 function osThreads(pid: number): number {

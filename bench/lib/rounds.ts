@@ -4,7 +4,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startStack, type TestStack } from '../../test/harness/emulators.ts';
 
@@ -44,4 +44,27 @@ export async function writeBenchResults(
   await mkdir(dirname(file), { recursive: true });
   await writeFile(file, json);
   process.stdout.write(json);
+}
+
+/**
+ * A `--variant` argument, `label[:field…]:K=V;K=V[@entry]`: the label, the fields between it and the settings (as
+ * many as `fields` says), the settings, and another build of the daemon to run (resolved from the repository root).
+ */
+export function parseVariantSpec(
+  text: string,
+  fields: number,
+): { label: string; fields: string[]; env: Record<string, string>; entry?: string } {
+  const [spec, entry] = text.split('@');
+  const parts = (spec ?? '').split(':');
+  const env: Record<string, string> = {};
+  for (const pair of (parts[fields + 1] ?? '').split(';').filter(Boolean)) {
+    const at = pair.indexOf('=');
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return {
+    label: parts[0] ?? '',
+    fields: parts.slice(1, fields + 1),
+    env,
+    ...(entry && { entry: resolve(ROOT, entry) }),
+  };
 }

@@ -21,7 +21,7 @@ import type { MailView } from '../mail/mail-view.ts';
 import type { Attempt } from './attempt.ts';
 import type { BlocklistResult } from './blocklist.ts';
 import { recipientsOf, type SesReceipt } from './notification.ts';
-import type { EffectResult, MessageStatus, RecipientOutcome, RecipientState } from './outcome.ts';
+import type { EffectResult, RecipientOutcome, RecipientState } from './outcome.ts';
 import type { PipelinePorts } from './ports.ts';
 
 export interface AuditInput {
@@ -51,18 +51,18 @@ export function messageStatus(
   return count('rejected') > 0 ? 'rejected' : 'invalid';
 }
 
-/** Records the verdict when the status is final; returns the status. */
+/** Records the verdict when `status` (the `messageStatus` of the input) is final. */
 export async function recordAudit(
   attempt: Attempt,
+  status: FinalVerdict['status'] | 'deferred',
   input: AuditInput,
   ports: PipelinePorts,
-): Promise<MessageStatus> {
-  const status = messageStatus(input.recipients, input.effects);
-  if (status === 'deferred' || attempt.receipt.mail.kind !== 's3') return status;
+): Promise<void> {
+  if (status === 'deferred' || attempt.receipt.mail.kind !== 's3') return;
   const location = attempt.receipt.mail;
   const verdict = verdictOf(attempt, status, input, ports);
   const sharing = sharingDomains(attempt.receipt, ports);
-  if (input.inLedger === true && sharing.length === 0 && plainDelivery(verdict, input)) return status;
+  if (input.inLedger === true && sharing.length === 0 && plainDelivery(verdict, input)) return;
   try {
     if (status === 'blocked' && sharing.length === 0) await removeBlocked(location, verdict, input, ports);
     else await recordVerdict(location, verdict, sharing, input, ports);
@@ -72,7 +72,6 @@ export async function recordAudit(
       'could not record the outcome in S3 metadata',
     );
   }
-  return status;
 }
 
 /**

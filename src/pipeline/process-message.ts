@@ -107,7 +107,8 @@ async function recordOutcome(
   const status = messageStatus(input.recipients, input.effects);
   const verdict = status === 'deferred' ? undefined : { status, at: Math.floor(ports.clock.now() / 1000) };
   const inLedger = await attempt.guard.finish(verdict);
-  return recordAudit(attempt, { ...input, inLedger }, ports);
+  await recordAudit(attempt, status, { ...input, inLedger }, ports);
+  return status;
 }
 
 /**
