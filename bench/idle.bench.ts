@@ -7,6 +7,7 @@
  *       --variant before:100@dist-base/unified-worker.js   (another build of the daemon, for before/after tables)
  *   --seconds S   how long each run lasts (default 180); --runs R   rounds, variants alternating (default 1)
  *   --out FILE    results JSON (default bench/results/<time>-idle.json)
+ *   --node-arg A  repeatable; a Node option for the daemon, e.g. --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/p
  *
  * Each run: fresh queues (each with a dead-letter queue, as deployed), the daemon started with the shipped defaults
  * and a 20 s long poll, sampled every second from /proc (RSS, CPU of all threads), /ready polled until it answers
@@ -60,7 +61,12 @@ function osThreads(pid: number): number {
 
 let runCounter = 0;
 
-async function measure(stack: TestStack, variant: Variant, seconds: number): Promise<IdleRun> {
+async function measure(
+  stack: TestStack,
+  variant: Variant,
+  seconds: number,
+  execArgv: readonly string[],
+): Promise<IdleRun> {
   const run = ++runCounter;
   const domains = Array.from({ length: variant.domains }, (_, i) => `i${run}d${i}.idle.test`);
   for (let i = 0; i < domains.length; i += 50) {
@@ -76,6 +82,7 @@ async function measure(stack: TestStack, variant: Variant, seconds: number): Pro
     daemon = await spawnDaemon({
       domains,
       startTimeoutMs: 120_000,
+      execArgv,
       ...(variant.entry && { entry: variant.entry }),
       env: {
         ...stack.env,
@@ -136,6 +143,11 @@ async function measure(stack: TestStack, variant: Variant, seconds: number): Pro
       cause: error,
     });
   } finally {
+    // A profiler writes its files only on a clean exit.
+    if (daemon && execArgv.length > 0) {
+      daemon.kill('SIGTERM');
+      await Promise.race([daemon.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    }
     await daemon?.stop();
     await sink.stop();
     await counter.stop();
@@ -149,12 +161,13 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '180' },
       runs: { type: 'string', default: '1' },
       out: { type: 'string' },
+      'node-arg': { type: 'string', multiple: true },
     },
   });
   const variants = (values.variant ?? ['default:100']).map(parseVariant);
   const seconds = Number(values.seconds);
   const runs = await runRounds(Number(values.runs), variants, (stack, variant) =>
-    measure(stack, variant, seconds),
+    measure(stack, variant, seconds, values['node-arg'] ?? []),
   );
   await writeBenchResults('idle', values.out, { seconds, runs });
 }

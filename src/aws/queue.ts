@@ -4,12 +4,12 @@ import {
   DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
-  ReceiveMessageCommand,
   type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
 import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs, type AwsDeadlines } from './deadlines.ts';
+import { sqsLongPoll } from './sqs-long-poll.ts';
 
 export interface QueueMessage {
   messageId: string;
@@ -110,25 +110,26 @@ export function createSqsQueue(
   url: string,
   deadlines: AwsDeadlines = DEFAULT_AWS_DEADLINES,
 ): MailQueue {
+  const longPoll = sqsLongPoll(sqs);
   return {
     url,
     async receive({ maxMessages, waitTimeSeconds, signal }) {
       if (signal?.aborted) return [];
       try {
-        const result = await sqs.send(
-          new ReceiveMessageCommand({
+        const messages = await longPoll(
+          {
             QueueUrl: url,
             MaxNumberOfMessages: maxMessages,
             WaitTimeSeconds: waitTimeSeconds,
             MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
             MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
-          }),
+          },
           {
-            requestTimeout: longPollDeadlineMs(waitTimeSeconds, deadlines),
-            ...(signal && { abortSignal: signal }),
+            requestTimeoutMs: longPollDeadlineMs(waitTimeSeconds, deadlines),
+            ...(signal && { signal }),
           },
         );
-        return (result.Messages ?? []).flatMap((m): QueueMessage[] => {
+        return messages.flatMap((m): QueueMessage[] => {
           if (!m.MessageId || !m.ReceiptHandle) return [];
           const replay = replayOf(m);
           return [

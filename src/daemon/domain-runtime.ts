@@ -69,6 +69,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
         logger,
         clock: deps.clock,
         initial: opened.attributes,
+        poller,
       });
       try {
         await poller.run();

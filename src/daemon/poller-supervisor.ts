@@ -212,15 +212,10 @@ export class PollerSupervisor {
         thread.loaded = true;
         this.notifyStatus();
         break;
-      case 'status': {
-        const slot = this.domains.get(message.status.domain);
-        // A thread only ever reports its own domains; anything else is ignored rather than trusted.
-        if (!slot || !thread.domains.includes(slot)) break;
-        slot.status = message.status;
-        this.deps.metrics.pollerUp(slot.domain, ['polling', 'paused'].includes(message.status.state));
+      case 'status':
+        for (const status of message.statuses) this.setStatus(thread, status);
         this.notifyStatus();
         break;
-      }
       case 'deliver':
         void this.relayDelivery(port, message);
         break;
@@ -233,6 +228,14 @@ export class PollerSupervisor {
         this.deps.sesPacer.handle(port, `thread-${thread.index}`, message);
         break;
     }
+  }
+
+  private setStatus(thread: ThreadSlot, status: DomainStatus): void {
+    const slot = this.domains.get(status.domain);
+    // A thread only ever reports its own domains; anything else is ignored rather than trusted.
+    if (!slot || !thread.domains.includes(slot)) return;
+    slot.status = status;
+    this.deps.metrics.pollerUp(slot.domain, ['polling', 'paused'].includes(status.state));
   }
 
   private notifyStatus(): void {

@@ -18,6 +18,7 @@ import { SharedTableGuard } from './shared-table-guard.ts';
 import {
   createDeliveryRelay,
   createPacerProxy,
+  createStatusReporter,
   type DeliveryRelay,
   type PacerProxy,
 } from './thread-relays.ts';
@@ -49,6 +50,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
   const logger = createLogger({ level: config.log.level, redactAddresses: config.log.redactAddresses });
   const post = (message: ThreadMessage) => port.postMessage(message);
   const stop = new AbortController();
+  const statusReporter = createStatusReporter(port);
   // Every domain of the thread listens for the stop, and so does each one waiting to retry its start.
   setMaxListeners(0, stop.signal);
   const metrics = createPipelineMetrics();
@@ -69,7 +71,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
     }),
     // Down until the coordinator says otherwise: mail is received only once the mail server is known to answer.
     mailServer: new MailServerState(false),
-    postStatus: (status) => post({ type: 'status', status }),
+    postStatus: (status) => statusReporter.report(status),
     stopping: stop.signal,
   };
   port.on('message', (message: CoordinatorMessage) => onMessage(message, services, stop, post));
@@ -80,6 +82,7 @@ export default async function runPollerThread(task: PollerTask): Promise<void> {
     await Promise.all(domains.map((domain) => serveDomain(domain, services).catch(crashThread)));
   } finally {
     services.clients.destroy();
+    statusReporter.flush();
     // The destination writes asynchronously; the thread is terminated soon after this task ends.
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     port.close();

@@ -34,7 +34,8 @@ export interface DomainStatus extends Omit<PollerStatus, 'state'> {
 export type ThreadMessage =
   /** The thread's code is loaded and its domains are starting: the next wave of threads may start loading. */
   | { type: 'loaded' }
-  | { type: 'status'; status: DomainStatus }
+  /** The latest status of some of the thread's domains (sent in batches: thread-relays.ts). */
+  | { type: 'status'; statuses: DomainStatus[] }
   | {
       type: 'deliver';
       id: number;

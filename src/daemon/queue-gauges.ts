@@ -1,13 +1,20 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
-import { openDeadLetterQueue, type DeadLetterQueue } from '../aws/dead-letter-queue.ts';
+import { openDeadLetterQueue, type DeadLetterDepth, type DeadLetterQueue } from '../aws/dead-letter-queue.ts';
 import type { MailQueue, QueueAttributes } from '../aws/queue.ts';
 import type { Clock } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
 import type { PipelineMetrics } from '../metrics/pipeline-metrics.ts';
+import type { PollerStatus } from '../poller/domain-poller.ts';
 
-/** The alerts look at 10-minute windows and KEDA reads the queues itself: a minute is fresh enough. */
+/**
+ * The alerts look at 10-minute windows and KEDA reads the queues itself: a minute is fresh enough while mail moves.
+ * A domain seen idle since the last read (empty then, every long poll since empty, nothing in hand) cannot have
+ * gained mail unseen but through another replica: it is read every five minutes, which with many domains is most of
+ * their SQS requests saved (BENCHMARKS.md, "Many domains").
+ */
 const REFRESH_MS = 60_000;
+const IDLE_REFRESH_MS = 300_000;
 
 export interface QueueGaugeDeps {
   sqs: SQSClient;
@@ -18,14 +25,29 @@ export interface QueueGaugeDeps {
   clock: Clock;
   /** The queue's attributes as read at start (the gauges show them at once). */
   initial: QueueAttributes | undefined;
+  /** What the domain's poller has seen since: its polls, its mail in hand, its last finished message. */
+  poller: { getStatus(): Pick<PollerStatus, 'lastPollAt' | 'lastActivityAt' | 'inFlight'> };
+}
+
+interface LastRead {
+  at: number;
+  attributes: QueueAttributes;
 }
 
 /** Keeps a domain's queue gauges fresh: visible and in-flight messages, and its dead-letter queue's depth and age. */
 export function startQueueGauges(deps: QueueGaugeDeps): () => void {
-  const { domain, metrics } = deps;
+  const { domain, metrics, clock } = deps;
   let deadLetters: Promise<DeadLetterQueue | undefined> | undefined;
-  const refresh = async (attributes: QueueAttributes | undefined) => {
+  let depth: DeadLetterDepth | undefined;
+  let last: LastRead | undefined;
+  const showDeadLetters = () => {
+    if (!depth) return;
+    const age = depth.oldestSentAt === undefined ? 0 : (clock.now() - depth.oldestSentAt) / 1000;
+    metrics.deadLetters(domain, depth.messages, Math.max(0, Math.round(age)));
+  };
+  const refresh = async (attributes: QueueAttributes | undefined, at: number) => {
     if (!attributes) return;
+    last = { at, attributes };
     metrics.queueSize(domain, attributes.visible);
     metrics.queueInFlight(domain, attributes.inFlight);
     const arn = attributes.deadLetterTargetArn;
@@ -35,13 +57,35 @@ export function startQueueGauges(deps: QueueGaugeDeps): () => void {
       return undefined;
     });
     const dlq = await deadLetters;
-    const depth = await dlq?.depth().catch(() => undefined);
-    if (!depth) return;
-    const age = depth.oldestSentAt === undefined ? 0 : (deps.clock.now() - depth.oldestSentAt) / 1000;
-    metrics.deadLetters(domain, depth.messages, Math.max(0, Math.round(age)));
+    depth = (await dlq?.depth().catch(() => undefined)) ?? depth;
+    showDeadLetters();
   };
-  void refresh(deps.initial);
-  const timer = setInterval(() => void deps.queue.attributes().then(refresh, () => undefined), REFRESH_MS);
+  const tick = () => {
+    const now = clock.now();
+    if (last && now - last.at < IDLE_REFRESH_MS && idleSince(last, deps.poller.getStatus())) {
+      showDeadLetters();
+      return;
+    }
+    void deps.queue.attributes().then(
+      (attributes) => refresh(attributes, now),
+      () => undefined,
+    );
+  };
+  void refresh(deps.initial, clock.now());
+  const timer = setInterval(tick, REFRESH_MS);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+function idleSince(
+  last: LastRead,
+  status: Pick<PollerStatus, 'lastPollAt' | 'lastActivityAt' | 'inFlight'>,
+): boolean {
+  return (
+    last.attributes.visible === 0 &&
+    last.attributes.inFlight === 0 &&
+    status.inFlight === 0 &&
+    (status.lastPollAt ?? 0) > last.at &&
+    (status.lastActivityAt ?? -Infinity) < last.at
+  );
 }

@@ -1,12 +1,12 @@
 /**
- * The poller thread's side of the services the coordinator runs for every thread: the shared delivery pool and the
- * process's SES pacer, each asked over the thread's MessagePort (protocol.ts).
+ * The poller thread's side of the services the coordinator runs for every thread: the shared delivery pool, the
+ * process's SES pacer and the domains' status, each over the thread's MessagePort (protocol.ts).
  */
 import type { MessagePort } from 'node:worker_threads';
 import { permitAborted, type SendPacer } from '../flow-control/send-pacer.ts';
 import type { RecipientDelivery } from '../smtp/classify.ts';
 import type { DeliveryRequest, MailDelivery } from '../smtp/transport.ts';
-import type { ThreadMessage } from './protocol.ts';
+import type { DomainStatus, ThreadMessage } from './protocol.ts';
 
 export interface PacerProxy extends SendPacer {
   grant(id: number): void;
@@ -100,4 +100,49 @@ export function createDeliveryRelay(port: MessagePort): DeliveryRelay {
       pending.delete(id);
     },
   };
+}
+
+export interface StatusReporter {
+  report(status: DomainStatus): void;
+  /** Sends what is pending now (the thread is ending). */
+  flush(): void;
+}
+
+/** How long a report that changes only times and counts may wait for the thread's others. */
+const STATUS_BATCH_MS = 1_000;
+
+/**
+ * A thread's status reports, sent to the coordinator together. An idle domain reports after every long poll, and a
+ * thread serving many domains would otherwise post a message for each (BENCHMARKS.md, "Many domains"). A report that
+ * changes what /health and /ready decide on (the state, a pause, a hold, an error) is sent at once.
+ */
+export function createStatusReporter(port: MessagePort): StatusReporter {
+  const pending = new Map<string, DomainStatus>();
+  const sent = new Map<string, string>();
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (pending.size === 0) return;
+    const statuses = [...pending.values()];
+    pending.clear();
+    port.postMessage({ type: 'status', statuses } satisfies ThreadMessage);
+  };
+  return {
+    report(status) {
+      pending.set(status.domain, status);
+      const decisive = decisiveFields(status);
+      if (sent.get(status.domain) !== decisive) {
+        sent.set(status.domain, decisive);
+        flush();
+      } else {
+        timer ??= setTimeout(flush, STATUS_BATCH_MS).unref();
+      }
+    },
+    flush,
+  };
+}
+
+function decisiveFields({ state, pausedReason, degraded, lastError }: DomainStatus): string {
+  return JSON.stringify([state, pausedReason, degraded, lastError]);
 }

@@ -344,12 +344,15 @@ describe('never lose, never duplicate', () => {
         await first.kill9();
         ddb.clear(held);
         s3.clear(audit);
-        // Precondition: the kill came after SES answered and before the ledger heard of it.
+        // Precondition: the kill came after SES answered and before the ledger heard of it. (A slow machine may let
+        // the 3 s visibility lapse meanwhile: a second receive is then deferred by the claim and logs a retry.)
         assert.equal(sentTo(), 1);
-        assert.equal(
-          outcomeLines(first.logs).filter((l) => l.sesMessageId === id).length,
-          0,
-          'no outcome logged',
+        assert.deepEqual(
+          outcomeLines(first.logs)
+            .filter((l) => l.sesMessageId === id && l.disposition !== 'retry')
+            .map((l) => l.disposition),
+          [],
+          'no attempt finished',
         );
 
         const second = await spawnDaemon({ domains: [domain], env });
@@ -831,8 +834,8 @@ describe('never lose, never duplicate', () => {
         const to = `user@${domain}`;
         const { rig, stack } = await faultRig(t, domain);
         const id = sesMessageId();
-        // What a worker killed right after claiming leaves behind (lease = max(5, visibility 3) = 5 s; leases are whole
-        // seconds, so it is taken over from now + 6 s at the latest).
+        // What a worker killed right after claiming leaves behind, with 10 s of its lease left: long enough that the
+        // first receive finds it live on a slow machine too (leases are whole seconds: taken over from now + 11 s).
         const now = Math.floor(Date.now() / 1000);
         await stack.ddb.send(
           new PutCommand({
@@ -840,7 +843,7 @@ describe('never lose, never duplicate', () => {
             Item: {
               pk: messageKey(id, domain),
               owner: 'a-dead-worker',
-              lease_until: now + 5,
+              lease_until: now + 10,
               expires_at: now + 86_400,
               effects: {},
               legacy: false,
@@ -857,12 +860,12 @@ describe('never lose, never duplicate', () => {
         );
         await waitUntil(() => copies(rig.mailbox, 'lease') > 0, 45_000, 'delivery', 100);
         const delayMs = Date.now() - started;
-        report(t, `a claim with 5 s of lease left delayed the delivery by ${delayMs} ms`);
+        report(t, `a claim with 10 s of lease left delayed the delivery by ${delayMs} ms`);
         await waitUntil(() => drained(stack, p.queueUrl), 10_000, 'queue drained', 100);
         assert.equal(copies(rig.mailbox, 'lease'), 1);
         // A message held up only by live claims comes back after the lease (+ 1 s, plus receive latency), not after
         // the retry schedule's 30 s: the bound sits between the two. (A timer is the behaviour under test here.)
-        assert.ok(delayMs < 20_000, `delivered after ${delayMs} ms; the lease had 5 s left`);
+        assert.ok(delayMs < 25_000, `delivered after ${delayMs} ms; the lease had 10 s left`);
       });
 
       it('a throttled ledger "complete" after a successful delivery must not deliver the mail again', async (t) => {

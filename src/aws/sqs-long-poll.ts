@@ -1,0 +1,155 @@
+import { createHash } from 'node:crypto';
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import { SignatureV4 } from '@smithy/signature-v4';
+import type { Endpoint, HttpRequest, HttpResponse } from '@smithy/types';
+
+/** What one ReceiveMessage asks for, in the SDK's own names. */
+export interface LongPollRequest {
+  QueueUrl: string;
+  MaxNumberOfMessages: number;
+  WaitTimeSeconds: number;
+  MessageSystemAttributeNames: string[];
+  MessageAttributeNames: string[];
+}
+
+export interface LongPollOptions {
+  /** The whole call's deadline: the wait plus an ordinary call's (aws/deadlines.ts). */
+  requestTimeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export type LongPoll = (request: LongPollRequest, options: LongPollOptions) => Promise<Message[]>;
+
+/** An SQS failure shaped as the SDK shapes its own, so that errors.ts classifies both alike. */
+export class SqsServiceError extends Error {
+  readonly $metadata: { httpStatusCode: number };
+  readonly $fault: 'client' | 'server';
+
+  constructor(name: string, message: string, status: number) {
+    super(message);
+    this.name = name;
+    this.$metadata = { httpStatusCode: status };
+    this.$fault = status >= 500 ? 'server' : 'client';
+  }
+}
+
+/**
+ * ReceiveMessage without the SDK's middleware stack. An idle domain costs nothing but its long polls (three a
+ * minute), and for such a small request the stack (endpoint rules, retry tokens, user agent, schema serde) costs about
+ * three times the request itself (BENCHMARKS.md, "Many domains"). Everything that matters is the client's own: its
+ * credentials, region, hash, clock offset, endpoint and request handler, whose deadlines are enforced
+ * (aws/request-handler.ts).
+ * The protocol is the one the SDK speaks to SQS (AWS JSON 1.0, query-compatible errors), and the bodies' MD5 is
+ * checked as the SDK checks it. A failed poll is not retried here: the poller backs off and polls again.
+ */
+export function sqsLongPoll(sqs: SQSClient): LongPoll {
+  const { config } = sqs;
+  const signer = new SignatureV4({
+    service: 'sqs',
+    region: config.region,
+    credentials: config.credentials,
+    sha256: config.sha256,
+  });
+  return async (request, { requestTimeoutMs, signal }) => {
+    const body = JSON.stringify(request);
+    const endpoint = await endpointFor(sqs, request.QueueUrl);
+    const unsigned = {
+      method: 'POST',
+      protocol: endpoint.protocol,
+      hostname: endpoint.hostname,
+      ...(endpoint.port !== undefined && { port: endpoint.port }),
+      path: endpoint.path || '/',
+      query: {},
+      headers: {
+        host: endpoint.port === undefined ? endpoint.hostname : `${endpoint.hostname}:${endpoint.port}`,
+        'content-type': 'application/x-amz-json-1.0',
+        'x-amz-target': 'AmazonSQS.ReceiveMessage',
+        'x-amzn-query-mode': 'true',
+        'content-length': String(Buffer.byteLength(body)),
+      },
+      body,
+    } satisfies HttpRequest;
+    // The clock offset the SDK learnt from a skew error on any other SQS call of this client.
+    const signed = await signer.sign(unsigned, {
+      signingDate: new Date(Date.now() + config.systemClockOffset),
+    });
+    const { response } = await config.requestHandler.handle(signed as HttpRequest, {
+      requestTimeout: requestTimeoutMs,
+      ...(signal && { abortSignal: signal }),
+    });
+    return parseAnswer(response as HttpResponse, await readBody(response as HttpResponse));
+  };
+}
+
+/**
+ * Where the SDK would send it: the client's endpoint when one is configured, else the queue URL's host (the SQS
+ * client's `useQueueUrlAsEndpoint`, on by default).
+ */
+async function endpointFor(sqs: SQSClient, queueUrl: string): Promise<Endpoint> {
+  if (sqs.config.endpoint) return sqs.config.endpoint();
+  const url = new URL(queueUrl);
+  return {
+    protocol: url.protocol,
+    hostname: url.hostname,
+    ...(url.port !== '' && { port: Number(url.port) }),
+    path: '/',
+  };
+}
+
+async function readBody(response: HttpResponse): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response.body as AsyncIterable<Buffer | string>) {
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseAnswer(response: HttpResponse, text: string): Message[] {
+  const status = response.statusCode;
+  const parsed = parseJson(text);
+  if (status < 200 || status > 299) throw serviceError(response, parsed, text);
+  if (parsed === undefined) {
+    throw new SqsServiceError('InvalidResponse', `ReceiveMessage answered ${status} without JSON`, 502);
+  }
+  const messages = (parsed as { Messages?: unknown }).Messages;
+  if (messages === undefined) return [];
+  if (!Array.isArray(messages)) throw new SqsServiceError('InvalidResponse', 'Messages is not a list', 502);
+  verifyBodies(messages as Message[]);
+  return messages as Message[];
+}
+
+function parseJson(text: string): object | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The legacy code of `x-amzn-query-error` (what the SDK names its errors after), else the `__type`'s shape name. */
+function serviceError(response: HttpResponse, parsed: object | undefined, text: string): SqsServiceError {
+  const fields = (parsed ?? {}) as { __type?: unknown; message?: unknown; Message?: unknown };
+  const queryError = response.headers['x-amzn-query-error']?.split(';')[0];
+  const type = typeof fields.__type === 'string' ? fields.__type.split('#').pop() : undefined;
+  const name = queryError || type || `Http${response.statusCode}`;
+  const message = fields.message ?? fields.Message;
+  return new SqsServiceError(
+    name,
+    typeof message === 'string' ? message : text.slice(0, 200) || name,
+    response.statusCode,
+  );
+}
+
+/** As the SDK's SQS middleware: a body that does not match its MD5 fails the whole receive. */
+function verifyBodies(messages: readonly Message[]): void {
+  const broken = messages.filter(
+    (m) =>
+      m.Body !== undefined &&
+      m.MD5OfBody !== undefined &&
+      createHash('md5').update(m.Body).digest('hex') !== m.MD5OfBody,
+  );
+  if (broken.length > 0) {
+    throw new Error(`Invalid MD5 checksum on messages: ${broken.map((m) => m.MessageId).join(', ')}`);
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The long poll's own request path (src/aws/sqs-long-poll.ts), which skips the SDK's middleware stack: against
+ * fauxqs it must receive what the SDK receives (bodies, receive counts, the replay attributes) and fail as the SDK
+ * fails (a missing queue is permanent, with SQS's code); against a small HTTP server that plays SQS it must check the
+ * MD5 of bodies, classify 5xx and throttling as temporary, reject an answer that is not SQS's, sign as SigV4 for
+ * `sqs`, and stop at once when aborted.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { ChangeMessageVisibilityCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
+import { DEFAULT_AWS_DEADLINES } from '../../src/aws/deadlines.ts';
+import {
+  REPLAY_ATTRIBUTE,
+  REPLAY_GENERATION_ATTRIBUTE,
+  createSqsQueue,
+  type MailQueue,
+} from '../../src/aws/queue.ts';
+import { WorkerError } from '../../src/errors.ts';
+import {
+  TEST_CREDENTIALS,
+  TEST_REGION,
+  createDomainQueue,
+  startStack,
+  type TestStack,
+} from '../harness/emulators.ts';
+
+/** The daemon's own clients, pointed at `endpoint` (credentials from the environment, as in a deployment). */
+function daemonClients(endpoint: string): AwsClients {
+  process.env.AWS_ACCESS_KEY_ID = TEST_CREDENTIALS.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS.secretAccessKey;
+  return createAwsClients({
+    region: TEST_REGION,
+    endpoints: { sqs: endpoint },
+    s3ForcePathStyle: true,
+    deadlines: DEFAULT_AWS_DEADLINES,
+  });
+}
+
+describe('the long poll against fauxqs', () => {
+  let stack: TestStack;
+  let clients: AwsClients;
+  let queue: MailQueue;
+  let queueUrl: string;
+
+  before(async () => {
+    stack = await startStack();
+    clients = daemonClients(stack.endpoints.sqs);
+    ({ queueUrl } = await createDomainQueue(stack.sqs, 'long-poll.test'));
+    queue = createSqsQueue(clients.sqs, queueUrl);
+  });
+  after(async () => {
+    clients.destroy();
+    await stack.stop();
+  });
+
+  it('receives the body, the receive count and the replay attributes, as the SDK does', async () => {
+    const body = JSON.stringify({ notificationType: 'Received', text: 'ünïcödé ✓' });
+    const sent = await stack.sqs.send(
+      new SendMessageCommand({
+        QueueUrl: queueUrl,
+        MessageBody: body,
+        MessageAttributes: {
+          [REPLAY_ATTRIBUTE]: { DataType: 'String', StringValue: 'true' },
+          [REPLAY_GENERATION_ATTRIBUTE]: { DataType: 'Number', StringValue: '2' },
+        },
+      }),
+    );
+    const [first] = await queue.receive({ maxMessages: 10, waitTimeSeconds: 1 });
+    assert.ok(first, 'the message was received');
+    assert.equal(first.messageId, sent.MessageId);
+    assert.equal(first.body, body);
+    assert.equal(first.receiveCount, 1);
+    assert.ok(first.firstReceivedAt > Date.now() - 60_000 && first.firstReceivedAt <= Date.now());
+    assert.deepEqual(first.replay, { generation: 2 });
+
+    await stack.sqs.send(
+      new ChangeMessageVisibilityCommand({
+        QueueUrl: queueUrl,
+        ReceiptHandle: first.receiptHandle,
+        VisibilityTimeout: 0,
+      }),
+    );
+    const [again] = await queue.receive({ maxMessages: 10, waitTimeSeconds: 1 });
+    assert.equal(again?.messageId, sent.MessageId);
+    assert.equal(again?.receiveCount, 2);
+    await queue.deleteBatch([again!]);
+  });
+
+  it('waits for mail that arrives during the poll', async () => {
+    const polling = queue.receive({ maxMessages: 10, waitTimeSeconds: 5 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'late' }));
+    const received = await polling;
+    assert.deepEqual(
+      received.map((m) => m.body),
+      ['late'],
+    );
+    await queue.deleteBatch(received);
+  });
+
+  it('fails permanently, with SQS code, on a queue that does not exist', async () => {
+    const missing = createSqsQueue(clients.sqs, queueUrl.replace(/[^/]+$/, 'no-such-queue'));
+    const error = await missing.receive({ maxMessages: 1, waitTimeSeconds: 0 }).then(
+      () => assert.fail('the receive succeeded'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof WorkerError);
+    assert.equal(error.temporary, false);
+    assert.match(error.awsCode ?? '', /NonExistentQueue|QueueDoesNotExist/);
+  });
+});
+
+interface FakeAnswer {
+  status: number;
+  body: string;
+  headers?: Record<string, string>;
+}
+
+/** An HTTP server that plays SQS: answers every request with `answer()` and keeps what it was sent. */
+async function fakeSqs(answer: () => FakeAnswer | 'never') {
+  const requests: { headers: http.IncomingHttpHeaders; body: string }[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      requests.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      const reply = answer();
+      if (reply === 'never') return;
+      res.writeHead(reply.status, { 'content-type': 'application/x-amz-json-1.0', ...reply.headers });
+      res.end(reply.body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    endpoint,
+    requests,
+    queueUrl: `${endpoint}/000000000000/fake-queue`,
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve()).closeAllConnections()),
+  };
+}
+
+const md5 = (text: string) => createHash('md5').update(text).digest('hex');
+
+describe('the long poll against a server that plays SQS', () => {
+  let answer: () => FakeAnswer | 'never' = () => ({ status: 200, body: '{}' });
+  let fake: Awaited<ReturnType<typeof fakeSqs>>;
+  let clients: AwsClients;
+  let queue: MailQueue;
+
+  before(async () => {
+    fake = await fakeSqs(() => answer());
+    clients = daemonClients(fake.endpoint);
+    queue = createSqsQueue(clients.sqs, fake.queueUrl);
+  });
+  after(async () => {
+    clients.destroy();
+    await fake.stop();
+  });
+
+  const receiveError = () =>
+    queue.receive({ maxMessages: 10, waitTimeSeconds: 0 }).then(
+      () => assert.fail('the receive succeeded'),
+      (e: unknown) => e,
+    );
+
+  it('sends AWS JSON 1.0, signed with SigV4 for sqs in the client region', async () => {
+    answer = () => ({ status: 200, body: '{}' });
+    assert.deepEqual(await queue.receive({ maxMessages: 7, waitTimeSeconds: 0 }), []);
+    const request = fake.requests.at(-1)!;
+    assert.equal(request.headers['x-amz-target'], 'AmazonSQS.ReceiveMessage');
+    assert.equal(request.headers['content-type'], 'application/x-amz-json-1.0');
+    assert.match(
+      String(request.headers.authorization),
+      /^AWS4-HMAC-SHA256 Credential=test\/\d{8}\/us-east-1\/sqs\/aws4_request, SignedHeaders=[^,]*x-amz-target[^,]*, Signature=[0-9a-f]{64}$/,
+    );
+    const sent = JSON.parse(request.body) as Record<string, unknown>;
+    assert.equal(sent.QueueUrl, fake.queueUrl);
+    assert.equal(sent.MaxNumberOfMessages, 7);
+    assert.equal(sent.WaitTimeSeconds, 0);
+  });
+
+  it('accepts bodies whose MD5 matches and fails the receive when one does not', async () => {
+    const good = { MessageId: 'm1', ReceiptHandle: 'r1', Body: 'hello', MD5OfBody: md5('hello') };
+    answer = () => ({ status: 200, body: JSON.stringify({ Messages: [good] }) });
+    const [message] = await queue.receive({ maxMessages: 10, waitTimeSeconds: 0 });
+    assert.equal(message?.body, 'hello');
+
+    const bad = { MessageId: 'm2', ReceiptHandle: 'r2', Body: 'hello', MD5OfBody: md5('other') };
+    answer = () => ({ status: 200, body: JSON.stringify({ Messages: [good, bad] }) });
+    const error = await receiveError();
+    assert.ok(error instanceof WorkerError);
+    assert.match(error.message, /Invalid MD5 checksum on messages: m2/);
+    assert.equal(error.temporary, true);
+  });
+
+  it('names errors by their query-compatible code and keeps the HTTP status', async () => {
+    answer = () => ({
+      status: 400,
+      headers: { 'x-amzn-query-error': 'AWS.SimpleQueueService.NonExistentQueue;Sender' },
+      body: JSON.stringify({ __type: 'com.amazonaws.sqs#QueueDoesNotExist', message: 'gone' }),
+    });
+    const error = await receiveError();
+    assert.ok(error instanceof WorkerError);
+    assert.equal(error.awsCode, 'AWS.SimpleQueueService.NonExistentQueue');
+    assert.equal(error.temporary, false);
+    assert.match(error.message, /gone/);
+  });
+
+  it('treats throttling and 5xx as temporary', async () => {
+    for (const reply of [
+      {
+        status: 400,
+        body: JSON.stringify({ __type: 'com.amazonaws.sqs#RequestThrottled', message: 'slow' }),
+      },
+      { status: 503, body: 'Service Unavailable' },
+    ]) {
+      answer = () => reply;
+      const error = await receiveError();
+      assert.ok(error instanceof WorkerError, String(error));
+      assert.equal(error.temporary, true, `${reply.status} ${reply.body}`);
+    }
+  });
+
+  it('rejects a 200 answer that is not JSON, or whose Messages is not a list', async () => {
+    for (const body of ['<html>proxy login</html>', '{"Messages":{"a":1}}']) {
+      answer = () => ({ status: 200, body });
+      const error = await receiveError();
+      assert.ok(error instanceof WorkerError, body);
+      assert.match(error.message, /without JSON|not a list/);
+    }
+  });
+
+  it('returns nothing at once when the poll is aborted while the server is silent', async () => {
+    answer = () => 'never';
+    const stop = new AbortController();
+    const polling = queue.receive({ maxMessages: 10, waitTimeSeconds: 20, signal: stop.signal });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const abortedAt = Date.now();
+    stop.abort();
+    assert.deepEqual(await polling, []);
+    assert.ok(Date.now() - abortedAt < 2_000, 'the aborted poll returned promptly');
+  });
+});
