@@ -36,7 +36,7 @@ export class SqsServiceError extends Error {
 /**
  * ReceiveMessage without the SDK's middleware stack. An idle domain costs nothing but its long polls (three a
  * minute), and for such a small request the stack (endpoint rules, retry tokens, user agent, schema serde) costs about
- * three times the request itself (BENCHMARKS.md, "Many domains"). Everything that matters is the client's own: its
+ * as much again as the request itself (BENCHMARKS.md, "The long poll without the SDK's stack"). Everything that matters is the client's own: its
  * credentials, region, hash, clock offset, endpoint and request handler, whose deadlines are enforced
  * (aws/request-handler.ts).
  * The protocol is the one the SDK speaks to SQS (AWS JSON 1.0, query-compatible errors), and the bodies' MD5 is

@@ -74,7 +74,15 @@ function portOf(server: http.Server): number {
   return (address as AddressInfo).port;
 }
 
+/**
+ * How long the emulators keep an idle keep-alive connection. Node's default (5 s) races the clients: a request sent on a
+ * connection just as the server closes it fails with ECONNRESET, and the test clients make a single attempt. A slow
+ * machine leaves connections idle for seconds between a test's set-up and its first call; 10 minutes outlasts a test.
+ */
+export const EMULATOR_KEEP_ALIVE_MS = 600_000;
+
 function listen(server: http.Server): Promise<number> {
+  server.keepAliveTimeout = EMULATOR_KEEP_ALIVE_MS;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
@@ -189,6 +197,7 @@ export async function startFauxqs(): Promise<FauxqsHandle> {
     s3Store.hasBucket(name),
   );
   await app.listen({ port: 0, host: '127.0.0.1' });
+  app.server.keepAliveTimeout = EMULATOR_KEEP_ALIVE_MS;
   const port = portOf(app.server);
   let stopped: Promise<void> | undefined;
   return {
@@ -460,6 +469,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'pr
  */
 export async function startSes(): Promise<SesHandle> {
   const upstream = await loadSesServerFactory()({ host: '127.0.0.1', port: 0 });
+  upstream.keepAliveTimeout = EMULATOR_KEEP_ALIVE_MS;
   const upstreamPort = portOf(upstream);
   const upstreamAgent = new http.Agent({ keepAlive: true });
   const sent: RecordedSesMail[] = [];

@@ -22,7 +22,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { GetQueueUrlCommand, SendMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { domainQueueName } from './emulators.ts';
+import { EMULATOR_KEEP_ALIVE_MS, domainQueueName } from './emulators.ts';
 import type { LogLine } from './pipeline-rig.ts';
 import { sesMessageId, sesNotification, snsEnvelope } from './ses-events.ts';
 
@@ -277,6 +277,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       decide(req, res, { ...request, body: body.toString('utf8') }, body);
     });
   });
+  // As the emulators behind it: an idle connection closed by the proxy would race the daemon's next call.
+  server.keepAliveTimeout = EMULATOR_KEEP_ALIVE_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());

@@ -1,0 +1,162 @@
+/**
+ * CPU per ReceiveMessage: the SDK's `send` against the daemon's own request path (src/aws/sqs-long-poll.ts), on the
+ * daemon's clients (`createAwsClients`), fauxqs in another process so that only the client's CPU is counted
+ * (`node --import tsx bench/long-poll.bench.ts`).
+ *
+ *   --polls N     queues polled side by side, each by one loop (default 1000)
+ *   --wait S      WaitTimeSeconds of each poll (default 20: idle domains' long polls; 0: back-to-back requests)
+ *   --seconds S   measured time per variant, after a warm-up of one wait plus 10 s (default 60)
+ *   --runs R      rounds, the two paths alternating (default 2)
+ *   --out FILE    results JSON (default bench/results/<time>-long-poll.json)
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { parseArgs } from 'node:util';
+import { CreateQueueCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { createAwsClients } from '../src/aws/clients.ts';
+import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs } from '../src/aws/deadlines.ts';
+import { createSqsQueue } from '../src/aws/queue.ts';
+import { TEST_CREDENTIALS, TEST_REGION } from '../test/harness/emulators.ts';
+import { writeBenchResults } from './lib/rounds.ts';
+import { median, round } from './lib/stats.ts';
+
+type Path = 'sdk' | 'lean';
+
+interface PollRun {
+  path: Path;
+  polls: number;
+  wait_s: number;
+  receives: number;
+  cpu_ms_per_receive: number;
+  cpu_percent_of_core: number;
+}
+
+async function startEmulator(): Promise<{ endpoint: string; stop: () => void }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/lib/fauxqs-process.ts'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  process.once('exit', () => child.kill());
+  const [first] = (await once(child.stdout, 'data')) as [Buffer];
+  return { endpoint: first.toString('utf8').trim(), stop: () => child.kill() };
+}
+
+async function createQueues(endpoint: string, count: number): Promise<string[]> {
+  const admin = new SQSClient({ region: TEST_REGION, endpoint, credentials: TEST_CREDENTIALS });
+  const urls: string[] = [];
+  for (let i = 0; i < count; i += 50) {
+    const batch = Array.from({ length: Math.min(50, count - i) }, (_, j) =>
+      admin.send(new CreateQueueCommand({ QueueName: `long-poll-${i + j}` })).then((r) => r.QueueUrl ?? ''),
+    );
+    urls.push(...(await Promise.all(batch)));
+  }
+  admin.destroy();
+  return urls;
+}
+
+async function measure(endpoint: string, urls: string[], path: Path, wait: number, seconds: number) {
+  const { sqs, destroy } = createAwsClients(
+    {
+      region: TEST_REGION,
+      endpoints: { sqs: endpoint },
+      s3ForcePathStyle: true,
+      deadlines: DEFAULT_AWS_DEADLINES,
+    },
+    { maxSockets: urls.length + 10 },
+  );
+  const stop = new AbortController();
+  let receives = 0;
+  const receiveFrom = (url: string): (() => Promise<unknown>) => {
+    if (path === 'lean') {
+      const queue = createSqsQueue(sqs, url);
+      return () => queue.receive({ maxMessages: 10, waitTimeSeconds: wait, signal: stop.signal });
+    }
+    const command = () =>
+      new ReceiveMessageCommand({
+        QueueUrl: url,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: wait,
+        MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
+        MessageAttributeNames: ['uw-replay', 'uw-replay-generation'],
+      });
+    return () =>
+      sqs
+        .send(command(), {
+          abortSignal: stop.signal,
+          requestTimeout: longPollDeadlineMs(wait, DEFAULT_AWS_DEADLINES),
+        })
+        .catch((error: unknown) => {
+          if (!stop.signal.aborted) throw error;
+        });
+  };
+  const loops = urls.map(async (url) => {
+    const receive = receiveFrom(url);
+    while (!stop.signal.aborted) {
+      await receive();
+      receives += 1;
+    }
+  });
+  await new Promise((resolve) => setTimeout(resolve, (wait + 10) * 1000));
+  const cpuBefore = process.cpuUsage();
+  const countBefore = receives;
+  const startedAt = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  const cpu = process.cpuUsage(cpuBefore);
+  const elapsedMs = Date.now() - startedAt;
+  const counted = receives - countBefore;
+  stop.abort();
+  await Promise.all(loops);
+  destroy();
+  const cpuMs = (cpu.user + cpu.system) / 1000;
+  return {
+    path,
+    polls: urls.length,
+    wait_s: wait,
+    receives: counted,
+    cpu_ms_per_receive: round(cpuMs / counted, 3),
+    cpu_percent_of_core: round((cpuMs / elapsedMs) * 100, 2),
+  } satisfies PollRun;
+}
+
+async function main(): Promise<void> {
+  // The daemon's clients take their credentials from the environment, as in a deployment.
+  process.env.AWS_ACCESS_KEY_ID = TEST_CREDENTIALS.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = TEST_CREDENTIALS.secretAccessKey;
+  const { values } = parseArgs({
+    options: {
+      polls: { type: 'string', default: '1000' },
+      wait: { type: 'string', default: '20' },
+      seconds: { type: 'string', default: '60' },
+      runs: { type: 'string', default: '2' },
+      out: { type: 'string' },
+    },
+  });
+  const [polls, wait, seconds, runs] = [values.polls, values.wait, values.seconds, values.runs].map(
+    Number,
+  ) as [number, number, number, number];
+  const emulator = await startEmulator();
+  const results: PollRun[] = [];
+  try {
+    const urls = await createQueues(emulator.endpoint, polls);
+    for (let run = 1; run <= runs; run++) {
+      for (const path of ['sdk', 'lean'] as const) {
+        const result = await measure(emulator.endpoint, urls, path, wait, seconds);
+        results.push(result);
+        process.stderr.write(`round ${run} ${JSON.stringify(result)}\n`);
+      }
+    }
+  } finally {
+    emulator.stop();
+  }
+  const medianOf = (path: Path) =>
+    median(results.filter((r) => r.path === path).map((r) => r.cpu_ms_per_receive));
+  await writeBenchResults('long-poll', values.out, {
+    polls,
+    wait_s: wait,
+    seconds,
+    runs: results,
+    median_cpu_ms_per_receive: { sdk: medianOf('sdk'), lean: medianOf('lean') },
+    sdk_over_lean: round(medianOf('sdk') / medianOf('lean'), 2),
+  });
+}
+
+await main();
