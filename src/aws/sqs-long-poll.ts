@@ -24,6 +24,8 @@ export type LongPoll = (request: LongPollRequest, options: LongPollOptions) => P
 export class SqsServiceError extends Error {
   readonly $metadata: { httpStatusCode: number };
   readonly $fault: 'client' | 'server';
+  /** The legacy (query protocol) error code, where the answer gave one. */
+  Code?: string;
 
   constructor(name: string, message: string, status: number) {
     super(message);
@@ -36,11 +38,12 @@ export class SqsServiceError extends Error {
 /**
  * ReceiveMessage without the SDK's middleware stack. An idle domain costs nothing but its long polls (three a
  * minute), and for such a small request the stack (endpoint rules, retry tokens, user agent, schema serde) costs about
- * as much again as the request itself (BENCHMARKS.md, "The long poll without the SDK's stack"). Everything that matters is the client's own: its
- * credentials, region, hash, clock offset, endpoint and request handler, whose deadlines are enforced
- * (aws/request-handler.ts).
- * The protocol is the one the SDK speaks to SQS (AWS JSON 1.0, query-compatible errors), and the bodies' MD5 is
- * checked as the SDK checks it. A failed poll is not retried here: the poller backs off and polls again.
+ * as much again as the request itself (BENCHMARKS.md, "The long poll without the SDK's stack"). What matters is kept:
+ * the client's credentials, region, hash, endpoint and request handler, whose deadlines are enforced
+ * (aws/request-handler.ts); its clock offset, corrected from the answers' Date as the SDK corrects it; the protocol the
+ * SDK speaks to SQS (AWS JSON 1.0, query-compatible errors); the bodies' MD5 check; one quiet retry where the SDK's
+ * would matter (a kept-alive connection reset before any answer, a signature refused for a clock just corrected).
+ * Anything else fails the poll: the poller backs off and polls again.
  */
 export function sqsLongPoll(sqs: SQSClient): LongPoll {
   const { config } = sqs;
@@ -50,7 +53,7 @@ export function sqsLongPoll(sqs: SQSClient): LongPoll {
     credentials: config.credentials,
     sha256: config.sha256,
   });
-  return async (request, { requestTimeoutMs, signal }) => {
+  const attempt = async (request: LongPollRequest, { requestTimeoutMs, signal }: LongPollOptions) => {
     const body = JSON.stringify(request);
     const endpoint = await endpointFor(sqs, request.QueueUrl);
     const unsigned = {
@@ -58,7 +61,7 @@ export function sqsLongPoll(sqs: SQSClient): LongPoll {
       protocol: endpoint.protocol,
       hostname: endpoint.hostname,
       ...(endpoint.port !== undefined && { port: endpoint.port }),
-      path: endpoint.path || '/',
+      path: endpoint.path.endsWith('/') ? endpoint.path : `${endpoint.path}/`,
       query: {},
       headers: {
         host: endpoint.port === undefined ? endpoint.hostname : `${endpoint.hostname}:${endpoint.port}`,
@@ -69,7 +72,6 @@ export function sqsLongPoll(sqs: SQSClient): LongPoll {
       },
       body,
     } satisfies HttpRequest;
-    // The clock offset the SDK learnt from a skew error on any other SQS call of this client.
     const signed = await signer.sign(unsigned, {
       signingDate: new Date(Date.now() + config.systemClockOffset),
     });
@@ -77,8 +79,47 @@ export function sqsLongPoll(sqs: SQSClient): LongPoll {
       requestTimeout: requestTimeoutMs,
       ...(signal && { abortSignal: signal }),
     });
-    return parseAnswer(response as HttpResponse, await readBody(response as HttpResponse));
+    const answer = response as HttpResponse;
+    const skewCorrected = correctClockOffset(sqs, answer.headers.date);
+    return { answer, text: await readBody(answer), skewCorrected };
   };
+  return async (request, options) => {
+    let result;
+    try {
+      result = await attempt(request, options);
+    } catch (error) {
+      if (options.signal?.aborted || !isResetBeforeAnswer(error)) throw error;
+      result = await attempt(request, options);
+    }
+    try {
+      return parseAnswer(result.answer, result.text);
+    } catch (error) {
+      if (
+        !result.skewCorrected ||
+        !(error instanceof SqsServiceError) ||
+        error.$metadata.httpStatusCode !== 403
+      ) {
+        throw error;
+      }
+      const again = await attempt(request, options);
+      return parseAnswer(again.answer, again.text);
+    }
+  };
+}
+
+/** As the SDK's signer: an answer whose Date is five minutes or more from ours resets the client's clock offset. */
+function correctClockOffset(sqs: SQSClient, serverDate: string | undefined): boolean {
+  const serverTime = serverDate === undefined ? Number.NaN : Date.parse(serverDate);
+  if (Number.isNaN(serverTime)) return false;
+  if (Math.abs(Date.now() + sqs.config.systemClockOffset - serverTime) < 300_000) return false;
+  sqs.config.systemClockOffset = serverTime - Date.now();
+  return true;
+}
+
+/** A kept-alive connection the other side closed as the request went out: no answer came, so none was lost. */
+function isResetBeforeAnswer(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
 }
 
 /**
@@ -108,6 +149,8 @@ function parseAnswer(response: HttpResponse, text: string): Message[] {
   const status = response.statusCode;
   const parsed = parseJson(text);
   if (status < 200 || status > 299) throw serviceError(response, parsed, text);
+  // An empty answer is no message, as the SDK reads it.
+  if (text.trim() === '') return [];
   if (parsed === undefined) {
     throw new SqsServiceError('InvalidResponse', `ReceiveMessage answered ${status} without JSON`, 502);
   }
@@ -127,18 +170,24 @@ function parseJson(text: string): object | undefined {
   }
 }
 
-/** The legacy code of `x-amzn-query-error` (what the SDK names its errors after), else the `__type`'s shape name. */
+/**
+ * Named as the SDK names it: the `__type`'s shape name, else the legacy code of `x-amzn-query-error` (the SDK keeps
+ * that one as `Code`), else `x-amzn-errortype`.
+ */
 function serviceError(response: HttpResponse, parsed: object | undefined, text: string): SqsServiceError {
   const fields = (parsed ?? {}) as { __type?: unknown; message?: unknown; Message?: unknown };
-  const queryError = response.headers['x-amzn-query-error']?.split(';')[0];
   const type = typeof fields.__type === 'string' ? fields.__type.split('#').pop() : undefined;
-  const name = queryError || type || `Http${response.statusCode}`;
+  const queryError = response.headers['x-amzn-query-error']?.split(';')[0];
+  const errorType = response.headers['x-amzn-errortype']?.split(':')[0];
+  const name = type || queryError || errorType || `Http${response.statusCode}`;
   const message = fields.message ?? fields.Message;
-  return new SqsServiceError(
+  const error = new SqsServiceError(
     name,
     typeof message === 'string' ? message : text.slice(0, 200) || name,
     response.statusCode,
   );
+  if (queryError) error.Code = queryError;
+  return error;
 }
 
 /** As the SDK's SQS middleware: a body that does not match its MD5 fails the whole receive. */

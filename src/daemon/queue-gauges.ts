@@ -14,7 +14,8 @@ import type { PollerStatus } from '../poller/domain-poller.ts';
  * their SQS requests saved (BENCHMARKS.md, "Many domains").
  */
 const REFRESH_MS = 60_000;
-const IDLE_REFRESH_MS = 300_000;
+/** Ticks skipped in a row while idle: the fifth reads again (counted, not timed: a clock step cannot stretch it). */
+const IDLE_SKIPS = 4;
 
 export interface QueueGaugeDeps {
   sqs: SQSClient;
@@ -40,6 +41,7 @@ export function startQueueGauges(deps: QueueGaugeDeps): () => void {
   let deadLetters: Promise<DeadLetterQueue | undefined> | undefined;
   let depth: DeadLetterDepth | undefined;
   let last: LastRead | undefined;
+  let skipped = 0;
   const showDeadLetters = () => {
     if (!depth) return;
     const age = depth.oldestSentAt === undefined ? 0 : (clock.now() - depth.oldestSentAt) / 1000;
@@ -62,10 +64,12 @@ export function startQueueGauges(deps: QueueGaugeDeps): () => void {
   };
   const tick = () => {
     const now = clock.now();
-    if (last && now - last.at < IDLE_REFRESH_MS && idleSince(last, deps.poller.getStatus())) {
+    if (last && skipped < IDLE_SKIPS && idleSince(last, deps.poller.getStatus())) {
+      skipped += 1;
       showDeadLetters();
       return;
     }
+    skipped = 0;
     void deps.queue.attributes().then(
       (attributes) => refresh(attributes, now),
       () => undefined,

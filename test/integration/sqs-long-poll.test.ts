@@ -121,7 +121,7 @@ interface FakeAnswer {
 }
 
 /** An HTTP server that plays SQS: answers every request with `answer()` and keeps what it was sent. */
-async function fakeSqs(answer: () => FakeAnswer | 'never') {
+async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset') {
   const requests: { headers: http.IncomingHttpHeaders; body: string }[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -130,6 +130,10 @@ async function fakeSqs(answer: () => FakeAnswer | 'never') {
       requests.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
       const reply = answer();
       if (reply === 'never') return;
+      if (reply === 'reset') {
+        req.socket.resetAndDestroy();
+        return;
+      }
       res.writeHead(reply.status, { 'content-type': 'application/x-amz-json-1.0', ...reply.headers });
       res.end(reply.body);
     });
@@ -147,7 +151,7 @@ async function fakeSqs(answer: () => FakeAnswer | 'never') {
 const md5 = (text: string) => createHash('md5').update(text).digest('hex');
 
 describe('the long poll against a server that plays SQS', () => {
-  let answer: () => FakeAnswer | 'never' = () => ({ status: 200, body: '{}' });
+  let answer: () => FakeAnswer | 'never' | 'reset' = () => ({ status: 200, body: '{}' });
   let fake: Awaited<ReturnType<typeof fakeSqs>>;
   let clients: AwsClients;
   let queue: MailQueue;
@@ -206,9 +210,55 @@ describe('the long poll against a server that plays SQS', () => {
     });
     const error = await receiveError();
     assert.ok(error instanceof WorkerError);
-    assert.equal(error.awsCode, 'AWS.SimpleQueueService.NonExistentQueue');
+    assert.equal(error.awsCode, 'QueueDoesNotExist', 'the shape name, as the SDK names it');
+    assert.equal((error.cause as { Code?: string }).Code, 'AWS.SimpleQueueService.NonExistentQueue');
     assert.equal(error.temporary, false);
     assert.match(error.message, /gone/);
+  });
+
+  it('reads an empty answer as no message, as the SDK does', async () => {
+    answer = () => ({ status: 200, body: '' });
+    assert.deepEqual(await queue.receive({ maxMessages: 10, waitTimeSeconds: 0 }), []);
+  });
+
+  it('sends again, once, when the connection is reset before any answer', async () => {
+    let calls = 0;
+    answer = () => (++calls === 1 ? 'reset' : { status: 200, body: '{}' });
+    assert.deepEqual(await queue.receive({ maxMessages: 10, waitTimeSeconds: 0 }), []);
+    assert.equal(calls, 2);
+    calls = 0;
+    answer = () => (++calls, 'reset');
+    const error = await receiveError();
+    assert.ok(error instanceof WorkerError);
+    assert.equal(error.temporary, true);
+    assert.equal(calls, 2, 'one retry, no more');
+  });
+
+  it('corrects its clock from a skewed answer and signs again with it', async () => {
+    const serverTime = Date.now() + 3_600_000;
+    const signedAt: string[] = [];
+    answer = () => {
+      signedAt.push(String(fake.requests.at(-1)?.headers['x-amz-date']));
+      return signedAt.length === 1
+        ? {
+            status: 403,
+            headers: { date: new Date(serverTime).toUTCString() },
+            body: JSON.stringify({
+              __type: 'com.amazon.coral.service#SignatureDoesNotMatch',
+              message: 'expired',
+            }),
+          }
+        : { status: 200, headers: { date: new Date(serverTime).toUTCString() }, body: '{}' };
+    };
+    try {
+      assert.deepEqual(await queue.receive({ maxMessages: 10, waitTimeSeconds: 0 }), []);
+      assert.equal(signedAt.length, 2);
+      const hour = (stamp: string) =>
+        Date.parse(stamp.replace(/^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/, '$1-$2-$3T$4:$5:$6Z'));
+      assert.ok(Math.abs(hour(signedAt[1]!) - serverTime) < 60_000, `signed again at ${signedAt[1]}`);
+    } finally {
+      clients.sqs.config.systemClockOffset = 0;
+    }
   });
 
   it('treats throttling and 5xx as temporary', async () => {
