@@ -46,7 +46,17 @@ export class SqsServiceError extends Error {
  * Anything else fails the poll: the poller backs off and polls again.
  */
 export function sqsLongPoll(sqs: SQSClient): LongPoll {
+  let longPoll = longPolls.get(sqs);
+  if (!longPoll) longPolls.set(sqs, (longPoll = buildLongPoll(sqs)));
+  return longPoll;
+}
+
+/** One per client, shared by its queues: one signer (and signing-key cache), endpoints resolved once. */
+const longPolls = new WeakMap<SQSClient, LongPoll>();
+
+function buildLongPoll(sqs: SQSClient): LongPoll {
   const { config } = sqs;
+  const endpoints = new Map<string, Promise<Endpoint>>();
   const signer = new SignatureV4({
     service: 'sqs',
     region: config.region,
@@ -55,7 +65,9 @@ export function sqsLongPoll(sqs: SQSClient): LongPoll {
   });
   const attempt = async (request: LongPollRequest, { requestTimeoutMs, signal }: LongPollOptions) => {
     const body = JSON.stringify(request);
-    const endpoint = await endpointFor(sqs, request.QueueUrl);
+    let resolving = endpoints.get(request.QueueUrl);
+    if (!resolving) endpoints.set(request.QueueUrl, (resolving = endpointFor(sqs, request.QueueUrl)));
+    const endpoint = await resolving;
     const unsigned = {
       method: 'POST',
       protocol: endpoint.protocol,
