@@ -41,6 +41,7 @@ export interface IdleRun {
   rss_mb_at: Record<string, number>;
   /** CPU of the whole process as a percentage of one core, per minute since the start ("0-60", "60-120", ...). */
   cpu_percent_of_core: Record<string, number>;
+  cpu_percent_every_10s: number[];
   os_threads: number;
   /** ReceiveMessage requests per domain in the last minute: min / median / max over the domains. */
   receives_per_domain_last_minute: { min: number; median: number; max: number };
@@ -117,6 +118,12 @@ async function measure(
       const used = (cpuAt.get(from + 60) ?? 0) - (from === 0 ? 0 : (cpuAt.get(from) ?? 0));
       cpuPercent[`${from}-${from + 60}`] = round((used / 60_000) * 100, 2);
     }
+    // Ten-second steps show what a per-minute figure hides: a burst (a gauge read, a major GC) against a steady cost.
+    const cpuEvery10s: number[] = [];
+    for (let to = 10; to <= seconds; to += 10) {
+      const used = (cpuAt.get(to) ?? 0) - (cpuAt.get(to - 10) ?? 0);
+      cpuEvery10s.push(round((used / 10_000) * 100, 1));
+    }
     const receives = counter.receivesByQueue();
     const perDomain = domains.map((d) => receives.get(`${d.replaceAll('.', '-')}-queue`) ?? 0);
     const peak = peakRssMb(pid);
@@ -130,6 +137,7 @@ async function measure(
         [60, 120, seconds].filter((s) => rssAt.has(s)).map((s) => [`${s}s`, round(rssAt.get(s)!, 0)]),
       ),
       cpu_percent_of_core: cpuPercent,
+      cpu_percent_every_10s: cpuEvery10s,
       os_threads: threads,
       receives_per_domain_last_minute: {
         min: Math.min(...perDomain),

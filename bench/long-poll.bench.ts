@@ -1,5 +1,5 @@
 /**
- * CPU per ReceiveMessage: the SDK's `send` against the daemon's own request path (src/aws/sqs-long-poll.ts), on the
+ * CPU per ReceiveMessage: the SDK's `send` against the daemon's own request path (src/aws/sqs-direct.ts), on the
  * daemon's clients (`createAwsClients`), fauxqs in another process so that only the client's CPU is counted
  * (`node --import tsx bench/long-poll.bench.ts`).
  *
@@ -7,6 +7,7 @@
  *   --wait S      WaitTimeSeconds of each poll (default 20: idle domains' long polls; 0: back-to-back requests)
  *   --seconds S   measured time per variant, after a warm-up of one wait plus 10 s (default 60)
  *   --runs R      rounds, the two paths alternating (default 2)
+ *   --paths P     which paths, comma-separated (default sdk,lean; one path alone, e.g. to profile it)
  *   --out FILE    results JSON (default bench/results/<time>-long-poll.json)
  */
 import { spawn } from 'node:child_process';
@@ -63,9 +64,11 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
     },
     { maxSockets: urls.length + 10 },
   );
-  const stop = new AbortController();
+  // One signal per queue, as each domain's poller has its own: a signal shared by a thousand polls would cost every
+  // request a walk of its listeners.
+  const stops = urls.map(() => new AbortController());
   let receives = 0;
-  const receiveFrom = (url: string): (() => Promise<unknown>) => {
+  const receiveFrom = (url: string, stop: AbortController): (() => Promise<unknown>) => {
     if (path === 'lean') {
       const queue = createSqsQueue(sqs, url);
       return () => queue.receive({ maxMessages: 10, waitTimeSeconds: wait, signal: stop.signal });
@@ -88,8 +91,9 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
           if (!stop.signal.aborted) throw error;
         });
   };
-  const loops = urls.map(async (url) => {
-    const receive = receiveFrom(url);
+  const loops = urls.map(async (url, index) => {
+    const stop = stops[index]!;
+    const receive = receiveFrom(url, stop);
     while (!stop.signal.aborted) {
       await receive();
       receives += 1;
@@ -103,7 +107,7 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
   const cpu = process.cpuUsage(cpuBefore);
   const elapsedMs = Date.now() - startedAt;
   const counted = receives - countBefore;
-  stop.abort();
+  for (const stop of stops) stop.abort();
   await Promise.all(loops);
   destroy();
   const cpuMs = (cpu.user + cpu.system) / 1000;
@@ -127,18 +131,20 @@ async function main(): Promise<void> {
       wait: { type: 'string', default: '20' },
       seconds: { type: 'string', default: '60' },
       runs: { type: 'string', default: '2' },
+      paths: { type: 'string', default: 'sdk,lean' },
       out: { type: 'string' },
     },
   });
   const [polls, wait, seconds, runs] = [values.polls, values.wait, values.seconds, values.runs].map(
     Number,
   ) as [number, number, number, number];
+  const paths = values.paths.split(',').filter((p): p is Path => p === 'sdk' || p === 'lean');
   const emulator = await startEmulator();
   const results: PollRun[] = [];
   try {
     const urls = await createQueues(emulator.endpoint, polls);
     for (let run = 1; run <= runs; run++) {
-      for (const path of ['sdk', 'lean'] as const) {
+      for (const path of paths) {
         const result = await measure(emulator.endpoint, urls, path, wait, seconds);
         results.push(result);
         process.stderr.write(`round ${run} ${JSON.stringify(result)}\n`);

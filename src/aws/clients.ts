@@ -5,7 +5,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { SESv2Client } from '@aws-sdk/client-sesv2';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { AwsConfig } from '../config/config.ts';
-import { MAX_WAIT_TIME_SECONDS, longPollDeadlineMs } from './deadlines.ts';
+import { longPollIdleMs } from './deadlines.ts';
 import { deadlineRequestHandler } from './request-handler.ts';
 
 export interface AwsClients {
@@ -41,12 +41,7 @@ export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): 
   const { deadlines } = config;
   const maxSockets = sizing.maxSockets ?? 50;
   const requestHandler = deadlineRequestHandler(deadlines, maxSockets);
-  // A long poll is silent for up to its wait: the SQS connection's idle deadline leaves room for the longest.
-  const sqsHandler = deadlineRequestHandler(
-    deadlines,
-    maxSockets,
-    Math.max(deadlines.idleMs, longPollDeadlineMs(MAX_WAIT_TIME_SECONDS, deadlines)),
-  );
+  const sqsHandler = deadlineRequestHandler(deadlines, maxSockets, longPollIdleMs(deadlines));
   const common = { region: config.region, requestHandler, maxAttempts: 3 };
   const sqs = new SQSClient({
     ...common,

@@ -1,10 +1,7 @@
-import {
-  GetQueueAttributesCommand,
-  GetQueueUrlCommand,
-  ReceiveMessageCommand,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
+import { GetQueueUrlCommand, ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { awsError } from '../errors.ts';
+import type { AwsDeadlines } from './deadlines.ts';
+import { directSqs } from './sqs-direct.ts';
 
 /** What a dead-letter queue holds: how many messages, and when the oldest of a sample was first sent. */
 export interface DeadLetterDepth {
@@ -23,7 +20,11 @@ export interface DeadLetterQueue {
  * (they stay visible; a dead letter's receive count matters to nobody) and the earliest SentTimestamp, which a
  * redrive keeps from the original queue.
  */
-export async function openDeadLetterQueue(sqs: SQSClient, arn: string): Promise<DeadLetterQueue> {
+export async function openDeadLetterQueue(
+  sqs: SQSClient,
+  arn: string,
+  deadlines: AwsDeadlines,
+): Promise<DeadLetterQueue> {
   const [, , , , account, name] = arn.split(':');
   if (!account || !name)
     throw awsError('SQS_ERROR', `dead-letter queue ARN ${arn}`, new Error('not an SQS ARN'), false);
@@ -39,10 +40,12 @@ export async function openDeadLetterQueue(sqs: SQSClient, arn: string): Promise<
   return {
     async depth() {
       try {
-        const attributes = await sqs.send(
-          new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] }),
+        // Read every few minutes for every domain: the direct call, as the queue's own gauges (aws/sqs-direct.ts).
+        const attributes = await directSqs(sqs).getQueueAttributes(
+          { QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] },
+          { deadlines },
         );
-        const messages = Number(attributes.Attributes?.ApproximateNumberOfMessages ?? 0);
+        const messages = Number(attributes.ApproximateNumberOfMessages ?? 0);
         if (messages === 0) return { messages };
         const sample = await sqs.send(
           new ReceiveMessageCommand({

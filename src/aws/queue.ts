@@ -2,14 +2,13 @@ import {
   ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   DeleteMessageBatchCommand,
-  GetQueueAttributesCommand,
   GetQueueUrlCommand,
   type Message,
   type SQSClient,
 } from '@aws-sdk/client-sqs';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
-import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs, type AwsDeadlines } from './deadlines.ts';
-import { sqsLongPoll } from './sqs-long-poll.ts';
+import { DEFAULT_AWS_DEADLINES, type AwsDeadlines } from './deadlines.ts';
+import { directSqs } from './sqs-direct.ts';
 
 export interface QueueMessage {
   messageId: string;
@@ -110,13 +109,13 @@ export function createSqsQueue(
   url: string,
   deadlines: AwsDeadlines = DEFAULT_AWS_DEADLINES,
 ): MailQueue {
-  const longPoll = sqsLongPoll(sqs);
+  const direct = directSqs(sqs);
   return {
     url,
     async receive({ maxMessages, waitTimeSeconds, signal }) {
       if (signal?.aborted) return [];
       try {
-        const messages = await longPoll(
+        const messages = await direct.receiveMessage(
           {
             QueueUrl: url,
             MaxNumberOfMessages: maxMessages,
@@ -124,10 +123,7 @@ export function createSqsQueue(
             MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
             MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
           },
-          {
-            requestTimeoutMs: longPollDeadlineMs(waitTimeSeconds, deadlines),
-            ...(signal && { signal }),
-          },
+          { deadlines, ...(signal && { signal }) },
         );
         return messages.flatMap((m): QueueMessage[] => {
           if (!m.MessageId || !m.ReceiptHandle) return [];
@@ -205,8 +201,8 @@ export function createSqsQueue(
     },
     async attributes() {
       try {
-        const result = await sqs.send(
-          new GetQueueAttributesCommand({
+        const attrs = await direct.getQueueAttributes(
+          {
             QueueUrl: url,
             AttributeNames: [
               'ApproximateNumberOfMessages',
@@ -214,9 +210,9 @@ export function createSqsQueue(
               'VisibilityTimeout',
               'RedrivePolicy',
             ],
-          }),
+          },
+          { deadlines },
         );
-        const attrs = result.Attributes ?? {};
         let maxReceiveCount: number | undefined;
         let deadLetterTargetArn: string | undefined;
         if (attrs.RedrivePolicy) {

@@ -63,6 +63,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     async run() {
       const stopGauges = startQueueGauges({
         sqs: clients.sqs,
+        deadlines: config.aws.deadlines,
         queue: opened.queue,
         domain,
         metrics,

@@ -1,5 +1,6 @@
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { openDeadLetterQueue, type DeadLetterDepth, type DeadLetterQueue } from '../aws/dead-letter-queue.ts';
+import type { AwsDeadlines } from '../aws/deadlines.ts';
 import type { MailQueue, QueueAttributes } from '../aws/queue.ts';
 import type { Clock } from '../clock.ts';
 import { errorMessage } from '../errors.ts';
@@ -19,6 +20,7 @@ const IDLE_SKIPS = 4;
 
 export interface QueueGaugeDeps {
   sqs: SQSClient;
+  deadlines: AwsDeadlines;
   queue: MailQueue;
   domain: string;
   metrics: PipelineMetrics;
@@ -54,7 +56,7 @@ export function startQueueGauges(deps: QueueGaugeDeps): () => void {
     metrics.queueInFlight(domain, attributes.inFlight);
     const arn = attributes.deadLetterTargetArn;
     if (arn === undefined) return;
-    deadLetters ??= openDeadLetterQueue(deps.sqs, arn).catch((error: unknown) => {
+    deadLetters ??= openDeadLetterQueue(deps.sqs, arn, deps.deadlines).catch((error: unknown) => {
       deps.logger.warn({ err: errorMessage(error) }, 'cannot watch the dead-letter queue');
       return undefined;
     });

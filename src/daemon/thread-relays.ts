@@ -144,5 +144,6 @@ export function createStatusReporter(port: MessagePort): StatusReporter {
 }
 
 function decisiveFields({ state, pausedReason, degraded, lastError }: DomainStatus): string {
-  return JSON.stringify([state, pausedReason, degraded, lastError]);
+  // Every idle domain's poll passes here: a join, not JSON (a NUL appears in none of these texts).
+  return `${state}\0${pausedReason ?? ''}\0${degraded ?? ''}\0${lastError ?? ''}`;
 }

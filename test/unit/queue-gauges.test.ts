@@ -3,6 +3,7 @@
  * seen idle (its queue empty at the last read, a long poll since, nothing in hand, nothing finished). Counted with a
  * queue that records its reads and mocked interval timers; the gauges are read back from the metrics registry.
  */
+import { DEFAULT_AWS_DEADLINES } from '../../src/aws/deadlines.ts';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
@@ -41,6 +42,7 @@ function rig(t: TestContext) {
   });
   const stop = startQueueGauges({
     sqs: {} as SQSClient,
+    deadlines: DEFAULT_AWS_DEADLINES,
     queue,
     domain: 'gauges.test',
     metrics,

@@ -1,17 +1,23 @@
 /**
- * The long poll's own request path (src/aws/sqs-long-poll.ts), which skips the SDK's middleware stack: against
- * fauxqs it must receive what the SDK receives (bodies, receive counts, the replay attributes) and fail as the SDK
- * fails (a missing queue is permanent, with SQS's code); against a small HTTP server that plays SQS it must check the
- * MD5 of bodies, classify 5xx and throttling as temporary, reject an answer that is not SQS's, sign as SigV4 for
- * `sqs`, and stop at once when aborted.
+ * The SQS calls an idle domain repeats, sent without the SDK (src/aws/sqs-direct.ts): against fauxqs the long poll
+ * must receive what the SDK receives (bodies, receive counts, the replay attributes), the gauges' reads must read what
+ * the SDK reads, and both fail as the SDK fails (a missing queue is permanent, with SQS's code); against a small HTTP server that plays SQS it must check the
+ * MD5 of bodies, classify 5xx and throttling as temporary, reject an answer that is not SQS's, sign exactly as the
+ * SDK's own signer signs, give up at its deadlines, and stop at once when aborted.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { ChangeMessageVisibilityCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
+import {
+  ChangeMessageVisibilityCommand,
+  GetQueueAttributesCommand,
+  SendMessageCommand,
+} from '@aws-sdk/client-sqs';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
+import { openDeadLetterQueue } from '../../src/aws/dead-letter-queue.ts';
 import { DEFAULT_AWS_DEADLINES } from '../../src/aws/deadlines.ts';
 import {
   REPLAY_ATTRIBUTE,
@@ -49,7 +55,10 @@ describe('the long poll against fauxqs', () => {
   before(async () => {
     stack = await startStack();
     clients = daemonClients(stack.endpoints.sqs);
-    ({ queueUrl } = await createDomainQueue(stack.sqs, 'long-poll.test'));
+    ({ queueUrl } = await createDomainQueue(stack.sqs, 'long-poll.test', {
+      withDlq: true,
+      maxReceiveCount: 5,
+    }));
     queue = createSqsQueue(clients.sqs, queueUrl);
   });
   after(async () => {
@@ -90,6 +99,25 @@ describe('the long poll against fauxqs', () => {
     await queue.deleteBatch([again!]);
   });
 
+  it('reads the queue attributes the SDK reads, the dead-letter queue depth included', async () => {
+    await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'one' }));
+    await stack.sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: 'two' }));
+    const read = await queue.attributes();
+    const { Attributes: bySdk = {} } = await stack.sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['All'] }),
+    );
+    assert.equal(read.visible, 2);
+    assert.equal(read.visible, Number(bySdk.ApproximateNumberOfMessages));
+    assert.equal(read.visibilityTimeoutSeconds, Number(bySdk.VisibilityTimeout));
+    assert.ok(bySdk.RedrivePolicy, 'the test queue has a redrive policy');
+    assert.equal(read.deadLetterTargetArn, JSON.parse(bySdk.RedrivePolicy).deadLetterTargetArn);
+
+    const dlq = await openDeadLetterQueue(clients.sqs, read.deadLetterTargetArn!, DEFAULT_AWS_DEADLINES);
+    assert.deepEqual(await dlq.depth(), { messages: 0 });
+    await queue.deleteBatch(await queue.receive({ maxMessages: 10, waitTimeSeconds: 1 }));
+    assert.equal((await queue.attributes()).visible, 0);
+  });
+
   it('waits for mail that arrives during the poll', async () => {
     const polling = queue.receive({ maxMessages: 10, waitTimeSeconds: 5 });
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -121,15 +149,21 @@ interface FakeAnswer {
 }
 
 /** An HTTP server that plays SQS: answers every request with `answer()` and keeps what it was sent. */
-async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset') {
-  const requests: { headers: http.IncomingHttpHeaders; body: string }[] = [];
+async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset' | 'stall') {
+  const requests: { method: string; path: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      requests.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      const body = Buffer.concat(chunks).toString('utf8');
+      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
       const reply = answer();
       if (reply === 'never') return;
+      if (reply === 'stall') {
+        res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0', 'content-length': '100' });
+        res.write('{"Messages":[');
+        return;
+      }
       if (reply === 'reset') {
         req.socket.resetAndDestroy();
         return;
@@ -151,7 +185,7 @@ async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset') {
 const md5 = (text: string) => createHash('md5').update(text).digest('hex');
 
 describe('the long poll against a server that plays SQS', () => {
-  let answer: () => FakeAnswer | 'never' | 'reset' = () => ({ status: 200, body: '{}' });
+  let answer: () => FakeAnswer | 'never' | 'reset' | 'stall' = () => ({ status: 200, body: '{}' });
   let fake: Awaited<ReturnType<typeof fakeSqs>>;
   let clients: AwsClients;
   let queue: MailQueue;
@@ -186,6 +220,132 @@ describe('the long poll against a server that plays SQS', () => {
     assert.equal(sent.QueueUrl, fake.queueUrl);
     assert.equal(sent.MaxNumberOfMessages, 7);
     assert.equal(sent.WaitTimeSeconds, 0);
+  });
+
+  /** The Authorization header the SDK's own signer gives the request the server received, at its x-amz-date. */
+  async function signedBySdk(sent: (typeof fake.requests)[number], sessionToken?: string): Promise<string> {
+    const authorization = String(sent.headers.authorization);
+    const signedNames = /SignedHeaders=([^,]+)/.exec(authorization)![1]!.split(';');
+    const sdkSigner = new SignatureV4({
+      service: 'sqs',
+      region: TEST_REGION,
+      credentials: { ...TEST_CREDENTIALS, ...(sessionToken && { sessionToken }) },
+      sha256: clients.sqs.config.sha256,
+    });
+    const stamp = String(sent.headers['x-amz-date']);
+    const signingDate = new Date(
+      stamp.replace(/^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/, '$1-$2-$3T$4:$5:$6Z'),
+    );
+    const url = new URL(fake.endpoint);
+    const bySdk = await sdkSigner.sign(
+      {
+        method: sent.method,
+        protocol: url.protocol,
+        hostname: url.hostname,
+        port: Number(url.port),
+        path: sent.path,
+        query: {},
+        headers: Object.fromEntries(signedNames.map((name) => [name, String(sent.headers[name])])),
+        body: sent.body,
+      },
+      { signingDate },
+    );
+    return String(bySdk.headers.authorization);
+  }
+
+  it('signs as the SDK signer signs the same request, session token included', async () => {
+    process.env.AWS_SESSION_TOKEN = 'session-token-for-the-test';
+    const withToken = daemonClients(fake.endpoint);
+    try {
+      answer = () => ({ status: 200, body: '{}' });
+      // The client reads its credentials from the environment at its first call.
+      await createSqsQueue(withToken.sqs, fake.queueUrl).receive({ maxMessages: 10, waitTimeSeconds: 0 });
+      delete process.env.AWS_SESSION_TOKEN;
+      const sent = fake.requests.at(-1)!;
+      assert.match(String(sent.headers.authorization), /SignedHeaders=[^,]*x-amz-security-token/);
+      assert.equal(sent.headers['x-amz-security-token'], 'session-token-for-the-test');
+      assert.equal(
+        sent.headers['x-amz-content-sha256'],
+        createHash('sha256').update(sent.body).digest('hex'),
+      );
+      assert.equal(sent.headers.authorization, await signedBySdk(sent, 'session-token-for-the-test'));
+    } finally {
+      delete process.env.AWS_SESSION_TOKEN;
+      withToken.destroy();
+    }
+  });
+
+  it('signs as the SDK signer for an endpoint with a path, and for both calls', async () => {
+    const behindPath = daemonClients(`${fake.endpoint}/proxy/sqs!(1)`);
+    try {
+      answer = () => ({ status: 200, body: '{}' });
+      const proxied = createSqsQueue(behindPath.sqs, fake.queueUrl);
+      await proxied.receive({ maxMessages: 10, waitTimeSeconds: 0 });
+      const receive = fake.requests.at(-1)!;
+      assert.equal(receive.path, '/proxy/sqs!(1)/');
+      assert.equal(receive.headers.authorization, await signedBySdk(receive));
+      answer = () => ({ status: 200, body: '{"Attributes":{}}' });
+      await proxied.attributes();
+      const read = fake.requests.at(-1)!;
+      assert.equal(read.headers['x-amz-target'], 'AmazonSQS.GetQueueAttributes');
+      assert.equal(read.headers.authorization, await signedBySdk(read));
+    } finally {
+      behindPath.destroy();
+    }
+  });
+
+  it('gives up an answer that never comes at the wait plus the call deadline', async () => {
+    answer = () => 'never';
+    const deadlines = { connectMs: 1_000, callMs: 300, idleMs: 1_000 };
+    const startedAt = Date.now();
+    const error = await createSqsQueue(clients.sqs, fake.queueUrl, deadlines)
+      .receive({ maxMessages: 10, waitTimeSeconds: 0 })
+      .then(
+        () => assert.fail('the receive succeeded'),
+        (e: unknown) => e,
+      );
+    const waited = Date.now() - startedAt;
+    assert.ok(error instanceof WorkerError, String(error));
+    assert.equal(error.temporary, true);
+    assert.equal(error.awsCode, 'TimeoutError');
+    assert.ok(waited >= 300 && waited < 5_000, `gave up after ${waited} ms`);
+  });
+
+  it('gives up an answer whose body goes silent at the silence deadline', async () => {
+    answer = () => 'stall';
+    const deadlines = { connectMs: 1_000, callMs: 300, idleMs: 800 };
+    const startedAt = Date.now();
+    const error = await createSqsQueue(clients.sqs, fake.queueUrl, deadlines)
+      .receive({ maxMessages: 10, waitTimeSeconds: 0 })
+      .then(
+        () => assert.fail('the receive succeeded'),
+        (e: unknown) => e,
+      );
+    const waited = Date.now() - startedAt;
+    assert.ok(error instanceof WorkerError, String(error));
+    assert.equal(error.temporary, true);
+    assert.match(error.message, /silent during the answer/);
+    assert.ok(waited >= 800 && waited < 5_000, `gave up after ${waited} ms`);
+  });
+
+  it('reads queue attributes as GetQueueAttributes and rejects an answer whose Attributes is not a map', async () => {
+    answer = () => ({
+      status: 200,
+      body: JSON.stringify({ Attributes: { ApproximateNumberOfMessages: '4' } }),
+    });
+    assert.equal((await queue.attributes()).visible, 4);
+    const sent = fake.requests.at(-1)!;
+    assert.equal(sent.headers['x-amz-target'], 'AmazonSQS.GetQueueAttributes');
+    assert.ok(
+      (JSON.parse(sent.body) as { AttributeNames: string[] }).AttributeNames.includes('RedrivePolicy'),
+    );
+    answer = () => ({ status: 200, body: JSON.stringify({ Attributes: ['4'] }) });
+    const error = await queue.attributes().then(
+      () => assert.fail('the read succeeded'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof WorkerError, String(error));
+    assert.match(error.message, /not a map/);
   });
 
   it('accepts bodies whose MD5 matches and fails the receive when one does not', async () => {

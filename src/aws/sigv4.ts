@@ -1,0 +1,90 @@
+import { createHash, createHmac } from 'node:crypto';
+
+export interface SigningCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+export interface SignableRequest {
+  method: string;
+  /** As sent, before SigV4's own encoding. */
+  path: string;
+  /** Lower-case names; all of them are signed. */
+  headers: Record<string, string>;
+  /** The body's SHA-256, hex. */
+  bodyHash: string;
+}
+
+export interface SigningScope {
+  service: string;
+  region: string;
+  credentials: SigningCredentials;
+  /** When the request is signed (the client's clock offset applied). */
+  epochMs: number;
+}
+
+/**
+ * Signature Version 4 for the direct SQS calls (aws/sqs-direct.ts), which send a handful of headers, no query string
+ * and a body hashed once per queue. The SDK's signer (and aws4) are general: their canonicalisation and key lookup
+ * were 12–15 % of an idle thread's CPU (BENCHMARKS.md, "Idle calls without the SDK"); this one signs only that shape.
+ * The tests check its signatures against the SDK's signer on the same requests.
+ */
+export function createSigner(): (request: SignableRequest, scope: SigningScope) => Record<string, string> {
+  let cached: { keyId: string; secret: string; key: Buffer } | undefined;
+  const signingKey = (secret: string, day: string, region: string, service: string): Buffer => {
+    const keyId = `${day}/${region}/${service}`;
+    if (cached?.keyId === keyId && cached.secret === secret) return cached.key;
+    let key = hmac(`AWS4${secret}`, day);
+    for (const part of [region, service, 'aws4_request']) key = hmac(key, part);
+    cached = { keyId, secret, key };
+    return key;
+  };
+  return (request, { service, region, credentials, epochMs }) => {
+    const amzDate = new Date(epochMs).toISOString().replace(/[-:]|\.\d{3}/g, '');
+    const day = amzDate.slice(0, 8);
+    const headers: Record<string, string> = { ...request.headers, 'x-amz-date': amzDate };
+    if (credentials.sessionToken) headers['x-amz-security-token'] = credentials.sessionToken;
+    const names = Object.keys(headers).sort();
+    const signedHeaders = names.join(';');
+    const canonicalHeaders = names.map((name) => `${name}:${canonicalValue(headers[name]!)}\n`).join('');
+    const canonicalRequest = `${request.method}\n${canonicalPath(request.path)}\n\n${canonicalHeaders}\n${signedHeaders}\n${request.bodyHash}`;
+    const scope = `${day}/${region}/${service}/aws4_request`;
+    const stringToSign = `AWS4-HMAC-SHA256\n${amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
+    const signature = createHmac('sha256', signingKey(credentials.secretAccessKey, day, region, service))
+      .update(stringToSign)
+      .digest('hex');
+    headers.authorization = `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
+    return headers;
+  };
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function hmac(key: string | Buffer, data: string): Buffer {
+  return createHmac('sha256', key).update(data).digest();
+}
+
+function canonicalValue(value: string): string {
+  return value
+    .replace(/[\r\n]/g, ' ')
+    .replace(/[ \t]+/g, ' ')
+    .trim();
+}
+
+/** As the SDK for every service but S3: `.` and `..` resolved, empty segments dropped, the path encoded again. */
+function canonicalPath(path: string): string {
+  if (path === '/') return path;
+  const segments: string[] = [];
+  for (const segment of path.split('/')) {
+    if (segment === '' || segment === '.') continue;
+    if (segment === '..') segments.pop();
+    else segments.push(segment);
+  }
+  const joined = `/${segments.join('/')}${segments.length > 0 && path.endsWith('/') ? '/' : ''}`;
+  return encodeURIComponent(joined)
+    .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+    .replace(/%2F/g, '/');
+}
