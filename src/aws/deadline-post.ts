@@ -102,15 +102,18 @@ export function deadlinePost(
     request.on('timeout', () => {
       if (answered) fail(timeoutError('the connection went silent during the answer'));
     });
-    request.on('error', fail);
+    // Once the answer has begun, a failure is not the request's: a retry must know that an answer had begun.
+    const cutShort = (cause?: unknown) =>
+      fail(new Error('the connection closed before the whole answer', { cause }));
+    request.on('error', (error) => (answered ? cutShort(error) : fail(error)));
     request.on('response', (response) => {
       answered = true;
       clearTimeout(answerTimer);
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      // Not the request's error: a retry must know that an answer had begun.
-      const cutShort = (cause?: unknown) =>
-        fail(new Error('the connection closed before the whole answer', { cause }));
+      // Node hands the request one socket timeout; one that came (and was ignored) before the answer, while the
+      // answer's own deadline ruled, reaches only the response after that.
+      response.on('timeout', () => fail(timeoutError('the connection went silent during the answer')));
       response.on('error', cutShort);
       response.on('close', () => {
         if (!response.complete) cutShort();

@@ -10,6 +10,8 @@ import {
 } from './deadline-post.ts';
 import { longPollDeadlineMs, type AwsDeadlines } from './deadlines.ts';
 import { createSigner, sha256Hex } from './sigv4.ts';
+import { backoffMs } from '../clock.ts';
+import { isTemporaryAwsError } from '../errors.ts';
 
 /** What one ReceiveMessage asks for, in the SDK's own names. */
 export interface LongPollRequest {
@@ -111,7 +113,10 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
       },
       {
         service: 'sqs',
-        region: await (region ??= config.region()),
+        region: await (region ??= config.region().catch((error: unknown) => {
+          region = undefined;
+          throw error;
+        })),
         credentials: await config.credentials(),
         epochMs: Date.now() + config.systemClockOffset,
       },
@@ -158,13 +163,8 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
     try {
       return readAnswer(action, result.answer);
     } catch (error) {
-      if (
-        !result.skewCorrected ||
-        !(error instanceof SqsServiceError) ||
-        error.$metadata.httpStatusCode !== 403
-      ) {
-        throw error;
-      }
+      // As the SDK: any refusal that came with a clock it had to correct is worth one more try.
+      if (!result.skewCorrected || !(error instanceof SqsServiceError)) throw error;
       return readAnswer(action, (await attempt(action, request, answerMs, options)).answer);
     }
   };
@@ -174,7 +174,9 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
       return receivedMessages(await call('ReceiveMessage', request, answerMs, options));
     },
     async getQueueAttributes(request, options) {
-      const answer = await call('GetQueueAttributes', request, options.deadlines.callMs, options);
+      const answer = await withRetries(() =>
+        call('GetQueueAttributes', request, options.deadlines.callMs, options),
+      );
       const attributes = (answer as { Attributes?: unknown } | undefined)?.Attributes ?? {};
       if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) {
         throw new SqsServiceError('InvalidResponse', 'Attributes is not a map', 502);
@@ -182,6 +184,22 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
       return attributes as Record<string, string>;
     },
   };
+}
+
+/**
+ * Up to three attempts while the failure is temporary, as the SDK client would make (its `maxAttempts`): a queue's
+ * attributes at start decide its lease and retry schedule, and a throttle there must not put defaults in their place.
+ * A long poll gets no such retry: its poller backs off and polls again.
+ */
+async function withRetries<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (attempt >= 3 || !isTemporaryAwsError(error)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt - 1, 100, 1_000)));
+    }
+  }
 }
 
 /** As the SDK's signer: an answer whose Date is five minutes or more from ours resets the client's clock offset. */
@@ -249,7 +267,8 @@ function parseJson(text: string): object | undefined {
  */
 function serviceError(response: PostAnswer, parsed: object | undefined, text: string): SqsServiceError {
   const fields = (parsed ?? {}) as { __type?: unknown; message?: unknown; Message?: unknown };
-  const type = typeof fields.__type === 'string' ? fields.__type.split('#').pop() : undefined;
+  // As the SDK's sanitizeErrorCode: the shape name, without a namespace or a `:`-suffix.
+  const type = typeof fields.__type === 'string' ? fields.__type.split('#').pop()?.split(':')[0] : undefined;
   const queryError = response.headers['x-amzn-query-error']?.split(';')[0];
   const errorType = response.headers['x-amzn-errortype']?.split(':')[0];
   const name = type || queryError || errorType || `Http${response.statusCode}`;

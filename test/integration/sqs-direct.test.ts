@@ -18,7 +18,7 @@ import {
 import { SignatureV4 } from '@smithy/signature-v4';
 import { createAwsClients, type AwsClients } from '../../src/aws/clients.ts';
 import { openDeadLetterQueue } from '../../src/aws/dead-letter-queue.ts';
-import { DEFAULT_AWS_DEADLINES } from '../../src/aws/deadlines.ts';
+import { DEFAULT_AWS_DEADLINES, type AwsDeadlines } from '../../src/aws/deadlines.ts';
 import {
   REPLAY_ATTRIBUTE,
   REPLAY_GENERATION_ATTRIBUTE,
@@ -149,7 +149,9 @@ interface FakeAnswer {
 }
 
 /** An HTTP server that plays SQS: answers every request with `answer()` and keeps what it was sent. */
-async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset' | 'stall') {
+type FakeReply = FakeAnswer | 'never' | 'reset' | 'stall' | 'late-stall' | 'cut';
+
+async function fakeSqs(answer: () => FakeReply) {
   const requests: { method: string; path: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -159,9 +161,15 @@ async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset' | 'stall') {
       requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
       const reply = answer();
       if (reply === 'never') return;
-      if (reply === 'stall') {
+      const beginAnswer = () => {
         res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0', 'content-length': '100' });
         res.write('{"Messages":[');
+      };
+      if (reply === 'stall') return beginAnswer();
+      if (reply === 'late-stall') return void setTimeout(beginAnswer, 1_200);
+      if (reply === 'cut') {
+        beginAnswer();
+        setTimeout(() => req.socket.resetAndDestroy(), 100);
         return;
       }
       if (reply === 'reset') {
@@ -185,7 +193,7 @@ async function fakeSqs(answer: () => FakeAnswer | 'never' | 'reset' | 'stall') {
 const md5 = (text: string) => createHash('md5').update(text).digest('hex');
 
 describe('the long poll against a server that plays SQS', () => {
-  let answer: () => FakeAnswer | 'never' | 'reset' | 'stall' = () => ({ status: 200, body: '{}' });
+  let answer: () => FakeReply = () => ({ status: 200, body: '{}' });
   let fake: Awaited<ReturnType<typeof fakeSqs>>;
   let clients: AwsClients;
   let queue: MailQueue;
@@ -294,9 +302,8 @@ describe('the long poll against a server that plays SQS', () => {
     }
   });
 
-  it('gives up an answer that never comes at the wait plus the call deadline', async () => {
-    answer = () => 'never';
-    const deadlines = { connectMs: 1_000, callMs: 300, idleMs: 1_000 };
+  /** A receive with these deadlines that must fail: its error, and how long it took. */
+  async function failedReceive(deadlines: AwsDeadlines): Promise<{ error: unknown; waited: number }> {
     const startedAt = Date.now();
     const error = await createSqsQueue(clients.sqs, fake.queueUrl, deadlines)
       .receive({ maxMessages: 10, waitTimeSeconds: 0 })
@@ -304,7 +311,12 @@ describe('the long poll against a server that plays SQS', () => {
         () => assert.fail('the receive succeeded'),
         (e: unknown) => e,
       );
-    const waited = Date.now() - startedAt;
+    return { error, waited: Date.now() - startedAt };
+  }
+
+  it('gives up an answer that never comes at the wait plus the call deadline', async () => {
+    answer = () => 'never';
+    const { error, waited } = await failedReceive({ connectMs: 1_000, callMs: 300, idleMs: 1_000 });
     assert.ok(error instanceof WorkerError, String(error));
     assert.equal(error.temporary, true);
     assert.equal(error.awsCode, 'TimeoutError');
@@ -313,15 +325,7 @@ describe('the long poll against a server that plays SQS', () => {
 
   it('gives up an answer whose body goes silent at the silence deadline', async () => {
     answer = () => 'stall';
-    const deadlines = { connectMs: 1_000, callMs: 300, idleMs: 800 };
-    const startedAt = Date.now();
-    const error = await createSqsQueue(clients.sqs, fake.queueUrl, deadlines)
-      .receive({ maxMessages: 10, waitTimeSeconds: 0 })
-      .then(
-        () => assert.fail('the receive succeeded'),
-        (e: unknown) => e,
-      );
-    const waited = Date.now() - startedAt;
+    const { error, waited } = await failedReceive({ connectMs: 1_000, callMs: 300, idleMs: 800 });
     assert.ok(error instanceof WorkerError, String(error));
     assert.equal(error.temporary, true);
     assert.match(error.message, /silent during the answer/);
@@ -346,6 +350,48 @@ describe('the long poll against a server that plays SQS', () => {
     );
     assert.ok(error instanceof WorkerError, String(error));
     assert.match(error.message, /not a map/);
+  });
+
+  // A hang is this test's failure: the timeout turns it into one.
+  it(
+    'gives up a body that goes silent after a wait longer than the silence deadline',
+    { timeout: 15_000 },
+    async () => {
+      answer = () => 'late-stall';
+      const { error, waited } = await failedReceive({ connectMs: 1_000, callMs: 3_000, idleMs: 800 });
+      assert.ok(error instanceof WorkerError, String(error));
+      assert.match(error.message, /silent during the answer/);
+      assert.ok(waited >= 1_200 && waited < 6_000, `gave up after ${waited} ms`);
+    },
+  );
+
+  it('does not send again when the connection is reset after the answer began', async () => {
+    let calls = 0;
+    answer = () => (++calls, 'cut');
+    const { error } = await failedReceive(DEFAULT_AWS_DEADLINES);
+    assert.ok(error instanceof WorkerError, String(error));
+    assert.match(error.message, /before the whole answer/);
+    assert.equal(calls, 1);
+  });
+
+  it('reads queue attributes again after a temporary failure, as the SDK client would', async () => {
+    let calls = 0;
+    answer = () =>
+      ++calls < 3
+        ? { status: 503, body: 'Service Unavailable' }
+        : { status: 200, body: JSON.stringify({ Attributes: { ApproximateNumberOfMessages: '2' } }) };
+    assert.equal((await queue.attributes()).visible, 2);
+    assert.equal(calls, 3);
+    calls = 0;
+    answer = () => (
+      ++calls,
+      { status: 400, body: JSON.stringify({ __type: 'com.amazonaws.sqs#AccessDenied' }) }
+    );
+    await queue.attributes().then(
+      () => assert.fail('the read succeeded'),
+      (e: unknown) => assert.ok(e instanceof WorkerError && !e.temporary, String(e)),
+    );
+    assert.equal(calls, 1, 'a permanent refusal is not read again');
   });
 
   it('accepts bodies whose MD5 matches and fails the receive when one does not', async () => {
