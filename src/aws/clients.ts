@@ -5,7 +5,6 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { SESv2Client } from '@aws-sdk/client-sesv2';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import type { AwsConfig } from '../config/config.ts';
-import { longPollIdleMs } from './deadlines.ts';
 import { deadlineRequestHandler } from './request-handler.ts';
 
 export interface AwsClients {
@@ -41,11 +40,10 @@ export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): 
   const { deadlines } = config;
   const maxSockets = sizing.maxSockets ?? 50;
   const requestHandler = deadlineRequestHandler(deadlines, maxSockets);
-  const sqsHandler = deadlineRequestHandler(deadlines, maxSockets, longPollIdleMs(deadlines));
   const common = { region: config.region, requestHandler, maxAttempts: 3 };
+  // The long polls go without the SDK (aws/sqs-direct.ts); its SQS calls wait a second at most, so one handler serves.
   const sqs = new SQSClient({
     ...common,
-    requestHandler: sqsHandler,
     ...(config.endpoints.sqs && { endpoint: config.endpoints.sqs }),
   });
   let s3: S3Client | undefined;
@@ -84,7 +82,6 @@ export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): 
       sesv2?.destroy();
       dynamo.destroy();
       requestHandler.destroy();
-      sqsHandler.destroy();
     },
   };
 }

@@ -22,14 +22,6 @@ export function longPollDeadlineMs(waitTimeSeconds: number, deadlines: AwsDeadli
   return waitTimeSeconds * 1000 + deadlines.callMs;
 }
 
-/** The longest long poll SQS allows, in seconds: the SQS connection's idle deadline leaves room for it. */
-export const MAX_WAIT_TIME_SECONDS = 20;
-
-/** A long poll is silent for up to its wait: the silence deadline of SQS connections leaves room for the longest. */
-export function longPollIdleMs(deadlines: AwsDeadlines): number {
-  return Math.max(deadlines.idleMs, longPollDeadlineMs(MAX_WAIT_TIME_SECONDS, deadlines));
-}
-
 /** The deadlines from the two settings; the connect deadline is never longer than a whole call's. */
 export function awsDeadlines(callMs: number, idleMs: number): AwsDeadlines {
   return { connectMs: Math.min(DEFAULT_AWS_DEADLINES.connectMs, callMs), callMs, idleMs };

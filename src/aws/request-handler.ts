@@ -6,20 +6,15 @@ import type { AwsDeadlines } from './deadlines.ts';
 /**
  * An SDK request handler whose deadlines are enforced: `throwOnRequestTimeout` turns the request deadline into an
  * error (without it @smithy/node-http-handler only logs a warning), and `socketTimeout` gives up a connection that
- * goes silent at any point, a body's transfer included. `idleMs` overrides the deadlines' idle time for a client
- * whose calls legitimately wait longer (SQS long polls).
+ * goes silent at any point, a body's transfer included.
  */
-export function deadlineRequestHandler(
-  deadlines: AwsDeadlines,
-  maxSockets: number,
-  idleMs: number = deadlines.idleMs,
-): NodeHttpHandler {
+export function deadlineRequestHandler(deadlines: AwsDeadlines, maxSockets: number): NodeHttpHandler {
   return new NodeHttpHandler({
     httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
     httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
     connectionTimeout: deadlines.connectMs,
     requestTimeout: deadlines.callMs,
     throwOnRequestTimeout: true,
-    socketTimeout: idleMs,
+    socketTimeout: deadlines.idleMs,
   });
 }
