@@ -8,6 +8,9 @@
  *   --seconds S   how long each run lasts (default 180); --runs R   rounds, variants alternating (default 1)
  *   --out FILE    results JSON (default bench/results/<time>-idle.json)
  *   --node-arg A  repeatable; a Node option for the daemon, e.g. --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/p
+ *   --spread S    hold each domain's first long poll up to S seconds (random), so the polls end out of step as
+ *                 they do after a day of mail (default 0: as started, in a few bursts); at most 9 (the poll's
+ *                 deadline is its wait plus 10 s)
  *
  * Each run: fresh queues (each with a dead-letter queue, as deployed), the daemon started with the shipped defaults
  * and a 20 s long poll, sampled every second from /proc (RSS, CPU of all threads), /ready polled until it answers
@@ -67,6 +70,7 @@ async function measure(
   variant: Variant,
   seconds: number,
   execArgv: readonly string[],
+  spreadSeconds: number,
 ): Promise<IdleRun> {
   const run = ++runCounter;
   const domains = Array.from({ length: variant.domains }, (_, i) => `i${run}d${i}.idle.test`);
@@ -75,7 +79,7 @@ async function measure(
       domains.slice(i, i + 50).map((domain) => createDomainQueue(stack.sqs, domain, { withDlq: true })),
     );
   }
-  const counter = await startSqsCounter(stack.endpoints.sqs);
+  const counter = await startSqsCounter(stack.endpoints.sqs, spreadSeconds * 1000);
   const sink = await startSmtpSink();
   let daemon: DaemonProcess | undefined;
   try {
@@ -170,14 +174,17 @@ async function main(): Promise<void> {
       runs: { type: 'string', default: '1' },
       out: { type: 'string' },
       'node-arg': { type: 'string', multiple: true },
+      spread: { type: 'string', default: '0' },
     },
   });
   const variants = (values.variant ?? ['default:100']).map(parseVariant);
   const seconds = Number(values.seconds);
+  const spreadSeconds = Number(values.spread);
+  if (!(spreadSeconds >= 0 && spreadSeconds <= 9)) throw new Error('--spread must be 0..9 seconds');
   const runs = await runRounds(Number(values.runs), variants, (stack, variant) =>
-    measure(stack, variant, seconds, values['node-arg'] ?? []),
+    measure(stack, variant, seconds, values['node-arg'] ?? [], spreadSeconds),
   );
-  await writeBenchResults('idle', values.out, { seconds, runs });
+  await writeBenchResults('idle', values.out, { seconds, spread_s: spreadSeconds, runs });
 }
 
 await main();

@@ -7,7 +7,11 @@
  *   --wait S      WaitTimeSeconds of each poll (default 20: idle domains' long polls; 0: back-to-back requests)
  *   --seconds S   measured time per variant, after a warm-up of one wait plus 10 s (default 60)
  *   --runs R      rounds, the two paths alternating (default 2)
- *   --paths P     which paths, comma-separated (default sdk,lean; one path alone, e.g. to profile it)
+ *   --paths P     which paths, comma-separated (default sdk,lean; one path alone, e.g. to profile it); `aligned` is
+ *                 the lean path polling again after an empty receive on the clock's next step, as the daemon's
+ *                 pollers do (IDLE_POLL_ALIGN_MS at its default)
+ *   --spread S    each loop starts after a random delay up to S seconds, so the polls end out of step, as a day
+ *                 of mail leaves them (default 0: all together)
  *   --out FILE    results JSON (default bench/results/<time>-long-poll.json)
  */
 import { spawn } from 'node:child_process';
@@ -17,16 +21,20 @@ import { CreateQueueCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/c
 import { createAwsClients } from '../src/aws/clients.ts';
 import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs } from '../src/aws/deadlines.ts';
 import { createSqsQueue } from '../src/aws/queue.ts';
+import { sleepUnlessAborted } from '../src/clock.ts';
+import { DEFAULT_IDLE_POLL_ALIGN_MS } from '../src/poller/options.ts';
 import { TEST_CREDENTIALS, TEST_REGION } from '../test/harness/emulators.ts';
 import { writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
 
-type Path = 'sdk' | 'lean';
+type Path = 'sdk' | 'lean' | 'aligned';
+const PATHS: readonly Path[] = ['sdk', 'lean', 'aligned'];
 
 interface PollRun {
   path: Path;
   polls: number;
   wait_s: number;
+  spread_s: number;
   receives: number;
   cpu_ms_per_receive: number;
   cpu_percent_of_core: number;
@@ -54,7 +62,12 @@ async function createQueues(endpoint: string, count: number): Promise<string[]> 
   return urls;
 }
 
-async function measure(endpoint: string, urls: string[], path: Path, wait: number, seconds: number) {
+async function measure(
+  endpoint: string,
+  urls: string[],
+  path: Path,
+  { wait, seconds, spread }: { wait: number; seconds: number; spread: number },
+) {
   const { sqs, destroy } = createAwsClients(
     {
       region: TEST_REGION,
@@ -69,9 +82,14 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
   const stops = urls.map(() => new AbortController());
   let receives = 0;
   const receiveFrom = (url: string, stop: AbortController): (() => Promise<unknown>) => {
-    if (path === 'lean') {
+    if (path !== 'sdk') {
       const queue = createSqsQueue(sqs, url);
-      return () => queue.receive({ maxMessages: 10, waitTimeSeconds: wait, signal: stop.signal });
+      const receive = () => queue.receive({ maxMessages: 10, waitTimeSeconds: wait, signal: stop.signal });
+      if (path === 'lean') return receive;
+      const step = DEFAULT_IDLE_POLL_ALIGN_MS;
+      return async () => {
+        if ((await receive()).length === 0) await sleepUnlessAborted(step - (Date.now() % step), stop.signal);
+      };
     }
     const command = () =>
       new ReceiveMessageCommand({
@@ -94,12 +112,13 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
   const loops = urls.map(async (url, index) => {
     const stop = stops[index]!;
     const receive = receiveFrom(url, stop);
+    await sleepUnlessAborted(Math.random() * spread * 1000, stop.signal);
     while (!stop.signal.aborted) {
       await receive();
       receives += 1;
     }
   });
-  await new Promise((resolve) => setTimeout(resolve, (wait + 10) * 1000));
+  await new Promise((resolve) => setTimeout(resolve, (spread + wait + 10) * 1000));
   const cpuBefore = process.cpuUsage();
   const countBefore = receives;
   const startedAt = Date.now();
@@ -115,6 +134,7 @@ async function measure(endpoint: string, urls: string[], path: Path, wait: numbe
     path,
     polls: urls.length,
     wait_s: wait,
+    spread_s: spread,
     receives: counted,
     cpu_ms_per_receive: round(cpuMs / counted, 3),
     cpu_percent_of_core: round((cpuMs / elapsedMs) * 100, 2),
@@ -132,20 +152,25 @@ async function main(): Promise<void> {
       seconds: { type: 'string', default: '60' },
       runs: { type: 'string', default: '2' },
       paths: { type: 'string', default: 'sdk,lean' },
+      spread: { type: 'string', default: '0' },
       out: { type: 'string' },
     },
   });
-  const [polls, wait, seconds, runs] = [values.polls, values.wait, values.seconds, values.runs].map(
-    Number,
-  ) as [number, number, number, number];
-  const paths = values.paths.split(',').filter((p): p is Path => p === 'sdk' || p === 'lean');
+  const [polls, wait, seconds, runs, spread] = [
+    values.polls,
+    values.wait,
+    values.seconds,
+    values.runs,
+    values.spread,
+  ].map(Number) as [number, number, number, number, number];
+  const paths = values.paths.split(',').filter((p): p is Path => (PATHS as readonly string[]).includes(p));
   const emulator = await startEmulator();
   const results: PollRun[] = [];
   try {
     const urls = await createQueues(emulator.endpoint, polls);
     for (let run = 1; run <= runs; run++) {
       for (const path of paths) {
-        const result = await measure(emulator.endpoint, urls, path, wait, seconds);
+        const result = await measure(emulator.endpoint, urls, path, { wait, seconds, spread });
         results.push(result);
         process.stderr.write(`round ${run} ${JSON.stringify(result)}\n`);
       }
@@ -158,9 +183,10 @@ async function main(): Promise<void> {
   await writeBenchResults('long-poll', values.out, {
     polls,
     wait_s: wait,
+    spread_s: spread,
     seconds,
     runs: results,
-    median_cpu_ms_per_receive: { sdk: medianOf('sdk'), lean: medianOf('lean') },
+    median_cpu_ms_per_receive: { sdk: medianOf('sdk'), lean: medianOf('lean'), aligned: medianOf('aligned') },
     sdk_over_lean: round(medianOf('sdk') / medianOf('lean'), 2),
   });
 }

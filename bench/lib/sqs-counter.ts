@@ -1,6 +1,10 @@
 /**
  * A proxy in front of the SQS/S3 emulator that counts SQS requests by action and, for ReceiveMessage, by queue: how
  * many long polls each domain costs. S3 requests (same emulator) pass through uncounted.
+ *
+ * `spreadMs`: each queue's first ReceiveMessage is held for a random time up to this long before it goes on, so the
+ * domains' long polls end out of step, as they do after a day of mail (each mail restarts its domain's poll); a
+ * daemon started all at once would otherwise poll its idle domains in a few bursts for as long as it stays idle.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,17 +19,24 @@ export interface SqsCounter {
   stop(): Promise<void>;
 }
 
-export async function startSqsCounter(upstream: string): Promise<SqsCounter> {
+export async function startSqsCounter(upstream: string, spreadMs = 0): Promise<SqsCounter> {
   const target = new URL(upstream);
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4096 });
   let actions = new Map<string, number>();
   let receives = new Map<string, number>();
+  const held = new Set<string>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      count(String(req.headers['x-amz-target'] ?? ''), body);
+      const queue = count(String(req.headers['x-amz-target'] ?? ''), body);
+      const holdMs = queue !== undefined && spreadMs > 0 && !held.has(queue) ? Math.random() * spreadMs : 0;
+      if (queue !== undefined) held.add(queue);
+      if (holdMs > 0) setTimeout(() => forwardRequest(body), holdMs);
+      else forwardRequest(body);
+    });
+    function forwardRequest(body: Buffer): void {
       const forward = http.request(
         {
           host: target.hostname,
@@ -45,25 +56,28 @@ export async function startSqsCounter(upstream: string): Promise<SqsCounter> {
         res.end(`sqs counter: ${error.message}`);
       });
       forward.end(body);
-    });
+    }
   });
   server.keepAliveTimeout = 60_000;
   server.headersTimeout = 65_000;
   server.requestTimeout = 0;
 
-  function count(targetHeader: string, body: Buffer): void {
+  /** Counts one request; returns the queue a ReceiveMessage polls. */
+  function count(targetHeader: string, body: Buffer): string | undefined {
     // The SDK speaks SQS's JSON protocol: `X-Amz-Target: AmazonSQS.<Action>`, the queue URL in the body.
-    if (!targetHeader.startsWith('AmazonSQS.')) return;
+    if (!targetHeader.startsWith('AmazonSQS.')) return undefined;
     const action = targetHeader.slice('AmazonSQS.'.length);
     actions.set(action, (actions.get(action) ?? 0) + 1);
-    if (action !== 'ReceiveMessage') return;
+    if (action !== 'ReceiveMessage') return undefined;
+    let name = '?';
     try {
       const queueUrl = String((JSON.parse(body.toString('utf8')) as { QueueUrl?: unknown }).QueueUrl);
-      const name = queueUrl.slice(queueUrl.lastIndexOf('/') + 1);
-      receives.set(name, (receives.get(name) ?? 0) + 1);
+      name = queueUrl.slice(queueUrl.lastIndexOf('/') + 1);
     } catch {
-      receives.set('?', (receives.get('?') ?? 0) + 1);
+      // Counted as '?'.
     }
+    receives.set(name, (receives.get(name) ?? 0) + 1);
+    return name;
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -41,6 +41,7 @@ export async function startDomainRuntime(deps: DomainRuntimeDeps): Promise<Domai
     ports,
     {
       waitTimeSeconds: config.poll.waitTimeSeconds,
+      idlePollAlignMs: config.poll.idlePollAlignMs,
       maxMessages: config.poll.maxMessages,
       concurrency: config.poll.messageConcurrency,
       retry: opened.retry,

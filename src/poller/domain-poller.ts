@@ -189,7 +189,14 @@ export class DomainPoller {
       }
       failures = 0;
       for (const message of received) void this.tracked(message);
+      if (received.length === 0) await this.sleepUntilAligned();
     }
+  }
+
+  /** An idle domain's next poll waits for the clock's next step, shared by every idle poll of the process. */
+  private async sleepUntilAligned(): Promise<void> {
+    const period = this.options.idlePollAlignMs;
+    if (period > 0) await this.sleep(period - (this.ports.clock.now() % period));
   }
 
   /** True when it waited (held by a failed check, or paused): the caller looks at everything again. */

@@ -1,5 +1,8 @@
 import type { RetrySettings } from './retry-policy.ts';
 
+/** IDLE_POLL_ALIGN_MS's default. */
+export const DEFAULT_IDLE_POLL_ALIGN_MS = 500;
+
 /** SQS limits: a visibility timeout or delay is at most 12 hours; a long poll at most 20 s; a receive 10 messages. */
 const MAX_VISIBILITY_SECONDS = 43_200;
 
@@ -16,6 +19,13 @@ export interface PollerOptions {
    * polls while there is room for a full batch. Default: one per `4 × maxMessages` of concurrency, at least 1.
    */
   receivers?: number;
+  /**
+   * After a receive that came back empty, the next long poll starts on the next whole multiple of this many
+   * milliseconds of the clock (0: at once). Empty long polls then end together, so a process serving many idle
+   * domains wakes once for a group of them, not once for each: the wake-up is a large part of an idle poll's CPU
+   * (BENCHMARKS.md, "Idle polls in step"). Default DEFAULT_IDLE_POLL_ALIGN_MS.
+   */
+  idlePollAlignMs?: number;
   retry: RetrySettings;
   /** The queue's visibility timeout: a message still being processed gets it renewed by the heartbeat. */
   visibilityTimeoutSeconds: number;
@@ -53,6 +63,8 @@ export function resolvePollerOptions(options: PollerOptions): ResolvedPollerOpti
   const receivers =
     options.receivers ?? Math.max(1, Math.floor(options.concurrency / (4 * options.maxMessages)));
   integer('receivers', receivers, 1, options.concurrency);
+  const idlePollAlignMs = options.idlePollAlignMs ?? DEFAULT_IDLE_POLL_ALIGN_MS;
+  integer('idlePollAlignMs', idlePollAlignMs, 0, 60_000);
   integer('visibilityTimeoutSeconds', options.visibilityTimeoutSeconds, 1, MAX_VISIBILITY_SECONDS);
   const heartbeatSeconds = options.heartbeatSeconds ?? options.visibilityTimeoutSeconds / 3;
   if (!(heartbeatSeconds > 0 && heartbeatSeconds < options.visibilityTimeoutSeconds)) {
@@ -77,7 +89,7 @@ export function resolvePollerOptions(options: PollerOptions): ResolvedPollerOpti
     throw new PollerOptionsError(
       `outage.probeSeconds is ${outage.probeSeconds}: must be above 0, at most 3600`,
     );
-  return { ...options, receivers, heartbeatSeconds, outage };
+  return { ...options, receivers, idlePollAlignMs, heartbeatSeconds, outage };
 }
 
 function integer(name: string, value: number, min: number, max: number): void {

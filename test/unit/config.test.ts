@@ -86,6 +86,7 @@ describe('buildConfig defaults', () => {
     });
     assert.deepEqual(config.poll, {
       waitTimeSeconds: int('WAIT_TIME_SECONDS'),
+      idlePollAlignMs: int('IDLE_POLL_ALIGN_MS'),
       maxMessages: int('MAX_MESSAGES_PER_RECEIVE'),
       messageConcurrency: int('MESSAGE_CONCURRENCY'),
       maxReceives: int('MAX_RECEIVES'),
