@@ -8,7 +8,7 @@ import {
 } from '@aws-sdk/client-sqs';
 import { WorkerError, awsError, awsErrorName } from '../errors.ts';
 import { DEFAULT_AWS_DEADLINES, type AwsDeadlines } from './deadlines.ts';
-import { directSqs } from './sqs-direct.ts';
+import { directSqs, type LongPollRequest } from './sqs-direct.ts';
 
 export interface QueueMessage {
   messageId: string;
@@ -110,21 +110,32 @@ export function createSqsQueue(
   deadlines: AwsDeadlines = DEFAULT_AWS_DEADLINES,
 ): MailQueue {
   const direct = directSqs(sqs);
+  // One object per shape: the direct path prepares a request object once (aws/sqs-direct.ts).
+  const receiveRequests = new Map<string, LongPollRequest>();
+  const receiveRequest = (maxMessages: number, waitTimeSeconds: number): LongPollRequest => {
+    const shape = `${maxMessages}/${waitTimeSeconds}`;
+    let request = receiveRequests.get(shape);
+    if (!request) {
+      request = {
+        QueueUrl: url,
+        MaxNumberOfMessages: maxMessages,
+        WaitTimeSeconds: waitTimeSeconds,
+        MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
+        MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
+      };
+      receiveRequests.set(shape, request);
+    }
+    return request;
+  };
   return {
     url,
     async receive({ maxMessages, waitTimeSeconds, signal }) {
       if (signal?.aborted) return [];
       try {
-        const messages = await direct.receiveMessage(
-          {
-            QueueUrl: url,
-            MaxNumberOfMessages: maxMessages,
-            WaitTimeSeconds: waitTimeSeconds,
-            MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
-            MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
-          },
-          { deadlines, ...(signal && { signal }) },
-        );
+        const messages = await direct.receiveMessage(receiveRequest(maxMessages, waitTimeSeconds), {
+          deadlines,
+          ...(signal && { signal }),
+        });
         return messages.flatMap((m): QueueMessage[] => {
           if (!m.MessageId || !m.ReceiptHandle) return [];
           const replay = replayOf(m);

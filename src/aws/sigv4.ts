@@ -10,8 +10,8 @@ export interface SignableRequest {
   method: string;
   /** As sent, before SigV4's own encoding. */
   path: string;
-  /** Lower-case names; all of them are signed. */
-  headers: Record<string, string>;
+  /** Lower-case names; all of them are signed. Never changed once signed: its canonical form is kept. */
+  headers: Readonly<Record<string, string>>;
   /** The body's SHA-256, hex. */
   bodyHash: string;
 }
@@ -40,22 +40,64 @@ export function createSigner(): (request: SignableRequest, scope: SigningScope) 
     cached = { keyId, secret, key };
     return key;
   };
+  const layouts = new WeakMap<
+    Readonly<Record<string, string>>,
+    { plain?: HeaderLayout; token?: HeaderLayout }
+  >();
+  const layoutOf = (headers: Readonly<Record<string, string>>, withToken: boolean): HeaderLayout => {
+    let entry = layouts.get(headers);
+    if (!entry) layouts.set(headers, (entry = {}));
+    return withToken
+      ? (entry.token ??= headerLayout(headers, true))
+      : (entry.plain ??= headerLayout(headers, false));
+  };
   return (request, { service, region, credentials, epochMs }) => {
     const amzDate = new Date(epochMs).toISOString().replace(/[-:]|\.\d{3}/g, '');
     const day = amzDate.slice(0, 8);
-    const headers: Record<string, string> = { ...request.headers, 'x-amz-date': amzDate };
-    if (credentials.sessionToken) headers['x-amz-security-token'] = credentials.sessionToken;
-    const names = Object.keys(headers).sort();
-    const signedHeaders = names.join(';');
-    const canonicalHeaders = names.map((name) => `${name}:${canonicalValue(headers[name]!)}\n`).join('');
+    const token = credentials.sessionToken || undefined;
+    const { names, lines, signedHeaders } = layoutOf(request.headers, token !== undefined);
+    let canonicalHeaders = '';
+    names.forEach((name, i) => {
+      canonicalHeaders += lines[i] ?? `${name}:${name === DATE ? amzDate : canonicalValue(token ?? '')}\n`;
+    });
     const canonicalRequest = `${request.method}\n${canonicalPath(request.path)}\n\n${canonicalHeaders}\n${signedHeaders}\n${request.bodyHash}`;
     const scope = `${day}/${region}/${service}/aws4_request`;
     const stringToSign = `AWS4-HMAC-SHA256\n${amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
     const signature = createHmac('sha256', signingKey(credentials.secretAccessKey, day, region, service))
       .update(stringToSign)
       .digest('hex');
-    headers.authorization = `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
-    return headers;
+    return {
+      ...request.headers,
+      [DATE]: amzDate,
+      ...(token !== undefined && { [TOKEN]: token }),
+      authorization: `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`,
+    };
+  };
+}
+
+const DATE = 'x-amz-date';
+const TOKEN = 'x-amz-security-token';
+
+/**
+ * The signed headers of one headers object in canonical order, each line done once: only the date and the session
+ * token (`undefined` lines) change from one signing to the next. A poll signs the same headers three times a
+ * minute, so their canonical form is kept per object (callers never change a headers object they have signed).
+ */
+interface HeaderLayout {
+  names: string[];
+  lines: (string | undefined)[];
+  signedHeaders: string;
+}
+
+function headerLayout(headers: Readonly<Record<string, string>>, withToken: boolean): HeaderLayout {
+  const fixed = Object.keys(headers).filter((name) => name !== DATE && name !== TOKEN);
+  const names = [...fixed, DATE, ...(withToken ? [TOKEN] : [])].sort();
+  return {
+    names,
+    lines: names.map((name) =>
+      name === DATE || name === TOKEN ? undefined : `${name}:${canonicalValue(headers[name]!)}\n`,
+    ),
+    signedHeaders: names.join(';'),
   };
 }
 

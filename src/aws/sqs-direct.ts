@@ -9,7 +9,7 @@ import {
   type PostTarget,
 } from './deadline-post.ts';
 import { longPollDeadlineMs, type AwsDeadlines } from './deadlines.ts';
-import { createSigner, sha256Hex } from './sigv4.ts';
+import { createSigner, sha256Hex, type SignableRequest } from './sigv4.ts';
 import { backoffMs } from '../clock.ts';
 import { isTemporaryAwsError } from '../errors.ts';
 
@@ -34,7 +34,10 @@ export interface DirectCallOptions {
   signal?: AbortSignal;
 }
 
-/** The SQS calls an idle domain repeats, sent without the SDK. */
+/**
+ * The SQS calls an idle domain repeats, sent without the SDK. A request object is read once, when first sent, and
+ * sent as it was then: a different request needs an object of its own.
+ */
 export interface DirectSqs {
   receiveMessage(request: LongPollRequest, options: DirectCallOptions): Promise<Message[]>;
   getQueueAttributes(request: AttributesRequest, options: DirectCallOptions): Promise<Record<string, string>>;
@@ -74,7 +77,7 @@ export function directSqs(sqs: SQSClient): DirectSqs {
 
 /**
  * One per client, shared by its queues: a pool of connections per silence deadline, each queue's endpoint resolved
- * once, each request body's hash computed once.
+ * once, each request object prepared once.
  */
 const directClients = new WeakMap<SQSClient, DirectSqs>();
 
@@ -84,52 +87,26 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
   const { config } = sqs;
   const pools = new Map<number, PostAgents>();
   const endpoints = new Map<string, Promise<Endpoint>>();
-  const bodyHashes = new Map<string, string>();
+  const prepared = new WeakMap<object, PreparedPost>();
   let region: Promise<string> | undefined;
   const sign = createSigner();
   /** The request as SQS must get it: the SDK's protocol, signed with the client's credentials, region and clock. */
   const signedPost = async (action: Action, request: { QueueUrl: string }): Promise<PostTarget> => {
-    const body = JSON.stringify(request);
     let resolving = endpoints.get(request.QueueUrl);
     if (!resolving) endpoints.set(request.QueueUrl, (resolving = endpointFor(sqs, request.QueueUrl)));
     const endpoint = await resolving;
-    let bodyHash = bodyHashes.get(body);
-    if (!bodyHash) bodyHashes.set(body, (bodyHash = sha256Hex(body)));
-    const path = endpoint.path.endsWith('/') ? endpoint.path : `${endpoint.path}/`;
-    const headers = sign(
-      {
-        method: 'POST',
-        path,
-        bodyHash,
-        headers: {
-          host: endpoint.port === undefined ? endpoint.hostname : `${endpoint.hostname}:${endpoint.port}`,
-          'content-type': 'application/x-amz-json-1.0',
-          'content-length': String(Buffer.byteLength(body)),
-          'x-amz-target': `AmazonSQS.${action}`,
-          'x-amzn-query-mode': 'true',
-          // As the SDK signs: the payload's hash as a header.
-          'x-amz-content-sha256': bodyHash,
-        },
-      },
-      {
-        service: 'sqs',
-        region: await (region ??= config.region().catch((error: unknown) => {
-          region = undefined;
-          throw error;
-        })),
-        credentials: await config.credentials(),
-        epochMs: Date.now() + config.systemClockOffset,
-      },
-    );
-    return {
-      protocol: endpoint.protocol,
-      // An IPv6 literal is bracketed in the Host header only.
-      hostname: endpoint.hostname.replace(/^\[(.*)\]$/, '$1'),
-      ...(endpoint.port !== undefined && { port: endpoint.port }),
-      path,
-      headers,
-      body,
-    };
+    let post = prepared.get(request);
+    if (post?.action !== action) prepared.set(request, (post = preparePost(action, request, endpoint)));
+    const headers = sign(post.signable, {
+      service: 'sqs',
+      region: await (region ??= config.region().catch((error: unknown) => {
+        region = undefined;
+        throw error;
+      })),
+      credentials: await config.credentials(),
+      epochMs: Date.now() + config.systemClockOffset,
+    });
+    return { ...post.target, headers };
   };
   const attempt = async (
     action: Action,
@@ -182,6 +159,44 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
         throw new SqsServiceError('InvalidResponse', 'Attributes is not a map', 502);
       }
       return attributes as Record<string, string>;
+    },
+  };
+}
+
+/** A request as it goes out every time, all but its date and signature. */
+interface PreparedPost {
+  action: Action;
+  signable: SignableRequest;
+  target: Omit<PostTarget, 'headers'>;
+}
+
+/**
+ * Done once per request object: a poller sends the same request three times a minute (aws/queue.ts keeps one object
+ * per shape), so its body, the body's hash and the headers' canonical form (aws/sigv4.ts) are kept with it.
+ */
+function preparePost(action: Action, request: { QueueUrl: string }, endpoint: Endpoint): PreparedPost {
+  const body = JSON.stringify(request);
+  const bodyHash = sha256Hex(body);
+  const path = endpoint.path.endsWith('/') ? endpoint.path : `${endpoint.path}/`;
+  const headers = Object.freeze({
+    host: endpoint.port === undefined ? endpoint.hostname : `${endpoint.hostname}:${endpoint.port}`,
+    'content-type': 'application/x-amz-json-1.0',
+    'content-length': String(Buffer.byteLength(body)),
+    'x-amz-target': `AmazonSQS.${action}`,
+    'x-amzn-query-mode': 'true',
+    // As the SDK signs: the payload's hash as a header.
+    'x-amz-content-sha256': bodyHash,
+  });
+  return {
+    action,
+    signable: { method: 'POST', path, bodyHash, headers },
+    target: {
+      protocol: endpoint.protocol,
+      // An IPv6 literal is bracketed in the Host header only.
+      hostname: endpoint.hostname.replace(/^\[(.*)\]$/, '$1'),
+      ...(endpoint.port !== undefined && { port: endpoint.port }),
+      path,
+      body,
     },
   };
 }

@@ -82,4 +82,23 @@ describe('SigV4 for the direct SQS calls', () => {
       assert.equal(ours.authorization, await bySdk('/', spaced, epochMs, 'token'));
     }
   });
+
+  it('signs the same headers again with another date, with and without a token, as the SDK does', async () => {
+    const sign = createSigner();
+    const tokens = [undefined, 'token-1', 'token-2', undefined];
+    for (const [i, sessionToken] of tokens.entries()) {
+      const epochMs = Date.UTC(2026, 11, 8, 10, 0, i * 20);
+      const ours = sign(
+        { method: 'POST', path: '/', headers, bodyHash: headers['x-amz-content-sha256'] },
+        {
+          service: 'sqs',
+          region: 'eu-west-1',
+          credentials: { ...credentials, ...(sessionToken && { sessionToken }) },
+          epochMs,
+        },
+      );
+      assert.equal(ours['x-amz-security-token'], sessionToken);
+      assert.equal(ours.authorization, await bySdk('/', headers, epochMs, sessionToken));
+    }
+  });
 });
