@@ -22,7 +22,7 @@ import { createAwsClients } from '../src/aws/clients.ts';
 import { DEFAULT_AWS_DEADLINES, longPollDeadlineMs } from '../src/aws/deadlines.ts';
 import { createSqsQueue } from '../src/aws/queue.ts';
 import { sleepUnlessAborted } from '../src/clock.ts';
-import { DEFAULT_IDLE_POLL_ALIGN_MS } from '../src/poller/options.ts';
+import { SETTINGS } from '../src/config/settings.ts';
 import { TEST_CREDENTIALS, TEST_REGION } from '../test/harness/emulators.ts';
 import { writeBenchResults } from './lib/rounds.ts';
 import { median, round } from './lib/stats.ts';
@@ -86,7 +86,7 @@ async function measure(
       const queue = createSqsQueue(sqs, url);
       const receive = () => queue.receive({ maxMessages: 10, waitTimeSeconds: wait, signal: stop.signal });
       if (path === 'lean') return receive;
-      const step = DEFAULT_IDLE_POLL_ALIGN_MS;
+      const step = Number(SETTINGS.IDLE_POLL_ALIGN_MS.default);
       return async () => {
         if ((await receive()).length === 0) await sleepUnlessAborted(step - (Date.now() % step), stop.signal);
       };

@@ -24,15 +24,15 @@ export async function startSqsCounter(upstream: string, spreadMs = 0): Promise<S
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4096 });
   let actions = new Map<string, number>();
   let receives = new Map<string, number>();
-  const held = new Set<string>();
+  const seen = new Set<string>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       const queue = count(String(req.headers['x-amz-target'] ?? ''), body);
-      const holdMs = queue !== undefined && spreadMs > 0 && !held.has(queue) ? Math.random() * spreadMs : 0;
-      if (queue !== undefined) held.add(queue);
+      const holdMs = queue !== undefined && spreadMs > 0 && !seen.has(queue) ? Math.random() * spreadMs : 0;
+      if (queue !== undefined) seen.add(queue);
       if (holdMs > 0) setTimeout(() => forwardRequest(body), holdMs);
       else forwardRequest(body);
     });

@@ -26,8 +26,8 @@ const loadSesV2 = () => require('@aws-sdk/client-sesv2') as typeof import('@aws-
 /** How many requests one set of clients must carry at once. */
 export interface ClientSizing {
   /**
-   * Connections per host: a poller thread holds one long poll per domain it serves (more while busy) besides
-   * its other calls, and a long poll waiting for a socket is mail waiting up to WAIT_TIME_SECONDS (default 50).
+   * Connections per host for the SDK's calls (default 50): a busy domain's deletes, visibility changes, S3 and
+   * DynamoDB calls waiting for a socket are mail waiting. The long polls have a pool of their own (aws/sqs-direct.ts).
    */
   maxSockets?: number;
 }
@@ -41,7 +41,7 @@ export function createAwsClients(config: AwsConfig, sizing: ClientSizing = {}): 
   const maxSockets = sizing.maxSockets ?? 50;
   const requestHandler = deadlineRequestHandler(deadlines, maxSockets);
   const common = { region: config.region, requestHandler, maxAttempts: 3 };
-  // The long polls go without the SDK (aws/sqs-direct.ts); its SQS calls wait a second at most, so one handler serves.
+  // The long polls go without the SDK (aws/sqs-direct.ts); the SDK's own SQS calls never long-poll, so one handler serves.
   const sqs = new SQSClient({
     ...common,
     ...(config.endpoints.sqs && { endpoint: config.endpoints.sqs }),

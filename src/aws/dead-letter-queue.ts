@@ -37,14 +37,12 @@ export async function openDeadLetterQueue(
   } catch (error) {
     throw awsError('SQS_ERROR', `GetQueueUrl ${name}`, error);
   }
+  const depthRequest = Object.freeze({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] });
   return {
     async depth() {
       try {
         // Read every few minutes for every domain: the direct call, as the queue's own gauges (aws/sqs-direct.ts).
-        const attributes = await directSqs(sqs).getQueueAttributes(
-          { QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages'] },
-          { deadlines },
-        );
+        const attributes = await directSqs(sqs).getQueueAttributes(depthRequest, { deadlines });
         const messages = Number(attributes.ApproximateNumberOfMessages ?? 0);
         if (messages === 0) return { messages };
         const sample = await sqs.send(

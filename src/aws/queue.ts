@@ -110,23 +110,32 @@ export function createSqsQueue(
   deadlines: AwsDeadlines = DEFAULT_AWS_DEADLINES,
 ): MailQueue {
   const direct = directSqs(sqs);
-  // One object per shape: the direct path prepares a request object once (aws/sqs-direct.ts).
+  // One frozen object per shape: the direct path prepares such a request once (aws/sqs-direct.ts).
   const receiveRequests = new Map<string, LongPollRequest>();
   const receiveRequest = (maxMessages: number, waitTimeSeconds: number): LongPollRequest => {
     const shape = `${maxMessages}/${waitTimeSeconds}`;
     let request = receiveRequests.get(shape);
     if (!request) {
-      request = {
+      request = Object.freeze({
         QueueUrl: url,
         MaxNumberOfMessages: maxMessages,
         WaitTimeSeconds: waitTimeSeconds,
         MessageSystemAttributeNames: ['ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp'],
         MessageAttributeNames: [REPLAY_ATTRIBUTE, REPLAY_GENERATION_ATTRIBUTE],
-      };
+      });
       receiveRequests.set(shape, request);
     }
     return request;
   };
+  const attributesRequest = Object.freeze({
+    QueueUrl: url,
+    AttributeNames: [
+      'ApproximateNumberOfMessages',
+      'ApproximateNumberOfMessagesNotVisible',
+      'VisibilityTimeout',
+      'RedrivePolicy',
+    ],
+  });
   return {
     url,
     async receive({ maxMessages, waitTimeSeconds, signal }) {
@@ -212,18 +221,7 @@ export function createSqsQueue(
     },
     async attributes() {
       try {
-        const attrs = await direct.getQueueAttributes(
-          {
-            QueueUrl: url,
-            AttributeNames: [
-              'ApproximateNumberOfMessages',
-              'ApproximateNumberOfMessagesNotVisible',
-              'VisibilityTimeout',
-              'RedrivePolicy',
-            ],
-          },
-          { deadlines },
-        );
+        const attrs = await direct.getQueueAttributes(attributesRequest, { deadlines });
         let maxReceiveCount: number | undefined;
         let deadLetterTargetArn: string | undefined;
         if (attrs.RedrivePolicy) {

@@ -10,7 +10,7 @@ export interface SignableRequest {
   method: string;
   /** As sent, before SigV4's own encoding. */
   path: string;
-  /** Lower-case names; all of them are signed. Never changed once signed: its canonical form is kept. */
+  /** Lower-case names; all of them are signed. A frozen object's canonical form is kept for its next signing. */
   headers: Readonly<Record<string, string>>;
   /** The body's SHA-256, hex. */
   bodyHash: string;
@@ -45,6 +45,7 @@ export function createSigner(): (request: SignableRequest, scope: SigningScope) 
     { plain?: HeaderLayout; token?: HeaderLayout }
   >();
   const layoutOf = (headers: Readonly<Record<string, string>>, withToken: boolean): HeaderLayout => {
+    if (!Object.isFrozen(headers)) return headerLayout(headers, withToken);
     let entry = layouts.get(headers);
     if (!entry) layouts.set(headers, (entry = {}));
     return withToken
@@ -81,7 +82,7 @@ const TOKEN = 'x-amz-security-token';
 /**
  * The signed headers of one headers object in canonical order, each line done once: only the date and the session
  * token (`undefined` lines) change from one signing to the next. A poll signs the same headers three times a
- * minute, so their canonical form is kept per object (callers never change a headers object they have signed).
+ * minute, so the canonical form of a frozen headers object is kept with it.
  */
 interface HeaderLayout {
   names: string[];
@@ -90,12 +91,15 @@ interface HeaderLayout {
 }
 
 function headerLayout(headers: Readonly<Record<string, string>>, withToken: boolean): HeaderLayout {
-  const fixed = Object.keys(headers).filter((name) => name !== DATE && name !== TOKEN);
+  // The signer sets the date, and the token when the credentials carry one; a caller's own token header is signed
+  // as it is otherwise.
+  const signerSets = (name: string) => name === DATE || (withToken && name === TOKEN);
+  const fixed = Object.keys(headers).filter((name) => !signerSets(name));
   const names = [...fixed, DATE, ...(withToken ? [TOKEN] : [])].sort();
   return {
     names,
     lines: names.map((name) =>
-      name === DATE || name === TOKEN ? undefined : `${name}:${canonicalValue(headers[name]!)}\n`,
+      signerSets(name) ? undefined : `${name}:${canonicalValue(headers[name]!)}\n`,
     ),
     signedHeaders: names.join(';'),
   };

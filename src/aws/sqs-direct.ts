@@ -35,8 +35,8 @@ export interface DirectCallOptions {
 }
 
 /**
- * The SQS calls an idle domain repeats, sent without the SDK. A request object is read once, when first sent, and
- * sent as it was then: a different request needs an object of its own.
+ * The SQS calls an idle domain repeats, sent without the SDK. A frozen request object is prepared once, when first
+ * sent (aws/queue.ts freezes the ones it sends again and again); any other is prepared at each call.
  */
 export interface DirectSqs {
   receiveMessage(request: LongPollRequest, options: DirectCallOptions): Promise<Message[]>;
@@ -95,8 +95,11 @@ function buildDirectSqs(sqs: SQSClient): DirectSqs {
     let resolving = endpoints.get(request.QueueUrl);
     if (!resolving) endpoints.set(request.QueueUrl, (resolving = endpointFor(sqs, request.QueueUrl)));
     const endpoint = await resolving;
-    let post = prepared.get(request);
-    if (post?.action !== action) prepared.set(request, (post = preparePost(action, request, endpoint)));
+    let post = Object.isFrozen(request) ? prepared.get(request) : undefined;
+    if (post?.action !== action) {
+      post = preparePost(action, request, endpoint);
+      if (Object.isFrozen(request)) prepared.set(request, post);
+    }
     const headers = sign(post.signable, {
       service: 'sqs',
       region: await (region ??= config.region().catch((error: unknown) => {
@@ -171,7 +174,7 @@ interface PreparedPost {
 }
 
 /**
- * Done once per request object: a poller sends the same request three times a minute (aws/queue.ts keeps one object
+ * Done once per frozen request object: a poller sends the same request three times a minute (aws/queue.ts keeps one
  * per shape), so its body, the body's hash and the headers' canonical form (aws/sigv4.ts) are kept with it.
  */
 function preparePost(action: Action, request: { QueueUrl: string }, endpoint: Endpoint): PreparedPost {

@@ -209,7 +209,7 @@ export function buildConfig(env: Env, options: BuildOptions = {}): Config {
     },
     poll: {
       waitTimeSeconds: read.int('WAIT_TIME_SECONDS', 0, 20),
-      idlePollAlignMs: read.int('IDLE_POLL_ALIGN_MS', 0, 60_000),
+      idlePollAlignMs: read.int('IDLE_POLL_ALIGN_MS', 0, 5_000),
       maxMessages: read.int('MAX_MESSAGES_PER_RECEIVE', 1, 10),
       messageConcurrency: read.int('MESSAGE_CONCURRENCY', 1, 1000),
       maxReceives: read.int('MAX_RECEIVES', 1, 1000),

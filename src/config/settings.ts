@@ -168,7 +168,7 @@ export const SETTINGS = {
   IDLE_POLL_ALIGN_MS: {
     group: 'Polling',
     default: '500',
-    help: "After an empty receive, a domain's next long poll starts on the next whole multiple of this many milliseconds of the clock, so idle domains' polls end together and wake the process once for a group (0..60000; 0 = at once). Mail that arrives in that gap waits at most this long.",
+    help: "After an empty receive, a domain's next long poll starts on the next whole multiple of this many milliseconds of the clock, so idle domains' polls end together and wake the process once for a group (0..5000; 0 = at once). Mail that arrives in that gap waits at most this long.",
   },
   MAX_MESSAGES_PER_RECEIVE: { group: 'Polling', default: '10', help: 'Messages per ReceiveMessage (1..10).' },
   MESSAGE_CONCURRENCY: { group: 'Polling', default: '100', help: 'Messages processed at once per domain.' },

@@ -189,14 +189,17 @@ export class DomainPoller {
       }
       failures = 0;
       for (const message of received) void this.tracked(message);
-      if (received.length === 0) await this.sleepUntilAligned();
+      if (first && received.length === 0) await this.sleepToNextStep();
     }
   }
 
-  /** An idle domain's next poll waits for the clock's next step, shared by every idle poll of the process. */
-  private async sleepUntilAligned(): Promise<void> {
-    const period = this.options.idlePollAlignMs;
-    if (period > 0) await this.sleep(period - (this.ports.clock.now() % period));
+  /**
+   * An idle domain's next poll waits for the clock's next step, the same for every idle poll of the process. The
+   * further receivers poll only while a backlog lasts, which an empty receive ends: they need no step.
+   */
+  private async sleepToNextStep(): Promise<void> {
+    const step = this.options.idlePollAlignMs;
+    if (step > 0) await this.sleep((step - (this.ports.clock.now() % step)) % step);
   }
 
   /** True when it waited (held by a failed check, or paused): the caller looks at everything again. */

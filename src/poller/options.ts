@@ -1,8 +1,5 @@
 import type { RetrySettings } from './retry-policy.ts';
 
-/** IDLE_POLL_ALIGN_MS's default. */
-export const DEFAULT_IDLE_POLL_ALIGN_MS = 500;
-
 /** SQS limits: a visibility timeout or delay is at most 12 hours; a long poll at most 20 s; a receive 10 messages. */
 const MAX_VISIBILITY_SECONDS = 43_200;
 
@@ -20,12 +17,12 @@ export interface PollerOptions {
    */
   receivers?: number;
   /**
-   * After a receive that came back empty, the next long poll starts on the next whole multiple of this many
-   * milliseconds of the clock (0: at once). Empty long polls then end together, so a process serving many idle
-   * domains wakes once for a group of them, not once for each: the wake-up is a large part of an idle poll's CPU
-   * (BENCHMARKS.md, "Idle polls in step"). Default DEFAULT_IDLE_POLL_ALIGN_MS.
+   * IDLE_POLL_ALIGN_MS: after a receive that came back empty, the next long poll starts on the clock's next step of
+   * this many milliseconds (0: at once). Empty long polls then end together, so a process serving many idle domains
+   * wakes once for a group of them, not once for each: the wake-up is a large part of an idle poll's CPU
+   * (BENCHMARKS.md, "Idle polls in step"). At most 5 s, well inside the stale bound of /health.
    */
-  idlePollAlignMs?: number;
+  idlePollAlignMs: number;
   retry: RetrySettings;
   /** The queue's visibility timeout: a message still being processed gets it renewed by the heartbeat. */
   visibilityTimeoutSeconds: number;
@@ -63,8 +60,7 @@ export function resolvePollerOptions(options: PollerOptions): ResolvedPollerOpti
   const receivers =
     options.receivers ?? Math.max(1, Math.floor(options.concurrency / (4 * options.maxMessages)));
   integer('receivers', receivers, 1, options.concurrency);
-  const idlePollAlignMs = options.idlePollAlignMs ?? DEFAULT_IDLE_POLL_ALIGN_MS;
-  integer('idlePollAlignMs', idlePollAlignMs, 0, 60_000);
+  integer('idlePollAlignMs', options.idlePollAlignMs, 0, 5_000);
   integer('visibilityTimeoutSeconds', options.visibilityTimeoutSeconds, 1, MAX_VISIBILITY_SECONDS);
   const heartbeatSeconds = options.heartbeatSeconds ?? options.visibilityTimeoutSeconds / 3;
   if (!(heartbeatSeconds > 0 && heartbeatSeconds < options.visibilityTimeoutSeconds)) {
@@ -89,7 +85,7 @@ export function resolvePollerOptions(options: PollerOptions): ResolvedPollerOpti
     throw new PollerOptionsError(
       `outage.probeSeconds is ${outage.probeSeconds}: must be above 0, at most 3600`,
     );
-  return { ...options, receivers, idlePollAlignMs, heartbeatSeconds, outage };
+  return { ...options, receivers, heartbeatSeconds, outage };
 }
 
 function integer(name: string, value: number, min: number, max: number): void {

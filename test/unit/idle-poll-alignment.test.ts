@@ -18,24 +18,10 @@ class JumpingClock implements Clock {
   }
 }
 
-/**
- * Polls an always-empty queue whose long polls take `pollMs` of the jumping clock; returns when each receive began.
- * Only the receive loop runs (no message ever arrives), so the ports the pipeline would use are left out.
- */
-async function receiveStarts(idlePollAlignMs: number, pollMs: number, receives: number): Promise<number[]> {
-  const clock = new JumpingClock(1_234);
-  const starts: number[] = [];
-  const queue = {
-    url: 'https://sqs.example/000000000000/mail',
-    receive(): Promise<QueueMessage[]> {
-      starts.push(clock.now());
-      clock.nowMs += pollMs;
-      if (starts.length === receives) poller.stop();
-      return Promise.resolve([]);
-    },
-  } as unknown as MailQueue;
+/** A poller of `queue` on `clock`; only its receive loop runs (no message ever arrives), so other ports are left out. */
+function pollerOn(queue: Pick<MailQueue, 'receive'>, clock: Clock, idlePollAlignMs: number): DomainPoller {
   const ports = { domain: 'example.org', logger: pino({ level: 'silent' }), metrics: {}, clock };
-  const poller = new DomainPoller(queue, ports as unknown as PipelinePorts, {
+  return new DomainPoller(queue as MailQueue, ports as unknown as PipelinePorts, {
     waitTimeSeconds: 20,
     maxMessages: 10,
     concurrency: 10,
@@ -43,6 +29,24 @@ async function receiveStarts(idlePollAlignMs: number, pollMs: number, receives: 
     retry: { schedule: [30], maxReceives: 5, claimLeaseSeconds: 60, hasRedrivePolicy: false },
     visibilityTimeoutSeconds: 300,
   });
+}
+
+/** Polls an always-empty queue whose long polls take `pollMs` of a jumping clock; returns when each receive began. */
+async function receiveStarts(idlePollAlignMs: number, pollMs: number, receives: number): Promise<number[]> {
+  const clock = new JumpingClock(1_234);
+  const starts: number[] = [];
+  const poller = pollerOn(
+    {
+      receive(): Promise<QueueMessage[]> {
+        starts.push(clock.now());
+        clock.nowMs += pollMs;
+        if (starts.length === receives) poller.stop();
+        return Promise.resolve([]);
+      },
+    },
+    clock,
+    idlePollAlignMs,
+  );
   await poller.run();
   return starts;
 }
@@ -59,5 +63,28 @@ describe('an idle domain polls again in step with the clock', () => {
   it('polls again at once with IDLE_POLL_ALIGN_MS=0', async () => {
     const starts = await receiveStarts(0, 20_007, 3);
     assert.deepEqual(starts, [1_234, 21_241, 41_248]);
+  });
+
+  it('stops at once while waiting for the next step', async () => {
+    // A clock that never moves: without the stop's abort, the wait after the first (empty) poll would never end.
+    const stillClock: Clock = {
+      now: () => 1_234,
+      sleep: (_ms, signal) =>
+        new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(signal.reason))),
+    };
+    let receives = 0;
+    const poller = pollerOn(
+      {
+        receive: () => {
+          receives += 1;
+          setTimeout(() => poller.stop(), 20);
+          return new Promise((resolve) => setImmediate(() => resolve([])));
+        },
+      },
+      stillClock,
+      5_000,
+    );
+    await poller.run();
+    assert.equal(receives, 1);
   });
 });

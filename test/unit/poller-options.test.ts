@@ -4,6 +4,7 @@ import { PollerOptionsError, resolvePollerOptions, type PollerOptions } from '..
 
 const valid: PollerOptions = {
   waitTimeSeconds: 20,
+  idlePollAlignMs: 500,
   maxMessages: 10,
   concurrency: 100,
   retry: { schedule: [30, 60], maxReceives: 10, hasRedrivePolicy: true, claimLeaseSeconds: 31 },

@@ -83,13 +83,14 @@ describe('SigV4 for the direct SQS calls', () => {
     }
   });
 
-  it('signs the same headers again with another date, with and without a token, as the SDK does', async () => {
+  it('signs the same frozen headers again with another date, with and without a token, as the SDK does', async () => {
     const sign = createSigner();
+    const kept = Object.freeze({ ...headers });
     const tokens = [undefined, 'token-1', 'token-2', undefined];
     for (const [i, sessionToken] of tokens.entries()) {
       const epochMs = Date.UTC(2026, 11, 8, 10, 0, i * 20);
       const ours = sign(
-        { method: 'POST', path: '/', headers, bodyHash: headers['x-amz-content-sha256'] },
+        { method: 'POST', path: '/', headers: kept, bodyHash: headers['x-amz-content-sha256'] },
         {
           service: 'sqs',
           region: 'eu-west-1',
